@@ -1,0 +1,88 @@
+"""The domain-error hierarchy.
+
+Code inside the packages raises these; the edges map them: the CLI prints ``str(err)`` and
+exits with ``err.exit_code``, the HTTP API answers ``err.http_status`` with a problem body.
+Nothing else should need to catch broad exceptions.
+"""
+
+from __future__ import annotations
+
+
+class BlipsearchError(Exception):
+    """Base class: a failure the user can act on. The message says how."""
+
+    exit_code = 1
+    http_status = 500
+    code = "error"
+
+
+class ConfigError(BlipsearchError):
+    exit_code = 2
+    http_status = 500
+    code = "config_error"
+
+
+class InvalidInputError(BlipsearchError):
+    exit_code = 2
+    http_status = 422
+    code = "invalid_input"
+
+
+class ImageDecodeError(InvalidInputError):
+    """An input is not a decodable image, is truncated, or is too large to decode safely."""
+
+    code = "bad_image"
+
+
+class NotFoundError(BlipsearchError):
+    exit_code = 3
+    http_status = 404
+    code = "not_found"
+
+
+class CollectionNotFoundError(NotFoundError):
+    code = "collection_not_found"
+
+
+class RecordNotFoundError(NotFoundError):
+    code = "record_not_found"
+
+
+class ConflictError(BlipsearchError):
+    exit_code = 4
+    http_status = 409
+    code = "conflict"
+
+
+class ModelMismatchError(ConflictError):
+    """A collection or index was built with another model than the one requested."""
+
+    code = "model_mismatch"
+
+
+class ModelLoadError(BlipsearchError):
+    """Weights could not be found or loaded (offline, wrong path, unsupported architecture)."""
+
+    exit_code = 5
+    http_status = 503
+    code = "model_unavailable"
+
+
+class StorageError(BlipsearchError):
+    """Records or index files on disk are missing or inconsistent."""
+
+    exit_code = 6
+    http_status = 500
+    code = "storage_error"
+
+
+class MissingDependencyError(ConfigError):
+    """An optional extra is needed for this feature."""
+
+    code = "missing_dependency"
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package '{package}'. "
+            f"Install it with: pip install 'blipsearch[{extra}]'"
+        )

@@ -1,0 +1,1 @@
+"""Bulk indexing: read → hash/decode → embed → write, with per-stage timings."""

@@ -1,0 +1,78 @@
+"""Safe image decoding: size limits, decompression-bomb guard, EXIF orientation, RGB."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from blipsearch.errors import ImageDecodeError
+
+
+@dataclass
+class RawFile:
+    path: Path
+    data: bytes
+    sha256: str
+
+
+@dataclass
+class DecodedImage:
+    image: Image.Image
+    width: int
+    height: int
+    format: str | None
+
+
+def read_file(path: Path, max_bytes: int) -> RawFile:
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise ImageDecodeError(f"file is {size} bytes, over the {max_bytes}-byte limit")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from exc
+    return RawFile(path, data, hashlib.sha256(data).hexdigest())
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format
+            width, height = img.size
+            if width <= 0 or height <= 0:
+                raise ImageDecodeError(f"invalid image size {width}x{height}")
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
+                    "limit (decompression-bomb guard; raise BLIPSEARCH_MAX_IMAGE_PIXELS to allow it)"
+                )
+            img.load()
+            img = ImageOps.exif_transpose(img) or img
+            if img.mode != "RGB":
+                if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                    rgba = img.convert("RGBA")
+                    bg = Image.new("RGB", rgba.size, (255, 255, 255))
+                    bg.paste(rgba, mask=rgba.getchannel("A"))
+                    img = bg
+                else:
+                    img = img.convert("RGB")
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError("not a recognised image format") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+    w, h = img.size
+    return DecodedImage(img, w, h, fmt)

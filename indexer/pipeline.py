@@ -1,0 +1,163 @@
+"""The local indexing pipeline: reader → hash/dedup → decode+preprocess → model → writer.
+
+Reading, hashing, decoding and preprocessing run in a thread pool (Pillow and numpy release
+the GIL), bounded to a few batches ahead of the model. The model runs batched in the calling
+thread. The writer commits a Parquet shard every ``shard_size`` records; a commit is atomic,
+so a killed job loses at most the uncommitted tail, which a re-run redoes (dedup by sha256).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blipsearch.errors import ImageDecodeError
+from indexer.decode import decode_image, read_file
+from indexer.stages import StageTimer
+from models.base import Embedder
+from storage.collection import Collection
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """One input after the CPU stages: a failure, a duplicate, or pixels ready for the model."""
+
+    path: Path
+    sha256: str | None = None
+    error: str | None = None
+    duplicate: bool = False
+    pixels: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class IndexReport:
+    collection: str
+    added: int = 0
+    skipped_duplicates: int = 0
+    failed: int = 0
+    failures: list[dict[str, str]] = field(default_factory=list)
+    new_ids: list[int] = field(default_factory=list)
+    timings: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.added + self.skipped_duplicates + self.failed
+
+
+class IndexPipeline:
+    def __init__(
+        self,
+        collection: Collection,
+        embedder: Embedder,
+        *,
+        batch_size: int = 32,
+        shard_size: int = 4096,
+        workers: int = 4,
+        max_pixels: int = 100_000_000,
+        max_bytes: int = 256 * 1024 * 1024,
+        on_progress: Callable[[IndexReport, int], None] | None = None,
+    ) -> None:
+        self.coll = collection
+        self.embedder = embedder
+        self.batch_size = batch_size
+        self.shard_size = shard_size
+        self.workers = workers
+        self.max_pixels = max_pixels
+        self.max_bytes = max_bytes
+        self.on_progress = on_progress
+        self.timer = StageTimer()
+
+    # -- CPU stages (worker threads) --------------------------------------------------------
+    def _prepare(self, path: Path, known: set[str]) -> Prepared:
+        try:
+            with self.timer.time("read"):
+                raw = read_file(path, self.max_bytes)
+            if raw.sha256 in known:
+                return Prepared(path, raw.sha256, duplicate=True)
+            with self.timer.time("decode"):
+                img = decode_image(raw.data, self.max_pixels)
+                pixels = self.embedder.preprocess([img.image])[0]
+            meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(raw.data)}
+            return Prepared(path, raw.sha256, pixels=pixels, meta=meta)
+        except ImageDecodeError as exc:
+            return Prepared(path, error=str(exc))
+        except Exception as exc:  # noqa: BLE001 - one bad file must never abort a job
+            log.exception("unexpected error preparing %s", path)
+            return Prepared(path, error=f"unexpected {type(exc).__name__}: {exc}")
+
+    def _prepared(self, paths: Iterable[Path], known: set[str]) -> Iterator[Prepared]:
+        ahead = max(2 * self.batch_size, 4 * self.workers)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
+            pending: deque[Future[Prepared]] = deque()
+            for path in paths:
+                pending.append(pool.submit(self._prepare, path, known))
+                if len(pending) >= ahead:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+
+    # -- model + writer (calling thread) ----------------------------------------------------
+    def run(self, paths: Iterable[Path]) -> IndexReport:
+        report = IndexReport(self.coll.name)
+        known = self.coll.known_hashes()
+        batch: list[Prepared] = []
+        rows: list[Prepared] = []
+        embs: list[np.ndarray] = []
+        seen_in_run: set[str] = set()
+        done = 0
+
+        def flush_batch() -> None:
+            if batch:
+                with self.timer.time("model", len(batch)):
+                    embs.append(self.embedder.embed_pixels(np.stack([p.pixels for p in batch])))  # type: ignore[misc]
+                rows.extend(batch)
+                batch.clear()
+
+        def commit() -> None:
+            flush_batch()
+            if not rows:
+                return
+            cols: dict[str, list[Any]] = {
+                "uri": [str(p.path) for p in rows],
+                "sha256": [p.sha256 for p in rows],
+                **{k: [p.meta[k] for p in rows] for k in ("width", "height", "format", "bytes")},
+            }
+            with self.timer.time("write", len(rows)):
+                ids, dropped = self.coll.append(cols, np.concatenate(embs))
+            report.added += len(ids)
+            report.skipped_duplicates += dropped
+            report.new_ids.extend(ids)
+            rows.clear()
+            embs.clear()
+
+        for item in self._prepared(paths, known):
+            done += 1
+            if item.error is not None:
+                report.failed += 1
+                report.failures.append({"path": str(item.path), "error": item.error})
+            elif item.duplicate or item.sha256 in seen_in_run:
+                report.skipped_duplicates += 1
+            else:
+                seen_in_run.add(item.sha256)  # type: ignore[arg-type]
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    flush_batch()
+                if len(rows) >= self.shard_size:
+                    commit()
+            if self.on_progress:
+                self.on_progress(report, done)
+        commit()
+        if self.on_progress:
+            self.on_progress(report, done)
+        report.timings = self.timer.report()
+        return report

@@ -1,0 +1,61 @@
+"""The embedder interface every search/index component talks to (no torch types leak out)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class Embedder(ABC):
+    """ITC embeddings: L2-normalised float32 vectors of size ``dim``.
+
+    ``vectors_per_image`` is 1 for BLIP and 32 for BLIP-2 (one per Q-Former query token);
+    an image's score against a text is the max over its vectors.
+    """
+
+    model_id: str
+    fingerprint: str
+    family: str
+    dim: int = 256
+    vectors_per_image: int = 1
+    batch_size: int = 32
+    device: str = "cpu"
+
+    @abstractmethod
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Resize and normalise exactly as the checkpoint's image processor: [n, 3, H, W] float32."""
+
+    @abstractmethod
+    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        """[n, 3, H, W] -> [n, dim] (BLIP) or [n, vectors_per_image, dim] (BLIP-2), float32."""
+
+    @abstractmethod
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """[n] texts -> [n, dim] float32, L2-normalised."""
+
+    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Preprocess and embed, in batches of ``batch_size``."""
+        chunks = [
+            self.embed_pixels(self.preprocess(images[i : i + self.batch_size]))
+            for i in range(0, len(images), self.batch_size)
+        ]
+        if not chunks:
+            shape = (0, self.dim) if self.vectors_per_image == 1 else (0, self.vectors_per_image, self.dim)
+            return np.zeros(shape, dtype=np.float32)
+        return np.concatenate(chunks, axis=0)
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "model_id": self.model_id,
+            "fingerprint": self.fingerprint,
+            "family": self.family,
+            "dim": self.dim,
+            "vectors_per_image": self.vectors_per_image,
+            "device": self.device,
+        }

@@ -1,0 +1,201 @@
+#!/usr/bin/env python
+"""Write small, randomly initialised BLIP checkpoints with ``save_pretrained``.
+
+Tests load these through the same ``from_pretrained`` path as real hub checkpoints, so the
+loading code, processors and tokenizers are exercised for real, on models that load in
+well under a second. ``--size base`` writes a randomly initialised *base-size* BLIP
+retrieval model (ViT-B/16 at 384 px + BERT-base, the FLOPs of ``blip-itm-base-coco``) for
+benchmarks.
+
+    python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0]
+
+Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
+(Blip2ForImageTextRetrieval) and ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import string
+import tempfile
+from pathlib import Path
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
+
+# Words the tests and demos use, so they tokenize to whole words rather than characters.
+COMMON_WORDS = (
+    "a an the of on in with and photo photography picture image red green blue yellow black "
+    "white orange purple square circle triangle stripe stripes striped dot dots cat dog car "
+    "tree house person sky sea beach mountain city street food flower bird horse two three "
+    "small large big little sitting standing running water grass snow night day sunset"
+).split()
+
+
+def generated_vocab(size: int, seed: int) -> list[str]:
+    """A BERT WordPiece vocab: specials, characters, continuation pieces, common and random words."""
+    rng = random.Random(seed)
+    vocab: list[str] = list(SPECIAL_TOKENS)
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    vocab += chars
+    vocab += ["##" + c for c in string.ascii_lowercase + string.digits]
+    vocab += [w for w in COMMON_WORDS if w not in vocab]
+    seen = set(vocab)
+    while len(vocab) < size:
+        word = "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 7)))
+        if word not in seen:
+            seen.add(word)
+            vocab.append(word)
+    return vocab
+
+
+def make_tokenizer(workdir: Path, vocab_size: int, seed: int):  # type: ignore[no-untyped-def]
+    from transformers import BertTokenizer
+
+    vocab_file = workdir / "vocab.txt"
+    vocab_file.write_text("\n".join(generated_vocab(vocab_size, seed)) + "\n", encoding="utf-8")
+    # The hub BLIP tokenizers are BERT tokenizers with [DEC] as bos and [ENC] as an extra special.
+    return BertTokenizer(
+        vocab_file=str(vocab_file),
+        do_lower_case=True,
+        bos_token="[DEC]",
+        extra_special_tokens=["[ENC]"],
+        model_max_length=512,
+    )
+
+
+def _blip_configs(size: str, vocab_size: int) -> tuple[dict, dict, int]:
+    if size == "base":
+        # blip-itm-base-coco: ViT-B/16 at 384 px, BERT-base text encoder.
+        # BlipVisionConfig's default initializer_range (1e-10) makes every image embed alike.
+        return {"initializer_range": 0.02}, {"vocab_size": vocab_size}, 384
+    vision = {
+        "initializer_range": 0.02,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+    }
+    return vision, text, 32
+
+
+def make_blip(out: Path, size: str, seed: int, tokenizer, caption: bool = False) -> Path:  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import (
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipForImageTextRetrieval,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    vision, text, image_size = _blip_configs(size, len(tokenizer))
+    text.update(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.convert_tokens_to_ids("[DEC]"),
+        sep_token_id=tokenizer.sep_token_id,
+    )
+    config = BlipConfig(text_config=text, vision_config=vision, image_text_hidden_size=256)
+    torch.manual_seed(seed)
+    cls = BlipForConditionalGeneration if caption else BlipForImageTextRetrieval
+    model = cls(config).eval()
+    processor = BlipProcessor(
+        image_processor=BlipImageProcessor(size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def make_blip2(out: Path, size: str, seed: int, tokenizer) -> Path:  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import (
+        Blip2Config,
+        Blip2ForImageTextRetrieval,
+        Blip2Processor,
+        BlipImageProcessor,
+    )
+
+    if size == "base":
+        raise SystemExit("--size base is only defined for BLIP; BLIP-2 ViT-g is too large to benchmark here")
+    config = Blip2Config(
+        vision_config={
+            "initializer_range": 0.02,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        qformer_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 64,
+            "cross_attention_frequency": 1,
+            "use_qformer_text_input": True,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        text_config={
+            "model_type": "opt",
+            "vocab_size": 64,
+            "hidden_size": 16,
+            "ffn_dim": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "word_embed_proj_dim": 16,
+        },
+        num_query_tokens=32,
+        image_text_hidden_size=256,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForImageTextRetrieval(config).eval()
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}),
+        tokenizer=tokenizer,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_size = 30524 if size == "base" else 512
+        tokenizer = make_tokenizer(Path(tmp), vocab_size, seed)
+        paths = {"blip-itm": make_blip(out_dir / "blip-itm", size, seed, tokenizer)}
+        if size == "tiny":
+            paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
+            paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for name, path in make_all(args.out_dir, args.size, args.seed).items():
+        print(f"{name}: {path}")
+
+
+if __name__ == "__main__":
+    main()

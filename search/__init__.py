@@ -1,0 +1,1 @@
+"""FAISS indexes over collections, and exact (max-sim) top-k search."""

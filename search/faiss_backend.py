@@ -1,0 +1,68 @@
+"""FAISS access: lazy import, index factory, GPU placement, (de)serialisation."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from blipsearch.errors import ConfigError, InvalidInputError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "IDMap2,Flat"
+GPU_MAX_K = 2048  # FAISS GPU k-selection limit
+
+
+def faiss() -> Any:
+    try:
+        import faiss as _faiss
+    except ImportError as exc:  # pragma: no cover - faiss is a core dependency
+        raise MissingDependencyError("Vector search", "faiss-cpu (or faiss-gpu)", "gpu") from exc
+    return _faiss
+
+
+@functools.cache
+def num_gpus() -> int:
+    try:
+        return int(faiss().get_num_gpus())
+    except AttributeError:
+        return 0
+
+
+@functools.cache
+def _gpu_resources() -> Any:
+    return faiss().StandardGpuResources()
+
+
+def new_index(spec: str, dim: int) -> Any:
+    """An inner-product index from a factory spec; IDs are mapped with IDMap2 if not already."""
+    f = faiss()
+    full = spec if spec.startswith("IDMap") else f"IDMap2,{spec}"
+    try:
+        return f.index_factory(dim, full, f.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise InvalidInputError(f"Invalid FAISS index spec {spec!r}: {exc}") from exc
+
+
+def to_gpu(index: Any) -> Any | None:
+    """A GPU replica of ``index`` when FAISS sees a GPU, else None."""
+    if num_gpus() <= 0:
+        return None
+    try:
+        return faiss().index_cpu_to_gpu(_gpu_resources(), 0, index)
+    except (RuntimeError, AttributeError) as exc:
+        log.warning("FAISS could not place the index on the GPU (%s); searching on CPU", exc)
+        return None
+
+
+def write(index: Any, path: Path) -> None:
+    faiss().write_index(index, str(path))
+
+
+def read(path: Path) -> Any:
+    try:
+        return faiss().read_index(str(path))
+    except RuntimeError as exc:
+        raise ConfigError(f"Cannot read FAISS index {path}: {exc}") from exc

@@ -1,0 +1,86 @@
+"""A FAISS index over a collection's vectors, with the FAISS-id ↔ record-id mapping.
+
+Thread safety: ``add`` and ``search`` may run concurrently (the API adds uploads while it
+answers queries). One lock covers ``add`` and ``search``, so a search sees either all or
+none of an added batch.
+Search parameters (``k``, ``nprobe``, ``efSearch``) are passed per call as FAISS
+SearchParameters; the shared index is never mutated per request.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numpy as np
+
+from blipsearch.errors import InvalidInputError
+from search import faiss_backend as fb
+from search.topk import topk_owners
+
+
+class VectorIndex:
+    def __init__(self, cpu_index: Any, dim: int, vectors_per_item: int, spec: str) -> None:
+        self.cpu = cpu_index
+        self.dim = dim
+        self.vectors_per_item = vectors_per_item
+        self.spec = spec
+        self._lock = threading.RLock()
+        self.gpu: Any | None = fb.to_gpu(cpu_index)
+
+    @classmethod
+    def empty(cls, spec: str, dim: int, vectors_per_item: int) -> VectorIndex:
+        return cls(fb.new_index(spec, dim), dim, vectors_per_item, spec)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.cpu.ntotal)
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.gpu is not None
+
+    def faiss_ids(self, ids: np.ndarray) -> np.ndarray:
+        v = self.vectors_per_item
+        ids = np.asarray(ids, dtype=np.int64)
+        if v == 1:
+            return ids
+        return (ids[:, None] * v + np.arange(v, dtype=np.int64)[None, :]).reshape(-1)
+
+    def train(self, vectors: np.ndarray) -> None:
+        """Train a quantizer (IVF, PQ) on a sample; a no-op for flat indexes."""
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            if not self.cpu.is_trained:
+                if len(vecs) == 0:
+                    raise InvalidInputError(f"Index spec {self.spec!r} needs training data; the collection is empty.")
+                self.cpu.train(vecs)
+
+    def add(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        vecs = np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1, self.dim)
+        fids = self.faiss_ids(ids)
+        with self._lock:
+            if not self.cpu.is_trained:
+                self.cpu.train(vecs)  # untrained at first add: train on what is being added
+            self.cpu.add_with_ids(vecs, fids)
+            if self.gpu is not None:
+                self.gpu = fb.to_gpu(self.cpu)
+
+    def _search_vectors(self, queries: np.ndarray, kk: int, params: Any | None) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            index = self.gpu if (self.gpu is not None and kk <= fb.GPU_MAX_K) else self.cpu
+            if params is None:
+                return index.search(queries, kk)  # type: ignore[no-any-return]
+            return index.search(queries, kk, params=params)  # type: ignore[no-any-return]
+
+    def search(self, queries: np.ndarray, k: int, params: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` record ids by max over (query vector, item vector) inner products.
+
+        ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32).
+        """
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        return topk_owners(
+            lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, self.ntotal
+        )

@@ -1,0 +1,1 @@
+"""Records (Arrow/Parquet, the source of truth), collection manifests and the SQL catalog."""

@@ -1,0 +1,152 @@
+"""The SQL catalog: collections and jobs (later: moderation results, API keys).
+
+SQLite in the data directory by default; any SQLAlchemy URL (e.g. PostgreSQL) through
+``BLIPSEARCH_DATABASE_URL``. Records themselves live in Parquet, never here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from blipsearch.errors import ConfigError, MissingDependencyError, NotFoundError
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CollectionRow(Base):
+    __tablename__ = "collections"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), default="images")
+    model_id: Mapped[str] = mapped_column(Text)
+    model_fingerprint: Mapped[str] = mapped_column(String(64))
+    dim: Mapped[int] = mapped_column(Integer)
+    vectors_per_item: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: uuid.uuid4().hex)
+    kind: Mapped[str] = mapped_column(String(32))
+    collection: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    model_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    failures: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+            @event.listens_for(engine, "connect")
+            def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.close()
+
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError(f"The catalog URL {url.split('://')[0]}://…", exc.name or "driver", "postgres") from exc
+    except (SQLAlchemyError, ValueError) as exc:
+        raise ConfigError(f"Invalid catalog URL for BLIPSEARCH_DATABASE_URL: {exc}") from exc
+
+
+class Catalog:
+    def __init__(self, url: str) -> None:
+        if url.startswith("sqlite:///"):
+            from pathlib import Path
+
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = make_engine(url)
+        try:
+            Base.metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise ConfigError(f"Cannot open the catalog database: {exc.__class__.__name__}: {exc}") from exc
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._session.begin() as s:
+            yield s
+
+    # -- collections --------------------------------------------------------------------
+    def upsert_collection(self, name: str, kind: str, model: dict[str, Any]) -> None:
+        with self.session() as s:
+            row = s.get(CollectionRow, name)
+            if row is None:
+                s.add(
+                    CollectionRow(
+                        name=name,
+                        kind=kind,
+                        model_id=model["model_id"],
+                        model_fingerprint=model["fingerprint"],
+                        dim=model["dim"],
+                        vectors_per_item=model["vectors_per_image"],
+                    )
+                )
+
+    def list_collections(self) -> list[CollectionRow]:
+        with self.session() as s:
+            return list(s.scalars(select(CollectionRow).order_by(CollectionRow.name)))
+
+    def delete_collection(self, name: str) -> None:
+        with self.session() as s:
+            row = s.get(CollectionRow, name)
+            if row is not None:
+                s.delete(row)
+
+    # -- jobs -----------------------------------------------------------------------------
+    def create_job(self, kind: str, collection: str, model_id: str | None, settings: dict[str, Any]) -> str:
+        with self.session() as s:
+            job = JobRow(kind=kind, collection=collection, model_id=model_id, settings=settings, state="running",
+                         started_at=utcnow(), counts={}, failures=[], timings={})
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        with self.session() as s:
+            job = s.get(JobRow, job_id)
+            if job is None:
+                raise NotFoundError(f"No job {job_id!r}")
+            for k, v in fields.items():
+                setattr(job, k, v)
+
+    def get_job(self, job_id: str) -> JobRow:
+        with self.session() as s:
+            job = s.get(JobRow, job_id)
+            if job is None:
+                raise NotFoundError(f"No job {job_id!r}. List jobs with: blipsearch jobs list")
+            return job
+
+    def list_jobs(self, collection: str | None = None, limit: int = 50) -> list[JobRow]:
+        with self.session() as s:
+            q = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
+            if collection:
+                q = q.where(JobRow.collection == collection)
+            return list(s.scalars(q))

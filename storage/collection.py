@@ -1,0 +1,297 @@
+"""An image collection on disk: immutable Parquet shards + a manifest + derived index files.
+
+Layout of ``DATA_DIR/<name>/``::
+
+    manifest.json            the commit point (storage/manifest.py)
+    shard-00000000.parquet   immutable record shards, named by a sequence number
+    index-00000003.faiss     the current FAISS index (derived; rebuildable from the shards)
+    .writer.lock             inter-process writer lock
+
+Row-alignment contract (tested in tests/test_alignment.py):
+
+* Each record gets its ``id`` at commit, from ``manifest.next_id``, which only grows; ids are
+  never reused, and within a shard rows are sorted by id.
+* The FAISS id of a record's vector ``q`` is ``id * vectors_per_item + q``: plain ``id`` for BLIP
+  (one vector), ``id * 32 + q`` for BLIP-2's 32 query vectors. The owner of a FAISS id is
+  ``faiss_id // vectors_per_item``.
+* The index entry in the manifest names the shards it covers; its ``ntotal`` equals their
+  rows times ``vectors_per_item``. Shards committed after it are added on load (catch-up), so
+  a crash between a shard commit and an index save loses nothing.
+* Model id, fingerprint, dim and index spec are stored with the collection and its index;
+  using them with another model is refused.
+
+Writers hold ``.writer.lock`` while they commit, and every commit re-checks ``sha256`` against
+what other writers committed meanwhile, so concurrent writers never duplicate an image.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from blipsearch.errors import CollectionNotFoundError, ConflictError, InvalidInputError, ModelMismatchError
+from storage.atomic import atomic_write_with
+from storage.lock import writer_lock
+from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
+from storage.schema import embeddings_from_arrow, embeddings_to_arrow, image_schema
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+META_COLUMNS = ["id", "uri", "sha256", "width", "height", "format", "bytes", "caption", "added_at"]
+
+
+def validate_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit."
+        )
+    return name
+
+
+@lru_cache(maxsize=256)
+def _read_meta(path: str, mtime_ns: int) -> pa.Table:
+    """Non-embedding columns of an immutable shard (cached; the key includes mtime)."""
+    return pq.read_table(path, columns=META_COLUMNS)
+
+
+class Collection:
+    def __init__(self, root: Path, manifest: Manifest) -> None:
+        self.root = root
+        self.name = manifest.collection
+        self.manifest = manifest
+        self._known_hashes: set[str] | None = None
+        self._hashed_shards: set[str] = set()
+        self._thread_lock = threading.Lock()
+        self._swept = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+    @staticmethod
+    def path_for(data_dir: Path, name: str) -> Path:
+        return Path(data_dir) / validate_name(name)
+
+    @classmethod
+    def exists(cls, data_dir: Path, name: str) -> bool:
+        return (cls.path_for(data_dir, name) / MANIFEST_NAME).is_file()
+
+    @classmethod
+    def open(cls, data_dir: Path, name: str) -> Collection:
+        root = cls.path_for(data_dir, name)
+        try:
+            manifest = Manifest.load(root / MANIFEST_NAME)
+        except FileNotFoundError:
+            raise CollectionNotFoundError(
+                f"Collection {name!r} does not exist in {Path(data_dir).resolve()}. "
+                "Create it by indexing images: blipsearch index PATH --collection NAME"
+            ) from None
+        return cls(root, manifest)
+
+    @classmethod
+    def create(cls, data_dir: Path, name: str, *, model: dict[str, Any]) -> Collection:
+        """Create (or open, if it exists with the same model) a collection for ``model``."""
+        root = cls.path_for(data_dir, name)
+        with writer_lock(root / ".writer.lock"):
+            if (root / MANIFEST_NAME).is_file():
+                coll = cls.open(data_dir, name)
+                coll.check_model(model["fingerprint"], model["model_id"])
+                return coll
+            manifest = Manifest(
+                collection=name,
+                model_id=model["model_id"],
+                model_fingerprint=model["fingerprint"],
+                model_family=model["family"],
+                dim=model["dim"],
+                vectors_per_item=model["vectors_per_image"],
+            )
+            manifest.save(root / MANIFEST_NAME)
+        return cls(root, manifest)
+
+    def check_model(self, fingerprint: str, model_id: str) -> None:
+        if fingerprint != self.manifest.model_fingerprint:
+            raise ModelMismatchError(
+                f"Collection {self.name!r} was embedded with model {self.manifest.model_id!r} "
+                f"(fingerprint {self.manifest.model_fingerprint}); {model_id!r} is a different model "
+                f"(fingerprint {fingerprint}). A collection never mixes models: use the collection's "
+                "model (omit --model), or index into a new collection."
+            )
+
+    def reload(self) -> Manifest:
+        self.manifest = Manifest.load(self.root / MANIFEST_NAME)
+        return self.manifest
+
+    @property
+    def lock_path(self) -> Path:
+        return self.root / ".writer.lock"
+
+    def shard_path(self, shard: ShardInfo | str) -> Path:
+        return self.root / (shard if isinstance(shard, str) else shard.file)
+
+    # -- writes -------------------------------------------------------------------------
+    def sweep_orphans(self) -> list[str]:
+        """Delete files no manifest names (a crash's leftovers). Call with the writer lock held."""
+        live = {s.file for s in self.manifest.shards}
+        if self.manifest.index:
+            live.add(self.manifest.index.file)
+        removed = []
+        for path in self.root.iterdir():
+            n = path.name
+            orphan = n.endswith(".tmp") or (
+                (n.startswith("shard-") or n.startswith("index-")) and n not in live
+            )
+            if orphan and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(n)
+        return removed
+
+    def _refresh_hashes(self) -> set[str]:
+        if self._known_hashes is None:
+            self._known_hashes = set()
+        for shard in self.manifest.shards:
+            if shard.file not in self._hashed_shards:
+                col = pq.read_table(self.shard_path(shard), columns=["sha256"]).column("sha256")
+                self._known_hashes.update(col.to_pylist())
+                self._hashed_shards.add(shard.file)
+        return self._known_hashes
+
+    def known_hashes(self) -> set[str]:
+        """sha256 of every committed record (incrementally cached per shard)."""
+        with self._thread_lock:
+            self.reload()
+            return set(self._refresh_hashes())
+
+    def append(self, rows: dict[str, Sequence[Any]], embeddings: np.ndarray) -> tuple[list[int], int]:
+        """Commit one shard of new records. Returns (new ids, duplicates dropped).
+
+        ``rows`` has the columns uri, sha256, width, height, format, bytes, caption. Rows whose
+        sha256 is already committed (by anyone) or repeated within ``rows`` are dropped.
+        """
+        n = len(rows["sha256"])
+        if embeddings.shape[0] != n:
+            raise InvalidInputError(f"{n} rows but {embeddings.shape[0]} embeddings")
+        with self._thread_lock, writer_lock(self.lock_path):
+            self.reload()
+            if not self._swept:
+                self.sweep_orphans()
+                self._swept = True
+            known = self._refresh_hashes()
+            keep, seen = [], set()
+            for i, h in enumerate(rows["sha256"]):
+                if h not in known and h not in seen:
+                    keep.append(i)
+                    seen.add(h)
+            dropped = n - len(keep)
+            if not keep:
+                return [], dropped
+            m = self.manifest
+            ids = np.arange(m.next_id, m.next_id + len(keep), dtype=np.int64)
+            now = datetime.now(timezone.utc)
+            table = self._build_table(rows, keep, ids, embeddings[keep], now)
+            shard_name = f"shard-{m.next_shard:08d}.parquet"
+            atomic_write_with(self.root / shard_name, lambda p: pq.write_table(table, p, compression="zstd"))
+            m.shards.append(ShardInfo(file=shard_name, rows=len(keep), min_id=int(ids[0]), max_id=int(ids[-1])))
+            m.next_id += len(keep)
+            m.next_shard += 1
+            m.save(self.root / MANIFEST_NAME)  # the commit point
+            known.update(seen)
+            self._hashed_shards.add(shard_name)
+            return ids.tolist(), dropped
+
+    def _build_table(
+        self, rows: dict[str, Sequence[Any]], keep: list[int], ids: np.ndarray, emb: np.ndarray, now: datetime
+    ) -> pa.Table:
+        m = self.manifest
+        expected = (m.dim,) if m.vectors_per_item == 1 else (m.vectors_per_item, m.dim)
+        if tuple(emb.shape[1:]) != expected:
+            raise ModelMismatchError(f"Embeddings of shape {emb.shape[1:]} do not fit collection {self.name!r} ({expected})")
+
+        def pick(col: str) -> list[Any]:
+            values = rows.get(col)
+            return [values[i] for i in keep] if values is not None else [None] * len(keep)
+
+        schema = image_schema(m.dim, m.vectors_per_item)
+        arrays = {
+            "id": pa.array(ids, pa.int64()),
+            "uri": pa.array(pick("uri"), pa.string()),
+            "sha256": pa.array(pick("sha256"), pa.string()),
+            "width": pa.array(pick("width"), pa.int32()),
+            "height": pa.array(pick("height"), pa.int32()),
+            "format": pa.array(pick("format"), pa.string()),
+            "bytes": pa.array(pick("bytes"), pa.int64()),
+            "caption": pa.array(pick("caption"), pa.string()),
+            "model_id": pa.array([m.model_id] * len(keep), pa.string()),
+            "embedding": embeddings_to_arrow(emb, m.dim, m.vectors_per_item),
+            "added_at": pa.array([now] * len(keep), pa.timestamp("us", tz="UTC")),
+        }
+        return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
+
+    def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
+        """Point the manifest at a freshly written index file (writer lock held by caller)."""
+        self.reload()
+        if self.manifest.index and self.manifest.index.file != previous_file:
+            raise ConflictError(f"The index of {self.name!r} changed while it was being rebuilt; retry.")
+        old = self.manifest.index.file if self.manifest.index else None
+        self.manifest.index = info
+        self.manifest.save(self.root / MANIFEST_NAME)
+        if old and old != info.file:
+            (self.root / old).unlink(missing_ok=True)
+
+    # -- reads --------------------------------------------------------------------------
+    def iter_embeddings(self, shards: Iterable[ShardInfo] | None = None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """(ids [n], embeddings) per shard, in commit order."""
+        m = self.manifest
+        for shard in self.manifest.shards if shards is None else shards:
+            t = pq.read_table(self.shard_path(shard), columns=["id", "embedding"])
+            ids = t.column("id").to_numpy()
+            yield ids, embeddings_from_arrow(t.column("embedding"), m.dim, m.vectors_per_item)
+
+    def all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.iter_embeddings())
+        if not parts:
+            m = self.manifest
+            shape = (0, m.dim) if m.vectors_per_item == 1 else (0, m.vectors_per_item, m.dim)
+            return np.zeros(0, np.int64), np.zeros(shape, np.float32)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def sample_vectors(self, n: int, seed: int = 0) -> np.ndarray:
+        """Up to ``n`` vectors, drawn uniformly from all records (for training quantizers)."""
+        _, emb = self.all_embeddings()
+        vecs = emb.reshape(-1, self.manifest.dim)
+        if len(vecs) <= n:
+            return vecs
+        return vecs[np.random.default_rng(seed).choice(len(vecs), n, replace=False)]
+
+    def read_table(self, columns: list[str] | None = None) -> pa.Table:
+        tables = [pq.read_table(self.shard_path(s), columns=columns) for s in self.manifest.shards]
+        if not tables:
+            m = self.manifest
+            schema = image_schema(m.dim, m.vectors_per_item)
+            if columns:
+                schema = pa.schema([schema.field(c) for c in columns])
+            return schema.empty_table()
+        return pa.concat_tables(tables)
+
+    def get_records(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """Metadata rows (no embedding) for ``ids``; unknown ids are absent from the result."""
+        shards = self.manifest.shards
+        starts = [s.min_id for s in shards]
+        out: dict[int, dict[str, Any]] = {}
+        for rid in ids:
+            pos = bisect.bisect_right(starts, int(rid)) - 1
+            if pos < 0 or int(rid) > shards[pos].max_id:
+                continue
+            path = self.shard_path(shards[pos])
+            meta = _read_meta(str(path), path.stat().st_mtime_ns)
+            col = meta.column("id").to_numpy()
+            row = int(np.searchsorted(col, int(rid)))
+            if row < len(col) and col[row] == rid:
+                out[int(rid)] = {k: v[0] for k, v in meta.slice(row, 1).to_pydict().items()}
+        return out

@@ -1,0 +1,80 @@
+"""The collection manifest: the single commit point of a collection's on-disk state.
+
+A shard or index file exists for readers only once the manifest names it. The manifest is
+replaced atomically, so a reader always sees a consistent set of files.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from pydantic import BaseModel, Field, ValidationError
+
+from blipsearch.errors import StorageError
+from storage.atomic import atomic_write_bytes
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class ShardInfo(BaseModel):
+    file: str
+    rows: int
+    min_id: int
+    max_id: int
+
+
+class IndexInfo(BaseModel):
+    """What a saved FAISS index was built from. Refuse to use it with anything else."""
+
+    file: str
+    spec: str
+    metric: str = "inner_product"
+    model_id: str
+    model_fingerprint: str
+    dim: int
+    vectors_per_item: int
+    ntotal: int
+    covered_shards: list[str]
+    built_at: datetime
+
+
+class Manifest(BaseModel):
+    format_version: int = FORMAT_VERSION
+    collection: str
+    kind: str = "images"
+    model_id: str
+    model_fingerprint: str
+    model_family: str
+    dim: int
+    vectors_per_item: int
+    created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    next_id: int = 0
+    next_shard: int = 0
+    shards: list[ShardInfo] = Field(default_factory=list)
+    index: IndexInfo | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(s.rows for s in self.shards)
+
+    @classmethod
+    def load(cls, path: Path) -> Manifest:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            manifest = cls.model_validate(data)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, ValidationError) as exc:
+            raise StorageError(f"Collection manifest {path} is unreadable or invalid: {exc}") from exc
+        if manifest.format_version > FORMAT_VERSION:
+            raise StorageError(
+                f"{path} has format version {manifest.format_version}; this blipsearch reads up to "
+                f"{FORMAT_VERSION}. Upgrade blipsearch."
+            )
+        return manifest
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, self.model_dump_json(indent=2).encode("utf-8"))
