@@ -153,12 +153,12 @@ def search(
 @handle_errors
 def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """List collections with their model and size."""
-    from storage.catalog import Catalog
+    from storage.catalog import open_catalog
     from storage.collection import Collection
 
     settings = settings_for(data_dir)
     rows = []
-    for row in Catalog(settings.catalog_url()).list_collections():
+    for row in open_catalog(settings.catalog_url()).list_collections():
         if not Collection.exists(settings.data_dir, row.name):
             continue
         m = Collection.open(settings.data_dir, row.name).manifest

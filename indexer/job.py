@@ -13,7 +13,7 @@ from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.sources import iter_files
 from models.base import Embedder
 from search import index_store
-from storage.catalog import Catalog, utcnow
+from storage.catalog import open_catalog, utcnow
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def index_paths(
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))
     coll = Collection.create(settings.data_dir, collection, model=embedder.describe())
-    catalog = Catalog(settings.catalog_url())
+    catalog = open_catalog(settings.catalog_url())
     catalog.upsert_collection(coll.name, "images", embedder.describe())
     job_id = catalog.create_job(
         "index",

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from blipsearch.errors import ConfigError, InvalidInputError, MissingDependencyError
+from blipsearch.errors import InvalidInputError, MissingDependencyError, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -65,4 +65,4 @@ def read(path: Path) -> Any:
     try:
         return faiss().read_index(str(path))
     except RuntimeError as exc:
-        raise ConfigError(f"Cannot read FAISS index {path}: {exc}") from exc
+        raise StorageError(f"Cannot read FAISS index {path}: {exc}") from exc

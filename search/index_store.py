@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
-from blipsearch.errors import ModelMismatchError
+from blipsearch.errors import ModelMismatchError, StorageError
 from search import faiss_backend as fb
 from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_bytes, atomic_write_with
@@ -59,7 +59,11 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
     if not path.is_file() or not set(info.covered_shards) <= live:
         log.warning("Index of %s is missing or refers to unknown shards; rebuilding from records", coll.name)
         return build(coll, info.spec)
-    cpu = fb.read(path)
+    try:
+        cpu = fb.read(path)
+    except StorageError as exc:  # unreadable, or replaced by a concurrent writer meanwhile
+        log.warning("%s; rebuilding the index of %s from records", exc, coll.name)
+        return build(coll, info.spec)
     expected = sum(s.rows for s in m.shards if s.file in set(info.covered_shards)) * m.vectors_per_item
     if cpu.ntotal != info.ntotal or cpu.ntotal != expected or cpu.d != m.dim:
         log.warning("Index of %s has %d vectors, records say %d; rebuilding", coll.name, cpu.ntotal, expected)

@@ -6,6 +6,8 @@ SQLite in the data directory by default; any SQLAlchemy URL (e.g. PostgreSQL) th
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from blipsearch.errors import ConfigError, MissingDependencyError, NotFoundError
@@ -83,10 +85,14 @@ class Catalog:
 
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.engine = make_engine(url)
-        try:
-            Base.metadata.create_all(self.engine)
-        except SQLAlchemyError as exc:
-            raise ConfigError(f"Cannot open the catalog database: {exc.__class__.__name__}: {exc}") from exc
+        for attempt in range(3):  # concurrent first opens race on CREATE TABLE; the loser retries
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except SQLAlchemyError as exc:
+                if attempt == 2:
+                    raise ConfigError(f"Cannot open the catalog database: {exc.__class__.__name__}: {exc}") from exc
+                time.sleep(0.05 * (attempt + 1))
         self._session = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -96,6 +102,12 @@ class Catalog:
 
     # -- collections --------------------------------------------------------------------
     def upsert_collection(self, name: str, kind: str, model: dict[str, Any]) -> None:
+        try:
+            self._insert_collection(name, kind, model)
+        except IntegrityError:
+            pass  # a concurrent writer registered it first
+
+    def _insert_collection(self, name: str, kind: str, model: dict[str, Any]) -> None:
         with self.session() as s:
             row = s.get(CollectionRow, name)
             if row is None:
@@ -150,3 +162,9 @@ class Catalog:
             if collection:
                 q = q.where(JobRow.collection == collection)
             return list(s.scalars(q))
+
+
+@functools.lru_cache(maxsize=8)
+def open_catalog(url: str) -> Catalog:
+    """One Catalog (engine and pool) per URL per process."""
+    return Catalog(url)

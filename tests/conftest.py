@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from make_test_models import make_all
+
+    return make_all(tmp_path_factory.mktemp("models"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def blip_embedder(tiny_models: dict[str, Path]):
+    from models import load_embedder
+
+    return load_embedder(str(tiny_models["blip-itm"]), device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def blip2_embedder(tiny_models: dict[str, Path]):
+    from models import load_embedder
+
+    return load_embedder(str(tiny_models["blip2-itm"]), device="cpu", batch_size=8)
+
+
+@pytest.fixture
+def settings(tmp_path: Path):
+    from blipsearch.config import Settings
+
+    return Settings(data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2)

@@ -1,0 +1,62 @@
+"""The CLI contract: commands, flags, JSON fields and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from blipsearch.cli import app
+from tests.helpers import write_bad_files, write_images
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, tiny_models):
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> dict:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return json.loads(result.stdout) if "--json" in args and result.stdout.strip() else {}
+
+    return run
+
+
+def test_index_search_collections_reindex(cli, tmp_path):
+    write_images(tmp_path / "imgs", 10)
+    write_bad_files(tmp_path / "imgs" / "bad")
+    out = cli("index", str(tmp_path / "imgs"), "--collection", "photos", "--batch-size", "4", "--json")
+    assert {"collection", "added", "skipped_duplicates", "failed", "failures", "total"} <= out.keys()
+    assert (out["collection"], out["added"], out["skipped_duplicates"], out["failed"]) == ("photos", 10, 0, 5)
+    assert out["total"] == 15 and all({"path", "error"} <= f.keys() for f in out["failures"])
+
+    again = cli("index", str(tmp_path / "imgs"), "--collection", "photos", "--json")
+    assert (again["added"], again["skipped_duplicates"]) == (0, 10)
+
+    res = cli("search", "a red square", "--collection", "photos", "-k", "3", "--json")
+    assert len(res["results"]) == 3
+    assert all({"id", "uri", "score", "caption"} <= r.keys() for r in res["results"])
+    scores = [r["score"] for r in res["results"]]
+    assert scores == sorted(scores, reverse=True)
+
+    img = tmp_path / "imgs" / "img_00004.jpg"
+    res = cli("search", "--image", str(img), "--collection", "photos", "-k", "2", "--json")
+    assert res["results"][0]["uri"] == str(img.resolve())
+
+    cols = cli("collections", "--json")
+    assert [(c["name"], c["count"]) for c in cols["collections"]] == [("photos", 10)]
+
+    rebuilt = cli("reindex", "--collection", "photos", "--json")
+    assert rebuilt["index"]["ntotal"] == 10
+
+
+def test_errors_are_clear(cli, tmp_path):
+    out = cli("search", "x", "--collection", "nope", "--json", code=3)
+    assert out["error"]["code"] == "collection_not_found"
+    cli("search", "--collection", "nope", code=2)  # neither text nor --image
+    cli("index", str(tmp_path / "missing"), "--collection", "c", code=2)
+    cli("index", str(tmp_path), "--collection", "../escape", code=2)
