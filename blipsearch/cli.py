@@ -20,7 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Hub id or local directory (default: the collection's model, else BLIPSEARCH_MODEL).")
+    str | None,
+    typer.Option("--model", help="Hub id or local directory (default: the collection's model, else BLIPSEARCH_MODEL)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (BLIPSEARCH_DATA_DIR).")]
@@ -187,7 +188,9 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
 @handle_errors
 def reindex(
     collection: CollectionOpt,
-    index_spec: Annotated[str | None, typer.Option("--index-spec", help="FAISS factory spec (default exact Flat).")] = None,
+    index_spec: Annotated[
+        str | None, typer.Option("--index-spec", help="FAISS factory spec (default exact Flat).")
+    ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -83,6 +83,5 @@ class MissingDependencyError(ConfigError):
 
     def __init__(self, feature: str, package: str, extra: str) -> None:
         super().__init__(
-            f"{feature} needs the optional package '{package}'. "
-            f"Install it with: pip install 'blipsearch[{extra}]'"
+            f"{feature} needs the optional package '{package}'. Install it with: pip install 'blipsearch[{extra}]'"
         )

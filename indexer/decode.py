@@ -46,8 +46,9 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format
+            opened = Image.open(io.BytesIO(data))
+            fmt = opened.format
+            img: Image.Image = opened
             width, height = img.size
             if width <= 0 or height <= 0:
                 raise ImageDecodeError(f"invalid image size {width}x{height}")

@@ -56,7 +56,9 @@ def index_paths(
         embedder.model_id,
         {"paths": [str(p) for p in paths], "batch_size": settings.batch_size, "shard_size": settings.shard_size},
     )
-    bar = tqdm(total=len(files), unit="img", desc=f"index {coll.name}", disable=not progress or None, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(files), unit="img", desc=f"index {coll.name}", disable=not progress or None, dynamic_ncols=True
+    )
 
     def on_progress(report: IndexReport, done: int) -> None:
         bar.update(done - bar.n)
@@ -86,8 +88,13 @@ def index_paths(
         job_id,
         state="succeeded",
         finished_at=utcnow(),
-        counts={"added": report.added, "skipped_duplicates": report.skipped_duplicates, "failed": report.failed,
-                "total": report.total, "files": len(files)},
+        counts={
+            "added": report.added,
+            "skipped_duplicates": report.skipped_duplicates,
+            "failed": report.failed,
+            "total": report.total,
+            "files": len(files),
+        },
         failures=report.failures[:MAX_STORED_FAILURES],
         timings=report.timings,
     )

@@ -91,7 +91,7 @@ class IndexPipeline:
             return Prepared(path, raw.sha256, pixels=pixels, meta=meta)
         except ImageDecodeError as exc:
             return Prepared(path, error=str(exc))
-        except Exception as exc:  # noqa: BLE001 - one bad file must never abort a job
+        except Exception as exc:
             log.exception("unexpected error preparing %s", path)
             return Prepared(path, error=f"unexpected {type(exc).__name__}: {exc}")
 

@@ -77,7 +77,10 @@ class Blip2Embedder(Embedder):
         enc = self.processor.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
         )
-        return {"input_ids": enc["input_ids"].to(self.model.device), "attention_mask": enc["attention_mask"].to(self.model.device)}
+        return {
+            "input_ids": enc["input_ids"].to(self.model.device),
+            "attention_mask": enc["attention_mask"].to(self.model.device),
+        }
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = []

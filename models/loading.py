@@ -47,15 +47,17 @@ def from_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
         return cls.from_pretrained(resolved, **kwargs)
     except ModelLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - transformers/hub raise many unrelated types here
+    except Exception as exc:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
             "TRANSFORMERS_OFFLINE", ""
         ) not in ("", "0")
         if Path(resolved).is_dir():
             reason = f"the directory {resolved!r} does not hold a loadable {what}: {exc}"
             raise ModelLoadError(f"Could not load {what} from {resolved!r}: {reason}") from exc
-        where = "HF_HUB_OFFLINE is set and it is not in the local cache" if offline else (
-            "it is not in the local cache and the Hugging Face Hub could not be reached (or has no such repo)"
+        where = (
+            "HF_HUB_OFFLINE is set and it is not in the local cache"
+            if offline
+            else ("it is not in the local cache and the Hugging Face Hub could not be reached (or has no such repo)")
         )
         raise ModelLoadError(
             f"Could not load {what} {source!r}: {where} ({type(exc).__name__}). {how_to_fix(source)}"

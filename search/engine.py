@@ -71,7 +71,7 @@ class SearchEngine:
         records = self.coll.get_records(ids.tolist())
         hits = [
             Hit(int(i), r["uri"], float(s), r["caption"], r["width"], r["height"])
-            for i, s in zip(ids, scores)
+            for i, s in zip(ids, scores, strict=True)
             if (r := records.get(int(i))) is not None
         ]
         self.timing_ms = {

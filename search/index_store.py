@@ -49,7 +49,11 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
     info = m.index
     if info is None:
         return build(coll)
-    if info.model_fingerprint != m.model_fingerprint or info.dim != m.dim or info.vectors_per_item != m.vectors_per_item:
+    if (
+        info.model_fingerprint != m.model_fingerprint
+        or info.dim != m.dim
+        or info.vectors_per_item != m.vectors_per_item
+    ):
         raise ModelMismatchError(
             f"The saved index of {coll.name!r} was built for model {info.model_id!r}, not the collection's "
             f"model {m.model_id!r}. Rebuild it with: blipsearch reindex --collection {coll.name}"
@@ -100,11 +104,15 @@ def refresh(coll: Collection, *, rebuild: bool = False, spec: str | None = None)
     with writer_lock(coll.lock_path):
         m = coll.reload()
         live = [sh.file for sh in m.shards]
-        if not rebuild and not spec and m.index and m.index.covered_shards == live and (coll.root / m.index.file).is_file():
+        if (
+            not rebuild
+            and not spec
+            and m.index
+            and m.index.covered_shards == live
+            and (coll.root / m.index.file).is_file()
+        ):
             return m.index  # already up to date
         index, covered = build(coll, spec) if rebuild or spec else load(coll)
         info = save(coll, index, covered)
     log.info("index of %s: %d vectors (%s)", coll.name, info.ntotal, info.spec)
     return info
-
-

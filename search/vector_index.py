@@ -72,8 +72,8 @@ class VectorIndex:
         with self._lock:
             index = self.gpu if (self.gpu is not None and kk <= fb.GPU_MAX_K) else self.cpu
             if params is None:
-                return index.search(queries, kk)  # type: ignore[no-any-return]
-            return index.search(queries, kk, params=params)  # type: ignore[no-any-return]
+                return index.search(queries, kk)
+            return index.search(queries, kk, params=params)
 
     def search(self, queries: np.ndarray, k: int, params: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` record ids by max over (query vector, item vector) inner products.
@@ -81,6 +81,4 @@ class VectorIndex:
         ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        return topk_owners(
-            lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, self.ntotal
-        )
+        return topk_owners(lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, self.ntotal)

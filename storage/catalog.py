@@ -73,7 +73,9 @@ def make_engine(url: str) -> Engine:
             return engine
         return create_engine(url, pool_pre_ping=True)
     except ModuleNotFoundError as exc:
-        raise MissingDependencyError(f"The catalog URL {url.split('://')[0]}://…", exc.name or "driver", "postgres") from exc
+        raise MissingDependencyError(
+            f"The catalog URL {url.split('://')[0]}://…", exc.name or "driver", "postgres"
+        ) from exc
     except (SQLAlchemyError, ValueError) as exc:
         raise ConfigError(f"Invalid catalog URL for BLIPSEARCH_DATABASE_URL: {exc}") from exc
 
@@ -135,8 +137,17 @@ class Catalog:
     # -- jobs -----------------------------------------------------------------------------
     def create_job(self, kind: str, collection: str, model_id: str | None, settings: dict[str, Any]) -> str:
         with self.session() as s:
-            job = JobRow(kind=kind, collection=collection, model_id=model_id, settings=settings, state="running",
-                         started_at=utcnow(), counts={}, failures=[], timings={})
+            job = JobRow(
+                kind=kind,
+                collection=collection,
+                model_id=model_id,
+                settings=settings,
+                state="running",
+                started_at=utcnow(),
+                counts={},
+                failures=[],
+                timings={},
+            )
             s.add(job)
             s.flush()
             return job.id

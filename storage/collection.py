@@ -29,7 +29,7 @@ from __future__ import annotations
 import bisect
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -144,9 +144,7 @@ class Collection:
         removed = []
         for path in self.root.iterdir():
             n = path.name
-            orphan = n.endswith(".tmp") or (
-                (n.startswith("shard-") or n.startswith("index-")) and n not in live
-            )
+            orphan = n.endswith(".tmp") or ((n.startswith("shard-") or n.startswith("index-")) and n not in live)
             if orphan and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(n)
@@ -168,7 +166,7 @@ class Collection:
             self.reload()
             return set(self._refresh_hashes())
 
-    def append(self, rows: dict[str, Sequence[Any]], embeddings: np.ndarray) -> tuple[list[int], int]:
+    def append(self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray) -> tuple[list[int], int]:
         """Commit one shard of new records. Returns (new ids, duplicates dropped).
 
         ``rows`` has the columns uri, sha256, width, height, format, bytes, caption. Rows whose
@@ -206,12 +204,14 @@ class Collection:
             return ids.tolist(), dropped
 
     def _build_table(
-        self, rows: dict[str, Sequence[Any]], keep: list[int], ids: np.ndarray, emb: np.ndarray, now: datetime
+        self, rows: Mapping[str, Sequence[Any]], keep: list[int], ids: np.ndarray, emb: np.ndarray, now: datetime
     ) -> pa.Table:
         m = self.manifest
         expected = (m.dim,) if m.vectors_per_item == 1 else (m.vectors_per_item, m.dim)
         if tuple(emb.shape[1:]) != expected:
-            raise ModelMismatchError(f"Embeddings of shape {emb.shape[1:]} do not fit collection {self.name!r} ({expected})")
+            raise ModelMismatchError(
+                f"Embeddings of shape {emb.shape[1:]} do not fit collection {self.name!r} ({expected})"
+            )
 
         def pick(col: str) -> list[Any]:
             values = rows.get(col)

@@ -67,7 +67,7 @@ def test_reindex_rebuilds_identical_index(settings, blip_embedder, tmp_path):
     info = index_store.refresh(coll, rebuild=True)
     assert info.file != old_file and info.ntotal == 12
     after, _ = index_store.load(coll)
-    for a, b in zip(before.search(q, 12), after.search(q, 12)):
+    for a, b in zip(before.search(q, 12), after.search(q, 12), strict=True):
         np.testing.assert_array_equal(a, b)
 
 

@@ -9,7 +9,12 @@ from transformers import Blip2ForImageTextRetrieval, Blip2Processor, BlipForImag
 
 from tests.helpers import make_image
 
-TEXTS = ["a red square on a white background", "two dogs running on the beach at sunset", "cat", "a photo of a blue circle"]
+TEXTS = [
+    "a red square on a white background",
+    "two dogs running on the beach at sunset",
+    "cat",
+    "a photo of a blue circle",
+]
 
 
 @pytest.fixture(scope="module")

@@ -32,8 +32,24 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_models):
     write_bad_files(tmp_path / "in" / "bad")
     data_dir = tmp_path / "data"
     env = {**os.environ, "BLIPSEARCH_DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "blipsearch", "index", str(tmp_path / "in"), "-c", "k",
-           "--model", str(tiny_models["blip-itm"]), "--batch-size", "4", "--shard-size", "4", "--workers", "1", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "blipsearch",
+        "index",
+        str(tmp_path / "in"),
+        "-c",
+        "k",
+        "--model",
+        str(tiny_models["blip-itm"]),
+        "--batch-size",
+        "4",
+        "--shard-size",
+        "4",
+        "--workers",
+        "1",
+        "--json",
+    ]
     rng = random.Random(7)
     kills = 0
     for target in (8, 60, 150):  # kill once at least this many records are committed, plus a random delay

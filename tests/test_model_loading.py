@@ -37,7 +37,7 @@ def test_hub_id_offline_and_not_cached(tmp_path, monkeypatch):
 
 def test_directory_without_config(tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
-    with pytest.raises(ModelLoadError, match="config.json"):
+    with pytest.raises(ModelLoadError, match=r"config\.json"):
         load_embedder(str(tmp_path), device="cpu")
 
 
@@ -56,8 +56,12 @@ def test_not_a_blip_model(tiny_models, tmp_path):
 
 
 def test_cli_reports_missing_model_without_traceback(tmp_path):
-    env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "BLIPSEARCH_DATA_DIR": str(tmp_path / "d"),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "BLIPSEARCH_DATA_DIR": str(tmp_path / "d"),
+        "PATH": "/usr/bin:/bin",
+    }
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
     from tests.helpers import make_image
@@ -65,7 +69,10 @@ def test_cli_reports_missing_model_without_traceback(tmp_path):
     make_image(0).save(img_dir / "a.jpg")
     proc = subprocess.run(
         [sys.executable, "-m", "blipsearch", "index", str(img_dir), "-c", "x"],
-        capture_output=True, text=True, env=env, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == ModelLoadError.exit_code
     assert "Traceback" not in proc.stderr

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create .venv and install blipsearch with its test and dev extras. Idempotent: skips the
+# install when pyproject.toml has not changed since the last successful run.
+#   PYTHON=python3.11      interpreter to use (>= 3.10)
+#   BLIPSEARCH_TORCH=...   torch requirement (default torch==2.13.0: a CPU build on this workplace's disk;
+#                          elsewhere e.g. "torch --index-url https://download.pytorch.org/whl/cpu")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+TORCH_SPEC=${BLIPSEARCH_TORCH:-torch==2.13.0}
+stamp=.venv/.blipsearch-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# torch first, pinned, so that no dependency pulls a multi-GB CUDA build.
+# shellcheck disable=SC2086
+.venv/bin/python -m pip install -q $TORCH_SPEC
+.venv/bin/python -m pip install -q -e ".[test,dev]"
+echo "$want" > "$stamp"
