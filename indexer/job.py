@@ -13,6 +13,7 @@ from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.sources import iter_files
 from models.base import Embedder
 from search import index_store
+from search.service import load_model
 from storage.catalog import open_catalog, utcnow
 from storage.collection import Collection
 
@@ -29,12 +30,6 @@ def model_for_collection(settings: Settings, name: str, model: str | None) -> st
     return settings.model
 
 
-def load_model(settings: Settings, source: str) -> Embedder:
-    from models import load_embedder
-
-    return load_embedder(source, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
-
-
 def index_paths(
     settings: Settings,
     paths: Sequence[str | Path],
@@ -43,11 +38,15 @@ def index_paths(
     model: str | None = None,
     embedder: Embedder | None = None,
     progress: bool = True,
+    cache_itm_features: bool = False,
 ) -> IndexReport:
     files = list(iter_files(paths))  # fails fast on a missing input path
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))
-    coll = Collection.create(settings.data_dir, collection, model=embedder.describe())
+    features = None
+    if cache_itm_features:
+        features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"}
+    coll = Collection.create(settings.data_dir, collection, model=embedder.describe(), itm_features=features)
     catalog = open_catalog(settings.catalog_url())
     catalog.upsert_collection(coll.name, "images", embedder.describe())
     job_id = catalog.create_job(

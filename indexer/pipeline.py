@@ -25,6 +25,7 @@ from models.base import Embedder
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
+FEATURE_SHARD_ROWS = 256
 
 
 @dataclass
@@ -113,13 +114,23 @@ class IndexPipeline:
         batch: list[Prepared] = []
         rows: list[Prepared] = []
         embs: list[np.ndarray] = []
+        feats: list[np.ndarray] = []
+        cache_features = self.coll.manifest.itm_features is not None
+        # Cached vision tokens are large (~0.9 MB per base-size image): commit smaller shards.
+        shard_size = min(self.shard_size, FEATURE_SHARD_ROWS) if cache_features else self.shard_size
         seen_in_run: set[str] = set()
         done = 0
 
         def flush_batch() -> None:
             if batch:
+                pixels = np.stack([p.pixels for p in batch])  # type: ignore[misc]
                 with self.timer.time("model", len(batch)):
-                    embs.append(self.embedder.embed_pixels(np.stack([p.pixels for p in batch])))  # type: ignore[misc]
+                    if cache_features:
+                        emb, tokens = self.embedder.embed_pixels_with_tokens(pixels)
+                        feats.append(tokens)
+                    else:
+                        emb = self.embedder.embed_pixels(pixels)
+                    embs.append(emb)
                 rows.extend(batch)
                 batch.clear()
 
@@ -133,12 +144,13 @@ class IndexPipeline:
                 **{k: [p.meta[k] for p in rows] for k in ("width", "height", "format", "bytes")},
             }
             with self.timer.time("write", len(rows)):
-                ids, dropped = self.coll.append(cols, np.concatenate(embs))
+                ids, dropped = self.coll.append(cols, np.concatenate(embs), np.concatenate(feats) if feats else None)
             report.added += len(ids)
             report.skipped_duplicates += dropped
             report.new_ids.extend(ids)
             rows.clear()
             embs.clear()
+            feats.clear()
 
         for item in self._prepared(paths, known):
             done += 1
@@ -152,7 +164,7 @@ class IndexPipeline:
                 batch.append(item)
                 if len(batch) >= self.batch_size:
                     flush_batch()
-                if len(rows) >= self.shard_size:
+                if len(rows) >= shard_size:
                     commit()
             if self.on_progress:
                 self.on_progress(report, done)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,18 @@ class Embedder(ABC):
     @abstractmethod
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
         """[n, 3, H, W] -> [n, dim] (BLIP) or [n, vectors_per_image, dim] (BLIP-2), float32."""
+
+    def vision_tokens(self, pixel_values: np.ndarray) -> Any:
+        """The vision encoder's full token output [n, tokens, width] (a torch tensor)."""
+        raise NotImplementedError
+
+    def embed_tokens(self, tokens: Any) -> np.ndarray:
+        """Embeddings from ``vision_tokens`` output (so ITM and ITC share one ViT forward)."""
+        raise NotImplementedError
+
+    def embed_pixels_with_tokens(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings plus the vision encoder's full tokens (fp16), for the ITM feature cache."""
+        raise NotImplementedError(f"{type(self).__name__} cannot return vision tokens")
 
     @abstractmethod
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -59,11 +59,17 @@ class BlipEmbedder(Embedder):
         with torch.inference_mode():
             return self.model.vision_model(pixel_values=pixels).last_hidden_state
 
-    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+    def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            cls = self.vision_tokens(pixel_values)[:, 0, :]
-            feats = F.normalize(self.model.vision_proj(cls).float(), dim=-1)
+            feats = F.normalize(self.model.vision_proj(tokens[:, 0, :]).float(), dim=-1)
         return feats.cpu().numpy()
+
+    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.embed_tokens(self.vision_tokens(pixel_values))
+
+    def embed_pixels_with_tokens(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.vision_tokens(pixel_values)
+        return self.embed_tokens(tokens), tokens.to(torch.float16).cpu().numpy()
 
     # -- texts --------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:

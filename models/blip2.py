@@ -63,8 +63,15 @@ class Blip2Embedder(Embedder):
             return self.model.vision_model(pixel_values=pixels).last_hidden_state
 
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.embed_tokens(self.vision_tokens(pixel_values))
+
+    def embed_pixels_with_tokens(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.vision_tokens(pixel_values)
+        return self.embed_tokens(tokens), tokens.to(torch.float16).cpu().numpy()
+
+    def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            image_embeds = self.vision_tokens(pixel_values).float()
+            image_embeds = tokens.float()
             mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
             queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
             out = self.model.qformer(

@@ -1,15 +1,24 @@
-"""Query a collection: encode the query, exact top-k from the index, attach record fields."""
+"""Query a collection: encode the query, exact ITC top-k, optional ITM re-rank, attach records.
+
+Image collections answer text→image and image→image; text collections answer image→text.
+ITM re-ranking follows the BLIP protocol: an ITC shortlist of ``rerank_k``, re-scored by the
+ITM head, fused (rerank/fusion.py), then cut to ``k``. Image→image has no ITM; it stays ITC.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from blipsearch.errors import InvalidInputError
 from models.base import Embedder
+from rerank.base import Candidate, Reranker, RerankOutcome
+from rerank.fusion import check_fusion
 from search import index_store
 from search.vector_index import VectorIndex
 from storage.collection import Collection
@@ -17,66 +26,148 @@ from storage.collection import Collection
 if TYPE_CHECKING:
     from PIL import Image
 
+log = logging.getLogger(__name__)
 MAX_K = 1000
+MAX_RERANK_K = 1024
+IMAGE_FIELDS = ("uri", "caption", "width", "height")
+TEXT_FIELDS = ("external_id", "text")
 
 
 @dataclass
 class Hit:
     id: int
-    uri: str
     score: float
-    caption: str | None
-    width: int | None = None
-    height: int | None = None
+    itc_score: float
+    itm_score: float | None
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str | None:
+        return self.record.get("uri")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out: dict[str, Any] = {
+            "id": self.id,
+            "score": self.score,
+            "itc_score": self.itc_score,
+            "itm_score": self.itm_score,
+        }
+        if "text" in self.record:
+            out.update({k: self.record.get(k) for k in TEXT_FIELDS})
+            meta = self.record.get("metadata")
+            out["metadata"] = json.loads(meta) if meta else {}
+        else:
+            out.update({k: self.record.get(k) for k in IMAGE_FIELDS})
+        return out
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    timing_ms: dict[str, float]
+    dropped: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SearchEngine:
-    def __init__(self, collection: Collection, embedder: Embedder, index: VectorIndex) -> None:
+    def __init__(
+        self, collection: Collection, embedder: Embedder, index: VectorIndex, reranker: Reranker | None = None
+    ):
         collection.check_model(embedder.fingerprint, embedder.model_id)
         self.coll = collection
         self.embedder = embedder
         self.index = index
-        self.timing_ms: dict[str, float] = {}
+        self.reranker = reranker
 
     @classmethod
-    def open(cls, collection: Collection, embedder: Embedder) -> SearchEngine:
+    def open(cls, collection: Collection, embedder: Embedder, reranker: Reranker | None = None) -> SearchEngine:
         collection.check_model(embedder.fingerprint, embedder.model_id)
         index, _ = index_store.load(collection, embedder.fingerprint)
-        return cls(collection, embedder, index)
+        return cls(collection, embedder, index, reranker)
 
-    def search_text(self, text: str, k: int = 10) -> list[Hit]:
+    @property
+    def kind(self) -> str:
+        return self.coll.manifest.kind
+
+    # -- queries ------------------------------------------------------------------------
+    def search_text(
+        self, text: str, k: int = 10, *, rerank: bool = False, rerank_k: int = 64, fusion: str = "itm+itc"
+    ) -> SearchResult:
+        """Text → image (image collections only)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("The text query is empty.")
+        if self.kind != "images":
+            raise InvalidInputError(f"{self.coll.name!r} is a text collection: search it with an image.")
+        self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
         q = self.embedder.embed_texts([text])[0]
-        return self._search(q, k, t0)
+        timing = {"encode": _ms(t0)}
+        cands = self._shortlist(q, max(k, rerank_k) if rerank else k, timing)
+        if not (rerank and fusion != "itc"):
+            return self._plain(cands[:k], timing)
+        outcome = self._reranker().rerank_images(text, cands, fusion)
+        return self._from_outcome(outcome, k, timing)
 
-    def search_image(self, image: Image.Image, k: int = 10) -> list[Hit]:
+    def search_image(
+        self, image: Image.Image, k: int = 10, *, rerank: bool = False, rerank_k: int = 64, fusion: str = "itm+itc"
+    ) -> SearchResult:
+        """Image → image on image collections, image → text on text collections."""
+        self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
-        q = self.embedder.embed_images([image])[0]  # [dim] or [32, dim] for BLIP-2
-        return self._search(q, k, t0)
+        pixels = self.embedder.preprocess([image])
+        reranking = rerank and fusion != "itc" and self.kind == "texts"
+        if reranking:  # one ViT forward serves both the ITC query and the ITM re-rank
+            tokens = self.embedder.vision_tokens(pixels)
+            q = self.embedder.embed_tokens(tokens)[0]
+        else:
+            q = self.embedder.embed_pixels(pixels)[0]
+        timing = {"encode": _ms(t0)}
+        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing)
+        if not reranking:
+            return self._plain(cands[:k], timing)
+        records = self.coll.get_records([c.id for c in cands])
+        texts = {rid: r["text"] for rid, r in records.items()}
+        outcome = self._reranker().rerank_texts(tokens[:1], texts, cands, fusion)
+        return self._from_outcome(outcome, k, timing, records)
 
-    def search_vector(self, query: np.ndarray, k: int = 10) -> list[Hit]:
-        return self._search(query, k, time.perf_counter())
+    # -- helpers ------------------------------------------------------------------------
+    def _reranker(self) -> Any:
+        if self.reranker is None:
+            raise InvalidInputError("Re-ranking was requested but no re-ranker is loaded.")
+        return self.reranker
 
-    def _search(self, query: np.ndarray, k: int, t0: float) -> list[Hit]:
-        if not 1 <= k <= MAX_K:
+    @staticmethod
+    def _check(k: int, rerank_k: int, fusion: str) -> None:
+        if not isinstance(k, int) or not 1 <= k <= MAX_K:
             raise InvalidInputError(f"k must be between 1 and {MAX_K}, got {k}.")
-        t1 = time.perf_counter()
-        ids, scores = self.index.search(query, k)
-        t2 = time.perf_counter()
-        records = self.coll.get_records(ids.tolist())
-        hits = [
-            Hit(int(i), r["uri"], float(s), r["caption"], r["width"], r["height"])
-            for i, s in zip(ids, scores, strict=True)
-            if (r := records.get(int(i))) is not None
-        ]
-        self.timing_ms = {
-            "encode": round((t1 - t0) * 1e3, 3),
-            "search": round((t2 - t1) * 1e3, 3),
-            "fetch": round((time.perf_counter() - t2) * 1e3, 3),
-        }
-        return hits
+        if not isinstance(rerank_k, int) or not 1 <= rerank_k <= MAX_RERANK_K:
+            raise InvalidInputError(f"rerank_k must be between 1 and {MAX_RERANK_K}, got {rerank_k}.")
+        check_fusion(fusion)
+
+    def _shortlist(self, query: np.ndarray, n: int, timing: dict[str, float]) -> list[Candidate]:
+        t0 = time.perf_counter()
+        ids, scores = self.index.search(query, n)
+        timing["search"] = _ms(t0)
+        return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+
+    def _plain(self, cands: list[Candidate], timing: dict[str, float]) -> SearchResult:
+        t0 = time.perf_counter()
+        records = self.coll.get_records([c.id for c in cands])
+        hits = [Hit(c.id, c.itc, c.itc, None, records[c.id]) for c in cands if c.id in records]
+        timing["fetch"] = _ms(t0)
+        return SearchResult(hits, timing)
+
+    def _from_outcome(
+        self, outcome: RerankOutcome, k: int, timing: dict[str, float], records: dict[int, dict[str, Any]] | None = None
+    ) -> SearchResult:
+        timing.update({f"rerank_{name}": v for name, v in outcome.timing_ms.items()})
+        top = outcome.results[:k]
+        t0 = time.perf_counter()
+        if records is None:
+            records = self.coll.get_records([r.id for r in top])
+        hits = [Hit(r.id, r.score, r.itc, r.itm_prob, records[r.id]) for r in top if r.id in records]
+        timing["fetch"] = _ms(t0)
+        return SearchResult(hits, timing, outcome.dropped)
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)

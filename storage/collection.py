@@ -43,10 +43,9 @@ from blipsearch.errors import CollectionNotFoundError, ConflictError, InvalidInp
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
-from storage.schema import embeddings_from_arrow, embeddings_to_arrow, image_schema
+from storage.schema import build_record_table, embeddings_from_arrow, record_schema
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-META_COLUMNS = ["id", "uri", "sha256", "width", "height", "format", "bytes", "caption", "added_at"]
 
 
 def validate_name(name: str) -> str:
@@ -61,7 +60,7 @@ def validate_name(name: str) -> str:
 @lru_cache(maxsize=256)
 def _read_meta(path: str, mtime_ns: int) -> pa.Table:
     """Non-embedding columns of an immutable shard (cached; the key includes mtime)."""
-    return pq.read_table(path, columns=META_COLUMNS)
+    return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c != "embedding"])
 
 
 class Collection:
@@ -96,13 +95,23 @@ class Collection:
         return cls(root, manifest)
 
     @classmethod
-    def create(cls, data_dir: Path, name: str, *, model: dict[str, Any]) -> Collection:
+    def create(
+        cls,
+        data_dir: Path,
+        name: str,
+        *,
+        model: dict[str, Any],
+        kind: str = "images",
+        itm_features: dict[str, Any] | None = None,
+    ) -> Collection:
         """Create (or open, if it exists with the same model) a collection for ``model``."""
         root = cls.path_for(data_dir, name)
         with writer_lock(root / ".writer.lock"):
             if (root / MANIFEST_NAME).is_file():
                 coll = cls.open(data_dir, name)
                 coll.check_model(model["fingerprint"], model["model_id"])
+                if coll.manifest.kind != kind:
+                    raise ConflictError(f"Collection {name!r} holds {coll.manifest.kind}, not {kind}.")
                 return coll
             manifest = Manifest(
                 collection=name,
@@ -110,7 +119,9 @@ class Collection:
                 model_fingerprint=model["fingerprint"],
                 model_family=model["family"],
                 dim=model["dim"],
-                vectors_per_item=model["vectors_per_image"],
+                vectors_per_item=model["vectors_per_image"] if kind == "images" else 1,
+                kind=kind,
+                itm_features=itm_features,
             )
             manifest.save(root / MANIFEST_NAME)
         return cls(root, manifest)
@@ -138,13 +149,13 @@ class Collection:
     # -- writes -------------------------------------------------------------------------
     def sweep_orphans(self) -> list[str]:
         """Delete files no manifest names (a crash's leftovers). Call with the writer lock held."""
-        live = {s.file for s in self.manifest.shards}
+        live = {s.file for s in self.manifest.shards} | {s.features for s in self.manifest.shards if s.features}
         if self.manifest.index:
             live.add(self.manifest.index.file)
         removed = []
         for path in self.root.iterdir():
             n = path.name
-            orphan = n.endswith(".tmp") or ((n.startswith("shard-") or n.startswith("index-")) and n not in live)
+            orphan = n.endswith(".tmp") or (n.startswith(("shard-", "index-", "itmfeat-")) and n not in live)
             if orphan and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(n)
@@ -166,14 +177,18 @@ class Collection:
             self.reload()
             return set(self._refresh_hashes())
 
-    def append(self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray) -> tuple[list[int], int]:
+    def append(
+        self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None
+    ) -> tuple[list[int], int]:
         """Commit one shard of new records. Returns (new ids, duplicates dropped).
 
-        ``rows`` has the columns uri, sha256, width, height, format, bytes, caption. Rows whose
-        sha256 is already committed (by anyone) or repeated within ``rows`` are dropped.
+        ``rows`` has the record columns of the collection's kind (storage/schema.py) except
+        id, model_id, embedding and added_at. Rows whose sha256 is already committed (by anyone)
+        or repeated within ``rows`` are dropped. ``features`` ([n, tokens, width] ITM vision
+        tokens) are stored in a per-shard fp16 file when the collection caches them.
         """
         n = len(rows["sha256"])
-        if embeddings.shape[0] != n:
+        if embeddings.shape[0] != n or (features is not None and features.shape[0] != n):
             raise InvalidInputError(f"{n} rows but {embeddings.shape[0]} embeddings")
         with self._thread_lock, writer_lock(self.lock_path):
             self.reload()
@@ -192,46 +207,25 @@ class Collection:
             m = self.manifest
             ids = np.arange(m.next_id, m.next_id + len(keep), dtype=np.int64)
             now = datetime.now(timezone.utc)
-            table = self._build_table(rows, keep, ids, embeddings[keep], now)
+            table = build_record_table(m, rows, keep, ids, embeddings[keep], now)
             shard_name = f"shard-{m.next_shard:08d}.parquet"
+            feature_name = None
+            if m.itm_features is not None and features is not None:
+                feature_name = f"itmfeat-{m.next_shard:08d}.npy"
+                feats = np.ascontiguousarray(features[keep], dtype=np.float16)
+                atomic_write_with(self.root / feature_name, lambda p: np.save(p, feats, allow_pickle=False))
             atomic_write_with(self.root / shard_name, lambda p: pq.write_table(table, p, compression="zstd"))
-            m.shards.append(ShardInfo(file=shard_name, rows=len(keep), min_id=int(ids[0]), max_id=int(ids[-1])))
+            m.shards.append(
+                ShardInfo(
+                    file=shard_name, rows=len(keep), min_id=int(ids[0]), max_id=int(ids[-1]), features=feature_name
+                )
+            )
             m.next_id += len(keep)
             m.next_shard += 1
             m.save(self.root / MANIFEST_NAME)  # the commit point
             known.update(seen)
             self._hashed_shards.add(shard_name)
             return ids.tolist(), dropped
-
-    def _build_table(
-        self, rows: Mapping[str, Sequence[Any]], keep: list[int], ids: np.ndarray, emb: np.ndarray, now: datetime
-    ) -> pa.Table:
-        m = self.manifest
-        expected = (m.dim,) if m.vectors_per_item == 1 else (m.vectors_per_item, m.dim)
-        if tuple(emb.shape[1:]) != expected:
-            raise ModelMismatchError(
-                f"Embeddings of shape {emb.shape[1:]} do not fit collection {self.name!r} ({expected})"
-            )
-
-        def pick(col: str) -> list[Any]:
-            values = rows.get(col)
-            return [values[i] for i in keep] if values is not None else [None] * len(keep)
-
-        schema = image_schema(m.dim, m.vectors_per_item)
-        arrays = {
-            "id": pa.array(ids, pa.int64()),
-            "uri": pa.array(pick("uri"), pa.string()),
-            "sha256": pa.array(pick("sha256"), pa.string()),
-            "width": pa.array(pick("width"), pa.int32()),
-            "height": pa.array(pick("height"), pa.int32()),
-            "format": pa.array(pick("format"), pa.string()),
-            "bytes": pa.array(pick("bytes"), pa.int64()),
-            "caption": pa.array(pick("caption"), pa.string()),
-            "model_id": pa.array([m.model_id] * len(keep), pa.string()),
-            "embedding": embeddings_to_arrow(emb, m.dim, m.vectors_per_item),
-            "added_at": pa.array([now] * len(keep), pa.timestamp("us", tz="UTC")),
-        }
-        return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""
@@ -273,25 +267,30 @@ class Collection:
         tables = [pq.read_table(self.shard_path(s), columns=columns) for s in self.manifest.shards]
         if not tables:
             m = self.manifest
-            schema = image_schema(m.dim, m.vectors_per_item)
+            schema = record_schema(m)
             if columns:
                 schema = pa.schema([schema.field(c) for c in columns])
             return schema.empty_table()
         return pa.concat_tables(tables)
 
+    def locate(self, rid: int) -> tuple[ShardInfo, int] | None:
+        """(shard, row within it) of record ``rid``, or None if no committed record has that id."""
+        shards = self.manifest.shards
+        pos = bisect.bisect_right([s.min_id for s in shards], int(rid)) - 1
+        if pos < 0 or int(rid) > shards[pos].max_id:
+            return None
+        path = self.shard_path(shards[pos])
+        col = _read_meta(str(path), path.stat().st_mtime_ns).column("id").to_numpy()
+        row = int(np.searchsorted(col, int(rid)))
+        return (shards[pos], row) if row < len(col) and col[row] == rid else None
+
     def get_records(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Metadata rows (no embedding) for ``ids``; unknown ids are absent from the result."""
-        shards = self.manifest.shards
-        starts = [s.min_id for s in shards]
         out: dict[int, dict[str, Any]] = {}
         for rid in ids:
-            pos = bisect.bisect_right(starts, int(rid)) - 1
-            if pos < 0 or int(rid) > shards[pos].max_id:
-                continue
-            path = self.shard_path(shards[pos])
-            meta = _read_meta(str(path), path.stat().st_mtime_ns)
-            col = meta.column("id").to_numpy()
-            row = int(np.searchsorted(col, int(rid)))
-            if row < len(col) and col[row] == rid:
-                out[int(rid)] = {k: v[0] for k, v in meta.slice(row, 1).to_pydict().items()}
+            found = self.locate(int(rid))
+            if found is not None:
+                path = self.shard_path(found[0])
+                meta = _read_meta(str(path), path.stat().st_mtime_ns)
+                out[int(rid)] = {k: v[0] for k, v in meta.slice(found[1], 1).to_pydict().items()}
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -24,6 +25,7 @@ class ShardInfo(BaseModel):
     rows: int
     min_id: int
     max_id: int
+    features: str | None = None  # per-shard fp16 ITM vision tokens, if the collection caches them
 
 
 class IndexInfo(BaseModel):
@@ -55,6 +57,7 @@ class Manifest(BaseModel):
     next_shard: int = 0
     shards: list[ShardInfo] = Field(default_factory=list)
     index: IndexInfo | None = None
+    itm_features: dict[str, Any] | None = None  # {"tokens": N, "width": D, "dtype": "float16"} when cached
 
     @property
     def count(self) -> int:

@@ -1,14 +1,23 @@
-"""The Arrow record schema of an image collection.
+"""The Arrow record schemas: image collections and text collections.
 
-One row per image. ``id`` is stable for the record's life and is the FAISS id (see
+One row per image (or text). ``id`` is stable for the record's life and is the FAISS id (see
 ``storage/collection.py`` for the row-alignment contract). ``embedding`` is a fixed-size list
 of ``dim`` float32 (BLIP) or a fixed-size list of ``vectors_per_item`` such lists (BLIP-2).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pyarrow as pa
+
+from blipsearch.errors import ModelMismatchError
+
+if TYPE_CHECKING:
+    from storage.manifest import Manifest
 
 RECORD_FIELDS = ("id", "uri", "sha256", "width", "height", "format", "bytes", "caption", "model_id", "added_at")
 
@@ -54,3 +63,50 @@ def embeddings_from_arrow(col: pa.ChunkedArray | pa.Array, dim: int, vectors_per
     flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     shape = (-1, dim) if vectors_per_item == 1 else (-1, vectors_per_item, dim)
     return flat.reshape(shape)
+
+
+def text_schema(dim: int) -> pa.Schema:
+    """Text collections (what image→text searches): one row per text."""
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("external_id", pa.string(), nullable=False),
+            pa.field("text", pa.string(), nullable=False),
+            pa.field("metadata", pa.string(), nullable=True),  # JSON object of the extra input columns
+            pa.field("sha256", pa.string(), nullable=False),
+            pa.field("model_id", pa.string(), nullable=False),
+            pa.field("embedding", embedding_type(dim, 1), nullable=False),
+            pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        ]
+    )
+
+
+def record_schema(m: Manifest) -> pa.Schema:
+    return text_schema(m.dim) if m.kind == "texts" else image_schema(m.dim, m.vectors_per_item)
+
+
+def build_record_table(
+    m: Manifest, rows: Mapping[str, Sequence[Any]], keep: list[int], ids: np.ndarray, emb: np.ndarray, now: datetime
+) -> pa.Table:
+    """The Arrow table of one shard: the caller's columns for rows ``keep`` plus ids, model, embeddings."""
+    vpi = m.vectors_per_item
+    expected = (m.dim,) if vpi == 1 else (vpi, m.dim)
+    if tuple(emb.shape[1:]) != expected:
+        raise ModelMismatchError(f"Embeddings of shape {emb.shape[1:]} do not fit collection {m.collection!r}")
+    schema = record_schema(m)
+    n = len(keep)
+    generated = {
+        "id": pa.array(ids, pa.int64()),
+        "model_id": pa.array([m.model_id] * n, pa.string()),
+        "embedding": embeddings_to_arrow(emb, m.dim, vpi),
+        "added_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+    }
+    arrays = []
+    for f in schema:
+        if f.name in generated:
+            arrays.append(generated[f.name])
+        else:
+            values = rows.get(f.name)
+            picked = [values[i] for i in keep] if values is not None else [None] * n
+            arrays.append(pa.array(picked, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)

@@ -33,12 +33,12 @@ def test_text_and_image_search_equal_brute_force(request, fixture, settings, tmp
     engine = SearchEngine.open(coll, embedder)
     for text in QUERIES:
         for k in (1, 10, 60):
-            hits = engine.search_text(text, k)
+            hits = engine.search_text(text, k).hits
             ref_ids, ref_scores = brute_force_topk(embedder.embed_texts([text])[0], emb, ids, k)
             assert [h.id for h in hits] == ref_ids.tolist()
             np.testing.assert_allclose([h.score for h in hits], ref_scores, atol=1e-5)
     query_img = make_image(7)
-    hits = engine.search_image(query_img, 10)
+    hits = engine.search_image(query_img, 10).hits
     ref_ids, _ = brute_force_topk(embedder.embed_images([query_img])[0], emb, ids, 10)
     assert [h.id for h in hits] == ref_ids.tolist()
     assert hits[0].uri.endswith("img_00007.jpg")  # the same image is its own best match
@@ -48,7 +48,7 @@ def test_empty_collection_search_returns_no_results(settings, blip_embedder, tmp
     (tmp_path / "none").mkdir()
     index_paths(settings, [tmp_path / "none"], "empty", embedder=blip_embedder, progress=False)
     engine = SearchEngine.open(Collection.open(settings.data_dir, "empty"), blip_embedder)
-    assert engine.search_text("anything", 5) == []
+    assert engine.search_text("anything", 5).hits == []
 
 
 def test_bad_k_and_empty_query_are_refused(settings, blip_embedder, tmp_path):

@@ -1,0 +1,54 @@
+"""Shared CLI pieces: option types, output, and the domain-error → exit-code edge."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from blipsearch.config import Settings, get_settings
+from blipsearch.errors import BlipsearchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Collection name.")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Hub id or local directory (default: the collection's model, else BLIPSEARCH_MODEL)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (BLIPSEARCH_DATA_DIR).")]
+
+
+def emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(payload, ensure_ascii=False, default=str))
+    else:
+        typer.echo(human(payload))
+
+
+def handle_errors(fn: F) -> F:
+    """Map domain errors to a one-line message (or a JSON error) and the error's exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BlipsearchError as err:
+            if kwargs.get("as_json"):
+                typer.echo(json.dumps({"error": {"code": err.code, "message": str(err)}}))
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; committed shards are kept, re-run the command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings_for(data_dir: Path | None, **extra: Any) -> Settings:
+    return get_settings(data_dir=data_dir, **extra)

@@ -1,0 +1,95 @@
+"""``blipsearch index``, ``index-texts`` and ``reindex``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+
+
+def _human_report(p: dict[str, Any]) -> str:
+    lines = [
+        f"{p['collection']}: added {p['added']}, duplicates {p['skipped_duplicates']}, "
+        f"failed {p['failed']} (collection now {p['collection_size']} records)"
+    ]
+    lines += [f"  failed: {f['path']}: {f['error']}" for f in p["failures"]]
+    return "\n".join(lines)
+
+
+@handle_errors
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    collection: CollectionOpt,
+    model: ModelOpt = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = None,
+    shard_size: Annotated[int | None, typer.Option("--shard-size", min=1, help="Records per committed shard.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
+    cache_itm_features: Annotated[
+        bool, typer.Option("--cache-itm-features", help="Store fp16 vision tokens for fast ITM re-ranking.")
+    ] = False,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index images into a collection (created on first use). Re-runs add only new images."""
+    from indexer.job import index_paths
+    from storage.collection import Collection
+
+    settings = settings_for(data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers)
+    report = index_paths(settings, paths, collection, model=model, cache_itm_features=cache_itm_features)
+    payload = {
+        "collection": report.collection,
+        "added": report.added,
+        "skipped_duplicates": report.skipped_duplicates,
+        "failed": report.failed,
+        "failures": report.failures,
+        "total": report.total,
+        "collection_size": Collection.open(settings.data_dir, collection).manifest.count,
+        "timings": report.timings,
+    }
+    emit(payload, as_json, _human_report)
+
+
+@handle_errors
+def index_texts(
+    file: Annotated[Path, typer.Argument(help="CSV, JSONL or Parquet with columns id, text (+ metadata).")],
+    collection: CollectionOpt,
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index texts into a text collection, for image→text search."""
+    from indexer.job import model_for_collection
+    from indexer.texts import index_texts as run
+    from search.service import load_model
+
+    settings = settings_for(data_dir)
+    embedder = load_model(settings, model_for_collection(settings, collection, model))
+    from storage.catalog import open_catalog
+
+    payload = run(settings.data_dir, file, collection, embedder)
+    open_catalog(settings.catalog_url()).upsert_collection(collection, "texts", embedder.describe())
+    emit(payload, as_json, _human_report)
+
+
+@handle_errors
+def reindex(
+    collection: CollectionOpt,
+    index_spec: Annotated[
+        str | None, typer.Option("--index-spec", help="FAISS factory spec (default exact Flat).")
+    ] = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rebuild the collection's FAISS index from its Parquet records."""
+    from search import index_store
+    from storage.collection import Collection
+
+    settings = settings_for(data_dir)
+    coll = Collection.open(settings.data_dir, collection)
+    info = index_store.refresh(coll, rebuild=True, spec=index_spec)
+    payload = {"collection": collection, "index": json.loads(info.model_dump_json())}
+    emit(payload, as_json, lambda p: f"{collection}: rebuilt {info.spec} index with {info.ntotal} vectors")

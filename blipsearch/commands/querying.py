@@ -1,0 +1,97 @@
+"""``blipsearch search`` and ``collections``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from blipsearch.errors import InvalidInputError
+
+
+def _human_results(p: dict[str, Any]) -> str:
+    if not p["results"]:
+        return "no results (the collection is empty)"
+    lines = []
+    for r in p["results"]:
+        itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
+        what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
+        lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
+    lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
+    return "\n".join(lines)
+
+
+@handle_errors
+def search(
+    collection: CollectionOpt,
+    text: Annotated[str | None, typer.Argument(help="Text query (text→image).")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Query image (image→image, or image→text).")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Number of results.")] = 10,
+    rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
+    rerank_k: Annotated[int, typer.Option("--rerank-k", min=1, max=1024, help="ITC shortlist size to re-rank.")] = 64,
+    fusion: Annotated[str, typer.Option("--fusion", help="itm+itc (LAVIS, default), itm, or itc.")] = "itm+itc",
+    model: ModelOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search a collection by text, or by example image with --image."""
+    from search.service import open_engine
+
+    if (text is None) == (image is None):
+        raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
+    settings = settings_for(data_dir)
+    engine = open_engine(settings, collection, model=model, rerank=rerank)
+    if image is not None:
+        from indexer.decode import decode_image, read_file
+
+        raw = read_file(image, settings.max_file_bytes)
+        img = decode_image(raw.data, settings.max_image_pixels).image
+        result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+    else:
+        result = engine.search_text(text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+    payload = {
+        "collection": collection,
+        "query": text if image is None else str(image),
+        "rerank": rerank,
+        "fusion": fusion if rerank else "itc",
+        "results": [h.to_dict() for h in result.hits],
+        "dropped": result.dropped,
+        "timing_ms": result.timing_ms,
+    }
+    emit(payload, as_json, _human_results)
+
+
+@handle_errors
+def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List collections with their model and size."""
+    from storage.catalog import open_catalog
+    from storage.collection import Collection
+
+    settings = settings_for(data_dir)
+    rows = []
+    for row in open_catalog(settings.catalog_url()).list_collections():
+        if not Collection.exists(settings.data_dir, row.name):
+            continue
+        m = Collection.open(settings.data_dir, row.name).manifest
+        rows.append(
+            {
+                "name": row.name,
+                "kind": m.kind,
+                "count": m.count,
+                "model_id": m.model_id,
+                "dim": m.dim,
+                "vectors_per_item": m.vectors_per_item,
+                "index": m.index.spec if m.index else None,
+                "itm_features": m.itm_features is not None,
+                "created_at": m.created_at.isoformat(),
+            }
+        )
+
+    def human(p: dict[str, Any]) -> str:
+        if not p["collections"]:
+            return "no collections yet: blipsearch index PATH --collection NAME"
+        return "\n".join(f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['model_id']}" for c in p["collections"])
+
+    emit({"collections": rows}, as_json, human)

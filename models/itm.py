@@ -1,0 +1,65 @@
+"""Image-text matching (ITM) scorers: the interface the re-rankers use.
+
+``image_tokens`` are the vision encoder's full token output for one or more images (what the
+ITM head cross-attends to); callers may compute them (``vision_tokens``) or load them from a
+feature cache.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+class ItmScorer(ABC):
+    family: str
+    batch_size: int = 32
+
+    @abstractmethod
+    def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
+        """[n, 3, H, W] pixels -> [n, tokens, width] vision encoder output."""
+
+    @abstractmethod
+    def _logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[n, 2] ITM logits; image_tokens has batch n, or 1 to share one image across n texts."""
+
+    @abstractmethod
+    def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """input_ids and attention_mask for the ITM text encoder, on the model's device."""
+
+    def score_text_vs_images(self, text: str, image_tokens: torch.Tensor) -> np.ndarray:
+        """One text against k images: [k, 2] logits (no-match, match)."""
+        ids, mask = self.tokenize([text])
+        out = []
+        for i in range(0, image_tokens.shape[0], self.batch_size):
+            chunk = image_tokens[i : i + self.batch_size]
+            n = chunk.shape[0]
+            with torch.inference_mode():
+                out.append(self._logits(chunk, ids.expand(n, -1), mask.expand(n, -1)).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+    def score_image_vs_texts(self, image_tokens: torch.Tensor, texts: Sequence[str]) -> np.ndarray:
+        """One image against T texts: [T, 2] logits.
+
+        The image is passed once (batch 1) and broadcast against the T texts inside attention,
+        so each layer projects the image's cross-attention keys and values once, not T times
+        as a naive forward over T (image, text) pairs does.
+        """
+        if image_tokens.dim() == 2:
+            image_tokens = image_tokens[None]
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenize(texts[i : i + self.batch_size])
+            with torch.inference_mode():
+                out.append(self._logits(image_tokens[:1], ids, mask).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def softmax_match(logits: np.ndarray) -> np.ndarray:
+    """P(match) from [n, 2] ITM logits."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
