@@ -22,6 +22,7 @@ from blipsearch.errors import ImageDecodeError
 from indexer.decode import decode_image, read_file
 from indexer.stages import StageTimer
 from models.base import Embedder
+from models.captioner import Captioner, Decoding
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class Prepared:
     error: str | None = None
     duplicate: bool = False
     pixels: np.ndarray | None = None
+    caption_pixels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,6 +69,8 @@ class IndexPipeline:
         max_pixels: int = 100_000_000,
         max_bytes: int = 256 * 1024 * 1024,
         on_progress: Callable[[IndexReport, int], None] | None = None,
+        captioner: Captioner | None = None,
+        decoding: Decoding | None = None,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -76,6 +80,8 @@ class IndexPipeline:
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
         self.on_progress = on_progress
+        self.captioner = captioner
+        self.decoding = decoding or Decoding()
         self.timer = StageTimer()
 
     # -- CPU stages (worker threads) --------------------------------------------------------
@@ -88,8 +94,9 @@ class IndexPipeline:
             with self.timer.time("decode"):
                 img = decode_image(raw.data, self.max_pixels)
                 pixels = self.embedder.preprocess([img.image])[0]
+                cap_px = self.captioner.preprocess([img.image])[0] if self.captioner else None
             meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(raw.data)}
-            return Prepared(path, raw.sha256, pixels=pixels, meta=meta)
+            return Prepared(path, raw.sha256, pixels=pixels, caption_pixels=cap_px, meta=meta)
         except ImageDecodeError as exc:
             return Prepared(path, error=str(exc))
         except Exception as exc:
@@ -131,6 +138,15 @@ class IndexPipeline:
                     else:
                         emb = self.embedder.embed_pixels(pixels)
                     embs.append(emb)
+                if self.captioner is not None:
+                    with self.timer.time("caption", len(batch)):
+                        texts = self.captioner.caption_pixels(
+                            np.stack([p.caption_pixels for p in batch]),  # type: ignore[misc]
+                            self.decoding,
+                        )
+                    for p, text in zip(batch, texts, strict=True):
+                        p.meta["caption"] = text
+                        p.meta["caption_model"] = self.captioner.model_id
                 rows.extend(batch)
                 batch.clear()
 
@@ -141,7 +157,10 @@ class IndexPipeline:
             cols: dict[str, list[Any]] = {
                 "uri": [str(p.path) for p in rows],
                 "sha256": [p.sha256 for p in rows],
-                **{k: [p.meta[k] for p in rows] for k in ("width", "height", "format", "bytes")},
+                **{
+                    k: [p.meta.get(k) for p in rows]
+                    for k in ("width", "height", "format", "bytes", "caption", "caption_model")
+                },
             }
             with self.timer.time("write", len(rows)):
                 ids, dropped = self.coll.append(cols, np.concatenate(embs), np.concatenate(feats) if feats else None)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.base import Embedder
+from models.fast_vision import use_sdpa
 from models.loading import from_pretrained
 from models.runtime import fingerprint, pick_device, pick_dtype
 
@@ -43,6 +44,7 @@ class BlipEmbedder(Embedder):
             model.text_proj.weight,
         )
         self.model: Any = model.to(device=dev, dtype=self.torch_dtype).eval()
+        use_sdpa(self.model.vision_model)  # fused attention; same outputs as the eager path
         self.dim = int(model.config.image_text_hidden_size)
         self.max_text_tokens = int(
             min(self.processor.tokenizer.model_max_length, model.config.text_config.max_position_embeddings)

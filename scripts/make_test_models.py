@@ -52,11 +52,11 @@ def generated_vocab(size: int, seed: int) -> list[str]:
 def make_tokenizer(workdir: Path, vocab_size: int, seed: int):  # type: ignore[no-untyped-def]
     from transformers import BertTokenizer
 
-    vocab_file = workdir / "vocab.txt"
-    vocab_file.write_text("\n".join(generated_vocab(vocab_size, seed)) + "\n", encoding="utf-8")
+    vocab = generated_vocab(vocab_size, seed)
+    (workdir / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     # The hub BLIP tokenizers are BERT tokenizers with [DEC] as bos and [ENC] as an extra special.
     return BertTokenizer(
-        vocab_file=str(vocab_file),
+        vocab={tok: i for i, tok in enumerate(vocab)},
         do_lower_case=True,
         bos_token="[DEC]",
         extra_special_tokens=["[ENC]"],
@@ -79,6 +79,9 @@ def _blip_configs(size: str, vocab_size: int) -> tuple[dict, dict, int]:
         "patch_size": 8,
     }
     text = {
+        # A wider init than BERT's 0.02 so that tiny random text encoders tell texts apart
+        # by more than float rounding (exactness tests compare rankings).
+        "initializer_range": 0.3,
         "vocab_size": vocab_size,
         "hidden_size": 32,
         "intermediate_size": 64,
@@ -141,6 +144,7 @@ def make_blip2(out: Path, size: str, seed: int, tokenizer) -> Path:  # type: ign
             "patch_size": 8,
         },
         qformer_config={
+            "initializer_range": 0.3,
             "vocab_size": len(tokenizer),
             "hidden_size": 32,
             "intermediate_size": 64,

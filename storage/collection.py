@@ -39,7 +39,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from blipsearch.errors import CollectionNotFoundError, ConflictError, InvalidInputError, ModelMismatchError
+from blipsearch.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    ModelMismatchError,
+    StorageError,
+)
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
@@ -61,6 +67,11 @@ def validate_name(name: str) -> str:
 def _read_meta(path: str, mtime_ns: int) -> pa.Table:
     """Non-embedding columns of an immutable shard (cached; the key includes mtime)."""
     return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c != "embedding"])
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:  # a handle, so numpy does not append ".npy" to the temp name
+        np.save(fh, array, allow_pickle=False)
 
 
 class Collection:
@@ -213,7 +224,7 @@ class Collection:
             if m.itm_features is not None and features is not None:
                 feature_name = f"itmfeat-{m.next_shard:08d}.npy"
                 feats = np.ascontiguousarray(features[keep], dtype=np.float16)
-                atomic_write_with(self.root / feature_name, lambda p: np.save(p, feats, allow_pickle=False))
+                atomic_write_with(self.root / feature_name, lambda p: _save_npy(p, feats))
             atomic_write_with(self.root / shard_name, lambda p: pq.write_table(table, p, compression="zstd"))
             m.shards.append(
                 ShardInfo(
@@ -226,6 +237,38 @@ class Collection:
             known.update(seen)
             self._hashed_shards.add(shard_name)
             return ids.tolist(), dropped
+
+    def update_columns(self, shard_file: str, values: Mapping[int, Mapping[str, Any]]) -> int:
+        """Set columns of existing records in one shard (e.g. captions), atomically.
+
+        ``values`` maps record id → {column: value}; embeddings and ids cannot change. The
+        shard is rewritten under the same name (temp file + rename), so the index, which
+        covers shards by name, stays valid. Returns the number of rows changed.
+        """
+        if not values:
+            return 0
+        with self._thread_lock, writer_lock(self.lock_path):
+            self.reload()
+            shard = next((sh for sh in self.manifest.shards if sh.file == shard_file), None)
+            if shard is None:
+                raise StorageError(f"Shard {shard_file} is not part of collection {self.name!r}")
+            path = self.shard_path(shard)
+            table = pq.read_table(path)
+            ids = table.column("id").to_pylist()
+            columns = {c for v in values.values() for c in v}
+            if columns & {"id", "embedding", "sha256"}:
+                raise InvalidInputError("id, sha256 and embedding are immutable")
+            changed = 0
+            for col in columns:
+                data = table.column(col).to_pylist()
+                for row, rid in enumerate(ids):
+                    if rid in values and col in values[rid]:
+                        data[row] = values[rid][col]
+                        changed += 1
+                idx = table.schema.get_field_index(col)
+                table = table.set_column(idx, table.schema.field(col), pa.array(data, table.schema.field(col).type))
+            atomic_write_with(path, lambda p: pq.write_table(table, p, compression="zstd"))
+            return changed
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""

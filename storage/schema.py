@@ -19,7 +19,19 @@ from blipsearch.errors import ModelMismatchError
 if TYPE_CHECKING:
     from storage.manifest import Manifest
 
-RECORD_FIELDS = ("id", "uri", "sha256", "width", "height", "format", "bytes", "caption", "model_id", "added_at")
+RECORD_FIELDS = (
+    "id",
+    "uri",
+    "sha256",
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "caption",
+    "caption_model",
+    "model_id",
+    "added_at",
+)
 
 
 def embedding_type(dim: int, vectors_per_item: int) -> pa.DataType:
@@ -38,6 +50,7 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             pa.field("format", pa.string()),
             pa.field("bytes", pa.int64(), nullable=False),
             pa.field("caption", pa.string(), nullable=True),
+            pa.field("caption_model", pa.string(), nullable=True),
             pa.field("model_id", pa.string(), nullable=False),
             pa.field("embedding", embedding_type(dim, vectors_per_item), nullable=False),
             pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),

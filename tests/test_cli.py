@@ -60,3 +60,26 @@ def test_errors_are_clear(cli, tmp_path):
     cli("search", "--collection", "nope", code=2)  # neither text nor --image
     cli("index", str(tmp_path / "missing"), "--collection", "c", code=2)
     cli("index", str(tmp_path), "--collection", "../escape", code=2)
+
+
+def test_rerank_and_text_collections(cli, tmp_path):
+    write_images(tmp_path / "imgs", 8)
+    cli("index", str(tmp_path / "imgs"), "-c", "photos", "--cache-itm-features", "--json")
+    res = cli("search", "a red square", "-c", "photos", "-k", "3", "--rerank", "--rerank-k", "8", "--json")
+    assert res["rerank"] is True and res["fusion"] == "itm+itc"
+    for r in res["results"]:
+        assert {"id", "uri", "score", "caption", "itc_score", "itm_score"} <= r.keys()
+        assert 0 <= r["itm_score"] <= 1
+    assert [r["score"] for r in res["results"]] == sorted((r["score"] for r in res["results"]), reverse=True)
+    plain = cli("search", "a red square", "-c", "photos", "-k", "3", "--json")
+    assert all(r["itm_score"] is None and r["itc_score"] == r["score"] for r in plain["results"])
+
+    texts = tmp_path / "t.jsonl"
+    texts.write_text("".join(json.dumps({"id": i, "text": f"caption number {i}", "src": "x"}) + "\n" for i in range(6)))
+    out = cli("index-texts", str(texts), "-c", "caps", "--json")
+    assert out["added"] == 6
+    img = tmp_path / "imgs" / "img_00001.jpg"
+    res = cli("search", "--image", str(img), "-c", "caps", "-k", "2", "--rerank", "--fusion", "itm", "--json")
+    assert len(res["results"]) == 2 and all({"external_id", "text", "metadata"} <= r.keys() for r in res["results"])
+    cols = {c["name"]: c for c in cli("collections", "--json")["collections"]}
+    assert cols["caps"]["kind"] == "texts" and cols["photos"]["itm_features"] is True

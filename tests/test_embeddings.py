@@ -65,6 +65,17 @@ def test_blip2_itc_equals_transformers_logits(tiny_models, blip2_embedder, image
 
 
 @pytest.mark.parametrize("fixture", ["blip_embedder", "blip2_embedder"])
+def test_tokenizer_and_texts_are_distinct(request, fixture):
+    emb = request.getfixturevalue(fixture)
+    tok = emb.processor.tokenizer
+    ids = tok("a red square on the beach")["input_ids"]
+    assert tok.unk_token_id not in ids and len(ids) == 8  # [CLS] 6 words [SEP]
+    assert tok.tokenize("zebra") == ["z", "##e", "##b", "##r", "##a"]  # unseen words fall back to pieces
+    out = emb.embed_texts(TEXTS)
+    assert len(np.unique(out.round(5), axis=0)) == len(TEXTS)
+
+
+@pytest.mark.parametrize("fixture", ["blip_embedder", "blip2_embedder"])
 def test_batching_does_not_change_embeddings(request, fixture, images):
     emb = request.getfixturevalue(fixture)
     all_at_once = emb.embed_images(images)

@@ -1,0 +1,1 @@
+"""Retrieval evaluation (the BLIP / LAVIS protocol) on labelled image-caption data."""

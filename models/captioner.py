@@ -1,0 +1,82 @@
+"""Caption generation: ``BlipForConditionalGeneration`` (default
+``Salesforce/blip-image-captioning-base``) or ``Blip2ForConditionalGeneration`` (OPT / Flan-T5).
+
+Captions equal ``model.generate`` called directly with the same processor inputs and
+decoding settings (tests/test_captions.py); batching pads nothing image-side, and a shared
+text prompt gives every image the same prefix, so batched and one-by-one results agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from blipsearch.errors import ModelLoadError
+from models.loading import from_pretrained
+from models.runtime import pick_device, pick_dtype
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 30
+    num_beams: int = 1  # 1 = greedy
+    prompt: str | None = None  # e.g. "a photography of"
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": False}
+
+
+class Captioner:
+    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> None:
+        from transformers import AutoConfig, AutoProcessor, Blip2ForConditionalGeneration, BlipForConditionalGeneration
+
+        from models.registry import _quiet_transformers
+
+        _quiet_transformers()
+        config = from_pretrained(AutoConfig, source, "caption model config")
+        classes = {"blip": BlipForConditionalGeneration, "blip-2": Blip2ForConditionalGeneration}
+        cls = classes.get(getattr(config, "model_type", ""))
+        if cls is None:
+            raise ModelLoadError(
+                f"{source!r} is not a BLIP or BLIP-2 captioning checkpoint (model_type {config.model_type!r}); "
+                f"use e.g. {DEFAULT_CAPTION_MODEL} or Salesforce/blip2-opt-2.7b."
+            )
+        dev = pick_device(device)
+        self.torch_dtype = pick_dtype(dtype, dev)
+        self.model: Any = from_pretrained(cls, source, "caption model", dtype=self.torch_dtype).to(dev).eval()
+        self.processor: Any = from_pretrained(AutoProcessor, source, "caption processor")
+        self.model_id = source
+        self.family = "blip2" if cls is Blip2ForConditionalGeneration else "blip"
+        self.batch_size = batch_size
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = self.processor.image_processor(list(images), return_tensors="np")
+        return np.asarray(out["pixel_values"], dtype=np.float32)
+
+    def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
+        n = len(pixel_values)
+        pixels = torch.as_tensor(pixel_values).to(self.model.device, self.torch_dtype)
+        inputs: dict[str, Any] = {"pixel_values": pixels}
+        if decoding.prompt:
+            enc = self.processor.tokenizer([decoding.prompt] * n, return_tensors="pt")
+            inputs["input_ids"] = enc["input_ids"].to(self.model.device)
+            inputs["attention_mask"] = enc["attention_mask"].to(self.model.device)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **decoding.generate_kwargs())
+        texts = self.processor.batch_decode(out, skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    def caption(self, images: Sequence[Image.Image], decoding: Decoding = Decoding()) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(images), self.batch_size):
+            out += self.caption_pixels(self.preprocess(images[i : i + self.batch_size]), decoding)
+        return out
