@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "Salesforce/blip-itm-base-coco"
+DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
 
 class Settings(BaseSettings):
@@ -15,6 +16,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=Path("./blipsearch-data"), description="Root of all collections.")
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the ITC model.")
+    caption_model: str = Field(default=DEFAULT_CAPTION_MODEL, description="Hub id or local dir of the captioner.")
+    caption_batch_size: int = Field(default=16, ge=1, le=1024)
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; default: SQLite in the data dir."
     )

@@ -12,6 +12,7 @@ from blipsearch.config import Settings
 from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.sources import iter_files
 from models.base import Embedder
+from models.captioner import Captioner, Decoding
 from search import index_store
 from search.service import load_model
 from storage.catalog import open_catalog, utcnow
@@ -39,6 +40,8 @@ def index_paths(
     embedder: Embedder | None = None,
     progress: bool = True,
     cache_itm_features: bool = False,
+    captioner: Captioner | None = None,
+    decoding: Decoding | None = None,
 ) -> IndexReport:
     files = list(iter_files(paths))  # fails fast on a missing input path
     if embedder is None:
@@ -72,6 +75,8 @@ def index_paths(
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_file_bytes,
         on_progress=on_progress,
+        captioner=captioner,
+        decoding=decoding,
     )
     try:
         report = pipeline.run(files)

@@ -30,9 +30,13 @@ class Decoding:
     max_new_tokens: int = 30
     num_beams: int = 1  # 1 = greedy
     prompt: str | None = None  # e.g. "a photography of"
+    min_new_tokens: int | None = None  # benchmarks fix the length so every run does the same work
 
     def generate_kwargs(self) -> dict[str, Any]:
-        return {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": False}
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": False}
+        if self.min_new_tokens is not None:
+            kw["min_new_tokens"] = self.min_new_tokens
+        return kw
 
 
 class Captioner:

@@ -10,7 +10,7 @@ benchmarks.
     python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0]
 
 Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
-(Blip2ForImageTextRetrieval) and ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration).
+(Blip2ForImageTextRetrieval; tiny only) and ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration).
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path
         paths = {"blip-itm": make_blip(out_dir / "blip-itm", size, seed, tokenizer)}
         if size == "tiny":
             paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
-            paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
+        paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
     return paths
 
 

@@ -20,8 +20,10 @@ from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
 from search import index_store
+from search.hybrid import RRF_K, rrf
 from search.vector_index import VectorIndex
 from storage.collection import Collection
+from storage.fulltext import KeywordIndex
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,8 +31,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_K = 1000
 MAX_RERANK_K = 1024
-IMAGE_FIELDS = ("uri", "caption", "width", "height")
+IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height")
 TEXT_FIELDS = ("external_id", "text")
+MODES = ("vector", "keyword", "hybrid")
+HYBRID_DEPTH = 100  # each list contributes its top 100 to the fusion
 
 
 @dataclass
@@ -70,19 +74,31 @@ class SearchResult:
 
 class SearchEngine:
     def __init__(
-        self, collection: Collection, embedder: Embedder, index: VectorIndex, reranker: Reranker | None = None
+        self,
+        collection: Collection,
+        embedder: Embedder,
+        index: VectorIndex,
+        reranker: Reranker | None = None,
+        keyword: KeywordIndex | None = None,
     ):
         collection.check_model(embedder.fingerprint, embedder.model_id)
         self.coll = collection
         self.embedder = embedder
         self.index = index
         self.reranker = reranker
+        self.keyword = keyword
 
     @classmethod
-    def open(cls, collection: Collection, embedder: Embedder, reranker: Reranker | None = None) -> SearchEngine:
+    def open(
+        cls,
+        collection: Collection,
+        embedder: Embedder,
+        reranker: Reranker | None = None,
+        keyword: KeywordIndex | None = None,
+    ) -> SearchEngine:
         collection.check_model(embedder.fingerprint, embedder.model_id)
         index, _ = index_store.load(collection, embedder.fingerprint)
-        return cls(collection, embedder, index, reranker)
+        return cls(collection, embedder, index, reranker, keyword)
 
     @property
     def kind(self) -> str:
@@ -90,20 +106,39 @@ class SearchEngine:
 
     # -- queries ------------------------------------------------------------------------
     def search_text(
-        self, text: str, k: int = 10, *, rerank: bool = False, rerank_k: int = 64, fusion: str = "itm+itc"
+        self,
+        text: str,
+        k: int = 10,
+        *,
+        rerank: bool = False,
+        rerank_k: int = 64,
+        fusion: str = "itm+itc",
+        mode: str = "vector",
+        rrf_k: int = RRF_K,
     ) -> SearchResult:
-        """Text → image (image collections only)."""
+        """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("The text query is empty.")
         if self.kind != "images":
             raise InvalidInputError(f"{self.coll.name!r} is a text collection: search it with an image.")
+        if mode not in MODES:
+            raise InvalidInputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
         self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
         q = self.embedder.embed_texts([text])[0]
         timing = {"encode": _ms(t0)}
-        cands = self._shortlist(q, max(k, rerank_k) if rerank else k, timing)
+        depth = max(k, rerank_k) if rerank else k
+        if mode == "vector":
+            cands = self._shortlist(q, depth, timing)
+        else:
+            cands = self._keyword_or_hybrid(
+                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing
+            )
         if not (rerank and fusion != "itc"):
             return self._plain(cands[:k], timing)
+        # Re-rank by ITM; ITC must be the true cosine for every candidate (keyword hits too).
+        itc = self.index.item_scores(q, np.array([c.id for c in cands[:depth]], dtype=np.int64))
+        cands = [Candidate(c.id, float(s)) for c, s in zip(cands[:depth], itc, strict=True)]
         outcome = self._reranker().rerank_images(text, cands, fusion)
         return self._from_outcome(outcome, k, timing)
 
@@ -128,6 +163,43 @@ class SearchEngine:
         texts = {rid: r["text"] for rid, r in records.items()}
         outcome = self._reranker().rerank_texts(tokens[:1], texts, cands, fusion)
         return self._from_outcome(outcome, k, timing, records)
+
+    def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
+        """Image → text over captions: the captions of the nearest images, de-duplicated."""
+        if self.kind != "images":
+            raise InvalidInputError("target=captions searches an image collection's captions.")
+        self._check(k, 1, "itc")
+        t0 = time.perf_counter()
+        q = self.embedder.embed_images([image])[0]
+        timing = {"encode": _ms(t0)}
+        depth = min(MAX_K, max(5 * k, 50))
+        while True:
+            cands = self._shortlist(q, depth, timing)
+            records = self.coll.get_records([c.id for c in cands])
+            seen: set[str] = set()
+            hits: list[Hit] = []
+            for c in cands:
+                cap = (records.get(c.id) or {}).get("caption")
+                if cap and cap.strip().lower() not in seen:
+                    seen.add(cap.strip().lower())
+                    hits.append(Hit(c.id, c.itc, c.itc, None, records[c.id]))
+            if len(hits) >= k or len(cands) < depth or depth >= MAX_K:
+                return SearchResult(hits[:k], timing)
+            depth = min(MAX_K, depth * 4)
+
+    def _keyword_or_hybrid(
+        self, text: str, q: np.ndarray, mode: str, depth: int, rrf_k: int, timing: dict[str, float]
+    ) -> list[Candidate]:
+        if self.keyword is None:
+            raise InvalidInputError("Keyword search is not available (no catalog connection).")
+        t0 = time.perf_counter()
+        kw = self.keyword.search(self.coll, text, depth)
+        timing["keyword"] = _ms(t0)
+        if mode == "keyword":
+            return [Candidate(rid, score) for rid, score in kw]
+        vec = self._shortlist(q, depth, timing)
+        fused = rrf([[c.id for c in vec], [rid for rid, _ in kw]], rrf_k)
+        return [Candidate(rid, score) for rid, score in fused[:depth]]
 
     # -- helpers ------------------------------------------------------------------------
     def _reranker(self) -> Any:

@@ -44,4 +44,8 @@ def open_engine(
                 cache_items=settings.itm_cache_items,
             )
         reranker = ItmReranker(scorer, tokens)
-    return SearchEngine.open(coll, embedder, reranker)
+    from storage.catalog import open_catalog
+    from storage.fulltext import KeywordIndex
+
+    keyword = KeywordIndex(open_catalog(settings.catalog_url()).engine)
+    return SearchEngine.open(coll, embedder, reranker, keyword)

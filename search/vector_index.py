@@ -75,6 +75,17 @@ class VectorIndex:
                 return index.search(queries, kk)
             return index.search(queries, kk, params=params)
 
+    def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Exact max-sim of ``query`` ([dim] or [nq, dim]) against the stored vectors of ``ids``."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros(0, np.float32)
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
+        sims = vecs.reshape(len(ids), self.vectors_per_item, self.dim) @ q.T  # [n, v, nq]
+        return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
+
     def search(self, queries: np.ndarray, k: int, params: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` record ids by max over (query vector, item vector) inner products.
 

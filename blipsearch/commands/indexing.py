@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from blipsearch.commands.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt, load_captioner
 
 
 def _human_report(p: dict[str, Any]) -> str:
@@ -31,15 +32,33 @@ def index(
     cache_itm_features: Annotated[
         bool, typer.Option("--cache-itm-features", help="Store fp16 vision tokens for fast ITM re-ranking.")
     ] = False,
+    captions: Annotated[
+        bool, typer.Option("--captions", help="Caption each new image (caption + caption_model).")
+    ] = False,
+    caption_model: CaptionModelOpt = None,
+    max_new_tokens: MaxTokensOpt = 30,
+    num_beams: BeamsOpt = 1,
+    prompt: PromptOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Index images into a collection (created on first use). Re-runs add only new images."""
     from indexer.job import index_paths
+    from models.captioner import Decoding
     from storage.collection import Collection
 
     settings = settings_for(data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers)
-    report = index_paths(settings, paths, collection, model=model, cache_itm_features=cache_itm_features)
+    captioner = load_captioner(settings, caption_model) if captions else None
+    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
+    report = index_paths(
+        settings,
+        paths,
+        collection,
+        model=model,
+        cache_itm_features=cache_itm_features,
+        captioner=captioner,
+        decoding=decoding,
+    )
     payload = {
         "collection": report.collection,
         "added": report.added,

@@ -32,6 +32,13 @@ def search(
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
     rerank_k: Annotated[int, typer.Option("--rerank-k", min=1, max=1024, help="ITC shortlist size to re-rank.")] = 64,
     fusion: Annotated[str, typer.Option("--fusion", help="itm+itc (LAVIS, default), itm, or itc.")] = "itm+itc",
+    mode: Annotated[
+        str, typer.Option("--mode", help="Text queries: vector (ITC), keyword, or hybrid (RRF).")
+    ] = "vector",
+    rrf_k: Annotated[int, typer.Option("--rrf-k", min=1, help="Reciprocal-rank-fusion constant.")] = 60,
+    target: Annotated[
+        str, typer.Option("--target", help="Image queries: images (default; texts for text collections) or captions.")
+    ] = "images",
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -48,14 +55,23 @@ def search(
 
         raw = read_file(image, settings.max_file_bytes)
         img = decode_image(raw.data, settings.max_image_pixels).image
-        result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+        if target == "captions":
+            result = engine.captions_for_image(img, k)
+        elif target in ("images", "texts"):
+            result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+        else:
+            raise InvalidInputError(f"Unknown --target {target!r}: use images, texts or captions.")
     else:
-        result = engine.search_text(text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+        result = engine.search_text(
+            text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, mode=mode, rrf_k=rrf_k
+        )
     payload = {
         "collection": collection,
         "query": text if image is None else str(image),
         "rerank": rerank,
         "fusion": fusion if rerank else "itc",
+        "mode": mode if image is None else None,
+        "target": target if image is not None else None,
         "results": [h.to_dict() for h in result.hits],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,

@@ -64,14 +64,15 @@ def timeit(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str,
     return {"median_s": statistics.median(times), "min_s": min(times), "runs": repeat}
 
 
-def base_model(cache: Path | None = None) -> Path:
-    """A randomly initialised base-size BLIP retrieval checkpoint (same FLOPs as blip-itm-base-coco)."""
+def base_model(cache: Path | None = None, which: str = "blip-itm") -> Path:
+    """A randomly initialised base-size BLIP checkpoint (the FLOPs of the hub base models):
+    ``blip-itm`` (retrieval, as blip-itm-base-coco) or ``blip-caption`` (blip-image-captioning-base)."""
     from make_test_models import make_all
 
     out = cache or RESULTS / "models" / "base"
-    if not (out / "blip-itm" / "config.json").is_file():
+    if not (out / which / "config.json").is_file():
         make_all(out, size="base", seed=0)
-    return out / "blip-itm"
+    return out / which
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

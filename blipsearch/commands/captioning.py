@@ -1,0 +1,74 @@
+"""``blipsearch caption``: caption files, or (re)caption a whole collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from blipsearch.cli_common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from blipsearch.errors import InvalidInputError
+
+CaptionModelOpt = Annotated[
+    str | None, typer.Option("--caption-model", help="Hub id or local dir (BLIPSEARCH_CAPTION_MODEL).")
+]
+MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, max=512, help="Caption length limit.")]
+BeamsOpt = Annotated[int, typer.Option("--num-beams", min=1, max=16, help="1 = greedy; more = beam search.")]
+PromptOpt = Annotated[str | None, typer.Option("--prompt", help='Prefix to continue, e.g. "a photography of".')]
+
+
+def load_captioner(settings: Any, model: str | None) -> Any:
+    from models.captioner import Captioner
+
+    return Captioner(
+        model or settings.caption_model,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.caption_batch_size,
+    )
+
+
+@handle_errors
+def caption(
+    files: Annotated[list[Path] | None, typer.Argument(help="Images to caption (omit with --collection).")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="(Re)caption this collection.")] = None,
+    caption_model: CaptionModelOpt = None,
+    max_new_tokens: MaxTokensOpt = 30,
+    num_beams: BeamsOpt = 1,
+    prompt: PromptOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Caption image files, or every record of a collection lacking a caption from this model."""
+    from models.captioner import Decoding
+
+    if bool(files) == bool(collection):
+        raise InvalidInputError("Give image FILEs or --collection NAME (one of the two).")
+    settings = settings_for(data_dir)
+    captioner = load_captioner(settings, caption_model)
+    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
+    if collection:
+        from indexer.captions import caption_collection
+        from storage.collection import Collection
+
+        coll = Collection.open(settings.data_dir, collection)
+        report = caption_collection(
+            coll, captioner, decoding, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes
+        )
+        emit(report, as_json, lambda p: f"{collection}: captioned {p['captioned']}, failed {p['failed']}")
+        return
+    from indexer.decode import decode_image, read_file
+
+    results: list[dict[str, Any]] = []
+    for f in files or []:
+        try:
+            img = decode_image(read_file(f, settings.max_file_bytes).data, settings.max_image_pixels).image
+            results.append({"path": str(f), "caption": captioner.caption([img], decoding)[0]})
+        except InvalidInputError as exc:
+            results.append({"path": str(f), "caption": None, "error": str(exc)})
+    emit(
+        {"caption_model": captioner.model_id, "results": results},
+        as_json,
+        lambda p: "\n".join(f"{r['path']}: {r['caption'] or 'ERROR ' + r.get('error', '')}" for r in p["results"]),
+    )

@@ -1,0 +1,130 @@
+"""Captions: equal to model.generate; index-time and collection (re)captioning, resumable."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import BlipForConditionalGeneration, BlipProcessor
+
+from indexer.captions import caption_collection
+from indexer.job import index_paths
+from models.captioner import Captioner, Decoding
+from storage.collection import Collection
+from tests.helpers import make_image, write_images
+
+
+@pytest.fixture(scope="session")
+def captioner(tiny_models):
+    return Captioner(str(tiny_models["blip-caption"]), device="cpu", batch_size=4)
+
+
+@pytest.mark.parametrize(
+    "decoding",
+    [
+        Decoding(max_new_tokens=8),
+        Decoding(max_new_tokens=6, num_beams=3),
+        Decoding(max_new_tokens=6, prompt="a photo of"),
+    ],
+    ids=["greedy", "beam3", "prompt"],
+)
+def test_captions_equal_model_generate(tiny_models, captioner, decoding):
+    path = tiny_models["blip-caption"]
+    model = BlipForConditionalGeneration.from_pretrained(path).eval()
+    processor = BlipProcessor.from_pretrained(path)
+    images = [make_image(i) for i in range(5)]
+    ours = captioner.caption(images, decoding)
+    for img, got in zip(images, ours, strict=True):
+        inputs = processor(images=img, text=decoding.prompt, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams)
+        assert got == processor.decode(out[0], skip_special_tokens=True).strip()
+    assert len(set(ours)) > 1  # different images, different captions
+    if decoding.prompt:
+        assert all(c.startswith(decoding.prompt) for c in ours)
+
+
+def test_index_with_captions(settings, blip_embedder, captioner, tmp_path):
+    write_images(tmp_path / "in", 6)
+    index_paths(settings, [tmp_path / "in"], "c", embedder=blip_embedder, captioner=captioner, progress=False)
+    t = Collection.open(settings.data_dir, "c").read_table(["uri", "caption", "caption_model"]).to_pylist()
+    assert all(r["caption"] and r["caption_model"] == captioner.model_id for r in t)
+    from PIL import Image
+
+    expected = captioner.caption([Image.open(t[0]["uri"]).convert("RGB")])[0]
+    assert t[0]["caption"] == expected
+
+
+def test_recaption_is_idempotent_and_keeps_embeddings(settings, blip_embedder, captioner, tmp_path):
+    write_images(tmp_path / "in", 10)
+    index_paths(settings, [tmp_path / "in"], "c", embedder=blip_embedder, progress=False)
+    coll = Collection.open(settings.data_dir, "c")
+    ids_before, emb_before = coll.all_embeddings()
+    index_file = coll.manifest.index.file
+    first = caption_collection(coll, captioner, commit_every=3, progress=False)
+    assert first["captioned"] == 10 and first["failed"] == 0
+    second = caption_collection(coll, captioner, progress=False)
+    assert second["captioned"] == 0
+    ids_after, emb_after = coll.all_embeddings()
+    assert (ids_before == ids_after).all() and (emb_before == emb_after).all()
+    assert coll.reload().index.file == index_file  # the index stays valid
+    caps = coll.read_table(["caption"]).column("caption").to_pylist()
+    assert all(caps)
+
+
+@pytest.mark.slow
+def test_recaption_killed_midway_then_resumed(tmp_path, tiny_models):
+    write_images(tmp_path / "in", 80)
+    env = {
+        **os.environ,
+        "BLIPSEARCH_DATA_DIR": str(tmp_path / "data"),
+        "HF_HUB_OFFLINE": "1",
+        "BLIPSEARCH_CAPTION_BATCH_SIZE": "2",
+    }
+    base = [sys.executable, "-m", "blipsearch"]
+    subprocess.run(
+        [*base, "index", str(tmp_path / "in"), "-c", "k", "--model", str(tiny_models["blip-itm"])],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    cmd = [
+        *base,
+        "caption",
+        "-c",
+        "k",
+        "--caption-model",
+        str(tiny_models["blip-caption"]),
+        "--num-beams",
+        "4",
+        "--max-new-tokens",
+        "20",
+        "--json",
+    ]
+    coll = Collection.open(tmp_path / "data", "k")
+
+    def captioned() -> int:
+        return sum(c is not None for c in coll.read_table(["caption"]).column("caption").to_pylist())
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while captioned() == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = captioned()
+    assert killed and 0 < partial < 80, partial
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["captioned"] == 80 - partial  # only the rest
+    assert captioned() == 80
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert json.loads(again.stdout)["captioned"] == 0
