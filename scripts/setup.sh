@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 TORCH_SPEC=${BLIPSEARCH_TORCH:-torch==2.13.0}
 stamp=.venv/.blipsearch-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
+want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -18,5 +18,5 @@ fi
 # torch first, pinned, so that no dependency pulls a multi-GB CUDA build.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
-.venv/bin/python -m pip install -q -e ".[test,dev]"
+.venv/bin/python -m pip install -q -e ".[test,dev,postgres]"
 echo "$want" > "$stamp"

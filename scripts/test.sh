@@ -8,4 +8,5 @@ scripts/setup.sh
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 export HF_HUB_OFFLINE=1  # tests build their own tiny checkpoints; never reach for a hub
-.venv/bin/python -m pytest "$@"
+# A throwaway PostgreSQL on loopback for the catalog / full-text tests (skipped if none can run).
+scripts/with_postgres.sh .venv/bin/python -m pytest "$@"

@@ -83,3 +83,54 @@ def test_rerank_and_text_collections(cli, tmp_path):
     assert len(res["results"]) == 2 and all({"external_id", "text", "metadata"} <= r.keys() for r in res["results"])
     cols = {c["name"]: c for c in cli("collections", "--json")["collections"]}
     assert cols["caps"]["kind"] == "texts" and cols["photos"]["itm_features"] is True
+
+
+def test_caption_and_search_modes(cli, tmp_path, tiny_models):
+    write_images(tmp_path / "imgs", 6)
+    out = cli(
+        "index",
+        str(tmp_path / "imgs"),
+        "-c",
+        "p",
+        "--captions",
+        "--caption-model",
+        str(tiny_models["blip-caption"]),
+        "--max-new-tokens",
+        "5",
+        "--json",
+    )
+    assert out["added"] == 6
+    caps = cli(
+        "caption",
+        str(tmp_path / "imgs" / "img_00000.jpg"),
+        str(tmp_path / "nope.jpg"),
+        "--caption-model",
+        str(tiny_models["blip-caption"]),
+        "--max-new-tokens",
+        "5",
+        "--json",
+    )
+    assert caps["results"][0]["caption"] and caps["results"][1]["caption"] is None and caps["results"][1]["error"]
+    again = cli(
+        "caption", "-c", "p", "--caption-model", str(tiny_models["blip-caption"]), "--max-new-tokens", "5", "--json"
+    )
+    assert again["captioned"] == 0  # index-time captions came from the same model and settings
+    res = cli(
+        "search",
+        "--image",
+        str(tmp_path / "imgs" / "img_00002.jpg"),
+        "-c",
+        "p",
+        "--target",
+        "captions",
+        "-k",
+        "3",
+        "--json",
+    )
+    assert res["results"] and all(r["caption"] for r in res["results"])
+    word = caps["results"][0]["caption"].split()[0]
+    kw = cli("search", word, "-c", "p", "--mode", "keyword", "--json")
+    assert kw["mode"] == "keyword" and 0 in [r["id"] for r in kw["results"]]
+    hy = cli("search", word, "-c", "p", "--mode", "hybrid", "--rerank", "--json")
+    assert hy["results"] and all(r["itm_score"] is not None for r in hy["results"])
+    cli("search", word, "-c", "p", "--mode", "bogus", code=2)

@@ -53,7 +53,7 @@ def main() -> None:
     specs = {
         "Flat": [None],
         f"IVF{nlist},Flat": [("nprobe", p) for p in (1, 4, 8, 16, 32, 64)],
-        f"IVF{nlist},PQ32": [("nprobe", p) for p in (4, 16, 64)],
+        f"IVF{nlist},SQ8": [("nprobe", p) for p in (4, 8, 16)],
         "HNSW32,Flat": [("efSearch", e) for e in (16, 32, 64, 128)],
     }
     rows, exact = [], None

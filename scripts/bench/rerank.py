@@ -158,7 +158,8 @@ def main() -> None:
         "## ITM re-rank latency (`scripts/bench/rerank.py`)",
         "",
         f"Machine: {machine_line(machine())}. Device {dev}, {emb.torch_dtype}, ITM batch {scorer.batch_size}, "
-        f"median of {args.repeat} run(s). Random base-size BLIP. Reproduce: `python scripts/bench/rerank.py`.",
+        f"median of {args.repeat} run(s) (naive per-pair: 1 run of k forwards). Random base-size BLIP. "
+        f"Reproduce: `python scripts/bench/rerank.py{' --quick' if args.quick else ''}`.",
         "",
         "| direction | k | method | ms / query |",
         "|---|---|---|---|",

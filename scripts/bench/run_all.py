@@ -44,7 +44,7 @@ baseline in the same run and writes JSON to `bench-results/` (merged in
 `bench-results/latest.json`). Models are randomly initialised at the real architecture's size
 (`scripts/make_test_models.py --size base`): the FLOPs of the hub checkpoints, meaningless scores.
 
-Last full refresh: {datetime.now(timezone.utc).date()} on {machine_line(m)}{" (--quick)" if quick else ""}.
+Last `run_all.py` run: {datetime.now(timezone.utc).date()} on {machine_line(m)}{" (--quick)" if quick else ""}.
 Reproduce everything: `python scripts/bench/run_all.py [--quick] [--gpu]`; one benchmark:
 `python scripts/bench/NAME.py`.
 
