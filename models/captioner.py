@@ -72,8 +72,15 @@ class Captioner:
         inputs: dict[str, Any] = {"pixel_values": pixels}
         if decoding.prompt:
             enc = self.processor.tokenizer([decoding.prompt] * n, return_tensors="pt")
-            inputs["input_ids"] = enc["input_ids"].to(self.model.device)
-            inputs["attention_mask"] = enc["attention_mask"].to(self.model.device)
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            image_token = getattr(self.model.config, "image_token_index", None)
+            if self.family == "blip2" and image_token is not None:
+                # As Blip2Processor does: the query-token placeholders precede the prompt.
+                nq = self.model.config.num_query_tokens
+                ids = torch.cat([torch.full((n, nq), image_token, dtype=ids.dtype), ids], dim=1)
+                mask = torch.cat([torch.ones((n, nq), dtype=mask.dtype), mask], dim=1)
+            inputs["input_ids"] = ids.to(self.model.device)
+            inputs["attention_mask"] = mask.to(self.model.device)
         with torch.inference_mode():
             out = self.model.generate(**inputs, **decoding.generate_kwargs())
         texts = self.processor.batch_decode(out, skip_special_tokens=True)

@@ -10,7 +10,8 @@ benchmarks.
     python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0]
 
 Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
-(Blip2ForImageTextRetrieval; tiny only) and ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration).
+(Blip2ForImageTextRetrieval; tiny only), ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration)
+and ``OUT_DIR/blip2-caption`` (Blip2ForConditionalGeneration with OPT; tiny only).
 """
 
 from __future__ import annotations
@@ -20,6 +21,18 @@ import random
 import string
 import tempfile
 from pathlib import Path
+
+# The tiny vision tower shared by the BLIP and BLIP-2 test checkpoints. BlipVisionConfig's
+# default initializer_range (1e-10) would make every image embed alike.
+TINY_VISION = {
+    "initializer_range": 0.02,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "image_size": 32,
+    "patch_size": 8,
+}
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", "[ENC]"]
 
@@ -67,17 +80,8 @@ def make_tokenizer(workdir: Path, vocab_size: int, seed: int):  # type: ignore[n
 def _blip_configs(size: str, vocab_size: int) -> tuple[dict, dict, int]:
     if size == "base":
         # blip-itm-base-coco: ViT-B/16 at 384 px, BERT-base text encoder.
-        # BlipVisionConfig's default initializer_range (1e-10) makes every image embed alike.
         return {"initializer_range": 0.02}, {"vocab_size": vocab_size}, 384
-    vision = {
-        "initializer_range": 0.02,
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-    }
+    vision = dict(TINY_VISION)
     text = {
         # A wider init than BERT's 0.02 so that tiny random text encoders tell texts apart
         # by more than float rounding (exactness tests compare rankings).
@@ -134,15 +138,7 @@ def make_blip2(out: Path, size: str, seed: int, tokenizer) -> Path:  # type: ign
     if size == "base":
         raise SystemExit("--size base is only defined for BLIP; BLIP-2 ViT-g is too large to benchmark here")
     config = Blip2Config(
-        vision_config={
-            "initializer_range": 0.02,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "image_size": 32,
-            "patch_size": 8,
-        },
+        vision_config=dict(TINY_VISION),
         qformer_config={
             "initializer_range": 0.3,
             "vocab_size": len(tokenizer),
@@ -179,6 +175,57 @@ def make_blip2(out: Path, size: str, seed: int, tokenizer) -> Path:  # type: ign
     return out
 
 
+def make_blip2_caption(out: Path, seed: int, tokenizer) -> Path:  # type: ignore[no-untyped-def]
+    """A tiny Blip2ForConditionalGeneration with an OPT language model (as blip2-opt-*)."""
+    import copy
+
+    import torch
+    from transformers import Blip2Config, Blip2ForConditionalGeneration, Blip2Processor, BlipImageProcessor
+
+    tok = copy.deepcopy(tokenizer)
+    num_query = 8
+    processor = Blip2Processor(
+        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok, num_query_tokens=num_query
+    )
+    image_token = tok.convert_tokens_to_ids("<image>")
+    config = Blip2Config(
+        vision_config=dict(TINY_VISION),
+        qformer_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "cross_attention_frequency": 1,
+            "vocab_size": len(tok),
+        },
+        text_config={
+            "model_type": "opt",
+            "vocab_size": len(tok),
+            "hidden_size": 32,
+            "ffn_dim": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "word_embed_proj_dim": 32,
+            "max_position_embeddings": 128,
+            "bos_token_id": tok.cls_token_id,
+            "eos_token_id": tok.sep_token_id,
+            "pad_token_id": tok.pad_token_id,
+            "init_std": 0.3,
+        },
+        num_query_tokens=num_query,
+        image_token_index=image_token,
+    )
+    torch.manual_seed(seed)
+    model = Blip2ForConditionalGeneration(config).eval()
+    model.generation_config.bos_token_id = tok.cls_token_id
+    model.generation_config.eos_token_id = tok.sep_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
 def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path]:
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -187,6 +234,7 @@ def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path
         paths = {"blip-itm": make_blip(out_dir / "blip-itm", size, seed, tokenizer)}
         if size == "tiny":
             paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
+            paths["blip2-caption"] = make_blip2_caption(out_dir / "blip2-caption", seed + 3, tokenizer)
         paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
     return paths
 

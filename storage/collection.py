@@ -258,17 +258,16 @@ class Collection:
             columns = {c for v in values.values() for c in v}
             if columns & {"id", "embedding", "sha256"}:
                 raise InvalidInputError("id, sha256 and embedding are immutable")
-            changed = 0
+            rows = [row for row, rid in enumerate(ids) if rid in values]
             for col in columns:
                 data = table.column(col).to_pylist()
-                for row, rid in enumerate(ids):
-                    if rid in values and col in values[rid]:
-                        data[row] = values[rid][col]
-                        changed += 1
-                idx = table.schema.get_field_index(col)
-                table = table.set_column(idx, table.schema.field(col), pa.array(data, table.schema.field(col).type))
+                for row in rows:
+                    if col in values[ids[row]]:
+                        data[row] = values[ids[row]][col]
+                field = table.schema.field(col)
+                table = table.set_column(table.schema.get_field_index(col), field, pa.array(data, field.type))
             atomic_write_with(path, lambda p: pq.write_table(table, p, compression="zstd"))
-            return changed
+            return len(rows)
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""

@@ -57,7 +57,24 @@ Reproduce everything: `python scripts/bench/run_all.py [--quick] [--gpu]`; one b
     BENCH_MD.write_text(header + body)
 
 
+def _line_plot(plt: Any, series: dict[str, list[tuple[float, float]]], name: str, **axes: Any) -> Path | None:
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in series.items():
+        xs, ys = zip(*sorted(pts), strict=True)
+        ax.plot(xs, ys, marker="o", label=label)
+    ax.set(**axes)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot(results: dict[str, Any]) -> list[Path]:
+    """Throughput against batch size, and QPS against recall, from every result's rows."""
     try:
         import matplotlib
 
@@ -66,42 +83,32 @@ def plot(results: dict[str, Any]) -> list[Path]:
     except ImportError:
         print("matplotlib not installed: no plots (pip install -e .[dev])")
         return []
-    out = []
-    series: dict[str, list[tuple[float, float]]] = {}
+    throughput: dict[str, list[tuple[float, float]]] = {}
+    recall: dict[str, list[tuple[float, float]]] = {}
     for name, res in results.items():
         for row in res.get("rows", []):
             if "batch_size" in row and "items_per_s" in row:
-                series.setdefault(f"{name}: {row.get('method', '')}", []).append(
+                throughput.setdefault(f"{name}: {row.get('method', '')}", []).append(
                     (row["batch_size"], row["items_per_s"])
                 )
-    if series:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in series.items():
-            xs, ys = zip(*sorted(pts), strict=True)
-            ax.plot(xs, ys, marker="o", label=label)
-        ax.set(xscale="log", xlabel="batch size", ylabel="items / s", title="Throughput vs batch size")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        out.append(RESULTS / "throughput_vs_batch.png")
-        fig.savefig(out[-1], dpi=110)
-    curves: dict[str, list[tuple[float, float]]] = {}
-    for name, res in results.items():
-        for row in res.get("rows", []):
             if "recall_at_10" in row and "qps" in row:
-                curves.setdefault(f"{row.get('index', name)} ({row.get('device', 'cpu')})", []).append(
-                    (row["recall_at_10"], row["qps"])
-                )
-    if curves:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for label, pts in curves.items():
-            xs, ys = zip(*sorted(pts), strict=True)
-            ax.plot(xs, ys, marker="o", label=label)
-        ax.set(yscale="log", xlabel="recall@10", ylabel="queries / s", title="QPS vs recall")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        out.append(RESULTS / "qps_vs_recall.png")
-        fig.savefig(out[-1], dpi=110)
-    return out
+                label = f"{row.get('index', name)} ({row.get('device', 'cpu')})"
+                recall.setdefault(label, []).append((row["recall_at_10"], row["qps"]))
+    out = [
+        _line_plot(
+            plt,
+            throughput,
+            "throughput_vs_batch",
+            xscale="log",
+            xlabel="batch size",
+            ylabel="items / s",
+            title="Throughput vs batch size",
+        ),
+        _line_plot(
+            plt, recall, "qps_vs_recall", yscale="log", xlabel="recall@10", ylabel="queries / s", title="QPS vs recall"
+        ),
+    ]
+    return [p for p in out if p is not None]
 
 
 def main() -> None:
@@ -130,7 +137,8 @@ def main() -> None:
     merged = {p.stem: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json")) if p.stem != "latest"}
     (RESULTS / "latest.json").write_text(json.dumps(merged, indent=2))
     plot(merged)
-    render_header(machine(), ran, args.quick)
+    if ran:  # with nothing run (e.g. --only of no benchmark) only merge and re-plot
+        render_header(machine(), ran, args.quick)
     print(f"merged {len(merged)} results into {RESULTS / 'latest.json'}")
     if any(r["status"] != "ok" for r in ran):
         sys.exit(1)

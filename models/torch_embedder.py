@@ -1,0 +1,76 @@
+"""What BLIP and BLIP-2 embedders share: device/precision set-up, preprocessing, the vision
+encoder call, tokenization and batched text embedding. Subclasses load their checkpoint and
+say how vision tokens and text hidden states become ITC vectors."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from models.base import Embedder
+from models.runtime import pick_device, pick_dtype
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+class TorchEmbedder(Embedder):
+    model: Any
+    processor: Any
+    torch_dtype: torch.dtype
+    max_text_tokens: int
+
+    def _setup(self, source: str, device: str, dtype: str, batch_size: int) -> torch.device:
+        self.model_id = source
+        self.batch_size = batch_size
+        dev = pick_device(device)
+        self.torch_dtype = pick_dtype(dtype, dev)
+        self.device = str(dev)
+        return dev
+
+    def _text_limit(self, max_positions: int) -> int:
+        return int(min(self.processor.tokenizer.model_max_length, max_positions))
+
+    # -- images -------------------------------------------------------------------------
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = self.processor.image_processor(list(images), return_tensors="np")
+        return np.asarray(out["pixel_values"], dtype=np.float32)
+
+    def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The vision encoder's full token output [n, tokens, width] (what ITM attends to)."""
+        pixels = torch.as_tensor(pixel_values).to(self.model.device, self.torch_dtype, non_blocking=True)
+        with torch.inference_mode():
+            return self.model.vision_model(pixel_values=pixels).last_hidden_state
+
+    @abstractmethod
+    def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray: ...
+
+    def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.embed_tokens(self.vision_tokens(pixel_values))
+
+    def embed_pixels_with_tokens(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.vision_tokens(pixel_values)
+        return self.embed_tokens(tokens), tokens.to(torch.float16).cpu().numpy()
+
+    # -- texts --------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        enc = self.processor.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+        )
+        dev = self.model.device
+        return {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}
+
+    @abstractmethod
+    def _text_features(self, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[n, dim] L2-normalised float32 text features (inside inference mode)."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            with torch.inference_mode():
+                out.append(self._text_features(self.tokenize(texts[i : i + self.batch_size])).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
