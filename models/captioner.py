@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ModelLoadError
-from models.loading import from_pretrained
+from models.loading import from_pretrained, resolve_source
 from models.runtime import pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ class Captioner:
         self.torch_dtype = pick_dtype(dtype, dev)
         self.model: Any = from_pretrained(cls, source, "caption model", dtype=self.torch_dtype).to(dev).eval()
         self.processor: Any = from_pretrained(AutoProcessor, source, "caption processor")
-        self.model_id = source
+        self.model_id = resolve_source(source)
         self.family = "blip2" if cls is Blip2ForConditionalGeneration else "blip"
         self.batch_size = batch_size
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from models.base import Embedder
+from models.loading import resolve_source
 from models.runtime import pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ class TorchEmbedder(Embedder):
     max_text_tokens: int
 
     def _setup(self, source: str, device: str, dtype: str, batch_size: int) -> torch.device:
-        self.model_id = source
+        self.model_id = resolve_source(source)  # local directories are recorded as absolute paths
         self.batch_size = batch_size
         dev = pick_device(device)
         self.torch_dtype = pick_dtype(dtype, dev)

@@ -33,5 +33,7 @@ fi
 .venv/bin/blipsearch collections
 .venv/bin/blipsearch search "a photo of a dog" --collection "$collection" -k 5
 echo
-echo "search more:  .venv/bin/blipsearch search \"TEXT\" --collection $collection [-k 10] [--json]"
-echo "              .venv/bin/blipsearch search --image FILE --collection $collection"
+env_hint=""
+if [ "$demo" = 1 ]; then env_hint="BLIPSEARCH_DATA_DIR=$BLIPSEARCH_DATA_DIR "; fi
+echo "search more:  ${env_hint}.venv/bin/blipsearch search \"TEXT\" --collection $collection [-k 10] [--rerank] [--json]"
+echo "              ${env_hint}.venv/bin/blipsearch search --image FILE --collection $collection"
