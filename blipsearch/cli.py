@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, indexing, querying
+from blipsearch.commands import captioning, indexing, querying, serving
 from blipsearch.commands.evaluating import eval_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
@@ -29,6 +29,7 @@ app.command()(indexing.reindex)
 app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)
+app.command()(serving.serve)
 app.add_typer(eval_app, name="eval")
 
 

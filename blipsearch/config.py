@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=4, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1, description="Decompression-bomb guard.")
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The main job: set up, index images into a collection, and print how to search it.
-#   scripts/run.sh [--collection NAME] PATH...     index PATH... with BLIPSEARCH_MODEL
+# The main job: set up, index images into a collection, search it once, then serve the API.
+#   scripts/run.sh [--collection NAME] [--port 8000] [--no-serve] PATH...   index PATH... with BLIPSEARCH_MODEL
 #   scripts/run.sh --demo                          tiny *random* model + generated images: exercises
 #                                                  the whole pipeline offline; results are meaningless
 set -euo pipefail
@@ -8,11 +8,15 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 collection=images
 demo=0
+serve=1
+port=8000
 paths=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --collection) collection=$2; shift 2 ;;
     --demo) demo=1; shift ;;
+    --no-serve) serve=0; shift ;;
+    --port) port=$2; shift 2 ;;
     *) paths+=("$1"); shift ;;
   esac
 done
@@ -37,3 +41,7 @@ env_hint=""
 if [ "$demo" = 1 ]; then env_hint="BLIPSEARCH_DATA_DIR=$BLIPSEARCH_DATA_DIR "; fi
 echo "search more:  ${env_hint}.venv/bin/blipsearch search \"TEXT\" --collection $collection [-k 10] [--rerank] [--json]"
 echo "              ${env_hint}.venv/bin/blipsearch search --image FILE --collection $collection"
+if [ "$serve" = 1 ]; then
+  echo "serving the API on http://127.0.0.1:$port (OpenAPI docs at /docs); Ctrl-C to stop"
+  exec .venv/bin/blipsearch serve --port "$port"
+fi

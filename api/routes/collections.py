@@ -1,0 +1,85 @@
+"""Collections and their records: list, describe, record, thumbnail, original file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from api.schemas import CollectionInfo, CollectionList, Record
+from blipsearch.errors import RecordNotFoundError
+from storage.atomic import atomic_write_bytes
+from storage.collection import Collection
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+THUMB_SIZE = 256
+
+
+def _info(coll: Collection) -> CollectionInfo:
+    m = coll.manifest
+    return CollectionInfo(
+        name=m.collection,
+        kind=m.kind,
+        count=m.count,
+        model_id=m.model_id,
+        dim=m.dim,
+        vectors_per_item=m.vectors_per_item,
+        index=m.index.spec if m.index else None,
+        itm_features=m.itm_features is not None,
+        created_at=m.created_at.isoformat(),
+    )
+
+
+def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
+    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+    rec = coll.get_records([rid]).get(rid)
+    if rec is None:
+        raise RecordNotFoundError(f"Collection {name!r} has no record {rid}.")
+    return coll, rec
+
+
+@router.get("", response_model=CollectionList)
+def list_collections(request: Request) -> CollectionList:
+    data_dir = request.app.state.blip.settings.data_dir
+    names = sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.json")) if Path(data_dir).is_dir() else []
+    return CollectionList(collections=[_info(Collection.open(data_dir, n)) for n in names])
+
+
+@router.get("/{name}", response_model=CollectionInfo)
+def get_collection(name: str, request: Request) -> CollectionInfo:
+    return _info(Collection.open(request.app.state.blip.settings.data_dir, name))
+
+
+@router.get("/{name}/images/{rid}", response_model=Record)
+def get_record(name: str, rid: int, request: Request) -> Record:
+    _, rec = _record(request, name, rid)
+    rec = {k: v for k, v in rec.items() if k in Record.model_fields}
+    rec["added_at"] = str(rec.get("added_at"))
+    return Record(**rec)
+
+
+@router.get("/{name}/images/{rid}/file")
+def get_file(name: str, rid: int, request: Request) -> FileResponse:
+    _, rec = _record(request, name, rid)
+    path = Path(rec.get("uri") or "")
+    if not path.is_file():
+        raise RecordNotFoundError(f"The original file of record {rid} is no longer at {path}.")
+    return FileResponse(path)
+
+
+@router.get("/{name}/images/{rid}/thumbnail")
+def get_thumbnail(name: str, rid: int, request: Request) -> Response:
+    coll, rec = _record(request, name, rid)
+    thumb = coll.root / "thumbs" / f"{rid}.jpg"
+    if not thumb.is_file():
+        from indexer.decode import decode_image, read_file
+
+        settings = request.app.state.blip.settings
+        img = decode_image(read_file(Path(rec["uri"]), settings.max_file_bytes).data, settings.max_image_pixels).image
+        img.thumbnail((THUMB_SIZE, THUMB_SIZE))
+        buf = io.BytesIO()
+        img.save(buf, "JPEG", quality=85)
+        atomic_write_bytes(thumb, buf.getvalue())
+    return Response(thumb.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})

@@ -1,0 +1,35 @@
+"""Liveness, readiness, and captions of an upload."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.schemas import CaptionResponse, Health
+from api.uploads import read_limited, sniff_and_decode
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health)
+def readyz(request: Request) -> Health:
+    return Health(status="ready", detail=request.app.state.blip.loaded())
+
+
+@router.post("/v1/captions", response_model=CaptionResponse)
+async def caption(
+    request: Request, file: Annotated[UploadFile, File(description="Image to caption")]
+) -> CaptionResponse:
+    state = request.app.state.blip
+    data = await read_limited(file, state.settings.max_upload_bytes)
+    image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
+    captioner = await run_in_threadpool(state.captioner)
+    text = (await run_in_threadpool(captioner.caption, [image]))[0]
+    return CaptionResponse(caption_model=captioner.model_id, caption=text)

@@ -1,0 +1,79 @@
+"""Request and response models of the /v1 API (the shapes are a contract)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from search.engine import MAX_K, MAX_RERANK_K
+
+
+class TextSearchRequest(BaseModel):
+    query: str = Field(min_length=1, max_length=1000)
+    collection: str = Field(min_length=1, max_length=64)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+    rerank: bool = False
+    rerank_k: int = Field(default=64, ge=1, le=MAX_RERANK_K)
+    mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
+
+
+class Result(BaseModel):
+    id: int
+    uri: str | None = None
+    score: float
+    itc_score: float
+    itm_score: float | None = None
+    caption: str | None = None
+    text: str | None = None
+    external_id: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    collection: str
+    results: list[Result]
+    dropped: list[dict[str, Any]] = Field(default_factory=list)
+    timing_ms: dict[str, float]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    kind: str
+    count: int
+    model_id: str
+    dim: int
+    vectors_per_item: int
+    index: str | None
+    itm_features: bool
+    created_at: str
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class Record(BaseModel):
+    id: int
+    uri: str | None = None
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    bytes: int | None = None
+    caption: str | None = None
+    caption_model: str | None = None
+    text: str | None = None
+    external_id: str | None = None
+    added_at: str
+
+
+class CaptionResponse(BaseModel):
+    caption_model: str
+    caption: str
+
+
+class Health(BaseModel):
+    status: str
+    detail: dict[str, Any] = Field(default_factory=dict)

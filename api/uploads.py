@@ -1,0 +1,69 @@
+"""Uploads: size limit while reading, content sniffing (never the filename), decode guard."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+from fastapi import UploadFile
+from PIL import Image
+
+from blipsearch.errors import BlipsearchError, ImageDecodeError
+from indexer.decode import DecodedImage, decode_image
+
+# What a declared Content-Type / extension may be, for each format Pillow detects.
+_ALIASES = {
+    "JPEG": {"image/jpeg", "image/jpg", "image/pjpeg", ".jpg", ".jpeg", ".jpe", ".jfif"},
+    "PNG": {"image/png", ".png"},
+    "WEBP": {"image/webp", ".webp"},
+    "GIF": {"image/gif", ".gif"},
+    "BMP": {"image/bmp", "image/x-ms-bmp", ".bmp"},
+    "TIFF": {"image/tiff", ".tif", ".tiff"},
+}
+_NEUTRAL = {"", "application/octet-stream", "image/*"}
+
+
+class PayloadTooLargeError(BlipsearchError):
+    http_status = 413
+    exit_code = 2
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(BlipsearchError):
+    http_status = 415
+    exit_code = 2
+    code = "unsupported_media_type"
+
+
+async def read_limited(upload: UploadFile, max_bytes: int) -> bytes:
+    chunks, total = [], 0
+    while chunk := await upload.read(1 << 20):
+        total += len(chunk)
+        if total > max_bytes:
+            raise PayloadTooLargeError(f"Upload {upload.filename!r} is over the {max_bytes}-byte limit.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def sniff_and_decode(data: bytes, filename: str | None, content_type: str | None, max_pixels: int) -> DecodedImage:
+    """Decode by content; refuse a declared type or extension that contradicts the content."""
+    if not data:
+        raise ImageDecodeError("empty upload")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            fmt = Image.open(io.BytesIO(data)).format
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+    except Exception:  # noqa: BLE001 - any failure to identify is "not an image"
+        fmt = None
+    if fmt is None:
+        raise UnsupportedMediaTypeError("The upload is not an image format blipsearch can read.")
+    allowed = _ALIASES.get(fmt, set())
+    declared = (content_type or "").split(";")[0].strip().lower()
+    ext = ("." + filename.rsplit(".", 1)[-1].lower()) if filename and "." in filename else ""
+    if declared not in _NEUTRAL and declared not in allowed:
+        raise UnsupportedMediaTypeError(f"Declared type {declared!r} but the content is {fmt}.")
+    if ext and ext in {a for v in _ALIASES.values() for a in v} and ext not in allowed:
+        raise UnsupportedMediaTypeError(f"File name says {ext!r} but the content is {fmt}.")
+    return decode_image(data, max_pixels)
