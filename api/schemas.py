@@ -19,6 +19,12 @@ class TextSearchRequest(BaseModel):
     fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
 
 
+class SimilarRequest(BaseModel):
+    collection: str = Field(min_length=1, max_length=64)
+    id: int = Field(ge=0)
+    k: int = Field(default=10, ge=1, le=MAX_K)
+
+
 class Result(BaseModel):
     id: int
     uri: str | None = None

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.errors import InvalidInputError, RecordNotFoundError
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
@@ -163,6 +163,17 @@ class SearchEngine:
         texts = {rid: r["text"] for rid, r in records.items()}
         outcome = self._reranker().rerank_texts(tokens[:1], texts, cands, fusion)
         return self._from_outcome(outcome, k, timing, records)
+
+    def search_similar(self, rid: int, k: int = 10) -> SearchResult:
+        """ "More like this": nearest records to record ``rid``'s own stored vectors (itself excluded)."""
+        self._check(k, 1, "itc")
+        if self.coll.locate(int(rid)) is None:
+            raise RecordNotFoundError(f"Collection {self.coll.name!r} has no record {rid}.")
+        t0 = time.perf_counter()
+        q = self.index.vectors_of(int(rid))
+        timing = {"encode": _ms(t0)}
+        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing) if c.id != rid][:k]
+        return self._plain(cands, timing)
 
     def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""

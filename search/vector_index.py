@@ -75,6 +75,11 @@ class VectorIndex:
                 return index.search(queries, kk)
             return index.search(queries, kk, params=params)
 
+    def vectors_of(self, rid: int) -> np.ndarray:
+        """The stored vectors of record ``rid``: [vectors_per_item, dim]."""
+        with self._lock:
+            return self.cpu.reconstruct_batch(self.faiss_ids(np.array([rid], dtype=np.int64)))
+
     def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact max-sim of ``query`` ([dim] or [nq, dim]) against the stored vectors of ``ids``."""
         ids = np.asarray(ids, dtype=np.int64)

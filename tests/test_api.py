@@ -144,3 +144,14 @@ def test_unknown_ids(client):
     assert client.get("/v1/collections/nope/images/1").status_code == 404
     assert client.get("/readyz").json()["status"] == "ready"
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_more_like_this_and_page(client):
+    r = client.post("/v1/search/similar", json={"collection": "photos", "id": 3, "k": 4})
+    assert r.status_code == 200, r.text
+    ids = [x["id"] for x in r.json()["results"]]
+    assert len(ids) == 4 and 3 not in ids
+    assert client.post("/v1/search/similar", json={"collection": "photos", "id": 999, "k": 4}).status_code == 404
+    page = client.get("/")
+    assert page.status_code == 200 and "<title>blipsearch</title>" in page.text
+    assert client.get("/static/app.js").status_code == 200

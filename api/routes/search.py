@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
-from api.schemas import Result, SearchResponse, TextSearchRequest
+from api.schemas import Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from search.engine import MAX_K, MAX_RERANK_K, SearchResult
 
@@ -28,6 +28,13 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
         body.query, body.k, rerank=body.rerank, rerank_k=body.rerank_k, fusion=body.fusion, mode=body.mode
     )
     return _response(body.collection, res)
+
+
+@router.post("/similar", response_model=SearchResponse)
+def search_similar(body: SimilarRequest, request: Request) -> SearchResponse:
+    """More like this: the nearest records to a stored record (by its own embedding)."""
+    engine = request.app.state.blip.engine(body.collection)
+    return _response(body.collection, engine.search_similar(body.id, body.k))
 
 
 @router.post("/image", response_model=SearchResponse)
