@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from search.engine import MAX_K, MAX_RERANK_K
+from search.engine import MAX_K, MAX_RERANK_K, QueryOptions
+from search.filters import Filters
 
 
 class TextSearchRequest(BaseModel):
@@ -17,12 +18,19 @@ class TextSearchRequest(BaseModel):
     rerank_k: int = Field(default=64, ge=1, le=MAX_RERANK_K)
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
+    filters: Filters | None = None
+    min_score: float | None = Field(default=None, ge=-1e6, le=1e6)
+    sort: Literal["relevance", "added_at"] = "relevance"
+
+    def options(self) -> QueryOptions:
+        return QueryOptions(filters=self.filters, min_score=self.min_score, sort=self.sort)
 
 
 class SimilarRequest(BaseModel):
     collection: str = Field(min_length=1, max_length=64)
     id: int = Field(ge=0)
     k: int = Field(default=10, ge=1, le=MAX_K)
+    filters: Filters | None = None
 
 
 class Result(BaseModel):

@@ -20,6 +20,7 @@ from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
 from search import index_store
+from search.filters import Filters, allowed_ids
 from search.hybrid import RRF_K, rrf
 from search.vector_index import VectorIndex
 from storage.collection import Collection
@@ -115,6 +116,7 @@ class SearchEngine:
         fusion: str = "itm+itc",
         mode: str = "vector",
         rrf_k: int = RRF_K,
+        options: QueryOptions | None = None,
     ) -> SearchResult:
         """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF)."""
         if not isinstance(text, str) or not text.strip():
@@ -128,22 +130,30 @@ class SearchEngine:
         q = self.embedder.embed_texts([text])[0]
         timing = {"encode": _ms(t0)}
         depth = max(k, rerank_k) if rerank else k
+        allowed = self._allowed(options, timing)
         if mode == "vector":
-            cands = self._shortlist(q, depth, timing)
+            cands = self._shortlist(q, depth, timing, allowed)
         else:
             cands = self._keyword_or_hybrid(
-                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing
+                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, allowed
             )
         if not (rerank and fusion != "itc"):
-            return self._plain(cands[:k], timing)
+            return _finish(self._plain(cands[:k], timing), options)
         # Re-rank by ITM; ITC must be the true cosine for every candidate (keyword hits too).
         itc = self.index.item_scores(q, np.array([c.id for c in cands[:depth]], dtype=np.int64))
         cands = [Candidate(c.id, float(s)) for c, s in zip(cands[:depth], itc, strict=True)]
         outcome = self._reranker().rerank_images(text, cands, fusion)
-        return self._from_outcome(outcome, k, timing)
+        return _finish(self._from_outcome(outcome, k, timing), options)
 
     def search_image(
-        self, image: Image.Image, k: int = 10, *, rerank: bool = False, rerank_k: int = 64, fusion: str = "itm+itc"
+        self,
+        image: Image.Image,
+        k: int = 10,
+        *,
+        rerank: bool = False,
+        rerank_k: int = 64,
+        fusion: str = "itm+itc",
+        options: QueryOptions | None = None,
     ) -> SearchResult:
         """Image → image on image collections, image → text on text collections."""
         self._check(k, rerank_k, fusion)
@@ -156,15 +166,15 @@ class SearchEngine:
         else:
             q = self.embedder.embed_pixels(pixels)[0]
         timing = {"encode": _ms(t0)}
-        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing)
+        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._allowed(options, timing))
         if not reranking:
-            return self._plain(cands[:k], timing)
+            return _finish(self._plain(cands[:k], timing), options)
         records = self.coll.get_records([c.id for c in cands])
         texts = {rid: r["text"] for rid, r in records.items()}
         outcome = self._reranker().rerank_texts(tokens[:1], texts, cands, fusion)
-        return self._from_outcome(outcome, k, timing, records)
+        return _finish(self._from_outcome(outcome, k, timing, records), options)
 
-    def search_similar(self, rid: int, k: int = 10) -> SearchResult:
+    def search_similar(self, rid: int, k: int = 10, options: QueryOptions | None = None) -> SearchResult:
         """ "More like this": nearest records to record ``rid``'s own stored vectors (itself excluded)."""
         self._check(k, 1, "itc")
         if self.coll.locate(int(rid)) is None:
@@ -172,8 +182,9 @@ class SearchEngine:
         t0 = time.perf_counter()
         q = self.index.vectors_of(int(rid))
         timing = {"encode": _ms(t0)}
-        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing) if c.id != rid][:k]
-        return self._plain(cands, timing)
+        allowed = self._allowed(options, timing)
+        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, allowed) if c.id != rid][:k]
+        return _finish(self._plain(cands, timing), options)
 
     def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""
@@ -199,16 +210,26 @@ class SearchEngine:
             depth = min(MAX_K, depth * 4)
 
     def _keyword_or_hybrid(
-        self, text: str, q: np.ndarray, mode: str, depth: int, rrf_k: int, timing: dict[str, float]
+        self,
+        text: str,
+        q: np.ndarray,
+        mode: str,
+        depth: int,
+        rrf_k: int,
+        timing: dict[str, float],
+        allowed: np.ndarray | None = None,
     ) -> list[Candidate]:
         if self.keyword is None:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
-        kw = self.keyword.search(self.coll, text, depth)
+        kw = self.keyword.search(self.coll, text, depth if allowed is None else MAX_K)
+        if allowed is not None:  # keyword hits are filtered by the same id set
+            keep = set(allowed.tolist())
+            kw = [(rid, score) for rid, score in kw if rid in keep][:depth]
         timing["keyword"] = _ms(t0)
         if mode == "keyword":
             return [Candidate(rid, score) for rid, score in kw]
-        vec = self._shortlist(q, depth, timing)
+        vec = self._shortlist(q, depth, timing, allowed)
         fused = rrf([[c.id for c in vec], [rid for rid, _ in kw]], rrf_k)
         return [Candidate(rid, score) for rid, score in fused[:depth]]
 
@@ -226,9 +247,19 @@ class SearchEngine:
             raise InvalidInputError(f"rerank_k must be between 1 and {MAX_RERANK_K}, got {rerank_k}.")
         check_fusion(fusion)
 
-    def _shortlist(self, query: np.ndarray, n: int, timing: dict[str, float]) -> list[Candidate]:
+    def _allowed(self, options: QueryOptions | None, timing: dict[str, float]) -> np.ndarray | None:
+        if options is None or options.filters is None or options.filters.is_empty():
+            return None
         t0 = time.perf_counter()
-        ids, scores = self.index.search(query, n)
+        ids = allowed_ids(self.coll, options.filters)
+        timing["filter"] = _ms(t0)
+        return ids
+
+    def _shortlist(
+        self, query: np.ndarray, n: int, timing: dict[str, float], allowed: np.ndarray | None = None
+    ) -> list[Candidate]:
+        t0 = time.perf_counter()
+        ids, scores = self.index.search(query, n, allowed=allowed)
         timing["search"] = _ms(t0)
         return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
@@ -250,6 +281,36 @@ class SearchEngine:
         hits = [Hit(r.id, r.score, r.itc, r.itm_prob, records[r.id]) for r in top if r.id in records]
         timing["fetch"] = _ms(t0)
         return SearchResult(hits, timing, outcome.dropped)
+
+
+@dataclass
+class QueryOptions:
+    """Per-call options: filters (inside FAISS), a relevance cut-off, and the result order.
+
+    ``min_score`` applies to the ITM match probability when a result was re-ranked, to the
+    ITC score otherwise. ``sort`` is ``relevance`` or ``added_at`` (newest first).
+    """
+
+    filters: Filters | None = None
+    min_score: float | None = None
+    sort: str = "relevance"
+
+
+def _finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:
+    if options is None:
+        return result
+    hits = result.hits
+    if options.min_score is not None:
+        cut = options.min_score
+        hits = [h for h in hits if (h.itm_score if h.itm_score is not None else h.itc_score) >= cut]
+    if options.sort == "added_at":
+        hits = sorted(
+            hits, key=lambda h: (h.record.get("added_at") is not None, h.record.get("added_at")), reverse=True
+        )
+    elif options.sort != "relevance":
+        raise InvalidInputError(f"Unknown sort {options.sort!r}: use relevance or added_at.")
+    result.hits = hits
+    return result
 
 
 def _ms(t0: float) -> float:

@@ -70,7 +70,8 @@ class VectorIndex:
 
     def _search_vectors(self, queries: np.ndarray, kk: int, params: Any | None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
-            index = self.gpu if (self.gpu is not None and kk <= fb.GPU_MAX_K) else self.cpu
+            on_gpu = self.gpu is not None and kk <= fb.GPU_MAX_K and getattr(params, "sel", None) is None
+            index: Any = self.gpu if on_gpu else self.cpu  # FAISS GPU indexes take no ID selectors
             if params is None:
                 return index.search(queries, kk)
             return index.search(queries, kk, params=params)
@@ -91,10 +92,20 @@ class VectorIndex:
         sims = vecs.reshape(len(ids), self.vectors_per_item, self.dim) @ q.T  # [n, v, nq]
         return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
 
-    def search(self, queries: np.ndarray, k: int, params: Any | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, params: Any | None = None, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` record ids by max over (query vector, item vector) inner products.
 
-        ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32).
+        ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32). ``allowed``
+        restricts the search to those record ids, inside FAISS (an IDSelectorBatch).
         """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        return topk_owners(lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, self.ntotal)
+        ntotal = self.ntotal
+        if allowed is not None:
+            fids = np.ascontiguousarray(self.faiss_ids(allowed))
+            selector = fb.faiss().IDSelectorBatch(fids)
+            params = params if params is not None else fb.faiss().SearchParameters()
+            params.sel = selector
+            ntotal = min(ntotal, len(fids))
+        return topk_owners(lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, ntotal)

@@ -69,6 +69,12 @@ def _read_meta(path: str, mtime_ns: int) -> pa.Table:
     return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c != "embedding"])
 
 
+def shard_meta(coll: Collection, shard: ShardInfo) -> pa.Table:
+    """A shard's non-embedding columns (cached while the file is unchanged)."""
+    path = coll.shard_path(shard)
+    return _read_meta(str(path), path.stat().st_mtime_ns)
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:  # a handle, so numpy does not append ".npy" to the temp name
         np.save(fh, array, allow_pickle=False)

@@ -155,3 +155,35 @@ def test_more_like_this_and_page(client):
     page = client.get("/")
     assert page.status_code == 200 and "<title>blipsearch</title>" in page.text
     assert client.get("/static/app.js").status_code == 200
+
+
+def test_filters_over_http(client):
+    body = {
+        "query": "a red square",
+        "collection": "photos",
+        "k": 5,
+        "filters": {"fields": {"format": "JPEG"}},
+        "sort": "added_at",
+        "min_score": -1.0,
+    }
+    r = client.post("/v1/search/text", json=body)
+    assert r.status_code == 200 and len(r.json()["results"]) == 5
+    none = client.post("/v1/search/text", json={**body, "filters": {"uri_prefix": "/nowhere/"}})
+    assert none.status_code == 200 and none.json()["results"] == []
+    assert client.post("/v1/search/text", json={**body, "filters": {"bogus": 1}}).status_code == 422
+    assert client.post("/v1/search/text", json={**body, "filters": {"fields": {"nope": 1}}}).status_code == 422
+    img = _jpeg(make_image(5))
+    bad = client.post(
+        "/v1/search/image",
+        files={"file": ("q.jpg", img, "image/jpeg")},
+        data={"collection": "photos", "filters": "{not json"},
+    )
+    assert bad.status_code == 422
+    ok = client.post(
+        "/v1/search/image",
+        files={"file": ("q.jpg", img, "image/jpeg")},
+        data={"collection": "photos", "k": "3", "filters": '{"min_width": 100}'},
+    )
+    assert ok.status_code == 200 and all(
+        client.get(f"/v1/collections/photos/images/{x['id']}").json()["width"] >= 100 for x in ok.json()["results"]
+    )

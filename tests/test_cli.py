@@ -134,3 +134,15 @@ def test_caption_and_search_modes(cli, tmp_path, tiny_models):
     hy = cli("search", word, "-c", "p", "--mode", "hybrid", "--rerank", "--json")
     assert hy["results"] and all(r["itm_score"] is not None for r in hy["results"])
     cli("search", word, "-c", "p", "--mode", "bogus", code=2)
+
+
+def test_search_filters_flags(cli, tmp_path):
+    write_images(tmp_path / "a", 5)
+    write_images(tmp_path / "b", 5, start=50, fmt="PNG")
+    cli("index", str(tmp_path / "a"), str(tmp_path / "b"), "-c", "f", "--json")
+    res = cli("search", "x", "-c", "f", "-k", "10", "--where", "format=PNG", "--json")
+    assert len(res["results"]) == 5 and all(r["uri"].endswith(".png") for r in res["results"])
+    res = cli("search", "x", "-c", "f", "-k", "10", "--uri-prefix", str((tmp_path / "a").resolve()), "--json")
+    assert len(res["results"]) == 5 and all("/a/" in r["uri"] for r in res["results"])
+    cli("search", "x", "-c", "f", "--where", "oops", code=2)
+    cli("search", "x", "-c", "f", "--added-after", "not-a-date", code=2)

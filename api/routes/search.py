@@ -5,12 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from pydantic import ValidationError
 
 from api.schemas import Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
-from search.engine import MAX_K, MAX_RERANK_K, SearchResult
+from blipsearch.errors import InvalidInputError
+from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
+from search.filters import Filters
 
 router = APIRouter(prefix="/v1/search", tags=["search"])
+
+
+def _parse_filters(raw: str | None) -> Filters | None:
+    if not raw:
+        return None
+    try:
+        return Filters.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidInputError(f"Invalid filters: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
 
 
 def _response(collection: str, res: SearchResult) -> SearchResponse:
@@ -25,7 +37,13 @@ def _response(collection: str, res: SearchResult) -> SearchResponse:
 def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
     engine = request.app.state.blip.engine(body.collection)
     res = engine.search_text(
-        body.query, body.k, rerank=body.rerank, rerank_k=body.rerank_k, fusion=body.fusion, mode=body.mode
+        body.query,
+        body.k,
+        rerank=body.rerank,
+        rerank_k=body.rerank_k,
+        fusion=body.fusion,
+        mode=body.mode,
+        options=body.options(),
     )
     return _response(body.collection, res)
 
@@ -34,7 +52,7 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
 def search_similar(body: SimilarRequest, request: Request) -> SearchResponse:
     """More like this: the nearest records to a stored record (by its own embedding)."""
     engine = request.app.state.blip.engine(body.collection)
-    return _response(body.collection, engine.search_similar(body.id, body.k))
+    return _response(body.collection, engine.search_similar(body.id, body.k, QueryOptions(filters=body.filters)))
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -46,8 +64,11 @@ async def search_image(
     target: Annotated[Literal["images", "texts", "captions"], Form()] = "images",
     rerank: Annotated[bool, Form()] = False,
     rerank_k: Annotated[int, Form(ge=1, le=MAX_RERANK_K)] = 64,
+    filters: Annotated[str | None, Form(max_length=10_000, description="Filters as a JSON object")] = None,
+    min_score: Annotated[float | None, Form()] = None,
 ) -> SearchResponse:
     state = request.app.state.blip
+    options = QueryOptions(filters=_parse_filters(filters), min_score=min_score)
     data = await read_limited(file, state.settings.max_upload_bytes)
     image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
 
@@ -55,7 +76,7 @@ async def search_image(
         engine = state.engine(collection)
         if target == "captions":
             return engine.captions_for_image(image, k)
-        return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k)
+        return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options)
 
     from starlette.concurrency import run_in_threadpool
 

@@ -39,11 +39,50 @@ def search(
     target: Annotated[
         str, typer.Option("--target", help="Image queries: images (default; texts for text collections) or captions.")
     ] = "images",
+    uri_prefix: Annotated[str | None, typer.Option("--uri-prefix", help="Only records whose uri starts so.")] = None,
+    added_after: Annotated[str | None, typer.Option("--added-after", help="ISO date/time (inclusive).")] = None,
+    added_before: Annotated[str | None, typer.Option("--added-before", help="ISO date/time (exclusive).")] = None,
+    min_width: Annotated[int | None, typer.Option("--min-width", min=0)] = None,
+    max_width: Annotated[int | None, typer.Option("--max-width", min=0)] = None,
+    min_height: Annotated[int | None, typer.Option("--min-height", min=0)] = None,
+    max_height: Annotated[int | None, typer.Option("--max-height", min=0)] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="FIELD=VALUE or FIELD=V1,V2 (in); repeatable.")
+    ] = None,
+    min_score: Annotated[
+        float | None, typer.Option("--min-score", help="Cut-off: ITM probability if re-ranked, else ITC.")
+    ] = None,
+    sort: Annotated[str, typer.Option("--sort", help="relevance or added_at.")] = "relevance",
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a collection by text, or by example image with --image."""
+    from search.engine import QueryOptions
+    from search.filters import Filters
+
+    fields: dict[str, Any] = {}
+    for clause in where or []:
+        key, sep, value = clause.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"--where takes FIELD=VALUE, got {clause!r}.")
+        fields[key] = value.split(",") if "," in value else value
+    try:
+        filters = Filters.model_validate(
+            {
+                "uri_prefix": uri_prefix,
+                "added_after": added_after,
+                "added_before": added_before,
+                "min_width": min_width,
+                "max_width": max_width,
+                "min_height": min_height,
+                "max_height": max_height,
+                "fields": fields,
+            }
+        )
+    except ValueError as exc:
+        raise InvalidInputError(f"Invalid filter: {exc}") from None
+    options = QueryOptions(filters=filters, min_score=min_score, sort=sort)
     from search.service import open_engine
 
     if (text is None) == (image is None):
@@ -58,12 +97,12 @@ def search(
         if target == "captions":
             result = engine.captions_for_image(img, k)
         elif target in ("images", "texts"):
-            result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion)
+            result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, options=options)
         else:
             raise InvalidInputError(f"Unknown --target {target!r}: use images, texts or captions.")
     else:
         result = engine.search_text(
-            text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, mode=mode, rrf_k=rrf_k
+            text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, mode=mode, rrf_k=rrf_k, options=options
         )
     payload = {
         "collection": collection,
