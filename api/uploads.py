@@ -8,7 +8,7 @@ import warnings
 from fastapi import UploadFile
 from PIL import Image
 
-from blipsearch.errors import BlipsearchError, ImageDecodeError
+from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
 from indexer.decode import DecodedImage, decode_image
 
 # What a declared Content-Type / extension may be, for each format Pillow detects.
@@ -21,18 +21,6 @@ _ALIASES = {
     "TIFF": {"image/tiff", ".tif", ".tiff"},
 }
 _NEUTRAL = {"", "application/octet-stream", "image/*"}
-
-
-class PayloadTooLargeError(BlipsearchError):
-    http_status = 413
-    exit_code = 2
-    code = "payload_too_large"
-
-
-class UnsupportedMediaTypeError(BlipsearchError):
-    http_status = 415
-    exit_code = 2
-    code = "unsupported_media_type"
 
 
 async def read_limited(upload: UploadFile, max_bytes: int) -> bytes:

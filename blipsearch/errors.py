@@ -34,6 +34,20 @@ class ImageDecodeError(InvalidInputError):
     code = "bad_image"
 
 
+class PayloadTooLargeError(InvalidInputError):
+    """An upload over the configured size limit."""
+
+    http_status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaTypeError(InvalidInputError):
+    """Not an image, or a declared type that contradicts the content."""
+
+    http_status = 415
+    code = "unsupported_media_type"
+
+
 class NotFoundError(BlipsearchError):
     exit_code = 3
     http_status = 404
