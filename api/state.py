@@ -10,6 +10,7 @@ import threading
 from typing import Any
 
 from blipsearch.config import Settings
+from blipsearch.errors import BlipsearchError
 from models.base import Embedder
 from search.engine import SearchEngine
 from search.service import load_model, open_engine
@@ -21,7 +22,9 @@ class AppState:
         self.settings = settings
         self._lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}
-        self._engines: dict[str, tuple[tuple[Any, ...], SearchEngine]] = {}
+        self._open_lock = threading.Lock()
+        # name -> (the collection's created_at, engine): a re-created collection gets a new engine
+        self._engines: dict[str, tuple[Any, SearchEngine]] = {}
         self._captioner: Any = None
 
     def embedder(self, model_id: str) -> Embedder:
@@ -31,17 +34,34 @@ class AppState:
             return self._embedders[model_id]
 
     def engine(self, name: str) -> SearchEngine:
-        coll = Collection.open(self.settings.data_dir, name)
-        m = coll.manifest
-        version = (m.next_id, m.next_shard, m.index.file if m.index else None)
-        cached = self._engines.get(name)
-        if cached and cached[0] == version:
-            return cached[1]
-        embedder = self.embedder(m.model_id)
-        engine = open_engine(self.settings, name, embedder=embedder, rerank=True)
+        """The collection's engine, synced with its latest commit (uploads, deletes)."""
+        if not Collection.exists(self.settings.data_dir, name):
+            self.forget(name)
+            Collection.open(self.settings.data_dir, name)  # raises CollectionNotFoundError
         with self._lock:
-            self._engines[name] = (version, engine)
+            cached = self._engines.get(name)
+        if cached is not None:
+            try:
+                cached[1].sync()
+                if cached[1].coll.manifest.created_at == cached[0]:
+                    return cached[1]
+            except BlipsearchError:  # the collection was re-created under the same name
+                pass
+        coll = Collection.open(self.settings.data_dir, name)
+        embedder = self.embedder(coll.manifest.model_id)
+        with self._open_lock:  # one loader per process; others wait and reuse it
+            with self._lock:
+                again = self._engines.get(name)
+            if again is not None and again[0] == coll.manifest.created_at:
+                return again[1]
+            engine = open_engine(self.settings, name, embedder=embedder, rerank=True)
+            with self._lock:
+                self._engines[name] = (coll.manifest.created_at, engine)
         return engine
+
+    def engines(self) -> dict[str, SearchEngine]:
+        with self._lock:
+            return {name: e for name, (_, e) in self._engines.items()}
 
     def captioner(self) -> Any:
         with self._lock:

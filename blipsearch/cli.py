@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, indexing, querying, serving
+from blipsearch.commands import captioning, indexing, maintenance, querying, serving
 from blipsearch.commands.evaluating import eval_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
@@ -26,6 +26,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 app.command()(indexing.index)
 app.command("index-texts")(indexing.index_texts)
 app.command()(indexing.reindex)
+app.command()(maintenance.delete)
+app.command()(maintenance.compact)
 app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)

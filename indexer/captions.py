@@ -29,7 +29,11 @@ def _pending(coll: Collection, model_id: str) -> list[tuple[str, list[tuple[int,
     out = []
     for shard in coll.manifest.shards:
         t = pq.read_table(coll.shard_path(shard), columns=["id", "uri", "caption", "caption_model"]).to_pylist()
-        todo = [(r["id"], r["uri"]) for r in t if r["caption"] is None or r["caption_model"] != model_id]
+        todo = [
+            (r["id"], r["uri"])
+            for r in t
+            if (r["caption"] is None or r["caption_model"] != model_id) and not shard.is_deleted(r["id"])
+        ]
         if todo:
             out.append((shard.file, todo))
     return out

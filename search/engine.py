@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blipsearch.errors import InvalidInputError, RecordNotFoundError
+from blipsearch.errors import InvalidInputError, RecordNotFoundError, StorageError
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
@@ -25,6 +26,7 @@ from search.hybrid import RRF_K, rrf
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
+from storage.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -88,6 +90,8 @@ class SearchEngine:
         self.index = index
         self.reranker = reranker
         self.keyword = keyword
+        self._sync_lock = threading.Lock()
+        self._manifest_stamp = _stamp(collection)
 
     @classmethod
     def open(
@@ -100,6 +104,27 @@ class SearchEngine:
         collection.check_model(embedder.fingerprint, embedder.model_id)
         index, _ = index_store.load(collection, embedder.fingerprint)
         return cls(collection, embedder, index, reranker, keyword)
+
+    def sync(self) -> bool:
+        """Catch up with commits made since this engine was opened (uploads, deletes, a new
+        index spec). Cheap when nothing changed (one stat). Returns True if the index changed."""
+        stamp = _stamp(self.coll)
+        if stamp == self._manifest_stamp:
+            return False
+        with self._sync_lock:
+            if stamp == self._manifest_stamp:
+                return False
+            m = self.coll.reload()
+            try:
+                if m.index is not None and m.index.spec != self.index.spec:
+                    raise index_store.StaleIndexError("the index spec changed")
+                changed = index_store.sync(self.coll, self.index)
+            except StorageError as exc:  # compacted, re-specced, or a type that cannot remove
+                log.info("reloading the index of %s: %s", self.coll.name, exc)
+                self.index, _ = index_store.load(self.coll, self.embedder.fingerprint)
+                changed = True
+            self._manifest_stamp = stamp
+            return changed
 
     @property
     def kind(self) -> str:
@@ -223,9 +248,12 @@ class SearchEngine:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
         kw = self.keyword.search(self.coll, text, depth if allowed is None else MAX_K)
+        deleted = {rid for s in self.coll.manifest.shards for rid in s.deleted}
         if allowed is not None:  # keyword hits are filtered by the same id set
-            keep = set(allowed.tolist())
+            keep = set(allowed.tolist()) - deleted
             kw = [(rid, score) for rid, score in kw if rid in keep][:depth]
+        elif deleted:
+            kw = [(rid, score) for rid, score in kw if rid not in deleted]
         timing["keyword"] = _ms(t0)
         if mode == "keyword":
             return [Candidate(rid, score) for rid, score in kw]
@@ -311,6 +339,11 @@ def _finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:
         raise InvalidInputError(f"Unknown sort {options.sort!r}: use relevance or added_at.")
     result.hits = hits
     return result
+
+
+def _stamp(coll: Collection) -> tuple[int, int]:
+    st = (coll.root / MANIFEST_NAME).stat()
+    return st.st_mtime_ns, st.st_size
 
 
 def _ms(t0: float) -> float:

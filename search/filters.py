@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from blipsearch.errors import InvalidInputError
-from storage.collection import Collection, shard_meta
+from storage.collection import Collection, live_mask, shard_meta
 
 Scalar = str | int | float | bool
 
@@ -83,5 +83,5 @@ def allowed_ids(coll: Collection, f: Filters) -> np.ndarray:
     for shard in coll.manifest.shards:
         meta = shard_meta(coll, shard)
         ids = meta.column("id").to_numpy()
-        out.append(ids[np.asarray(_mask(meta, f), dtype=bool)])
+        out.append(ids[np.asarray(_mask(meta, f), dtype=bool) & live_mask(shard, ids)])
     return np.concatenate(out) if out else np.zeros(0, np.int64)

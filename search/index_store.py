@@ -1,13 +1,19 @@
-"""Load, catch up, rebuild and persist a collection's FAISS index.
+"""Load, sync, rebuild and persist a collection's FAISS index.
 
-The index is derived data. Records (Parquet) are the truth: a missing, stale or foreign
-index is rebuilt or caught up from them, never trusted blindly.
+The index is derived data. Records (Parquet + the manifest's tombstones) are the truth: a
+missing, stale or foreign index is rebuilt or caught up from them, never trusted blindly.
+
+``sync`` brings an index in memory up to date with the manifest: shards it does not hold are
+added, tombstones it has not applied are removed. It is what keeps a live server's index
+current after uploads and deletes without reloading the index from disk.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+
+import numpy as np
 
 from blipsearch.errors import ModelMismatchError, StorageError
 from search import faiss_backend as fb
@@ -21,25 +27,49 @@ log = logging.getLogger(__name__)
 TRAIN_SAMPLE = 200_000
 
 
-def _catch_up(coll: Collection, index: VectorIndex, covered: set[str]) -> list[str]:
-    """Add the shards the index does not cover yet. Returns the covered shard list."""
-    missing = [s for s in coll.manifest.shards if s.file not in covered]
-    for ids, emb in coll.iter_embeddings(missing):
+class StaleIndexError(StorageError):
+    """The index holds shards the manifest no longer names (compacted): reload it."""
+
+
+def sync(coll: Collection, index: VectorIndex) -> bool:
+    """Apply the manifest's new shards and tombstones to ``index``. Returns True if it changed.
+
+    Raises StaleIndexError when the index holds shards that are gone (compaction renamed
+    them), and StorageError when the index type cannot remove vectors (HNSW).
+    """
+    m = coll.manifest
+    live = {s.file for s in m.shards}
+    if set(index.synced) - live:
+        raise StaleIndexError(f"The index of {coll.name!r} refers to shards that were compacted away.")
+    removals = [s for s in m.shards if s.file in index.synced and index.synced[s.file] < len(s.deleted)]
+    if removals:
+        index.remove(np.concatenate([np.asarray(s.deleted, np.int64) for s in removals]))
+        for s in removals:
+            index.synced[s.file] = len(s.deleted)
+    missing = [s for s in m.shards if s.file not in index.synced]
+    for shard, (ids, emb) in zip(missing, coll.iter_embeddings(missing), strict=True):
         index.add(ids, emb)
-    return [s.file for s in coll.manifest.shards]
+        index.synced[shard.file] = len(shard.deleted)
+    return bool(removals or missing)
 
 
-def build(coll: Collection, spec: str | None = None) -> tuple[VectorIndex, list[str]]:
-    """A fresh index over every committed record."""
+def build(coll: Collection, spec: str | None = None) -> VectorIndex:
+    """A fresh index over every live record."""
     m = coll.manifest
     index = VectorIndex.empty(spec or fb.DEFAULT_SPEC, m.dim, m.vectors_per_item)
     if not index.cpu.is_trained:
         index.train(coll.sample_vectors(TRAIN_SAMPLE))
-    return index, _catch_up(coll, index, set())
+    sync(coll, index)
+    return index
+
+
+def covered(index: VectorIndex, coll: Collection) -> list[str]:
+    """The shards ``index`` holds, in manifest order."""
+    return [s.file for s in coll.manifest.shards if s.file in index.synced]
 
 
 def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex, list[str]]:
-    """The saved index if it is valid for this collection's model, caught up with new shards.
+    """The saved index if it is valid for this collection's model, synced with the manifest.
 
     Refuses (ModelMismatchError) a ``fingerprint`` that is not the collection's model.
     """
@@ -48,7 +78,8 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
         coll.check_model(fingerprint, "the requested model")
     info = m.index
     if info is None:
-        return build(coll)
+        index = build(coll)
+        return index, covered(index, coll)
     if (
         info.model_fingerprint != m.model_fingerprint
         or info.dim != m.dim
@@ -58,25 +89,41 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
             f"The saved index of {coll.name!r} was built for model {info.model_id!r}, not the collection's "
             f"model {m.model_id!r}. Rebuild it with: blipsearch reindex --collection {coll.name}"
         )
+    index = _read_saved(coll, info) or build(coll, info.spec)
+    return index, covered(index, coll)
+
+
+def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
+    """The saved index synced with the manifest, or None when it must be rebuilt."""
+    m = coll.manifest
     path = coll.root / info.file
-    live = {s.file for s in m.shards}
-    if not path.is_file() or not set(info.covered_shards) <= live:
+    live = {s.file: s for s in m.shards}
+    if not path.is_file() or not set(info.covered_shards) <= set(live):
         log.warning("Index of %s is missing or refers to unknown shards; rebuilding from records", coll.name)
-        return build(coll, info.spec)
+        return None
     try:
         cpu = fb.read(path)
     except StorageError as exc:  # unreadable, or replaced by a concurrent writer meanwhile
         log.warning("%s; rebuilding the index of %s from records", exc, coll.name)
-        return build(coll, info.spec)
-    expected = sum(s.rows for s in m.shards if s.file in set(info.covered_shards)) * m.vectors_per_item
-    if cpu.ntotal != info.ntotal or cpu.ntotal != expected or cpu.d != m.dim:
-        log.warning("Index of %s has %d vectors, records say %d; rebuilding", coll.name, cpu.ntotal, expected)
-        return build(coll, info.spec)
+        return None
+    if cpu.ntotal != info.ntotal or cpu.d != m.dim:
+        log.warning("Index of %s has %d vectors, its header says %d; rebuilding", coll.name, cpu.ntotal, info.ntotal)
+        return None
     index = VectorIndex(cpu, m.dim, m.vectors_per_item, info.spec)
-    return index, _catch_up(coll, index, set(info.covered_shards))
+    index.synced = {f: -1 for f in info.covered_shards}  # tombstones: re-applied (idempotent)
+    try:
+        sync(coll, index)
+    except StorageError as exc:
+        log.warning("%s; rebuilding the index of %s", exc, coll.name)
+        return None
+    expected = sum(live[f].live_rows for f in index.synced) * m.vectors_per_item
+    if index.ntotal != expected:
+        log.warning("Index of %s has %d vectors, records say %d; rebuilding", coll.name, index.ntotal, expected)
+        return None
+    return index
 
 
-def save(coll: Collection, index: VectorIndex, covered: list[str]) -> IndexInfo:
+def save(coll: Collection, index: VectorIndex) -> IndexInfo:
     """Persist ``index`` as the collection's index (caller holds the writer lock)."""
     m = coll.manifest
     seq = int(datetime.now(timezone.utc).timestamp() * 1e6)
@@ -90,7 +137,7 @@ def save(coll: Collection, index: VectorIndex, covered: list[str]) -> IndexInfo:
         dim=m.dim,
         vectors_per_item=m.vectors_per_item,
         ntotal=index.ntotal,
-        covered_shards=covered,
+        covered_shards=covered(index, coll),
         built_at=datetime.now(timezone.utc),
     )
     # A sidecar so the index file is self-describing outside the manifest too.
@@ -109,10 +156,11 @@ def refresh(coll: Collection, *, rebuild: bool = False, spec: str | None = None)
             and not spec
             and m.index
             and m.index.covered_shards == live
+            and m.index.ntotal == m.count * m.vectors_per_item
             and (coll.root / m.index.file).is_file()
         ):
             return m.index  # already up to date
-        index, covered = build(coll, spec) if rebuild or spec else load(coll)
-        info = save(coll, index, covered)
+        index = build(coll, spec) if rebuild or spec else load(coll)[0]
+        info = save(coll, index)
     log.info("index of %s: %d vectors (%s)", coll.name, info.ntotal, info.spec)
     return info

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.errors import InvalidInputError, StorageError
 from search import faiss_backend as fb
 from search.topk import topk_owners
 
@@ -27,6 +27,9 @@ class VectorIndex:
         self.spec = spec
         self._lock = threading.RLock()
         self.gpu: Any | None = fb.to_gpu(cpu_index)
+        # Which shards this index holds, and how many of each shard's tombstones it has applied
+        # (maintained by search/index_store.py; -1 = not yet checked).
+        self.synced: dict[str, int] = {}
 
     @classmethod
     def empty(cls, spec: str, dim: int, vectors_per_item: int) -> VectorIndex:
@@ -67,6 +70,24 @@ class VectorIndex:
             self.cpu.add_with_ids(vecs, fids)
             if self.gpu is not None:
                 self.gpu = fb.to_gpu(self.cpu)
+
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove records' vectors; ids not in the index are ignored. Returns vectors removed.
+
+        Raises StorageError for index types that cannot remove (HNSW): rebuild those instead.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return 0
+        selector = fb.faiss().IDSelectorBatch(np.ascontiguousarray(self.faiss_ids(ids)))
+        with self._lock:
+            try:
+                removed = int(self.cpu.remove_ids(selector))
+            except RuntimeError as exc:
+                raise StorageError(f"Index {self.spec!r} cannot remove vectors: {exc}") from exc
+            if removed and self.gpu is not None:
+                self.gpu = fb.to_gpu(self.cpu)
+            return removed
 
     def _search_vectors(self, queries: np.ndarray, kk: int, params: Any | None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:

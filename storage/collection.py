@@ -17,6 +17,11 @@ Row-alignment contract (tested in tests/test_alignment.py):
 * The index entry in the manifest names the shards it covers; its ``ntotal`` equals their
   rows times ``vectors_per_item``. Shards committed after it are added on load (catch-up), so
   a crash between a shard commit and an index save loses nothing.
+* Deleting a record tombstones it: its id goes into its shard's ``deleted`` list in the
+  manifest (the same atomic commit point), its vectors leave the index, and every read
+  (``locate``, ``get_records``, ``iter_embeddings``, filters, dedup hashes) skips it. The row
+  stays in the Parquet shard until ``compact`` rewrites the shard without it; compaction keeps
+  ids, so the index stays valid across it.
 * Model id, fingerprint, dim and index spec are stored with the collection and its index;
   using them with another model is refused.
 
@@ -75,6 +80,13 @@ def shard_meta(coll: Collection, shard: ShardInfo) -> pa.Table:
     return _read_meta(str(path), path.stat().st_mtime_ns)
 
 
+def live_mask(shard: ShardInfo, ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows of ``shard`` (given their ids) that are not tombstoned."""
+    if not shard.deleted:
+        return np.ones(len(ids), dtype=bool)
+    return ~np.isin(ids, np.asarray(shard.deleted, dtype=np.int64))
+
+
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as fh:  # a handle, so numpy does not append ".npy" to the temp name
         np.save(fh, array, allow_pickle=False)
@@ -86,7 +98,7 @@ class Collection:
         self.name = manifest.collection
         self.manifest = manifest
         self._known_hashes: set[str] | None = None
-        self._hashed_shards: set[str] = set()
+        self._hashed_shards: dict[str, int] = {}  # shard file -> tombstones seen when hashed
         self._thread_lock = threading.Lock()
         self._swept = False
 
@@ -179,13 +191,17 @@ class Collection:
         return removed
 
     def _refresh_hashes(self) -> set[str]:
-        if self._known_hashes is None:
-            self._known_hashes = set()
+        """sha256 of live records: new shards are added incrementally; a new tombstone or a
+        compacted shard (rare) rebuilds the set, so a deleted image can be added again."""
+        shards = {s.file: len(s.deleted) for s in self.manifest.shards}
+        if self._known_hashes is None or any(shards.get(f) != n for f, n in self._hashed_shards.items()):
+            self._known_hashes, self._hashed_shards = set(), {}
         for shard in self.manifest.shards:
             if shard.file not in self._hashed_shards:
-                col = pq.read_table(self.shard_path(shard), columns=["sha256"]).column("sha256")
-                self._known_hashes.update(col.to_pylist())
-                self._hashed_shards.add(shard.file)
+                t = pq.read_table(self.shard_path(shard), columns=["id", "sha256"])
+                live = live_mask(shard, t.column("id").to_numpy())
+                self._known_hashes.update(np.asarray(t.column("sha256").to_pylist(), dtype=object)[live].tolist())
+                self._hashed_shards[shard.file] = len(shard.deleted)
         return self._known_hashes
 
     def known_hashes(self) -> set[str]:
@@ -241,8 +257,32 @@ class Collection:
             m.next_shard += 1
             m.save(self.root / MANIFEST_NAME)  # the commit point
             known.update(seen)
-            self._hashed_shards.add(shard_name)
+            self._hashed_shards[shard_name] = 0
             return ids.tolist(), dropped
+
+    def delete(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
+        """Tombstone records. Returns (deleted ids, ids that were unknown or already deleted).
+
+        One manifest commit for the whole call; the index drops the vectors when it next syncs
+        (search/index_store.py), and every read skips them from this commit on.
+        """
+        wanted = sorted({int(i) for i in ids})
+        with self._thread_lock, writer_lock(self.lock_path):
+            self.reload()
+            done: dict[str, list[int]] = {}
+            missing = []
+            for rid in wanted:
+                found = self.locate(rid)
+                if found is None:
+                    missing.append(rid)
+                else:
+                    done.setdefault(found[0].file, []).append(rid)
+            if done:
+                for shard in self.manifest.shards:
+                    if shard.file in done:
+                        shard.deleted = sorted(set(shard.deleted) | set(done[shard.file]))
+                self.manifest.save(self.root / MANIFEST_NAME)
+            return sorted(r for rs in done.values() for r in rs), missing
 
     def update_columns(self, shard_file: str, values: Mapping[int, Mapping[str, Any]]) -> int:
         """Set columns of existing records in one shard (e.g. captions), atomically.
@@ -293,7 +333,11 @@ class Collection:
         for shard in self.manifest.shards if shards is None else shards:
             t = pq.read_table(self.shard_path(shard), columns=["id", "embedding"])
             ids = t.column("id").to_numpy()
-            yield ids, embeddings_from_arrow(t.column("embedding"), m.dim, m.vectors_per_item)
+            emb = embeddings_from_arrow(t.column("embedding"), m.dim, m.vectors_per_item)
+            if shard.deleted:
+                keep = live_mask(shard, ids)
+                ids, emb = ids[keep], emb[keep]
+            yield ids, emb
 
     def all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         parts = list(self.iter_embeddings())
@@ -312,7 +356,13 @@ class Collection:
         return vecs[np.random.default_rng(seed).choice(len(vecs), n, replace=False)]
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        tables = [pq.read_table(self.shard_path(s), columns=columns) for s in self.manifest.shards]
+        """Live records (tombstones dropped) of every shard, in id order."""
+        tables = []
+        for shard in self.manifest.shards:
+            t = pq.read_table(self.shard_path(shard), columns=None if columns is None else sorted({*columns, "id"}))
+            if shard.deleted:
+                t = t.filter(pa.array(live_mask(shard, t.column("id").to_numpy())))
+            tables.append(t if columns is None else t.select(columns))
         if not tables:
             m = self.manifest
             schema = record_schema(m)
@@ -328,6 +378,8 @@ class Collection:
         if pos < 0 or int(rid) > shards[pos].max_id:
             return None
         path = self.shard_path(shards[pos])
+        if shards[pos].is_deleted(int(rid)):
+            return None
         col = _read_meta(str(path), path.stat().st_mtime_ns).column("id").to_numpy()
         row = int(np.searchsorted(col, int(rid)))
         return (shards[pos], row) if row < len(col) and col[row] == rid else None

@@ -6,6 +6,7 @@ replaced atomically, so a reader always sees a consistent set of files.
 
 from __future__ import annotations
 
+import bisect
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +27,15 @@ class ShardInfo(BaseModel):
     min_id: int
     max_id: int
     features: str | None = None  # per-shard fp16 ITM vision tokens, if the collection caches them
+    deleted: list[int] = Field(default_factory=list)  # tombstoned record ids (sorted)
+
+    @property
+    def live_rows(self) -> int:
+        return self.rows - len(self.deleted)
+
+    def is_deleted(self, rid: int) -> bool:
+        pos = bisect.bisect_left(self.deleted, rid)
+        return pos < len(self.deleted) and self.deleted[pos] == rid
 
 
 class IndexInfo(BaseModel):
@@ -61,7 +71,12 @@ class Manifest(BaseModel):
 
     @property
     def count(self) -> int:
-        return sum(s.rows for s in self.shards)
+        """Live records (tombstoned ones excluded)."""
+        return sum(s.live_rows for s in self.shards)
+
+    @property
+    def deleted_count(self) -> int:
+        return sum(len(s.deleted) for s in self.shards)
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
