@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blipsearch.errors import BlipsearchError
+from blipsearch.errors import BlipsearchError, OverloadedError, UnauthorizedError
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -23,7 +23,12 @@ def problem(status: int, title: str, detail: str, code: str, **extra: object) ->
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
     async def _domain(_: Request, err: BlipsearchError) -> JSONResponse:
-        return problem(err.http_status, type(err).__name__, str(err), err.code)
+        response = problem(err.http_status, type(err).__name__, str(err), err.code)
+        if isinstance(err, OverloadedError):
+            response.headers["Retry-After"] = str(err.retry_after)
+        elif isinstance(err, UnauthorizedError):
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:

@@ -91,3 +91,53 @@ class CaptionResponse(BaseModel):
 class Health(BaseModel):
     status: str
     detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class CreateCollectionRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    model: str | None = Field(default=None, max_length=512, description="Default: BLIPSEARCH_MODEL.")
+    cache_itm_features: bool = False
+
+
+class UploadAdded(BaseModel):
+    filename: str | None
+    id: int
+
+
+class UploadSkipped(BaseModel):
+    filename: str | None
+    reason: str
+    code: str
+
+
+class UploadResponse(BaseModel):
+    collection: str
+    ids: list[int]
+    added: list[UploadAdded]
+    duplicates: list[UploadSkipped]
+    failures: list[UploadSkipped]
+
+
+class DeleteResponse(BaseModel):
+    collection: str
+    deleted: list[int]
+
+
+class IndexJobRequest(BaseModel):
+    collection: str = Field(min_length=1, max_length=64)
+    paths: list[str] = Field(min_length=1, max_length=1000)
+
+
+class JobInfo(BaseModel):
+    id: str
+    kind: str
+    collection: str
+    state: str
+    model_id: str | None
+    counts: dict[str, Any]
+    failures: list[dict[str, Any]]
+    timings: dict[str, Any]
+    error: str | None
+    created_at: str | None
+    started_at: str | None
+    finished_at: str | None

@@ -1,17 +1,23 @@
-"""Per-process state: loaded models (shared across collections) and one engine per collection.
+"""Per-process state: loaded models (shared across collections), one engine per collection,
+one micro-batcher of query encodes per model, and the background jobs.
 
-Engines are rebuilt when the collection's manifest changes (new shards, a new index), so a
-search never sees a half-committed batch: it sees the last committed manifest.
+Engines follow their collection's commits (``SearchEngine.sync``: new shards, tombstones, a
+compaction), so a search sees the last committed manifest, never a half-added batch.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
+
+from api.jobs import JobRunner
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError
 from models.base import Embedder
+from search.batcher import MicroBatcher
 from search.engine import SearchEngine
 from search.service import load_model, open_engine
 from storage.collection import Collection
@@ -26,6 +32,9 @@ class AppState:
         # name -> (the collection's created_at, engine): a re-created collection gets a new engine
         self._engines: dict[str, tuple[Any, SearchEngine]] = {}
         self._captioner: Any = None
+        self._batchers: dict[str, MicroBatcher[str, np.ndarray]] = {}
+        self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
+        self.jobs = JobRunner(settings)
 
     def embedder(self, model_id: str) -> Embedder:
         with self._lock:
@@ -55,9 +64,47 @@ class AppState:
             if again is not None and again[0] == coll.manifest.created_at:
                 return again[1]
             engine = open_engine(self.settings, name, embedder=embedder, rerank=True)
+            if self.settings.microbatch:
+                engine.encode_text = self.text_batcher(embedder).submit
             with self._lock:
                 self._engines[name] = (coll.manifest.created_at, engine)
         return engine
+
+    def text_batcher(self, embedder: Embedder) -> MicroBatcher[str, np.ndarray]:
+        """The model's shared micro-batcher of text → ITC query vector."""
+        with self._lock:
+            batcher = self._batchers.get(embedder.model_id)
+            if batcher is None:
+                s = self.settings
+                model = embedder.model_id
+
+                def encode(texts: list[str]) -> list[np.ndarray]:
+                    return list(embedder.embed_texts(texts))
+
+                batcher = MicroBatcher(
+                    encode,
+                    max_size=s.microbatch_max_size,
+                    wait_s=s.microbatch_wait_ms / 1e3,
+                    max_queue=s.max_queue,
+                    name="text-encode",
+                    on_batch=lambda n: self.on_batch(model, "text", n) if self.on_batch else None,
+                )
+                self._batchers[model] = batcher
+            return batcher
+
+    def queue_depths(self) -> dict[str, float]:
+        with self._lock:
+            depths: dict[str, float] = {f"text_encode/{m}": b.depth for m, b in self._batchers.items()}
+        depths["jobs_running"] = self.jobs.running()
+        return depths
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        with self._lock:
+            batchers = list(self._batchers.values())
+            self._batchers.clear()
+        for b in batchers:
+            b.close()
 
     def engines(self) -> dict[str, SearchEngine]:
         with self._lock:

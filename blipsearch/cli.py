@@ -10,6 +10,7 @@ import typer
 
 from blipsearch.commands import captioning, indexing, maintenance, querying, serving
 from blipsearch.commands.evaluating import eval_app
+from blipsearch.commands.keys import keys_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
 
@@ -33,6 +34,7 @@ app.command()(querying.collections)
 app.command()(captioning.caption)
 app.command()(serving.serve)
 app.add_typer(eval_app, name="eval")
+app.add_typer(keys_app, name="keys")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,6 +33,23 @@ class Settings(BaseSettings):
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")
 
+    # -- HTTP API -------------------------------------------------------------------------
+    read_access: str = Field(
+        default="public", pattern="^(public|key)$", description="'public' reads, or reads need a key too."
+    )
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (JSON list); none.")
+    import_roots: list[Path] = Field(
+        default_factory=list, description="Server folders POST /v1/jobs/index may read (JSON list); none by default."
+    )
+    allowed_models: list[str] = Field(
+        default_factory=list, description="Models POST /v1/collections may use besides BLIPSEARCH_MODEL (JSON list)."
+    )
+    microbatch: bool = Field(default=True, description="Batch concurrent query encodes into one forward pass.")
+    microbatch_max_size: int = Field(default=32, ge=1, le=1024, description="Queries per batched forward pass.")
+    microbatch_wait_ms: float = Field(default=3.0, ge=0, le=1000, description="Wait for more queries this long.")
+    max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
+    max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -48,6 +48,42 @@ class UnsupportedMediaTypeError(InvalidInputError):
     code = "unsupported_media_type"
 
 
+class UnauthorizedError(BlipsearchError):
+    """No API key, or an unknown or revoked one."""
+
+    exit_code = 7
+    http_status = 401
+    code = "unauthorized"
+
+
+class ForbiddenError(BlipsearchError):
+    """A valid key without the needed scope, or a path outside the allowed roots."""
+
+    exit_code = 7
+    http_status = 403
+    code = "forbidden"
+
+
+class OverloadedError(BlipsearchError):
+    """A bounded queue is full: retry after ``retry_after`` seconds."""
+
+    exit_code = 8
+    http_status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class CancelledError(BlipsearchError):
+    """A job was cancelled by a user; committed work is kept."""
+
+    exit_code = 130
+    http_status = 409
+    code = "cancelled"
+
+
 class NotFoundError(BlipsearchError):
     exit_code = 3
     http_status = 404

@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from blipsearch.config import Settings
+from blipsearch.errors import CancelledError
+from indexer.control import JobWatch
 from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.sources import iter_files
 from models.base import Embedder
@@ -20,6 +23,7 @@ from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 MAX_STORED_FAILURES = 10_000
+RESUMABLE = ("pending", "running", "failed", "cancelled")  # a killed job is left "running"
 
 
 def model_for_collection(settings: Settings, name: str, model: str | None) -> str:
@@ -42,7 +46,11 @@ def index_paths(
     cache_itm_features: bool = False,
     captioner: Captioner | None = None,
     decoding: Decoding | None = None,
+    job_id: str | None = None,
 ) -> IndexReport:
+    """Index image files into ``collection`` as a catalog job (``job_id``: an existing one to
+    run or resume). Cancellable through the catalog (indexer/control.py); every committed
+    shard is kept whatever happens, and a re-run skips what is already committed."""
     files = list(iter_files(paths))  # fails fast on a missing input path
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))
@@ -52,12 +60,25 @@ def index_paths(
     coll = Collection.create(settings.data_dir, collection, model=embedder.describe(), itm_features=features)
     catalog = open_catalog(settings.catalog_url())
     catalog.upsert_collection(coll.name, "images", embedder.describe())
-    job_id = catalog.create_job(
-        "index",
-        coll.name,
-        embedder.model_id,
-        {"paths": [str(p) for p in paths], "batch_size": settings.batch_size, "shard_size": settings.shard_size},
-    )
+    job_settings = {
+        "paths": [str(p) for p in paths],
+        "batch_size": settings.batch_size,
+        "shard_size": settings.shard_size,
+        "cache_itm_features": cache_itm_features,
+    }
+    if job_id is None:
+        job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
+    elif not catalog.transition(
+        job_id,
+        ("pending", "running", "failed", "cancelled"),
+        "running",
+        started_at=utcnow(),
+        finished_at=None,
+        error=None,
+    ):
+        catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
+        raise CancelledError(f"Job {job_id} was cancelled before it started.")
+    watch = JobWatch(catalog, job_id, total=len(files))
     bar = tqdm(
         total=len(files), unit="img", desc=f"index {coll.name}", disable=not progress or None, dynamic_ncols=True
     )
@@ -65,6 +86,7 @@ def index_paths(
     def on_progress(report: IndexReport, done: int) -> None:
         bar.update(done - bar.n)
         bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
+        watch.tick(_counts(report, len(files)), done)
 
     pipeline = IndexPipeline(
         coll,
@@ -83,6 +105,9 @@ def index_paths(
         with pipeline.timer.time("index"):
             index_store.refresh(coll)
         report.timings = pipeline.timer.report()
+    except CancelledError:
+        catalog.update_job(job_id, state="cancelled", finished_at=utcnow(), timings=pipeline.timer.report())
+        raise
     except BaseException as exc:
         catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
         raise
@@ -92,16 +117,26 @@ def index_paths(
         job_id,
         state="succeeded",
         finished_at=utcnow(),
-        counts={
-            "added": report.added,
-            "skipped_duplicates": report.skipped_duplicates,
-            "failed": report.failed,
-            "total": report.total,
-            "files": len(files),
-        },
+        counts={**_counts(report, len(files)), "progress": {"done": len(files), "total": len(files)}},
         failures=report.failures[:MAX_STORED_FAILURES],
         timings=report.timings,
     )
     for f in report.failures:
         log.info("skipped %s: %s", f["path"], f["error"])
+    report.job_id = job_id
     return report
+
+
+def _counts(report: IndexReport, files: int) -> dict[str, Any]:
+    by_reason: dict[str, int] = {}
+    for f in report.failures:
+        reason = f["error"].split(":", 1)[0]
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    return {
+        "added": report.added,
+        "skipped_duplicates": report.skipped_duplicates,
+        "failed": report.failed,
+        "failed_by_reason": by_reason,
+        "total": report.total,
+        "files": files,
+    }

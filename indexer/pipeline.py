@@ -51,6 +51,8 @@ class IndexReport:
     failures: list[dict[str, str]] = field(default_factory=list)
     new_ids: list[int] = field(default_factory=list)
     timings: dict[str, object] = field(default_factory=dict)
+    job_id: str | None = None
+    ids_by_path: dict[str, int] = field(default_factory=dict)  # filled when the pipeline tracks paths
 
     @property
     def total(self) -> int:
@@ -71,6 +73,7 @@ class IndexPipeline:
         on_progress: Callable[[IndexReport, int], None] | None = None,
         captioner: Captioner | None = None,
         decoding: Decoding | None = None,
+        track_paths: bool = False,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -82,6 +85,7 @@ class IndexPipeline:
         self.on_progress = on_progress
         self.captioner = captioner
         self.decoding = decoding or Decoding()
+        self.track_paths = track_paths
         self.timer = StageTimer()
 
     # -- CPU stages (worker threads) --------------------------------------------------------
@@ -163,10 +167,13 @@ class IndexPipeline:
                 },
             }
             with self.timer.time("write", len(rows)):
-                ids, dropped = self.coll.append(cols, np.concatenate(embs), np.concatenate(feats) if feats else None)
+                aligned = self.coll.append_aligned(cols, np.concatenate(embs), np.concatenate(feats) if feats else None)
+            ids = [i for i in aligned if i is not None]
             report.added += len(ids)
-            report.skipped_duplicates += dropped
+            report.skipped_duplicates += len(aligned) - len(ids)
             report.new_ids.extend(ids)
+            if self.track_paths:
+                report.ids_by_path.update({str(p.path): i for p, i in zip(rows, aligned, strict=True) if i is not None})
             rows.clear()
             embs.clear()
             feats.clear()

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -92,6 +93,8 @@ class SearchEngine:
         self.keyword = keyword
         self._sync_lock = threading.Lock()
         self._manifest_stamp = _stamp(collection)
+        # text -> ITC query vector; the API swaps in a micro-batched encoder (search/batcher.py)
+        self.encode_text: Callable[[str], np.ndarray] = lambda t: embedder.embed_texts([t])[0]
 
     @classmethod
     def open(
@@ -152,7 +155,7 @@ class SearchEngine:
             raise InvalidInputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
         self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
-        q = self.embedder.embed_texts([text])[0]
+        q = self.encode_text(text)
         timing = {"encode": _ms(t0)}
         depth = max(k, rerank_k) if rerank else k
         allowed = self._allowed(options, timing)

@@ -1,4 +1,4 @@
-"""The SQL catalog: collections and jobs (later: moderation results, API keys).
+"""The SQL catalog: collections, jobs, API keys and moderation results.
 
 SQLite in the data directory by default; any SQLAlchemy URL (e.g. PostgreSQL) through
 ``BLIPSEARCH_DATABASE_URL``. Records themselves live in Parquet, never here.
@@ -56,6 +56,18 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ApiKeyRow(Base):
+    """An API key: only its sha256 is stored; the key itself is shown once at creation."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    scope: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -135,15 +147,17 @@ class Catalog:
                 s.delete(row)
 
     # -- jobs -----------------------------------------------------------------------------
-    def create_job(self, kind: str, collection: str, model_id: str | None, settings: dict[str, Any]) -> str:
+    def create_job(
+        self, kind: str, collection: str, model_id: str | None, settings: dict[str, Any], state: str = "running"
+    ) -> str:
         with self.session() as s:
             job = JobRow(
                 kind=kind,
                 collection=collection,
                 model_id=model_id,
                 settings=settings,
-                state="running",
-                started_at=utcnow(),
+                state=state,
+                started_at=utcnow() if state == "running" else None,
                 counts={},
                 failures=[],
                 timings={},
@@ -159,6 +173,18 @@ class Catalog:
                 raise NotFoundError(f"No job {job_id!r}")
             for k, v in fields.items():
                 setattr(job, k, v)
+
+    def transition(self, job_id: str, from_states: tuple[str, ...], to_state: str, **fields: Any) -> bool:
+        """Set a job's state only if it is in ``from_states`` (one atomic UPDATE). True if done."""
+        from sqlalchemy import update
+
+        with self.session() as s:
+            res = s.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_(from_states))
+                .values(state=to_state, **fields)
+            )
+            return bool(getattr(res, "rowcount", 0))
 
     def get_job(self, job_id: str) -> JobRow:
         with self.session() as s:

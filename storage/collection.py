@@ -165,8 +165,27 @@ class Collection:
             )
 
     def reload(self) -> Manifest:
-        self.manifest = Manifest.load(self.root / MANIFEST_NAME)
+        try:
+            self.manifest = Manifest.load(self.root / MANIFEST_NAME)
+        except FileNotFoundError:
+            raise CollectionNotFoundError(f"Collection {self.name!r} was deleted.") from None
         return self.manifest
+
+    @classmethod
+    def destroy(cls, data_dir: Path, name: str) -> None:
+        """Delete a collection's folder. It is first renamed away under the writer lock, so a
+        concurrent writer fails cleanly (CollectionNotFoundError) instead of resurrecting it."""
+        import shutil
+        import uuid
+
+        root = cls.path_for(data_dir, name)
+        if not (root / MANIFEST_NAME).is_file():
+            raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
+        trash = Path(data_dir) / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+        trash.parent.mkdir(parents=True, exist_ok=True)
+        with writer_lock(root / ".writer.lock"):
+            root.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
     @property
     def lock_path(self) -> Path:
@@ -213,7 +232,15 @@ class Collection:
     def append(
         self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None
     ) -> tuple[list[int], int]:
-        """Commit one shard of new records. Returns (new ids, duplicates dropped).
+        """Commit one shard of new records. Returns (new ids, duplicates dropped)."""
+        aligned = self.append_aligned(rows, embeddings, features)
+        ids = [i for i in aligned if i is not None]
+        return ids, len(aligned) - len(ids)
+
+    def append_aligned(
+        self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None
+    ) -> list[int | None]:
+        """Commit one shard of new records. Returns each row's new id, or None if dropped.
 
         ``rows`` has the record columns of the collection's kind (storage/schema.py) except
         id, model_id, embedding and added_at. Rows whose sha256 is already committed (by anyone)
@@ -234,9 +261,9 @@ class Collection:
                 if h not in known and h not in seen:
                     keep.append(i)
                     seen.add(h)
-            dropped = n - len(keep)
+            aligned: list[int | None] = [None] * n
             if not keep:
-                return [], dropped
+                return aligned
             m = self.manifest
             ids = np.arange(m.next_id, m.next_id + len(keep), dtype=np.int64)
             now = datetime.now(timezone.utc)
@@ -258,7 +285,9 @@ class Collection:
             m.save(self.root / MANIFEST_NAME)  # the commit point
             known.update(seen)
             self._hashed_shards[shard_name] = 0
-            return ids.tolist(), dropped
+            for row, rid in zip(keep, ids.tolist(), strict=True):
+                aligned[row] = rid
+            return aligned
 
     def delete(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
         """Tombstone records. Returns (deleted ids, ids that were unknown or already deleted).

@@ -8,16 +8,17 @@ from pathlib import Path
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
+from api.auth import READ
 from api.schemas import CollectionInfo, CollectionList, Record
 from blipsearch.errors import RecordNotFoundError
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[READ])
 THUMB_SIZE = 256
 
 
-def _info(coll: Collection) -> CollectionInfo:
+def collection_info(coll: Collection) -> CollectionInfo:
     m = coll.manifest
     return CollectionInfo(
         name=m.collection,
@@ -44,12 +45,12 @@ def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
 def list_collections(request: Request) -> CollectionList:
     data_dir = request.app.state.blip.settings.data_dir
     names = sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.json")) if Path(data_dir).is_dir() else []
-    return CollectionList(collections=[_info(Collection.open(data_dir, n)) for n in names])
+    return CollectionList(collections=[collection_info(Collection.open(data_dir, n)) for n in names])
 
 
 @router.get("/{name}", response_model=CollectionInfo)
 def get_collection(name: str, request: Request) -> CollectionInfo:
-    return _info(Collection.open(request.app.state.blip.settings.data_dir, name))
+    return collection_info(Collection.open(request.app.state.blip.settings.data_dir, name))
 
 
 @router.get("/{name}/images/{rid}", response_model=Record)

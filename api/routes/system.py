@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
+from api.auth import READ
 from api.schemas import CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
@@ -23,7 +24,13 @@ def readyz(request: Request) -> Health:
     return Health(status="ready", detail=request.app.state.blip.loaded())
 
 
-@router.post("/v1/captions", response_model=CaptionResponse)
+@router.get("/metrics", include_in_schema=False, dependencies=[READ])
+def metrics(request: Request) -> Response:
+    """Prometheus exposition: latency per route, model batch sizes, queue depths, index sizes."""
+    return request.app.state.metrics.render()
+
+
+@router.post("/v1/captions", response_model=CaptionResponse, dependencies=[READ])
 async def caption(
     request: Request, file: Annotated[UploadFile, File(description="Image to caption")]
 ) -> CaptionResponse:

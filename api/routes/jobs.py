@@ -1,0 +1,52 @@
+"""Background indexing jobs: start (scope write), read, cancel."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+
+from api.auth import READ, WRITE
+from api.schemas import IndexJobRequest, JobInfo
+from storage.catalog import JobRow
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def job_info(job: JobRow) -> JobInfo:
+    return JobInfo(
+        id=job.id,
+        kind=job.kind,
+        collection=job.collection,
+        state=job.state,
+        model_id=job.model_id,
+        counts=job.counts or {},
+        failures=job.failures or [],
+        timings=job.timings or {},
+        error=job.error,
+        created_at=_iso(job.created_at),
+        started_at=_iso(job.started_at),
+        finished_at=_iso(job.finished_at),
+    )
+
+
+@router.post("/index", response_model=JobInfo, status_code=202, dependencies=[WRITE])
+def start_index_job(body: IndexJobRequest, request: Request) -> JobInfo:
+    """Index server-side folders or files (inside BLIPSEARCH_IMPORT_ROOTS) in the background."""
+    state = request.app.state.blip
+    job_id = state.jobs.submit_index(body.collection, body.paths, state.embedder)
+    return job_info(state.jobs.get(job_id))
+
+
+@router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
+def get_job(job_id: str, request: Request) -> JobInfo:
+    return job_info(request.app.state.blip.jobs.get(job_id))
+
+
+@router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])
+def cancel_job(job_id: str, request: Request) -> JobInfo:
+    return job_info(request.app.state.blip.jobs.cancel(job_id))

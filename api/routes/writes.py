@@ -1,0 +1,118 @@
+"""Collection writes (API key with scope write; admin to delete a collection): create,
+delete, upload images (indexed at once), delete an image."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import ADMIN, WRITE
+from api.routes.collections import collection_info
+from api.schemas import (
+    CollectionInfo,
+    CreateCollectionRequest,
+    DeleteResponse,
+    UploadAdded,
+    UploadResponse,
+    UploadSkipped,
+)
+from api.uploads import read_limited, sniff_and_decode
+from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, RecordNotFoundError
+from indexer.uploads import Blob, index_blobs
+from storage.collection import Collection
+
+router = APIRouter(prefix="/v1/collections", tags=["collections"])
+
+
+@router.post("", response_model=CollectionInfo, status_code=201, dependencies=[WRITE])
+def create_collection(body: CreateCollectionRequest, request: Request) -> CollectionInfo:
+    state = request.app.state.blip
+    settings = state.settings
+    model = body.model or settings.model
+    if model not in {settings.model, *settings.allowed_models}:
+        raise ForbiddenError(
+            f"Model {model!r} is not allowed here: use {settings.model!r} or add it to BLIPSEARCH_ALLOWED_MODELS."
+        )
+    if Collection.exists(settings.data_dir, body.name):
+        raise ConflictError(f"Collection {body.name!r} already exists.")
+    embedder = state.embedder(model)
+    features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"}
+    coll = Collection.create(
+        settings.data_dir,
+        body.name,
+        model=embedder.describe(),
+        itm_features=features if body.cache_itm_features else None,
+    )
+    from storage.catalog import open_catalog
+
+    open_catalog(settings.catalog_url()).upsert_collection(coll.name, "images", embedder.describe())
+    return collection_info(coll)
+
+
+@router.delete("/{name}", status_code=204, dependencies=[ADMIN])
+def delete_collection(name: str, request: Request) -> None:
+    state = request.app.state.blip
+    settings = state.settings
+    Collection.destroy(settings.data_dir, name)
+    state.forget(name)
+    from storage.catalog import open_catalog
+    from storage.fulltext import KeywordIndex
+
+    catalog = open_catalog(settings.catalog_url())
+    catalog.delete_collection(name)
+    KeywordIndex(catalog.engine).drop(name)
+
+
+@router.post("/{name}/images", response_model=UploadResponse, dependencies=[WRITE])
+async def upload_images(
+    name: str,
+    request: Request,
+    files: Annotated[list[UploadFile], File(description="One or more images")],
+) -> UploadResponse:
+    """Upload and index images now. Bad files are reported in ``failures``; the rest are added."""
+    state = request.app.state.blip
+    settings = state.settings
+    coll = Collection.open(settings.data_dir, name)
+    if coll.manifest.kind != "images":
+        raise InvalidInputError(f"{name!r} is a text collection; upload images to an image collection.")
+    if len(files) > settings.max_upload_files:
+        raise InvalidInputError(f"At most {settings.max_upload_files} files per request, got {len(files)}.")
+    blobs, failures = [], []
+    for f in files:
+        try:
+            data = await read_limited(f, settings.max_upload_bytes)
+            decoded = sniff_and_decode(data, f.filename, f.content_type, settings.max_image_pixels)
+            blobs.append(Blob(f.filename, data, decoded.format or ""))
+        except InvalidInputError as exc:
+            failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
+
+    def ingest() -> UploadResponse:
+        embedder = state.embedder(coll.manifest.model_id)
+        out = index_blobs(settings, coll, embedder, blobs) if blobs else None
+        added = [UploadAdded(filename=fn, id=i) for fn, i in (out.added if out else [])]
+        return UploadResponse(
+            collection=name,
+            ids=[a.id for a in added],
+            added=added,
+            duplicates=[
+                UploadSkipped(filename=fn, reason=f"already in the collection (sha256 {sha})", code="duplicate")
+                for fn, sha in (out.duplicates if out else [])
+            ],
+            failures=failures
+            + [UploadSkipped(filename=fn, reason=r, code="bad_image") for fn, r in (out.failures if out else [])],
+        )
+
+    return await run_in_threadpool(ingest)
+
+
+@router.delete("/{name}/images/{rid}", response_model=DeleteResponse, dependencies=[WRITE])
+def delete_image(name: str, rid: int, request: Request) -> DeleteResponse:
+    """Delete a record: never returned by a later search (tombstoned and removed from the index)."""
+    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+    deleted, _ = coll.delete([rid])
+    if not deleted:
+        raise RecordNotFoundError(f"Collection {name!r} has no record {rid}.")
+    (coll.root / "thumbs" / f"{rid}.jpg").unlink(missing_ok=True)
+    return DeleteResponse(collection=name, deleted=deleted)

@@ -1,0 +1,41 @@
+"""Job control through the catalog: progress reports and cancellation, from any process.
+
+A running job calls ``JobWatch.tick`` as it goes. At most every ``poll_s`` seconds (0.25),
+the job's counts and progress are written to the catalog, and its state is read: a
+``cancelling`` state (set by ``blipsearch jobs cancel`` or ``POST /v1/jobs/{id}/cancel``)
+raises CancelledError in the job, which keeps every shard it has committed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from blipsearch.errors import CancelledError
+from storage.catalog import Catalog
+
+CANCELLING = "cancelling"
+
+
+class JobWatch:
+    def __init__(self, catalog: Catalog, job_id: str, total: int | None = None, poll_s: float = 0.25) -> None:
+        self.catalog = catalog
+        self.job_id = job_id
+        self.total = total
+        self.poll_s = poll_s
+        self._t0 = time.monotonic()
+        self._last = 0.0
+
+    def tick(self, counts: dict[str, Any], done: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.poll_s:
+            return
+        self._last = now
+        elapsed = now - self._t0
+        rate = done / elapsed if elapsed > 0 else 0.0
+        progress: dict[str, Any] = {"done": done, "total": self.total, "rate_per_s": round(rate, 2)}
+        if self.total and rate > 0:
+            progress["eta_s"] = round((self.total - done) / rate, 1)
+        self.catalog.update_job(self.job_id, counts={**counts, "progress": progress})
+        if self.catalog.get_job(self.job_id).state == CANCELLING:
+            raise CancelledError(f"Job {self.job_id} was cancelled; committed shards are kept.")

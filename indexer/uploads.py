@@ -1,0 +1,66 @@
+"""Index uploaded image bytes: store each original under ``<collection>/uploads/<sha256>.<ext>``
+(content-addressed, written atomically, never overwritten), then run the same pipeline as
+bulk jobs on those files, so uploads and jobs produce identical records."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from blipsearch.config import Settings
+from indexer.pipeline import IndexPipeline
+from models.base import Embedder
+from storage.atomic import atomic_write_bytes
+from storage.collection import Collection
+
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
+
+
+@dataclass
+class Blob:
+    filename: str | None
+    data: bytes
+    format: str
+
+
+@dataclass
+class UploadOutcome:
+    added: list[tuple[str | None, int]] = field(default_factory=list)
+    duplicates: list[tuple[str | None, str]] = field(default_factory=list)  # (filename, sha256)
+    failures: list[tuple[str | None, str]] = field(default_factory=list)  # (filename, reason)
+
+
+def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs: list[Blob]) -> UploadOutcome:
+    folder = coll.root / "uploads"
+    paths: list[Path] = []
+    for blob in blobs:
+        sha = hashlib.sha256(blob.data).hexdigest()
+        path = folder / f"{sha}.{EXTENSIONS.get(blob.format, 'img')}"
+        if not path.exists():
+            atomic_write_bytes(path, blob.data)
+        paths.append(path)
+    pipeline = IndexPipeline(
+        coll,
+        embedder,
+        batch_size=settings.batch_size,
+        shard_size=max(len(paths), 1),  # one upload request = one committed shard
+        workers=min(settings.decode_workers, max(len(paths), 1)),
+        max_pixels=settings.max_image_pixels,
+        max_bytes=settings.max_upload_bytes,
+        track_paths=True,
+    )
+    report = pipeline.run(paths)
+    failed = {f["path"]: f["error"] for f in report.failures}
+    out = UploadOutcome()
+    reported: set[Path] = set()
+    for blob, path in zip(blobs, paths, strict=True):
+        first = path not in reported
+        reported.add(path)
+        if first and str(path) in report.ids_by_path:
+            out.added.append((blob.filename, report.ids_by_path[str(path)]))
+        elif first and str(path) in failed:
+            out.failures.append((blob.filename, failed[str(path)]))
+        else:
+            out.duplicates.append((blob.filename, path.stem))
+    return out
