@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blipsearch.config import Settings
-from blipsearch.errors import BlipsearchError, ConflictError, ForbiddenError, InvalidInputError
-from indexer.control import CANCELLING
+from blipsearch.errors import BlipsearchError, ForbiddenError, InvalidInputError
+from indexer.control import ACTIVE, CANCELLING, cancel_job
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
 from storage.collection import validate_name
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from models.base import Embedder
 
 log = logging.getLogger(__name__)
-ACTIVE = ("pending", "running")
 
 
 def confine(paths: list[str], roots: list[Path]) -> list[Path]:
@@ -47,14 +46,6 @@ def confine(paths: list[str], roots: list[Path]) -> list[Path]:
             raise InvalidInputError(f"{raw!r} does not exist on the server.")
         out.append(path)
     return out
-
-
-def cancel_job(catalog: Catalog, job_id: str) -> JobRow:
-    """Ask a pending or running job to stop (it stops within about a second)."""
-    job = catalog.get_job(job_id)
-    if not catalog.transition(job_id, ACTIVE, CANCELLING):
-        raise ConflictError(f"Job {job_id} is {job.state}; only pending or running jobs can be cancelled.")
-    return catalog.get_job(job_id)
 
 
 class JobRunner:

@@ -141,3 +141,23 @@ class JobInfo(BaseModel):
     created_at: str | None
     started_at: str | None
     finished_at: str | None
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details), served as application/problem+json."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[dict[str, Any]] | None = None
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries documenting problem-details errors for ``codes``."""
+    content = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    return {code: {"model": Problem, "description": "Problem details", "content": content} for code in codes}
+
+
+ERRORS = problems(401, 403, 404, 409, 413, 415, 422, 503)

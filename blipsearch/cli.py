@@ -10,6 +10,7 @@ import typer
 
 from blipsearch.commands import captioning, indexing, maintenance, querying, serving
 from blipsearch.commands.evaluating import eval_app
+from blipsearch.commands.jobs import jobs_app
 from blipsearch.commands.keys import keys_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
@@ -35,6 +36,7 @@ app.command()(captioning.caption)
 app.command()(serving.serve)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
+app.add_typer(jobs_app, name="jobs")
 
 
 if __name__ == "__main__":  # pragma: no cover

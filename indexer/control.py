@@ -11,10 +11,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from blipsearch.errors import CancelledError
-from storage.catalog import Catalog
+from blipsearch.errors import CancelledError, ConflictError
+from storage.catalog import Catalog, JobRow
 
 CANCELLING = "cancelling"
+ACTIVE = ("pending", "running")
+
+
+def cancel_job(catalog: Catalog, job_id: str) -> JobRow:
+    """Ask a pending or running job to stop (it stops within ``poll_s``)."""
+    job = catalog.get_job(job_id)
+    if not catalog.transition(job_id, ACTIVE, CANCELLING):
+        raise ConflictError(f"Job {job_id} is {job.state}; only pending or running jobs can be cancelled.")
+    return catalog.get_job(job_id)
 
 
 class JobWatch:

@@ -3,7 +3,8 @@
 ``MicroBatcher(fn)`` runs ``fn(items) -> results`` on a worker thread. ``submit(item)`` blocks
 the calling thread (never the event loop: API handlers run in a thread pool) until its result
 is ready. While ``fn`` runs, new items queue up and form the next batch, so under load batches
-grow by themselves; when idle, the first item waits at most ``wait_s`` for companions.
+grow by themselves. A batch waits at most ``wait_s`` for companions, and only for callers that
+are already in flight: a lone caller never waits.
 
 The queue is bounded: when it is full, ``submit`` raises OverloadedError (HTTP 503 with
 Retry-After) at once instead of letting work pile up without limit.
@@ -43,6 +44,8 @@ class MicroBatcher(Generic[T, R]):
         self._queue: queue.Queue[tuple[T, Future[R]] | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self._inflight = 0  # callers inside submit(): queued, or in the batch being computed
+        self._count_lock = threading.Lock()
 
     @property
     def depth(self) -> int:
@@ -51,13 +54,19 @@ class MicroBatcher(Generic[T, R]):
     def submit(self, item: T, timeout: float | None = 120.0) -> R:
         self._ensure_started()
         fut: Future[R] = Future()
+        with self._count_lock:
+            self._inflight += 1
         try:
-            self._queue.put_nowait((item, fut))
-        except queue.Full:
-            raise OverloadedError(
-                f"The {self.name} queue is full ({self._queue.maxsize} waiting); retry shortly.", retry_after=1
-            ) from None
-        return fut.result(timeout=timeout)
+            try:
+                self._queue.put_nowait((item, fut))
+            except queue.Full:
+                raise OverloadedError(
+                    f"The {self.name} queue is full ({self._queue.maxsize} waiting); retry shortly.", retry_after=1
+                ) from None
+            return fut.result(timeout=timeout)
+        finally:
+            with self._count_lock:
+                self._inflight -= 1
 
     def close(self) -> None:
         if self._thread is not None:
@@ -76,6 +85,8 @@ class MicroBatcher(Generic[T, R]):
         batch, stop = [first], False
         deadline = time.monotonic() + self.wait_s
         while len(batch) < self.max_size:
+            if len(batch) >= self._inflight and self._queue.empty():
+                break  # nobody else is waiting: do not delay a lone caller
             try:
                 remaining = deadline - time.monotonic()
                 nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()

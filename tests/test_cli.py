@@ -146,3 +146,41 @@ def test_search_filters_flags(cli, tmp_path):
     assert len(res["results"]) == 5 and all("/a/" in r["uri"] for r in res["results"])
     cli("search", "x", "-c", "f", "--where", "oops", code=2)
     cli("search", "x", "-c", "f", "--added-after", "not-a-date", code=2)
+
+
+def test_jobs_keys_delete_compact(cli, tmp_path):
+    write_images(tmp_path / "imgs", 8)
+    write_bad_files(tmp_path / "imgs" / "bad")
+    cli("index", str(tmp_path / "imgs"), "--collection", "c", "--batch-size", "4", "--json")
+    jobs = cli("jobs", "list", "--json")["jobs"]
+    assert len(jobs) == 1 and jobs[0]["state"] == "succeeded" and jobs[0]["collection"] == "c"
+    job = cli("jobs", "show", jobs[0]["id"], "--json")
+    assert job["counts"]["added"] == 8 and job["counts"]["failed"] == 5
+    assert sum(job["counts"]["failed_by_reason"].values()) == 5
+    assert {"read", "decode", "model", "write", "index"} <= job["timings"].keys()
+    cli("jobs", "cancel", jobs[0]["id"], code=4)  # finished: nothing to cancel
+    cli("jobs", "show", "nope", code=3)
+
+    # A job killed mid-way stays "running" in the catalog; resume re-runs it, skipping what was committed.
+    from storage.catalog import open_catalog
+
+    catalog = open_catalog(f"sqlite:///{(tmp_path / 'data' / 'catalog.db').resolve()}")
+    write_images(tmp_path / "more", 3, start=50)
+    killed = catalog.create_job("index", "c", None, {"paths": [str(tmp_path / "imgs"), str(tmp_path / "more")]})
+    out = cli("jobs", "resume", killed, "--json")
+    assert out["state"] == "succeeded" and out["counts"]["added"] == 3 and out["counts"]["skipped_duplicates"] == 8
+
+    key = cli("keys", "create", "--name", "ci", "--scope", "admin", "--json")
+    assert key["key"].startswith("bsk_") and key["scope"] == "admin"
+    listed = cli("keys", "list", "--json")["keys"]
+    assert [k["id"] for k in listed] == [key["id"]] and "key" not in listed[0]
+    assert cli("keys", "revoke", key["id"], "--json")["revoked"] is True
+    cli("keys", "create", "--name", "x", "--scope", "root", code=2)
+
+    deleted = cli("delete", "0", "1", "999", "--collection", "c", "--json")
+    assert deleted["deleted"] == [0, 1] and deleted["not_found"] == [999] and deleted["count"] == 9
+    res = cli("search", "a red square", "--collection", "c", "-k", "20", "--json")
+    assert {r["id"] for r in res["results"]}.isdisjoint({0, 1}) and len(res["results"]) == 9
+    comp = cli("compact", "--collection", "c", "--json")
+    assert comp["rows_removed"] == 2
+    assert len(cli("search", "a red square", "--collection", "c", "-k", "20", "--json")["results"]) == 9

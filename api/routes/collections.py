@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, Response
 
 from api.auth import READ
-from api.schemas import CollectionInfo, CollectionList, Record
+from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from blipsearch.errors import RecordNotFoundError
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[READ])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[READ], responses=ERRORS)
 THUMB_SIZE = 256
 
 

@@ -7,10 +7,10 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 
 from api.auth import READ, WRITE
-from api.schemas import IndexJobRequest, JobInfo
+from api.schemas import ERRORS, IndexJobRequest, JobInfo
 from storage.catalog import JobRow
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 
 
 def _iso(t: datetime | None) -> str | None:

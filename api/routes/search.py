@@ -8,13 +8,13 @@ from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import ValidationError
 
 from api.auth import READ
-from api.schemas import Result, SearchResponse, SimilarRequest, TextSearchRequest
+from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
 from search.filters import Filters
 
-router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ])
+router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
 
 
 def _parse_filters(raw: str | None) -> Filters | None:

@@ -8,10 +8,10 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
-from api.schemas import CaptionResponse, Health
+from api.schemas import ERRORS, CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
-router = APIRouter(tags=["system"])
+router = APIRouter(tags=["system"], responses=ERRORS)
 
 
 @router.get("/healthz", response_model=Health)

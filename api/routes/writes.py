@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import ADMIN, WRITE
 from api.routes.collections import collection_info
 from api.schemas import (
+    ERRORS,
     CollectionInfo,
     CreateCollectionRequest,
     DeleteResponse,
@@ -23,7 +24,7 @@ from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, 
 from indexer.uploads import Blob, index_blobs
 from storage.collection import Collection
 
-router = APIRouter(prefix="/v1/collections", tags=["collections"])
+router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
 
 
 @router.post("", response_model=CollectionInfo, status_code=201, dependencies=[WRITE])

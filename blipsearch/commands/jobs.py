@@ -1,0 +1,129 @@
+"""``blipsearch jobs list|show|cancel|resume``: jobs recorded in the catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from blipsearch.cli_common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+
+if TYPE_CHECKING:
+    from storage.catalog import Catalog, JobRow
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Indexing and captioning jobs (state, progress, timings).")
+JobIdArg = Annotated[str, typer.Argument(help="Job id (see jobs list).")]
+
+
+def _catalog(data_dir: Path | None) -> Catalog:
+    from storage.catalog import open_catalog
+
+    return open_catalog(settings_for(data_dir).catalog_url())
+
+
+def _row(job: JobRow) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "collection": job.collection,
+        "state": job.state,
+        "model_id": job.model_id,
+        "settings": job.settings,
+        "counts": job.counts,
+        "failures": job.failures,
+        "timings": job.timings,
+        "error": job.error,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _show(p: dict[str, Any]) -> str:
+    c = p["counts"] or {}
+    prog = c.get("progress") or {}
+    lines = [
+        f"job {p['id']}  {p['kind']}  {p['collection']}  {p['state']}",
+        f"  model: {p['model_id']}",
+        f"  started {p['started_at']}  finished {p['finished_at']}",
+        f"  progress: {prog.get('done', 0)}/{prog.get('total', '?')} at {prog.get('rate_per_s', '?')}/s"
+        + (f", ETA {prog['eta_s']} s" if prog.get("eta_s") is not None else ""),
+        f"  added {c.get('added', 0)}, duplicates {c.get('skipped_duplicates', 0)}, failed {c.get('failed', 0)} "
+        f"{c.get('failed_by_reason') or ''}",
+    ]
+    stages = (p["timings"] or {}).get("stages", p["timings"] or {})
+    if stages:
+        lines.append("  stages (seconds, items/s):")
+        lines += [f"    {name}: {json.dumps(v, default=str)}" for name, v in stages.items()]
+    if p["error"]:
+        lines.append(f"  error: {p['error']}")
+    lines += [f"  failed: {f.get('path')}: {f.get('error')}" for f in (p["failures"] or [])[:20]]
+    return "\n".join(lines)
+
+
+@jobs_app.command("list")
+@handle_errors
+def list_(
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000)] = 50,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent jobs, newest first."""
+    jobs = [_row(j) for j in _catalog(data_dir).list_jobs(collection, limit)]
+    emit(
+        {"jobs": jobs},
+        as_json,
+        lambda p: (
+            "\n".join(
+                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} "
+                f"added {(j['counts'] or {}).get('added', 0)}  {j['created_at']}"
+                for j in p["jobs"]
+            )
+            or "no jobs"
+        ),
+    )
+
+
+@jobs_app.command("show")
+@handle_errors
+def show(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """State, progress, counts by reason, per-stage timings and failures of one job."""
+    emit(_row(_catalog(data_dir).get_job(job_id)), as_json, _show)
+
+
+@jobs_app.command("cancel")
+@handle_errors
+def cancel(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Ask a pending or running job to stop; it keeps what it committed."""
+    from indexer.control import cancel_job
+
+    job = cancel_job(_catalog(data_dir), job_id)
+    emit(_row(job), as_json, lambda p: f"job {p['id']}: {p['state']}")
+
+
+@jobs_app.command("resume")
+@handle_errors
+def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Run an interrupted, failed or cancelled index job again: committed images are skipped."""
+    from blipsearch.errors import ConflictError
+    from indexer.job import RESUMABLE, index_paths
+
+    settings = settings_for(data_dir)
+    catalog = _catalog(data_dir)
+    job = catalog.get_job(job_id)
+    if job.kind != "index" or job.state not in RESUMABLE:
+        raise ConflictError(f"Job {job_id} is a {job.state} {job.kind} job; only index jobs in {RESUMABLE} resume.")
+    saved = job.settings or {}
+    overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+    report = index_paths(
+        settings.model_copy(update=overrides),
+        saved.get("paths", []),
+        job.collection,
+        model=job.model_id,
+        cache_itm_features=bool(saved.get("cache_itm_features")),
+        job_id=job_id,
+    )
+    emit(_row(catalog.get_job(job_id)), as_json, lambda p: f"job {p['id']}: {p['state']}, added {report.added}")
