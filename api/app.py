@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.metrics import Metrics
-from api.routes import collections, jobs, search, system, writes
+from api.routes import collections, jobs, moderation, search, system, writes
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    for module in (system, search, collections, writes, jobs):
+    for module in (system, search, collections, writes, jobs, moderation):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

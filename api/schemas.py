@@ -160,4 +160,20 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": Problem, "description": "Problem details", "content": content} for code in codes}
 
 
+class ModerationCheck(BaseModel):
+    policy: str
+    version: str
+    models: dict[str, str]
+    decision: Literal["allow", "flag", "review", "block"]
+    categories: list[dict[str, Any]]
+    triggers: list[dict[str, Any]]
+    consistency: dict[str, Any] | None = None
+    blocklist: dict[str, Any] | None = None
+    timing_ms: dict[str, float]
+
+
+class ModerationResults(BaseModel):
+    results: list[dict[str, Any]]
+
+
 ERRORS = problems(401, 403, 404, 409, 413, 415, 422, 503)

@@ -33,6 +33,7 @@ class AppState:
         self._engines: dict[str, tuple[Any, SearchEngine]] = {}
         self._captioner: Any = None
         self._batchers: dict[str, MicroBatcher[str, np.ndarray]] = {}
+        self._moderators: dict[str, tuple[tuple[str, int], Any]] = {}
         self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
         self.jobs = JobRunner(settings)
 
@@ -109,6 +110,26 @@ class AppState:
     def engines(self) -> dict[str, SearchEngine]:
         with self._lock:
             return {name: e for name, (_, e) in self._engines.items()}
+
+    def moderator(self, policy: str) -> Any:
+        """The named policy's Moderator (policy folder), rebuilt when the file changes."""
+        from moderation.policy import load_policy
+        from moderation.service import build_moderator, policy_path
+
+        path = policy_path(self.settings, policy)
+        key = (str(path), path.stat().st_mtime_ns)
+        with self._lock:
+            cached = self._moderators.get(policy)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        pol = load_policy(path)
+        model = self.settings.model
+        if pol.blocklist is not None:  # the blocklist's model, so its vectors are comparable
+            model = Collection.open(self.settings.data_dir, pol.blocklist.collection).manifest.model_id
+        moderator = build_moderator(self.settings, pol, embedder=self.embedder(model))
+        with self._lock:
+            self._moderators[policy] = (key, moderator)
+        return moderator
 
     def captioner(self) -> Any:
         with self._lock:

@@ -12,6 +12,7 @@ from blipsearch.commands import captioning, indexing, maintenance, querying, ser
 from blipsearch.commands.evaluating import eval_app
 from blipsearch.commands.jobs import jobs_app
 from blipsearch.commands.keys import keys_app
+from blipsearch.commands.moderating import moderate_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
 
@@ -37,6 +38,7 @@ app.command()(serving.serve)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(moderate_app, name="moderate")
 
 
 if __name__ == "__main__":  # pragma: no cover

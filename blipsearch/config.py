@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")
 
+    policy_dir: Path | None = Field(
+        default=None, description="Moderation policies served by name (default: DATA_DIR/policies)."
+    )
     # -- HTTP API -------------------------------------------------------------------------
     read_access: str = Field(
         default="public", pattern="^(public|key)$", description="'public' reads, or reads need a key too."

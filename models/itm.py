@@ -57,6 +57,16 @@ class ItmScorer(ABC):
                 out.append(self._logits(image_tokens[:1], ids, mask).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
+    def score_pairs(self, image_tokens: torch.Tensor, texts: Sequence[str]) -> np.ndarray:
+        """n (image, text) pairs: [n, 2] logits; no sharing (the naive forward, as transformers)."""
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            ids, mask = self.tokenize(texts[i : i + self.batch_size])
+            chunk = image_tokens[i : i + self.batch_size]
+            with torch.inference_mode():
+                out.append(self._logits(chunk.contiguous(), ids, mask).float().cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
 
 def softmax_match(logits: np.ndarray) -> np.ndarray:
     """P(match) from [n, 2] ITM logits."""

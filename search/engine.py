@@ -93,6 +93,8 @@ class SearchEngine:
         self.keyword = keyword
         self._sync_lock = threading.Lock()
         self._manifest_stamp = _stamp(collection)
+        # decisions -> record ids with those moderation decisions (moderation/store.py), if wired
+        self.decisions: Callable[[set[str]], np.ndarray] | None = None
         # text -> ITC query vector; the API swaps in a micro-batched encoder (search/batcher.py)
         self.encode_text: Callable[[str], np.ndarray] = lambda t: embedder.embed_texts([t])[0]
 
@@ -158,12 +160,12 @@ class SearchEngine:
         q = self.encode_text(text)
         timing = {"encode": _ms(t0)}
         depth = max(k, rerank_k) if rerank else k
-        allowed = self._allowed(options, timing)
+        sel = self._selection(options, timing)
         if mode == "vector":
-            cands = self._shortlist(q, depth, timing, allowed)
+            cands = self._shortlist(q, depth, timing, sel)
         else:
             cands = self._keyword_or_hybrid(
-                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, allowed
+                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, sel
             )
         if not (rerank and fusion != "itc"):
             return _finish(self._plain(cands[:k], timing), options)
@@ -194,7 +196,7 @@ class SearchEngine:
         else:
             q = self.embedder.embed_pixels(pixels)[0]
         timing = {"encode": _ms(t0)}
-        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._allowed(options, timing))
+        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._selection(options, timing))
         if not reranking:
             return _finish(self._plain(cands[:k], timing), options)
         records = self.coll.get_records([c.id for c in cands])
@@ -210,8 +212,8 @@ class SearchEngine:
         t0 = time.perf_counter()
         q = self.index.vectors_of(int(rid))
         timing = {"encode": _ms(t0)}
-        allowed = self._allowed(options, timing)
-        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, allowed) if c.id != rid][:k]
+        sel = self._selection(options, timing)
+        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, sel) if c.id != rid][:k]
         return _finish(self._plain(cands, timing), options)
 
     def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
@@ -224,7 +226,7 @@ class SearchEngine:
         timing = {"encode": _ms(t0)}
         depth = min(MAX_K, max(5 * k, 50))
         while True:
-            cands = self._shortlist(q, depth, timing)
+            cands = self._shortlist(q, depth, timing, self._selection(None, timing))
             records = self.coll.get_records([c.id for c in cands])
             seen: set[str] = set()
             hits: list[Hit] = []
@@ -245,22 +247,25 @@ class SearchEngine:
         depth: int,
         rrf_k: int,
         timing: dict[str, float],
-        allowed: np.ndarray | None = None,
+        sel: Selection | None = None,
     ) -> list[Candidate]:
         if self.keyword is None:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
-        kw = self.keyword.search(self.coll, text, depth if allowed is None else MAX_K)
-        deleted = {rid for s in self.coll.manifest.shards for rid in s.deleted}
-        if allowed is not None:  # keyword hits are filtered by the same id set
-            keep = set(allowed.tolist()) - deleted
-            kw = [(rid, score) for rid, score in kw if rid in keep][:depth]
-        elif deleted:
-            kw = [(rid, score) for rid, score in kw if rid not in deleted]
+        kw = self.keyword.search(self.coll, text, depth if sel is None else MAX_K)
+        hidden = {rid for s in self.coll.manifest.shards for rid in s.deleted}
+        if sel is not None and sel.excluded is not None:
+            hidden |= set(sel.excluded.tolist())
+        if sel is not None and sel.allowed is not None:  # keyword hits are filtered by the same id set
+            keep = set(sel.allowed.tolist()) - hidden
+            kw = [(rid, score) for rid, score in kw if rid in keep]
+        elif hidden:
+            kw = [(rid, score) for rid, score in kw if rid not in hidden]
+        kw = kw[:depth]
         timing["keyword"] = _ms(t0)
         if mode == "keyword":
             return [Candidate(rid, score) for rid, score in kw]
-        vec = self._shortlist(q, depth, timing, allowed)
+        vec = self._shortlist(q, depth, timing, sel)
         fused = rrf([[c.id for c in vec], [rid for rid, _ in kw]], rrf_k)
         return [Candidate(rid, score) for rid, score in fused[:depth]]
 
@@ -278,19 +283,33 @@ class SearchEngine:
             raise InvalidInputError(f"rerank_k must be between 1 and {MAX_RERANK_K}, got {rerank_k}.")
         check_fusion(fusion)
 
-    def _allowed(self, options: QueryOptions | None, timing: dict[str, float]) -> np.ndarray | None:
-        if options is None or options.filters is None or options.filters.is_empty():
-            return None
+    def _selection(self, options: QueryOptions | None, timing: dict[str, float]) -> Selection | None:
+        """Which records a query may return: column filters (allowed ids) and moderation
+        decisions (excluded ids; ``block`` unless ``include_blocked``), applied inside FAISS."""
         t0 = time.perf_counter()
-        ids = allowed_ids(self.coll, options.filters)
+        f = options.filters if options is not None else None
+        hide: set[str] = set(f.exclude_decisions) if f is not None else set()
+        if not (options is not None and options.include_blocked):
+            hide.add("block")
+        excluded = self.decisions(hide) if self.decisions is not None and hide else None
+        if excluded is not None and not len(excluded):
+            excluded = None
+        allowed = allowed_ids(self.coll, f) if f is not None and not f.is_empty() else None
+        if allowed is not None and excluded is not None:
+            allowed, excluded = np.setdiff1d(allowed, excluded), None
+        if allowed is None and excluded is None:
+            return None
         timing["filter"] = _ms(t0)
-        return ids
+        return Selection(allowed, excluded)
 
     def _shortlist(
-        self, query: np.ndarray, n: int, timing: dict[str, float], allowed: np.ndarray | None = None
+        self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
     ) -> list[Candidate]:
         t0 = time.perf_counter()
-        ids, scores = self.index.search(query, n, allowed=allowed)
+        if sel is None:
+            ids, scores = self.index.search(query, n)
+        else:
+            ids, scores = self.index.search(query, n, allowed=sel.allowed, excluded=sel.excluded)
         timing["search"] = _ms(t0)
         return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
@@ -325,6 +344,15 @@ class QueryOptions:
     filters: Filters | None = None
     min_score: float | None = None
     sort: str = "relevance"
+    include_blocked: bool = False
+
+
+@dataclass
+class Selection:
+    """Record ids a search may return (``allowed``) or must not (``excluded``)."""
+
+    allowed: np.ndarray | None
+    excluded: np.ndarray | None
 
 
 def _finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:

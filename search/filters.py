@@ -3,14 +3,15 @@ so a selective filter still returns ``k`` results when ``k`` records match.
 
 Supported: ``uri_prefix``; ``added_after`` / ``added_before``; width and height bounds; and
 ``fields``: equality (a scalar) or membership (a list) on any stored column (``format``,
-``caption_model``, ``external_id``, …) or, for text collections, a key of the JSON metadata.
+``caption_model``, ``external_id``, …) or, for text collections, a key of the JSON metadata;
+and ``exclude_decisions``: moderation decisions to hide (``block`` is hidden by default).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -34,9 +35,13 @@ class Filters(BaseModel):
     min_height: int | None = Field(default=None, ge=0)
     max_height: int | None = Field(default=None, ge=0)
     fields: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    exclude_decisions: list[Literal["flag", "review", "block"]] = Field(
+        default_factory=list, description="Hide records whose moderation decision is one of these (block always is)."
+    )
 
     def is_empty(self) -> bool:
-        return not any(v for v in self.model_dump().values())
+        """True when no column filter is set (``exclude_decisions`` is applied separately)."""
+        return not any(v for v in self.model_dump(exclude={"exclude_decisions"}).values())
 
 
 def _mask(table: pa.Table, f: Filters) -> pa.ChunkedArray | pa.Array:

@@ -44,8 +44,11 @@ def open_engine(
                 cache_items=settings.itm_cache_items,
             )
         reranker = ItmReranker(scorer, tokens)
+    from moderation.store import DecisionCache
     from storage.catalog import open_catalog
     from storage.fulltext import KeywordIndex
 
-    keyword = KeywordIndex(open_catalog(settings.catalog_url()).engine)
-    return SearchEngine.open(coll, embedder, reranker, keyword)
+    catalog = open_catalog(settings.catalog_url())
+    engine = SearchEngine.open(coll, embedder, reranker, KeywordIndex(catalog.engine))
+    engine.decisions = DecisionCache(catalog, coll.name).ids
+    return engine

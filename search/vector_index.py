@@ -114,19 +114,32 @@ class VectorIndex:
         return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
 
     def search(
-        self, queries: np.ndarray, k: int, params: Any | None = None, allowed: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: Any | None = None,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` record ids by max over (query vector, item vector) inner products.
 
         ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32). ``allowed``
-        restricts the search to those record ids, inside FAISS (an IDSelectorBatch).
+        restricts the search to those record ids, ``excluded`` removes record ids, both inside
+        FAISS (an IDSelectorBatch, or its IDSelectorNot); give one or the other.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         ntotal = self.ntotal
+        f = fb.faiss()
+        selector = None
         if allowed is not None:
             fids = np.ascontiguousarray(self.faiss_ids(allowed))
-            selector = fb.faiss().IDSelectorBatch(fids)
-            params = params if params is not None else fb.faiss().SearchParameters()
-            params.sel = selector
+            selector = f.IDSelectorBatch(fids)
             ntotal = min(ntotal, len(fids))
+        elif excluded is not None and len(excluded):
+            batch = f.IDSelectorBatch(np.ascontiguousarray(self.faiss_ids(excluded)))
+            selector = f.IDSelectorNot(batch)
+            selector.keep = batch  # the Not selector does not own its argument
+        if selector is not None:
+            params = params if params is not None else f.SearchParameters()
+            params.sel = selector
         return topk_owners(lambda x, kk: self._search_vectors(x, kk, params), q, k, self.vectors_per_item, ntotal)

@@ -1,0 +1,202 @@
+"""The three checks, on one image at a time (batched vision encoder):
+
+* policy screening: ITC cosine of the image with every category prompt; categories whose best
+  prompt's screen score ``(1 + cosine) / 2`` (the cosine rescaled to [0, 1], so that every
+  policy threshold lives in [0, 1]) reaches ``itc_threshold`` are confirmed by the ITM head over
+  their prompts, the image's cross-attention keys and values computed once for all of them
+  (``score_image_vs_texts``);
+  a category is hit when its best ITM match probability reaches ``itm_threshold``;
+* consistency: the ITM match probability of the image with its accompanying text;
+* blocklist: nearest image of a blocklist collection by ITC image-image cosine (max over query
+  vectors for BLIP-2, and over the image and its mirror image unless ``mirror: false``), a
+  match at ``threshold`` or more. Re-encodes, resizes and small crops survive the model's own
+  resize; the mirror query makes horizontal flips match as well.
+
+The decision is the most severe action hit (block > review > flag), else ``allow``.
+Decisions follow the thresholds exactly: a score equal to its threshold is a hit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.base import Embedder
+from models.itm import ItmScorer, softmax_match
+from moderation.policy import SEVERITY, Consistency, Policy
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from search.engine import SearchEngine
+
+DEFAULT_CONSISTENCY = Consistency(itm_threshold=0.5, action="review")
+
+
+@dataclass
+class CategoryScore:
+    name: str
+    action: str
+    itc: float  # best prompt's ITC cosine
+    itc_prompt: str
+    screened: bool  # screen_score(itc) >= itc_threshold: sent to ITM
+    itm: float | None = None  # best prompt's ITM match probability
+    itm_prompt: str | None = None
+    hit: bool = False
+
+
+@dataclass
+class CheckResult:
+    decision: str
+    categories: list[CategoryScore]
+    triggers: list[dict[str, Any]] = field(default_factory=list)
+    consistency: dict[str, Any] | None = None
+    blocklist: dict[str, Any] | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Moderator:
+    def __init__(
+        self,
+        policy: Policy,
+        embedder: Embedder,
+        scorer: ItmScorer,
+        *,
+        blocklist: SearchEngine | None = None,
+        shared_kv: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.embedder = embedder
+        self.scorer = scorer
+        self.blocklist = blocklist
+        self.shared_kv = shared_kv
+        self.prompts = [p for c in policy.categories for p in c.prompts]
+        self.owner = np.array([i for i, c in enumerate(policy.categories) for _ in c.prompts])
+        self.prompt_emb = embedder.embed_texts(self.prompts)  # [P, d], once per policy
+        if blocklist is not None:
+            blocklist.coll.check_model(embedder.fingerprint, embedder.model_id)
+
+    @property
+    def model_ids(self) -> dict[str, str]:
+        return {"itc": self.embedder.model_id, "itm": self.embedder.model_id}
+
+    def check_images(
+        self, images: list[Image.Image], texts: list[str | None] | None = None, *, screen: bool = True
+    ) -> list[CheckResult]:
+        """Check a batch of images (one vision-encoder pass for the batch). ``screen=False``
+        sends every category to ITM (calibration needs every score)."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        tokens = self.embedder.vision_tokens(self.embedder.preprocess(images))
+        emb = self.embedder.embed_tokens(tokens)  # [n, d] or [n, 32, d]
+        encode_ms = (time.perf_counter() - t0) * 1e3 / len(images)
+        texts = texts or [None] * len(images)
+        mirrored = None
+        if self.blocklist is not None and self.policy.blocklist is not None and self.policy.blocklist.mirror:
+            from PIL import ImageOps
+
+            mirrored = self.embedder.embed_images([ImageOps.mirror(im) for im in images])
+        out = []
+        for i in range(len(images)):
+            extra = None if mirrored is None else mirrored[i]
+            res = self.check_tokens(tokens[i : i + 1], emb[i], texts[i], screen=screen, mirror_emb=extra)
+            res.timing_ms = {"encode": round(encode_ms, 3), **res.timing_ms}
+            out.append(res)
+        return out
+
+    def check_tokens(
+        self,
+        tokens: Any,
+        emb: np.ndarray,
+        text: str | None = None,
+        *,
+        screen: bool = True,
+        mirror_emb: np.ndarray | None = None,
+    ) -> CheckResult:
+        """One image from its vision tokens [1, T, W] and ITC embedding [d] or [q, d]."""
+        t0 = time.perf_counter()
+        vecs = np.asarray(emb, np.float32).reshape(-1, self.prompt_emb.shape[1])
+        itc = (vecs @ self.prompt_emb.T).max(axis=0)  # [P]: max over BLIP-2 query vectors
+        cats: list[CategoryScore] = []
+        confirm: list[int] = []  # prompt indexes sent to ITM
+        for ci, cat in enumerate(self.policy.categories):
+            idx = np.flatnonzero(self.owner == ci)
+            best = int(idx[np.argmax(itc[idx])])
+            screened = bool(screen_score(itc[best]) >= cat.itc_threshold)
+            cats.append(CategoryScore(cat.name, cat.action, float(itc[best]), self.prompts[best], screened))
+            if screened or not screen:
+                confirm.extend(idx.tolist())
+        timing = {"itc": _ms(t0)}
+        triggers: list[dict[str, Any]] = []
+        if confirm:
+            t1 = time.perf_counter()
+            probs = self._itm(tokens, [self.prompts[j] for j in confirm])
+            timing["itm"] = _ms(t1)
+            by_prompt = dict(zip(confirm, probs.tolist(), strict=True))
+            for ci, (cat, score) in enumerate(zip(self.policy.categories, cats, strict=True)):
+                if not (score.screened or not screen):
+                    continue
+                mine: list[int] = np.flatnonzero(self.owner == ci).tolist()
+                top = max(mine, key=by_prompt.__getitem__)
+                score.itm, score.itm_prompt = float(by_prompt[top]), self.prompts[top]
+                score.hit = score.screened and score.itm >= cat.itm_threshold
+                if score.hit:
+                    triggers.append(
+                        {"check": "policy", "category": cat.name, "prompt": score.itm_prompt, "score": score.itm,
+                         "threshold": cat.itm_threshold, "action": cat.action}
+                    )  # fmt: skip
+        consistency = None
+        if text is not None:
+            t2 = time.perf_counter()
+            rule = self.policy.consistency or DEFAULT_CONSISTENCY
+            prob = float(self._itm(tokens, [text])[0])
+            consistency = {"text": text, "itm": prob, "threshold": rule.itm_threshold,
+                           "consistent": prob >= rule.itm_threshold}  # fmt: skip
+            timing["consistency"] = _ms(t2)
+            if not consistency["consistent"]:
+                triggers.append({"check": "consistency", "score": prob, "threshold": rule.itm_threshold,
+                                 "action": rule.action})  # fmt: skip
+        blocklist = None
+        if self.blocklist is not None and self.policy.blocklist is not None:
+            t3 = time.perf_counter()
+            queries = vecs if mirror_emb is None else np.concatenate([vecs, mirror_emb.reshape(vecs.shape)])
+            blocklist = self._blocklist_match(queries)
+            timing["blocklist"] = _ms(t3)
+            if blocklist["matched"]:
+                triggers.append({"check": "blocklist", **blocklist, "action": self.policy.blocklist.action})
+        decision = max((t["action"] for t in triggers), key=SEVERITY.__getitem__, default="allow")
+        return CheckResult(decision, cats, triggers, consistency, blocklist, timing)
+
+    def _itm(self, tokens: Any, texts: list[str]) -> np.ndarray:
+        if self.shared_kv:
+            logits = self.scorer.score_image_vs_texts(tokens, texts)
+        else:  # the naive forward: the image repeated once per text
+            logits = self.scorer.score_pairs(tokens.expand(len(texts), *tokens.shape[1:]), texts)
+        return softmax_match(logits)
+
+    def _blocklist_match(self, vecs: np.ndarray) -> dict[str, Any]:
+        assert self.blocklist is not None and self.policy.blocklist is not None
+        rule = self.policy.blocklist
+        self.blocklist.sync()
+        ids, scores = self.blocklist.index.search(vecs, 1)
+        if len(ids) == 0:
+            return {"matched": False, "collection": rule.collection, "id": None, "score": None,
+                    "threshold": rule.threshold}  # fmt: skip
+        return {"matched": bool(scores[0] >= rule.threshold), "collection": rule.collection, "id": int(ids[0]),
+                "score": float(scores[0]), "threshold": rule.threshold}  # fmt: skip
+
+
+def screen_score(cosine: float | np.ndarray) -> Any:
+    """The ITC pre-screen score: the cosine rescaled from [-1, 1] to [0, 1]."""
+    return (1.0 + np.asarray(cosine, np.float64)) / 2.0
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1e3, 3)

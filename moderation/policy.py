@@ -1,0 +1,136 @@
+"""Moderation policies: a versioned YAML or JSON file, validated strictly.
+
+Example::
+
+    name: marketplace
+    version: "3"
+    categories:
+      - name: weapons
+        prompts: ["a photo of a gun", "a rifle", "a knife used as a weapon"]
+        itc_threshold: 0.60     # cheap screen: (1 + ITC cosine) / 2 of the image with its best prompt
+        itm_threshold: 0.80     # the decision: ITM match probability of the best prompt
+        action: block           # flag | review | block
+    consistency:                # optional: is the accompanying text about the image?
+      itm_threshold: 0.50
+      action: review
+    blocklist:                  # optional: near-duplicates of known-bad images
+      collection: known-bad
+      threshold: 0.92
+      action: block
+      mirror: true              # also match horizontally flipped copies (one more forward)
+
+Errors name the field: ``categories[0].itm_threshold: must be within [0, 1]``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from blipsearch.errors import InvalidInputError
+
+Action = Literal["flag", "review", "block"]
+SEVERITY = {"allow": 0, "flag": 1, "review": 2, "block": 3}
+Threshold = Field(ge=0.0, le=1.0, description="within [0, 1]")
+
+
+class PolicyError(InvalidInputError):
+    code = "invalid_policy"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Category(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    prompts: list[str] = Field(min_length=1, max_length=64)
+    itc_threshold: float = Threshold
+    itm_threshold: float = Threshold
+    action: Action
+
+    @field_validator("prompts")
+    @classmethod
+    def _nonblank(cls, prompts: list[str]) -> list[str]:
+        if any(not p.strip() for p in prompts):
+            raise ValueError("prompts must not be blank")
+        return prompts
+
+
+class Consistency(_Strict):
+    itm_threshold: float = Threshold
+    action: Action = "review"
+
+
+class Blocklist(_Strict):
+    collection: str = Field(min_length=1, max_length=64)
+    threshold: float = Threshold
+    action: Action = "block"
+    mirror: bool = True  # also match the image's mirror: a flipped re-upload still matches
+
+
+class Policy(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: str = Field(min_length=1, max_length=32)
+    categories: list[Category] = Field(min_length=1, max_length=256)
+    consistency: Consistency | None = None
+    blocklist: Blocklist | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    @field_validator("categories")
+    @classmethod
+    def _unique(cls, cats: list[Category]) -> list[Category]:
+        names = [c.name for c in cats]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate category names: {sorted(dup)}")
+        return cats
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "policy"
+
+
+def parse_policy(data: object, source: str = "policy") -> Policy:
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        msgs = []
+        for e in exc.errors():
+            msg = e["msg"]
+            if e["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif e["type"].startswith(("greater_than", "less_than")):
+                msg = "must be within [0, 1]"
+            msgs.append(f"{_field(e['loc'])}: {msg}")
+        raise PolicyError(f"Invalid policy {source}: " + "; ".join(msgs)) from None
+
+
+def load_policy(path: Path | str) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(f"Cannot read policy file {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError (re-raised below) alike
+        raise PolicyError(f"Policy file {path} is not valid JSON: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its many subclasses
+        raise PolicyError(f"Policy file {path} is not valid YAML: {exc}") from None
+    return parse_policy(data, str(path))

@@ -1,0 +1,145 @@
+"""Moderation results in the catalog: idempotent writes, queries, and each record's effective
+decision (used by search to exclude ``block``, and to filter other decisions).
+
+A record's effective decision is, for each policy, its latest result, and across policies the
+most severe of those.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+
+from moderation.checks import CheckResult
+from moderation.policy import SEVERITY, Policy
+from storage.catalog import Catalog, ModerationRow, utcnow
+
+DECISIONS = tuple(SEVERITY)
+
+
+def save_results(
+    catalog: Catalog,
+    collection: str,
+    policy: Policy,
+    models: dict[str, str],
+    results: Iterable[tuple[int, CheckResult]],
+) -> int:
+    """Insert results; a (record, policy name, version) already stored is left as it is.
+    Returns the number of rows written."""
+    rows = [
+        {
+            "collection": collection,
+            "record_id": int(rid),
+            "policy_name": policy.name,
+            "policy_version": policy.version,
+            "itc_model": models["itc"],
+            "itm_model": models["itm"],
+            "decision": res.decision,
+            "scores": [vars(c) for c in res.categories],
+            "triggers": res.triggers,
+            "created_at": utcnow(),
+        }
+        for rid, res in results
+    ]
+    if not rows:
+        return 0
+    dialect = catalog.engine.dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    stmt = insert(ModerationRow).values(rows).on_conflict_do_nothing()
+    with catalog.session() as s:
+        return int(getattr(s.execute(stmt), "rowcount", 0) or 0)
+
+
+def done_ids(catalog: Catalog, collection: str, policy: Policy) -> set[int]:
+    with catalog.session() as s:
+        q = select(ModerationRow.record_id).where(
+            ModerationRow.collection == collection,
+            ModerationRow.policy_name == policy.name,
+            ModerationRow.policy_version == policy.version,
+        )
+        return set(s.scalars(q))
+
+
+def query_results(
+    catalog: Catalog,
+    collection: str | None = None,
+    decision: str | None = None,
+    policy: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[dict[str, Any]]:
+    with catalog.session() as s:
+        q = select(ModerationRow).order_by(ModerationRow.id).limit(limit).offset(offset)
+        if collection:
+            q = q.where(ModerationRow.collection == collection)
+        if decision:
+            q = q.where(ModerationRow.decision == decision)
+        if policy:
+            q = q.where(ModerationRow.policy_name == policy)
+        return [
+            {
+                "collection": r.collection,
+                "id": r.record_id,
+                "policy": r.policy_name,
+                "policy_version": r.policy_version,
+                "itc_model": r.itc_model,
+                "itm_model": r.itm_model,
+                "decision": r.decision,
+                "scores": r.scores,
+                "triggers": r.triggers,
+                "created_at": r.created_at.isoformat(),
+            }
+            for r in s.scalars(q)
+        ]
+
+
+def effective_decisions(catalog: Catalog, collection: str) -> dict[int, str]:
+    latest: dict[tuple[int, str], tuple[int, str]] = {}
+    with catalog.session() as s:
+        q = select(ModerationRow.id, ModerationRow.record_id, ModerationRow.policy_name, ModerationRow.decision).where(
+            ModerationRow.collection == collection
+        )
+        for row_id, rid, pol, dec in s.execute(q):
+            if (rid, pol) not in latest or latest[(rid, pol)][0] < row_id:
+                latest[(rid, pol)] = (row_id, dec)
+    out: dict[int, str] = {}
+    for (rid, _), (_, dec) in latest.items():
+        if rid not in out or SEVERITY[dec] > SEVERITY[out[rid]]:
+            out[rid] = dec
+    return out
+
+
+class DecisionCache:
+    """Record ids by effective decision for one collection, re-read only when results change."""
+
+    def __init__(self, catalog: Catalog, collection: str) -> None:
+        self.catalog = catalog
+        self.collection = collection
+        self._stamp: tuple[int, int] | None = None
+        self._by_decision: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def ids(self, decisions: Iterable[str]) -> np.ndarray:
+        with self.catalog.session() as s:
+            count, top = s.execute(
+                select(func.count(ModerationRow.id), func.max(ModerationRow.id)).where(
+                    ModerationRow.collection == self.collection
+                )
+            ).one()
+        stamp = (int(count or 0), int(top or 0))
+        with self._lock:
+            if stamp != self._stamp:
+                eff = effective_decisions(self.catalog, self.collection)
+                self._by_decision = {
+                    d: np.array(sorted(r for r, x in eff.items() if x == d), dtype=np.int64) for d in DECISIONS
+                }
+                self._stamp = stamp
+            parts = [self._by_decision.get(d, np.zeros(0, np.int64)) for d in set(decisions)]
+        return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
