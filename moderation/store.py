@@ -52,9 +52,9 @@ def save_results(
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    stmt = insert(ModerationRow).values(rows).on_conflict_do_nothing()
+    stmt = insert(ModerationRow).values(rows).on_conflict_do_nothing().returning(ModerationRow.id)
     with catalog.session() as s:
-        return int(getattr(s.execute(stmt), "rowcount", 0) or 0)
+        return len(s.execute(stmt).all())  # rows actually inserted (rowcount is -1 on some drivers)
 
 
 def done_ids(catalog: Catalog, collection: str, policy: Policy) -> set[int]:

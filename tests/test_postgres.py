@@ -51,3 +51,33 @@ def test_keyword_search_on_postgres(tmp_path, blip_embedder):
     assert ids("dog") == {0, 2} and ids("DOGS") == {0, 2} and ids("running") == {0}
     assert ids('"red car"') == {1} and ids("red") == {1, 3} and ids("giraffe") == set()
     kw.drop(name)
+
+
+def test_keys_jobs_and_moderation_results_on_postgres():
+    from blipsearch.errors import UnauthorizedError
+    from moderation.checks import CategoryScore, CheckResult
+    from moderation.policy import parse_policy
+    from moderation.store import DecisionCache, effective_decisions, query_results, save_results
+    from storage.api_keys import create_key, revoke_key, verify
+
+    cat = Catalog(URL)
+    key, info = create_key(cat, "pg", "write")
+    assert verify(cat, key).id == info.id
+    revoke_key(cat, info.id)
+    with pytest.raises(UnauthorizedError):
+        verify(cat, key)
+    job = cat.create_job("index", "x", None, {}, state="pending")
+    assert cat.transition(job, ("pending",), "cancelling") and not cat.transition(job, ("pending",), "running")
+
+    name = f"m{uuid.uuid4().hex[:8]}"
+    pol = parse_policy(
+        {"name": "p", "version": 1, "categories": [
+            {"name": "a", "prompts": ["x"], "itc_threshold": 0, "itm_threshold": 0.5, "action": "block"}]}
+    )  # fmt: skip
+    res = CheckResult("block", [CategoryScore("a", "block", 0.1, "x", True, 0.9, "x", True)], [{"action": "block"}])
+    models = {"itc": "m", "itm": "m"}
+    assert save_results(cat, name, pol, models, [(1, res), (2, res)]) == 2
+    assert save_results(cat, name, pol, models, [(1, res), (3, res)]) == 1  # (1, p, v1) exists: not rewritten
+    assert [r["id"] for r in query_results(cat, name, "block")] == [1, 2, 3]
+    assert effective_decisions(cat, name) == {1: "block", 2: "block", 3: "block"}
+    assert DecisionCache(cat, name).ids({"block"}).tolist() == [1, 2, 3]
