@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     decode_workers: int = Field(default=4, ge=1)
     max_image_pixels: int = Field(default=100_000_000, ge=1, description="Decompression-bomb guard.")
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+    jpeg_draft: bool = Field(
+        default=True, description="Decode large JPEGs at reduced scale (DCT), never below the model's input size."
+    )
     max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")

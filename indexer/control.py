@@ -9,10 +9,12 @@ raises CancelledError in the job, which keeps every shard it has committed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from blipsearch.errors import CancelledError, ConflictError
-from storage.catalog import Catalog, JobRow
+from storage.catalog import Catalog, JobRow, utcnow
 
 CANCELLING = "cancelling"
 ACTIVE = ("pending", "running")
@@ -48,3 +50,17 @@ class JobWatch:
         self.catalog.update_job(self.job_id, counts={**counts, "progress": progress})
         if self.catalog.get_job(self.job_id).state == CANCELLING:
             raise CancelledError(f"Job {self.job_id} was cancelled; committed shards are kept.")
+
+
+@contextmanager
+def recorded(catalog: Catalog, job_id: str, extra: Callable[[], dict[str, Any]] = dict) -> Iterator[None]:
+    """Record how the enclosed job work ends, if it does not succeed: ``cancelled`` (with
+    ``extra()`` fields) or ``failed`` with the error; the exception propagates."""
+    try:
+        yield
+    except CancelledError:
+        catalog.update_job(job_id, state="cancelled", finished_at=utcnow(), **extra())
+        raise
+    except BaseException as exc:
+        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
+        raise

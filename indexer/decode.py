@@ -39,8 +39,15 @@ def read_file(path: Path, max_bytes: int) -> RawFile:
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
-    """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason."""
+def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> DecodedImage:
+    """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason.
+
+    ``draft``: the model's input side. A JPEG at least twice that size on both sides is decoded
+    at 1/2, 1/4 or 1/8 scale in the DCT (Pillow's draft mode), never below ``draft`` pixels a
+    side, which the processor then resizes as usual: several times faster, and equal to the
+    full decode's preprocessing within a small tolerance (tests/test_decode_draft.py).
+    ``width`` and ``height`` are always the original's.
+    """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
@@ -57,6 +64,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
                     f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
                     "limit (decompression-bomb guard; raise BLIPSEARCH_MAX_IMAGE_PIXELS to allow it)"
                 )
+            if draft and fmt == "JPEG" and min(width, height) >= 2 * draft:
+                img.draft("RGB", (draft, draft))
             img.load()
             img = ImageOps.exif_transpose(img) or img
             if img.mode != "RGB":
@@ -76,4 +85,6 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
     w, h = img.size
-    return DecodedImage(img, w, h, fmt)
+    if (w > h) != (width > height):  # EXIF rotated by 90 degrees
+        width, height = height, width
+    return DecodedImage(img, width, height, fmt)

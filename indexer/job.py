@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from blipsearch.config import Settings
 from blipsearch.errors import CancelledError
-from indexer.control import JobWatch
+from indexer.control import JobWatch, recorded
 from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.sources import iter_files
 from models.base import Embedder
@@ -99,20 +99,13 @@ def index_paths(
         on_progress=on_progress,
         captioner=captioner,
         decoding=decoding,
+        jpeg_draft=settings.jpeg_draft,
     )
-    try:
+    with bar, recorded(catalog, job_id, lambda: {"timings": pipeline.timer.report()}):
         report = pipeline.run(files)
         with pipeline.timer.time("index"):
             index_store.refresh(coll)
         report.timings = pipeline.timer.report()
-    except CancelledError:
-        catalog.update_job(job_id, state="cancelled", finished_at=utcnow(), timings=pipeline.timer.report())
-        raise
-    except BaseException as exc:
-        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
-        raise
-    finally:
-        bar.close()
     catalog.update_job(
         job_id,
         state="succeeded",

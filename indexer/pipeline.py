@@ -74,6 +74,7 @@ class IndexPipeline:
         captioner: Captioner | None = None,
         decoding: Decoding | None = None,
         track_paths: bool = False,
+        jpeg_draft: bool = True,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -86,6 +87,9 @@ class IndexPipeline:
         self.captioner = captioner
         self.decoding = decoding or Decoding()
         self.track_paths = track_paths
+        # JPEG draft decoding at the model's input size (the captioner's, if it is larger).
+        sides = [s for s in (embedder.input_size, captioner.input_size if captioner else None) if s]
+        self.draft: int | None = max(sides) if jpeg_draft and sides else None
         self.timer = StageTimer()
 
     # -- CPU stages (worker threads) --------------------------------------------------------
@@ -96,7 +100,7 @@ class IndexPipeline:
             if raw.sha256 in known:
                 return Prepared(path, raw.sha256, duplicate=True)
             with self.timer.time("decode"):
-                img = decode_image(raw.data, self.max_pixels)
+                img = decode_image(raw.data, self.max_pixels, self.draft)
                 pixels = self.embedder.preprocess([img.image])[0]
                 cap_px = self.captioner.preprocess([img.image])[0] if self.captioner else None
             meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(raw.data)}

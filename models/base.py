@@ -27,6 +27,11 @@ class Embedder(ABC):
     batch_size: int = 32
     device: str = "cpu"
 
+    @property
+    def input_size(self) -> int | None:
+        """The vision encoder's input side in pixels, when known (JPEG draft decoding uses it)."""
+        return None
+
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Resize and normalise exactly as the checkpoint's image processor: [n, 3, H, W] float32."""

@@ -17,7 +17,7 @@ import torch
 
 from blipsearch.errors import ModelLoadError
 from models.loading import from_pretrained, resolve_source
-from models.runtime import pick_device, pick_dtype
+from models.runtime import input_side, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -61,6 +61,10 @@ class Captioner:
         self.model_id = resolve_source(source)
         self.family = "blip2" if cls is Blip2ForConditionalGeneration else "blip"
         self.batch_size = batch_size
+
+    @property
+    def input_size(self) -> int | None:
+        return input_side(self.processor)
 
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         out = self.processor.image_processor(list(images), return_tensors="np")

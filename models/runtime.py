@@ -48,3 +48,10 @@ def fingerprint(config: dict[str, Any], *tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()[:32]
+
+
+def input_side(processor: Any) -> int | None:
+    """The image processor's output side in pixels (what the vision encoder sees), if known."""
+    size = getattr(getattr(processor, "image_processor", None), "size", None) or {}
+    sides = [v for k, v in dict(size).items() if k in ("height", "width", "shortest_edge")]
+    return int(max(sides)) if sides else None

@@ -13,7 +13,7 @@ import torch
 
 from models.base import Embedder
 from models.loading import resolve_source
-from models.runtime import pick_device, pick_dtype
+from models.runtime import input_side, pick_device, pick_dtype
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -32,6 +32,10 @@ class TorchEmbedder(Embedder):
         self.torch_dtype = pick_dtype(dtype, dev)
         self.device = str(dev)
         return dev
+
+    @property
+    def input_size(self) -> int | None:
+        return input_side(self.processor)
 
     def _text_limit(self, max_positions: int) -> int:
         return int(min(self.processor.tokenizer.model_max_length, max_positions))

@@ -14,8 +14,8 @@ from typing import Any
 from tqdm import tqdm
 
 from blipsearch.config import Settings
-from blipsearch.errors import CancelledError, ImageDecodeError
-from indexer.control import JobWatch
+from blipsearch.errors import ImageDecodeError
+from indexer.control import JobWatch, recorded
 from indexer.decode import decode_image, read_file
 from moderation.checks import Moderator
 from moderation.store import done_ids, save_results
@@ -40,7 +40,7 @@ def moderate_collection(
     counts: dict[str, Any] = {"checked": 0, "already_done": len(done), "failed": 0, "decisions": {}}
     failures: list[dict[str, str]] = []
     bar = tqdm(total=len(todo), unit="img", desc=f"moderate {coll.name}", disable=not progress or None)
-    try:
+    with bar, recorded(catalog, job_id, lambda: {"failures": failures}):
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
             images, ids = [], []
@@ -59,14 +59,6 @@ def moderate_collection(
             counts["failed"] = len(failures)
             bar.update(len(chunk))
             watch.tick(counts, start + len(chunk))
-    except CancelledError:
-        catalog.update_job(job_id, state="cancelled", finished_at=utcnow(), failures=failures)
-        raise
-    except BaseException as exc:
-        catalog.update_job(job_id, state="failed", error=f"{type(exc).__name__}: {exc}", finished_at=utcnow())
-        raise
-    finally:
-        bar.close()
     catalog.update_job(job_id, state="succeeded", counts=counts, failures=failures, finished_at=utcnow())
     return {"job_id": job_id, "collection": coll.name, "policy": policy.name, "version": policy.version, **counts,
             "failures": failures}  # fmt: skip
