@@ -128,7 +128,8 @@ def main() -> None:
         "",
         f"Machine: {machine_line(machine())}. {args.n} JPEGs 640×480–1600×1200, random base-size BLIP "
         f"(ViT-B/16 at 384 px), device {dev}, {emb.torch_dtype}. Reproduce: "
-        f"`python scripts/bench/index_throughput.py{' --quick' if args.quick else ''}`.",
+        f"`python scripts/bench/index_throughput.py {' '.join(sys.argv[1:])}`. JPEG draft decoding on "
+        "(BLIPSEARCH_JPEG_DRAFT): images of 768 px or more a side decode at reduced scale.",
         "",
         "| batch | bare forward img/s | naive transformers img/s | blipsearch img/s | blipsearch / bare | vs naive |",
         "|---|---|---|---|---|---|",
