@@ -45,4 +45,7 @@ def blip2_embedder(tiny_models: dict[str, Path]):
 def settings(tmp_path: Path):
     from blipsearch.config import Settings
 
-    return Settings(data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2)
+    # Exactness tests compare stored embeddings with the model run on the fully decoded image,
+    # so they pin the full decode; JPEG draft decoding has its own tolerance tests
+    # (tests/test_decode_draft.py).
+    return Settings(data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2, jpeg_draft=False)

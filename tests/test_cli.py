@@ -16,6 +16,7 @@ def cli(tmp_path, monkeypatch, tiny_models):
     monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("BLIPSEARCH_JPEG_DRAFT", "0")  # exact comparisons below; draft: test_decode_draft.py
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> dict:

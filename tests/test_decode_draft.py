@@ -49,3 +49,25 @@ def test_draft_is_skipped_when_it_would_not_help(blip_embedder):
     e_full = blip_embedder.embed_images([decode_image(data, 10**9).image])[0]
     e_fast = blip_embedder.embed_images([decode_image(data, 10**9, draft=side).image])[0]
     assert float(e_full @ e_fast) > 0.999
+
+
+def test_indexing_with_draft_stays_within_tolerance_of_the_full_decode(settings, blip_embedder, tmp_path):
+    from indexer.job import index_paths
+    from storage.collection import Collection
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.jpg").write_bytes(_jpeg(make_image(i, (1600, 1200))))
+    exact = settings.model_copy(update={"data_dir": tmp_path / "exact", "jpeg_draft": False})
+    drafted = settings.model_copy(update={"data_dir": tmp_path / "draft", "jpeg_draft": True})
+    for s in (exact, drafted):
+        index_paths(s, [folder], "c", embedder=blip_embedder, progress=False)
+    t_exact = Collection.open(exact.data_dir, "c").read_table(["uri", "width", "height"]).to_pylist()
+    t_draft = Collection.open(drafted.data_dir, "c").read_table(["uri", "width", "height"]).to_pylist()
+    assert t_exact == t_draft  # same records, original sizes kept
+    _, e_exact = Collection.open(exact.data_dir, "c").all_embeddings()
+    _, e_draft = Collection.open(drafted.data_dir, "c").all_embeddings()
+    cos = (e_exact * e_draft).sum(axis=1)
+    assert cos.min() > 0.999
+    assert not np.allclose(e_exact, e_draft, atol=1e-6)  # the draft path really ran
