@@ -29,9 +29,17 @@ class InvalidInputError(BlipsearchError):
 
 
 class ImageDecodeError(InvalidInputError):
-    """An input is not a decodable image, is truncated, or is too large to decode safely."""
+    """An input is not a decodable image, is truncated, or is too large to decode safely.
+
+    ``reason`` is a short stable code (``corrupt``, ``too_many_pixels``, …) that jobs count
+    failures by; the message has the details.
+    """
 
     code = "bad_image"
+
+    def __init__(self, message: str, reason: str = "bad_image") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class PayloadTooLargeError(InvalidInputError):

@@ -32,10 +32,10 @@ def read_file(path: Path, max_bytes: int) -> RawFile:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ImageDecodeError(f"file is {size} bytes, over the {max_bytes}-byte limit")
+            raise ImageDecodeError(f"file is {size} bytes, over the {max_bytes}-byte limit", "too_large_file")
         data = path.read_bytes()
     except OSError as exc:
-        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}") from exc
+        raise ImageDecodeError(f"unreadable: {exc.strerror or exc}", "unreadable") from exc
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
 
 
@@ -49,7 +49,7 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> Deco
     ``width`` and ``height`` are always the original's.
     """
     if not data:
-        raise ImageDecodeError("empty file (0 bytes)")
+        raise ImageDecodeError("empty file (0 bytes)", "empty")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
@@ -58,11 +58,12 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> Deco
             img: Image.Image = opened
             width, height = img.size
             if width <= 0 or height <= 0:
-                raise ImageDecodeError(f"invalid image size {width}x{height}")
+                raise ImageDecodeError(f"invalid image size {width}x{height}", "invalid_size")
             if width * height > max_pixels:
                 raise ImageDecodeError(
                     f"image is {width}x{height} = {width * height} pixels, over the {max_pixels}-pixel "
-                    "limit (decompression-bomb guard; raise BLIPSEARCH_MAX_IMAGE_PIXELS to allow it)"
+                    "limit (decompression-bomb guard; raise BLIPSEARCH_MAX_IMAGE_PIXELS to allow it)",
+                    "too_many_pixels",
                 )
             if draft and fmt == "JPEG" and min(width, height) >= 2 * draft:
                 img.draft("RGB", (draft, draft))
@@ -79,11 +80,11 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> Deco
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format") from None
+        raise ImageDecodeError("not a recognised image format", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
+        raise ImageDecodeError(f"decompression bomb: {exc}", "too_many_pixels") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise ImageDecodeError(f"corrupt or truncated image: {exc}") from None
+        raise ImageDecodeError(f"corrupt or truncated image: {exc}", "corrupt") from None
     w, h = img.size
     if (w > h) != (width > height):  # EXIF rotated by 90 degrees
         width, height = height, width

@@ -35,6 +35,17 @@ def model_for_collection(settings: Settings, name: str, model: str | None) -> st
     return settings.model
 
 
+def create_image_collection(
+    settings: Settings, name: str, embedder: Embedder, cache_itm_features: bool = False
+) -> Collection:
+    """Create (or open, if it exists for the same model) an image collection and register it
+    in the catalog."""
+    features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"} if cache_itm_features else None
+    coll = Collection.create(settings.data_dir, name, model=embedder.describe(), itm_features=features)
+    open_catalog(settings.catalog_url()).upsert_collection(coll.name, "images", embedder.describe())
+    return coll
+
+
 def index_paths(
     settings: Settings,
     paths: Sequence[str | Path],
@@ -54,12 +65,8 @@ def index_paths(
     files = list(iter_files(paths))  # fails fast on a missing input path
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))
-    features = None
-    if cache_itm_features:
-        features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"}
-    coll = Collection.create(settings.data_dir, collection, model=embedder.describe(), itm_features=features)
+    coll = create_image_collection(settings, collection, embedder, cache_itm_features)
     catalog = open_catalog(settings.catalog_url())
-    catalog.upsert_collection(coll.name, "images", embedder.describe())
     job_settings = {
         "paths": [str(p) for p in paths],
         "batch_size": settings.batch_size,
@@ -68,14 +75,7 @@ def index_paths(
     }
     if job_id is None:
         job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
-    elif not catalog.transition(
-        job_id,
-        ("pending", "running", "failed", "cancelled"),
-        "running",
-        started_at=utcnow(),
-        finished_at=None,
-        error=None,
-    ):
+    elif not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
         catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
         raise CancelledError(f"Job {job_id} was cancelled before it started.")
     watch = JobWatch(catalog, job_id, total=len(files))
@@ -123,8 +123,7 @@ def index_paths(
 def _counts(report: IndexReport, files: int) -> dict[str, Any]:
     by_reason: dict[str, int] = {}
     for f in report.failures:
-        reason = f["error"].split(":", 1)[0]
-        by_reason[reason] = by_reason.get(reason, 0) + 1
+        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
     return {
         "added": report.added,
         "skipped_duplicates": report.skipped_duplicates,

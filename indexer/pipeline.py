@@ -36,6 +36,7 @@ class Prepared:
     path: Path
     sha256: str | None = None
     error: str | None = None
+    reason: str | None = None  # ImageDecodeError.reason, or "unexpected"
     duplicate: bool = False
     pixels: np.ndarray | None = None
     caption_pixels: np.ndarray | None = None
@@ -106,10 +107,10 @@ class IndexPipeline:
             meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(raw.data)}
             return Prepared(path, raw.sha256, pixels=pixels, caption_pixels=cap_px, meta=meta)
         except ImageDecodeError as exc:
-            return Prepared(path, error=str(exc))
+            return Prepared(path, error=str(exc), reason=exc.reason)
         except Exception as exc:
             log.exception("unexpected error preparing %s", path)
-            return Prepared(path, error=f"unexpected {type(exc).__name__}: {exc}")
+            return Prepared(path, error=f"unexpected {type(exc).__name__}: {exc}", reason="unexpected")
 
     def _prepared(self, paths: Iterable[Path], known: set[str]) -> Iterator[Prepared]:
         ahead = max(2 * self.batch_size, 4 * self.workers)
@@ -186,7 +187,7 @@ class IndexPipeline:
             done += 1
             if item.error is not None:
                 report.failed += 1
-                report.failures.append({"path": str(item.path), "error": item.error})
+                report.failures.append({"path": str(item.path), "error": item.error, "reason": item.reason or "error"})
             elif item.duplicate or item.sha256 in seen_in_run:
                 report.skipped_duplicates += 1
             else:

@@ -122,18 +122,14 @@ class DecisionCache:
     def __init__(self, catalog: Catalog, collection: str) -> None:
         self.catalog = catalog
         self.collection = collection
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: int | None = None
         self._by_decision: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def ids(self, decisions: Iterable[str]) -> np.ndarray:
-        with self.catalog.session() as s:
-            count, top = s.execute(
-                select(func.count(ModerationRow.id), func.max(ModerationRow.id)).where(
-                    ModerationRow.collection == self.collection
-                )
-            ).one()
-        stamp = (int(count or 0), int(top or 0))
+        with self.catalog.session() as s:  # results are only ever inserted: the newest id is a version
+            top = s.scalar(select(func.max(ModerationRow.id)).where(ModerationRow.collection == self.collection))
+        stamp = int(top or 0)
         with self._lock:
             if stamp != self._stamp:
                 eff = effective_decisions(self.catalog, self.collection)

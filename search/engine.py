@@ -253,14 +253,13 @@ class SearchEngine:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
         kw = self.keyword.search(self.coll, text, depth if sel is None else MAX_K)
-        hidden = {rid for s in self.coll.manifest.shards for rid in s.deleted}
-        if sel is not None and sel.excluded is not None:
-            hidden |= set(sel.excluded.tolist())
-        if sel is not None and sel.allowed is not None:  # keyword hits are filtered by the same id set
-            keep = set(sel.allowed.tolist()) - hidden
-            kw = [(rid, score) for rid, score in kw if rid in keep]
-        elif hidden:
-            kw = [(rid, score) for rid, score in kw if rid not in hidden]
+        if sel is not None:  # keyword hits obey the same selection (tombstones leave the keyword index itself)
+            if sel.allowed is not None:
+                keep = set(sel.allowed.tolist())
+                kw = [(rid, score) for rid, score in kw if rid in keep]
+            elif sel.excluded is not None:
+                drop = set(sel.excluded.tolist())
+                kw = [(rid, score) for rid, score in kw if rid not in drop]
         kw = kw[:depth]
         timing["keyword"] = _ms(t0)
         if mode == "keyword":

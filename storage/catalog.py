@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, Text, UniqueConstraint, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Index, Integer, String, Text, UniqueConstraint, create_engine, event, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -74,9 +74,12 @@ class ModerationRow(Base):
     """One moderation result: a record checked under one version of one policy."""
 
     __tablename__ = "moderation_results"
-    __table_args__ = (UniqueConstraint("collection", "record_id", "policy_name", "policy_version"),)
+    __table_args__ = (
+        UniqueConstraint("collection", "record_id", "policy_name", "policy_version"),
+        Index("ix_moderation_collection_id", "collection", "id"),  # newest result per collection: O(log n)
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    collection: Mapped[str] = mapped_column(String(64), index=True)
+    collection: Mapped[str] = mapped_column(String(64))
     record_id: Mapped[int] = mapped_column(Integer)
     policy_name: Mapped[str] = mapped_column(String(64))
     policy_version: Mapped[str] = mapped_column(String(32))

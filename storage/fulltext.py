@@ -119,7 +119,7 @@ class KeywordIndex:
         changed = 0
         for shard in m.shards:
             st = coll.shard_path(shard).stat()
-            stamp = f"{st.st_mtime_ns}:{st.st_size}"
+            stamp = f"{st.st_mtime_ns}:{st.st_size}:{len(shard.deleted)}"  # a new tombstone re-ingests
             if done.get(shard.file) == stamp:
                 continue
             cols = [
@@ -128,7 +128,7 @@ class KeywordIndex:
             recs = pq.read_table(coll.shard_path(shard), columns=cols).to_pylist()
             with self.engine.begin() as c:
                 self._ensure(c, coll.name)
-                bodies = [(int(r["id"]), body_of(r)) for r in recs]
+                bodies = [(int(r["id"]), body_of(r)) for r in recs if not shard.is_deleted(int(r["id"]))]
                 self._replace_rows(c, coll.name, shard.min_id, shard.max_id, [(i, b) for i, b in bodies if b])
                 c.execute(
                     text("DELETE FROM fts_shards WHERE collection = :c AND shard = :s"),

@@ -192,18 +192,22 @@ def test_index_job_paths_are_confined(env, paths, status):
 
 
 def test_cancel_a_running_job(env):
-    client, keys, root, _ = env
+    client, keys, root, settings = env
     folder = root / "imports" / "many"
     folder.mkdir(parents=True)
-    for i in range(60):  # large JPEGs: decoding them takes long enough to cancel mid-way
+    for i in range(60):  # large JPEGs, decoded in full: the job lasts several cancel polls (0.25 s)
         make_image(1000 + i, (1600, 1200)).save(folder / f"{i:03d}.jpg", "JPEG")
     h = _auth(keys["write"])
     body = {"collection": "cancel", "paths": [str(root / "imports" / "many")]}
-    r = client.post("/v1/jobs/index", json=body, headers=h)
-    job_id = r.json()["id"]
-    c = client.post(f"/v1/jobs/{job_id}/cancel", headers=h)
-    assert c.status_code == 200 and c.json()["state"] in ("cancelling", "cancelled")
-    job = _wait(client, job_id)
+    settings.jpeg_draft = False  # the server's settings object: its jobs read it
+    try:
+        r = client.post("/v1/jobs/index", json=body, headers=h)
+        job_id = r.json()["id"]
+        c = client.post(f"/v1/jobs/{job_id}/cancel", headers=h)
+        assert c.status_code == 200 and c.json()["state"] in ("cancelling", "cancelled")
+        job = _wait(client, job_id)
+    finally:
+        settings.jpeg_draft = True
     assert job["state"] == "cancelled", job
     # Whatever it committed is intact and searchable; nothing is half-added.
     info = client.get("/v1/collections/cancel")

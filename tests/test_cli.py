@@ -158,6 +158,8 @@ def test_jobs_keys_delete_compact(cli, tmp_path):
     job = cli("jobs", "show", jobs[0]["id"], "--json")
     assert job["counts"]["added"] == 8 and job["counts"]["failed"] == 5
     assert sum(job["counts"]["failed_by_reason"].values()) == 5
+    reasons = job["counts"]["failed_by_reason"]  # stable codes, not message prefixes
+    assert {"empty", "not_an_image", "too_many_pixels", "corrupt"} >= reasons.keys() >= {"empty", "too_many_pixels"}
     assert {"read", "decode", "model", "write", "index"} <= job["timings"].keys()
     cli("jobs", "cancel", jobs[0]["id"], code=4)  # finished: nothing to cancel
     cli("jobs", "show", "nope", code=3)

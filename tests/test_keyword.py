@@ -100,3 +100,10 @@ def test_image_to_captions_deduplicated(settings, blip_embedder, captioned):
     caps = [h.record["caption"].strip().lower() for h in res.hits]
     assert len(caps) == len(set(caps)) == 5
     assert res.hits[0].id == 0  # the query image itself is the nearest; its caption comes first
+
+
+def test_deleted_records_leave_the_keyword_index(settings, captioned):
+    assert set(_kw(settings, captioned, "dog")) == {0, 2}
+    captioned.delete([2])
+    captioned.reload()
+    assert _kw(settings, captioned, "dog") == [0]  # re-ingested because the shard has a new tombstone

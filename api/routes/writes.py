@@ -21,6 +21,7 @@ from api.schemas import (
 )
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, RecordNotFoundError
+from indexer.job import create_image_collection
 from indexer.uploads import Blob, index_blobs
 from storage.collection import Collection
 
@@ -38,17 +39,7 @@ def create_collection(body: CreateCollectionRequest, request: Request) -> Collec
         )
     if Collection.exists(settings.data_dir, body.name):
         raise ConflictError(f"Collection {body.name!r} already exists.")
-    embedder = state.embedder(model)
-    features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"}
-    coll = Collection.create(
-        settings.data_dir,
-        body.name,
-        model=embedder.describe(),
-        itm_features=features if body.cache_itm_features else None,
-    )
-    from storage.catalog import open_catalog
-
-    open_catalog(settings.catalog_url()).upsert_collection(coll.name, "images", embedder.describe())
+    coll = create_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
     return collection_info(coll)
 
 
