@@ -31,9 +31,13 @@ TEXTS = [f"a {c} {s} on a plain background" for c in ("red", "blue", "green", "g
 
 def test_batched_encodes_equal_single_encodes(blip_embedder):
     sizes: list[int] = []
-    batcher = MicroBatcher(
-        lambda xs: list(blip_embedder.embed_texts(xs)), max_size=8, wait_s=0.05, on_batch=sizes.append
-    )
+
+    def encode(xs: list[str]) -> list[np.ndarray]:
+        if len(sizes) == 1:  # the first pass waits until every other caller is queued behind it
+            _until(lambda: batcher.depth == len(TEXTS) - len(xs))
+        return list(blip_embedder.embed_texts(xs))
+
+    batcher = MicroBatcher(encode, max_size=8, wait_s=0.05, on_batch=sizes.append)
     try:
         with ThreadPoolExecutor(8) as pool:
             got = list(pool.map(batcher.submit, TEXTS))
@@ -42,12 +46,14 @@ def test_batched_encodes_equal_single_encodes(blip_embedder):
     want = blip_embedder.embed_texts(TEXTS)
     np.testing.assert_allclose(np.stack(got), want, atol=1e-5)
     assert sum(sizes) == len(TEXTS) and max(sizes) > 1  # concurrent callers shared forward passes
+    assert sizes[1] == len(TEXTS) - sizes[0]  # everyone queued during the first pass went in the second
 
 
 def test_full_queue_raises_overloaded_and_errors_reach_every_waiter():
-    release = threading.Event()
+    release, entered = threading.Event(), threading.Event()
 
     def slow(xs: list[int]) -> list[int]:
+        entered.set()
         release.wait(5)
         if -1 in xs:
             raise ValueError("boom")
@@ -56,7 +62,7 @@ def test_full_queue_raises_overloaded_and_errors_reach_every_waiter():
     batcher = MicroBatcher(slow, max_size=1, wait_s=0, max_queue=2)
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(batcher.submit, 1)  # taken by the worker, blocked in slow()
-        _until(lambda: batcher.depth == 0 and first.running())
+        _until(entered.is_set)  # the worker holds item 1 inside slow(): the queue is empty
         queued = [pool.submit(batcher.submit, x) for x in (2, -1)]
         _until(lambda: batcher.depth == 2)
         with pytest.raises(OverloadedError) as err:
