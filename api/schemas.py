@@ -21,9 +21,13 @@ class TextSearchRequest(BaseModel):
     filters: Filters | None = None
     min_score: float | None = Field(default=None, ge=-1e6, le=1e6)
     sort: Literal["relevance", "added_at"] = "relevance"
+    nprobe: int | None = Field(default=None, ge=1, le=65536, description="IVF lists to probe (approximate indexes).")
+    ef_search: int | None = Field(default=None, ge=1, le=65536, description="HNSW search depth.")
 
     def options(self) -> QueryOptions:
-        return QueryOptions(filters=self.filters, min_score=self.min_score, sort=self.sort)
+        return QueryOptions(
+            filters=self.filters, min_score=self.min_score, sort=self.sort, nprobe=self.nprobe, ef_search=self.ef_search
+        )
 
 
 class SimilarRequest(BaseModel):
@@ -81,6 +85,7 @@ class Record(BaseModel):
     text: str | None = None
     external_id: str | None = None
     added_at: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class CaptionResponse(BaseModel):

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, indexing, maintenance, querying, serving
+from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, serving
 from blipsearch.commands.evaluating import eval_app
 from blipsearch.commands.jobs import jobs_app
 from blipsearch.commands.keys import keys_app
@@ -29,6 +29,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 app.command()(indexing.index)
 app.command("index-texts")(indexing.index_texts)
 app.command()(indexing.reindex)
+app.command("index-stats")(index_stats.index_stats)
 app.command()(maintenance.delete)
 app.command()(maintenance.compact)
 app.command()(querying.search)

@@ -25,7 +25,17 @@ class Settings(BaseSettings):
     dtype: str = Field(default="auto", description="'auto' (bf16/fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'.")
     batch_size: int = Field(default=32, ge=1, le=4096)
     shard_size: int = Field(default=4096, ge=1, description="Records per committed Parquet shard.")
-    decode_workers: int = Field(default=4, ge=1)
+    decode_workers: int = Field(default=4, ge=1, description="Decode worker processes (or threads).")
+    decode_mode: str = Field(
+        default="auto",
+        pattern="^(auto|process|thread)$",
+        description="Decode in worker processes or threads; auto: processes for jobs of 512+ images.",
+    )
+    index_memory_gb: float = Field(default=16.0, gt=0, description="Memory budget for automatic index choice.")
+    flat_max_vectors: int = Field(
+        default=1_000_000, ge=1, description="Largest exact (Flat) index chosen automatically."
+    )
+    target_recall: float = Field(default=0.95, gt=0, le=1, description="recall@10 the default nprobe/efSearch aims at.")
     max_image_pixels: int = Field(default=100_000_000, ge=1, description="Decompression-bomb guard.")
     max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
     jpeg_draft: bool = Field(

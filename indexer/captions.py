@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
-from indexer.decode import decode_image, read_file
+from indexer.decode import decode_image
+from indexer.sources.uri import read_uri
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
 
@@ -64,7 +64,7 @@ def caption_collection(
     def load(item: tuple[int, str]) -> tuple[int, Any]:
         rid, uri = item
         try:
-            img = decode_image(read_file(Path(uri), max_bytes).data, max_pixels).image
+            img = decode_image(read_uri(uri, max_bytes).data, max_pixels).image
             return rid, captioner.preprocess([img])[0]
         except ImageDecodeError as exc:
             return rid, exc

@@ -37,7 +37,14 @@ class JobWatch:
         self._t0 = time.monotonic()
         self._last = 0.0
 
-    def tick(self, counts: dict[str, Any], done: int, *, force: bool = False) -> None:
+    def tick(
+        self,
+        counts: dict[str, Any],
+        done: int,
+        *,
+        force: bool = False,
+        timings: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.poll_s:
             return
@@ -47,7 +54,8 @@ class JobWatch:
         progress: dict[str, Any] = {"done": done, "total": self.total, "rate_per_s": round(rate, 2)}
         if self.total and rate > 0:
             progress["eta_s"] = round((self.total - done) / rate, 1)
-        self.catalog.update_job(self.job_id, counts={**counts, "progress": progress})
+        extra = {"timings": timings()} if timings else {}
+        self.catalog.update_job(self.job_id, counts={**counts, "progress": progress}, **extra)
         if self.catalog.get_job(self.job_id).state == CANCELLING:
             raise CancelledError(f"Job {self.job_id} was cancelled; committed shards are kept.")
 

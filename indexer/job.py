@@ -12,8 +12,9 @@ from tqdm import tqdm
 from blipsearch.config import Settings
 from blipsearch.errors import CancelledError
 from indexer.control import JobWatch, recorded
+from indexer.decode_pool import resolve_mode
 from indexer.pipeline import IndexPipeline, IndexReport
-from indexer.sources import iter_files
+from indexer.sources import open_sources
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
 from search import index_store
@@ -58,11 +59,17 @@ def index_paths(
     captioner: Captioner | None = None,
     decoding: Decoding | None = None,
     job_id: str | None = None,
+    input_format: str = "auto",
+    path_column: str | None = None,
+    metadata_columns: Sequence[str] | None = None,
+    index_spec: str | None = None,
 ) -> IndexReport:
-    """Index image files into ``collection`` as a catalog job (``job_id``: an existing one to
-    run or resume). Cancellable through the catalog (indexer/control.py); every committed
+    """Index images into ``collection`` as a catalog job (``job_id``: an existing one to run
+    or resume). ``paths``: folders, files, globs, file lists, manifests, tar shards
+    (indexer/sources/). Cancellable through the catalog (indexer/control.py); every committed
     shard is kept whatever happens, and a re-run skips what is already committed."""
-    files = list(iter_files(paths))  # fails fast on a missing input path
+    sources = open_sources(paths, input_format, path_column=path_column, metadata_columns=metadata_columns)
+    total = sources.count()  # None when unknown (compressed tar shards)
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))
     coll = create_image_collection(settings, collection, embedder, cache_itm_features)
@@ -72,21 +79,23 @@ def index_paths(
         "batch_size": settings.batch_size,
         "shard_size": settings.shard_size,
         "cache_itm_features": cache_itm_features,
+        "input_format": input_format,
+        "path_column": path_column,
+        "metadata_columns": list(metadata_columns) if metadata_columns is not None else None,
+        "index_spec": index_spec,
     }
     if job_id is None:
         job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
     elif not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
         catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
         raise CancelledError(f"Job {job_id} was cancelled before it started.")
-    watch = JobWatch(catalog, job_id, total=len(files))
-    bar = tqdm(
-        total=len(files), unit="img", desc=f"index {coll.name}", disable=not progress or None, dynamic_ncols=True
-    )
+    watch = JobWatch(catalog, job_id, total=total)
+    bar = tqdm(total=total, unit="img", desc=f"index {coll.name}", disable=not progress or None, dynamic_ncols=True)
 
     def on_progress(report: IndexReport, done: int) -> None:
         bar.update(done - bar.n)
         bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-        watch.tick(_counts(report, len(files)), done)
+        watch.tick(_counts(report, total), done, timings=pipeline.timer.report)
 
     pipeline = IndexPipeline(
         coll,
@@ -100,17 +109,19 @@ def index_paths(
         captioner=captioner,
         decoding=decoding,
         jpeg_draft=settings.jpeg_draft,
+        decode_mode=resolve_mode(settings.decode_mode, total),
     )
     with bar, recorded(catalog, job_id, lambda: {"timings": pipeline.timer.report()}):
-        report = pipeline.run(files)
+        report = pipeline.run(sources)
         with pipeline.timer.time("index"):
-            index_store.refresh(coll)
+            index_store.refresh(coll, spec=index_spec)
         report.timings = pipeline.timer.report()
+    done = report.total
     catalog.update_job(
         job_id,
         state="succeeded",
         finished_at=utcnow(),
-        counts={**_counts(report, len(files)), "progress": {"done": len(files), "total": len(files)}},
+        counts={**_counts(report, total), "progress": {"done": done, "total": done}},
         failures=report.failures[:MAX_STORED_FAILURES],
         timings=report.timings,
     )
@@ -120,7 +131,7 @@ def index_paths(
     return report
 
 
-def _counts(report: IndexReport, files: int) -> dict[str, Any]:
+def _counts(report: IndexReport, files: int | None) -> dict[str, Any]:
     by_reason: dict[str, int] = {}
     for f in report.failures:
         by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
@@ -129,6 +140,8 @@ def _counts(report: IndexReport, files: int) -> dict[str, Any]:
         "skipped_duplicates": report.skipped_duplicates,
         "failed": report.failed,
         "failed_by_reason": by_reason,
+        "updated": report.updated,
+        "removed_stale": report.removed_stale,
         "total": report.total,
         "files": files,
     }

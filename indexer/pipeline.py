@@ -1,13 +1,24 @@
-"""The local indexing pipeline: reader → hash/dedup → decode+preprocess → model → writer.
+"""The local indexing pipeline: reader → read/hash/dedup → decode+preprocess → model → writer.
 
-Reading, hashing, decoding and preprocessing run in a thread pool (Pillow and numpy release
-the GIL), bounded to a few batches ahead of the model. The model runs batched in the calling
-thread. The writer commits a Parquet shard every ``shard_size`` records; a commit is atomic,
-so a killed job loses at most the uncommitted tail, which a re-run redoes (dedup by sha256).
+* **reader**: a ``Source`` (indexer/sources/) yields items: files, list/manifest rows, tar members.
+* **read/hash**: a thread pool reads bytes and hashes them; already-committed content is
+  skipped before decoding (re-runs are cheap).
+* **decode**: ``DecodeStage`` (indexer/decode_pool.py), in worker processes for bulk jobs or
+  in the read threads for small inputs; bounded to a few batches ahead of the model.
+* **model**: batched in the calling thread.
+* **writer**: commits a Parquet shard every ``shard_size`` records; a commit is atomic, so a
+  killed job loses at most the uncommitted tail, which a re-run redoes (dedup by sha256).
+
+Each stage is timed and the queue in front of the model is sampled (``timer.report()``), so a
+job shows whether it is bound by I/O, decoding, the model or writes.
+
+**Updates.** An item whose ``uri`` is already in the collection with different content is
+re-embedded, and the old record is tombstoned in the same commit that adds the new one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +30,9 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import decode_image, read_file
+from indexer.decode import read_file
+from indexer.decode_pool import DecodeConfig, DecodeStage
+from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
@@ -33,7 +46,7 @@ FEATURE_SHARD_ROWS = 256
 class Prepared:
     """One input after the CPU stages: a failure, a duplicate, or pixels ready for the model."""
 
-    path: Path
+    uri: str
     sha256: str | None = None
     error: str | None = None
     reason: str | None = None  # ImageDecodeError.reason, or "unexpected"
@@ -41,6 +54,8 @@ class Prepared:
     pixels: np.ndarray | None = None
     caption_pixels: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # the source's metadata, kept in the record
+    replaces: tuple[int, str] | None = None  # (id, sha256) of the record this one updates
 
 
 @dataclass
@@ -49,6 +64,8 @@ class IndexReport:
     added: int = 0
     skipped_duplicates: int = 0
     failed: int = 0
+    updated: int = 0  # of ``added``: new content at a uri already indexed (old record tombstoned)
+    removed_stale: int = 0  # records whose uri now holds content already indexed elsewhere
     failures: list[dict[str, str]] = field(default_factory=list)
     new_ids: list[int] = field(default_factory=list)
     timings: dict[str, object] = field(default_factory=dict)
@@ -58,6 +75,11 @@ class IndexReport:
     @property
     def total(self) -> int:
         return self.added + self.skipped_duplicates + self.failed
+
+
+def as_items(inputs: Iterable[SourceItem | Path]) -> Iterator[SourceItem]:
+    for x in inputs:
+        yield x if isinstance(x, SourceItem) else SourceItem(str(x), path=Path(x))
 
 
 class IndexPipeline:
@@ -76,6 +98,8 @@ class IndexPipeline:
         decoding: Decoding | None = None,
         track_paths: bool = False,
         jpeg_draft: bool = True,
+        decode_mode: str = "thread",
+        update_changed: bool = True,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -92,43 +116,82 @@ class IndexPipeline:
         sides = [s for s in (embedder.input_size, captioner.input_size if captioner else None) if s]
         self.draft: int | None = max(sides) if jpeg_draft and sides else None
         self.timer = StageTimer()
+        self.update_changed = update_changed
+        self.decoder = DecodeStage(
+            DecodeConfig(
+                embedder.preprocessor(),
+                captioner.preprocessor() if captioner else None,
+                max_pixels,
+                self.draft,
+            ),
+            mode=decode_mode,
+            processes=workers,
+        )
+        # Read threads: enough to keep every decode process busy while others wait on I/O.
+        self.read_threads = workers if decode_mode == "thread" else 2 * workers + 1
 
-    # -- CPU stages (worker threads) --------------------------------------------------------
-    def _prepare(self, path: Path, known: set[str]) -> Prepared:
+    # -- CPU stages (worker threads, and decode processes) ----------------------------------
+    def _prepare(self, item: SourceItem, known: set[str]) -> Prepared:
         try:
+            if item.error is not None:
+                return Prepared(item.uri, error=item.error, reason="source_error", extra=item.meta)
             with self.timer.time("read"):
-                raw = read_file(path, self.max_bytes)
-            if raw.sha256 in known:
-                return Prepared(path, raw.sha256, duplicate=True)
-            with self.timer.time("decode"):
-                img = decode_image(raw.data, self.max_pixels, self.draft)
-                pixels = self.embedder.preprocess([img.image])[0]
-                cap_px = self.captioner.preprocess([img.image])[0] if self.captioner else None
-            meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(raw.data)}
-            return Prepared(path, raw.sha256, pixels=pixels, caption_pixels=cap_px, meta=meta)
-        except ImageDecodeError as exc:
-            return Prepared(path, error=str(exc), reason=exc.reason)
-        except Exception as exc:
-            log.exception("unexpected error preparing %s", path)
-            return Prepared(path, error=f"unexpected {type(exc).__name__}: {exc}", reason="unexpected")
+                if item.data is not None:
+                    import hashlib
 
-    def _prepared(self, paths: Iterable[Path], known: set[str]) -> Iterator[Prepared]:
-        ahead = max(2 * self.batch_size, 4 * self.workers)
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
+                    data, sha = item.data, hashlib.sha256(item.data).hexdigest()
+                    if len(data) > self.max_bytes:
+                        msg = f"{len(data)} bytes, over the {self.max_bytes}-byte limit"
+                        raise ImageDecodeError(msg, "too_large_file")
+                elif item.path is not None:
+                    raw = read_file(item.path, self.max_bytes)
+                    data, sha = raw.data, raw.sha256
+                else:
+                    raise ImageDecodeError("no path given for this item", "no_path")
+            if sha in known:
+                return Prepared(item.uri, sha, duplicate=True, extra=item.meta)
+            with self.timer.time("decode"):
+                dec = self.decoder(data)
+            return Prepared(
+                item.uri, sha, pixels=dec.pixels, caption_pixels=dec.caption_pixels, meta=dec.meta, extra=item.meta
+            )
+        except ImageDecodeError as exc:
+            return Prepared(item.uri, error=str(exc), reason=exc.reason, extra=item.meta)
+        except Exception as exc:
+            log.exception("unexpected error preparing %s", item.uri)
+            return Prepared(item.uri, error=f"unexpected {type(exc).__name__}: {exc}", reason="unexpected")
+
+    def _prepared(self, items: Iterable[SourceItem], known: set[str]) -> Iterator[Prepared]:
+        ahead = max(2 * self.batch_size, 4 * self.read_threads)
+        with ThreadPoolExecutor(self.read_threads, thread_name_prefix="read") as pool:
             pending: deque[Future[Prepared]] = deque()
-            for path in paths:
-                pending.append(pool.submit(self._prepare, path, known))
-                if len(pending) >= ahead:
+            try:
+                for item in items:
+                    pending.append(pool.submit(self._prepare, item, known))
+                    if len(pending) >= ahead:
+                        ready = sum(1 for f in pending if f.done())
+                        self.timer.sample_queue("decoded_ahead_of_model", ready, ahead)
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            finally:
+                for f in pending:
+                    f.cancel()
 
     # -- model + writer (calling thread) ----------------------------------------------------
-    def run(self, paths: Iterable[Path]) -> IndexReport:
+    def run(self, inputs: Iterable[SourceItem | Path]) -> IndexReport:
+        try:
+            return self._run(as_items(inputs))
+        finally:
+            self.decoder.close()
+
+    def _run(self, items: Iterable[SourceItem]) -> IndexReport:
         report = IndexReport(self.coll.name)
         known = self.coll.known_hashes()
+        by_uri = self.coll.live_uris() if self.update_changed else {}
         batch: list[Prepared] = []
         rows: list[Prepared] = []
+        stale: dict[int, str] = {}
         embs: list[np.ndarray] = []
         feats: list[np.ndarray] = []
         cache_features = self.coll.manifest.itm_features is not None
@@ -161,37 +224,55 @@ class IndexPipeline:
 
         def commit() -> None:
             flush_batch()
-            if not rows:
+            if not rows and not stale:
                 return
             cols: dict[str, list[Any]] = {
-                "uri": [str(p.path) for p in rows],
+                "uri": [p.uri for p in rows],
                 "sha256": [p.sha256 for p in rows],
+                "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
                 **{
                     k: [p.meta.get(k) for p in rows]
                     for k in ("width", "height", "format", "bytes", "caption", "caption_model")
                 },
             }
             with self.timer.time("write", len(rows)):
-                aligned = self.coll.append_aligned(cols, np.concatenate(embs), np.concatenate(feats) if feats else None)
+                aligned = self.coll.append_aligned(
+                    cols,
+                    np.concatenate(embs) if embs else np.zeros((0, 0), np.float32),
+                    np.concatenate(feats) if feats else None,
+                    replaces=[p.replaces for p in rows],
+                    tombstones=stale,
+                )
             ids = [i for i in aligned if i is not None]
             report.added += len(ids)
             report.skipped_duplicates += len(aligned) - len(ids)
+            report.updated += sum(1 for p, i in zip(rows, aligned, strict=True) if i is not None and p.replaces)
+            report.removed_stale += len(stale)
             report.new_ids.extend(ids)
             if self.track_paths:
-                report.ids_by_path.update({str(p.path): i for p, i in zip(rows, aligned, strict=True) if i is not None})
+                report.ids_by_path.update({p.uri: i for p, i in zip(rows, aligned, strict=True) if i is not None})
             rows.clear()
             embs.clear()
             feats.clear()
+            stale.clear()
 
-        for item in self._prepared(paths, known):
+        for item in self._prepared(items, known):
             done += 1
+            old = by_uri.get(item.uri)
+            changed = old is not None and item.sha256 is not None and old[1] != item.sha256
             if item.error is not None:
                 report.failed += 1
-                report.failures.append({"path": str(item.path), "error": item.error, "reason": item.reason or "error"})
+                report.failures.append({"path": item.uri, "error": item.error, "reason": item.reason or "error"})
             elif item.duplicate or item.sha256 in seen_in_run:
                 report.skipped_duplicates += 1
+                if changed and old is not None:  # the uri now holds content indexed under another uri
+                    stale[old[0]] = old[1]
+                    del by_uri[item.uri]
             else:
                 seen_in_run.add(item.sha256)  # type: ignore[arg-type]
+                if changed and old is not None:
+                    item.replaces = old
+                    del by_uri[item.uri]
                 batch.append(item)
                 if len(batch) >= self.batch_size:
                     flush_batch()

@@ -17,8 +17,17 @@ class StageStats:
 
 
 @dataclass
+class QueueStats:
+    samples: int = 0
+    total: int = 0
+    max: int = 0
+    capacity: int = 0
+
+
+@dataclass
 class StageTimer:
     stages: dict[str, StageStats] = field(default_factory=dict)
+    queues: dict[str, QueueStats] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -35,6 +44,15 @@ class StageTimer:
                 st.items += items
                 st.calls += 1
 
+    def sample_queue(self, name: str, depth: int, capacity: int) -> None:
+        """Record a queue's depth. A full queue before a stage means that stage is the
+        bottleneck; an empty one means the stages before it are."""
+        with self._lock:
+            q = self.queues.setdefault(name, QueueStats(capacity=capacity))
+            q.samples += 1
+            q.total += depth
+            q.max = max(q.max, depth)
+
     def report(self) -> dict[str, object]:
         wall = time.perf_counter() - self.started
         out: dict[str, object] = {"wall_s": round(wall, 4)}
@@ -43,5 +61,11 @@ class StageTimer:
                 "busy_s": round(st.seconds, 4),
                 "items": st.items,
                 "items_per_s": round(st.items / st.seconds, 2) if st.seconds > 0 else None,
+            }
+        if self.queues:
+            out["queues"] = {
+                name: {"mean": round(q.total / q.samples, 2), "max": q.max, "capacity": q.capacity}
+                for name, q in self.queues.items()
+                if q.samples
             }
         return out

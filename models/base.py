@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from PIL import Image
+
+
+class ImagePreprocessor:
+    """A picklable ``images -> pixel_values`` function: the checkpoint's own image processor.
+
+    Decode workers in other processes receive this (not the model), so they preprocess
+    exactly as the model expects.
+    """
+
+    def __init__(self, image_processor: Any) -> None:
+        self.image_processor = image_processor
+
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        out = self.image_processor(list(images), return_tensors="np")
+        return np.asarray(out["pixel_values"], dtype=np.float32)
 
 
 class Embedder(ABC):
@@ -35,6 +50,10 @@ class Embedder(ABC):
     @abstractmethod
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Resize and normalise exactly as the checkpoint's image processor: [n, 3, H, W] float32."""
+
+    def preprocessor(self) -> Callable[[Sequence[Image.Image]], np.ndarray]:
+        """``preprocess`` as a picklable function (for decode worker processes)."""
+        return self.preprocess
 
     @abstractmethod
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ModelLoadError
+from models.base import ImagePreprocessor
 from models.loading import from_pretrained, resolve_source
 from models.runtime import input_side, pick_device, pick_dtype
 
@@ -66,9 +67,11 @@ class Captioner:
     def input_size(self) -> int | None:
         return input_side(self.processor)
 
+    def preprocessor(self) -> ImagePreprocessor:
+        return ImagePreprocessor(self.processor.image_processor)
+
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = self.processor.image_processor(list(images), return_tensors="np")
-        return np.asarray(out["pixel_values"], dtype=np.float32)
+        return self.preprocessor()(images)
 
     def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
         n = len(pixel_values)

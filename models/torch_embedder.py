@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from models.base import Embedder
+from models.base import Embedder, ImagePreprocessor
 from models.loading import resolve_source
 from models.runtime import input_side, pick_device, pick_dtype
 
@@ -41,13 +41,18 @@ class TorchEmbedder(Embedder):
         return int(min(self.processor.tokenizer.model_max_length, max_positions))
 
     # -- images -------------------------------------------------------------------------
+    def preprocessor(self) -> ImagePreprocessor:
+        return ImagePreprocessor(self.processor.image_processor)
+
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = self.processor.image_processor(list(images), return_tensors="np")
-        return np.asarray(out["pixel_values"], dtype=np.float32)
+        return self.preprocessor()(images)
 
     def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
         """The vision encoder's full token output [n, tokens, width] (what ITM attends to)."""
-        pixels = torch.as_tensor(pixel_values).to(self.model.device, self.torch_dtype, non_blocking=True)
+        pixels = torch.as_tensor(pixel_values)
+        if self.model.device.type == "cuda" and not pixels.is_cuda:
+            pixels = pixels.pin_memory()  # page-locked, so the copy below is asynchronous
+        pixels = pixels.to(self.model.device, self.torch_dtype, non_blocking=True)
         with torch.inference_mode():
             return self.model.vision_model(pixel_values=pixels).last_hidden_state
 

@@ -8,7 +8,6 @@ it stopped and a re-run writes nothing new. Unreadable images are recorded as fa
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
@@ -16,7 +15,8 @@ from tqdm import tqdm
 from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError
 from indexer.control import JobWatch, recorded
-from indexer.decode import decode_image, read_file
+from indexer.decode import decode_image
+from indexer.sources.uri import read_uri
 from moderation.checks import Moderator
 from moderation.store import done_ids, save_results
 from storage.catalog import Catalog, utcnow
@@ -46,7 +46,7 @@ def moderate_collection(
             images, ids = [], []
             for rid, uri in chunk:
                 try:
-                    raw = read_file(Path(uri), settings.max_file_bytes)
+                    raw = read_uri(uri, settings.max_file_bytes)
                     images.append(decode_image(raw.data, settings.max_image_pixels).image)
                     ids.append(rid)
                 except ImageDecodeError as exc:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import decode_image, read_file
+from indexer.decode import decode_image
+from indexer.sources.uri import read_uri
 from models.base import Embedder
 from models.itm import ItmScorer
 from storage.collection import Collection
@@ -70,7 +70,7 @@ class ImageTokenSource:
                 try:
                     if rec is None:
                         raise ImageDecodeError("record not found (deleted?)")
-                    raw = read_file(Path(rec["uri"]), self.max_bytes)
+                    raw = read_uri(rec["uri"], self.max_bytes)
                     img = decode_image(raw.data, self.max_pixels).image
                     pixels.append(self.embedder.preprocess([img])[0])
                     pix_ids.append(rid)

@@ -62,10 +62,10 @@ class Hit:
         }
         if "text" in self.record:
             out.update({k: self.record.get(k) for k in TEXT_FIELDS})
-            meta = self.record.get("metadata")
-            out["metadata"] = json.loads(meta) if meta else {}
         else:
             out.update({k: self.record.get(k) for k in IMAGE_FIELDS})
+        meta = self.record.get("metadata")
+        out["metadata"] = json.loads(meta) if meta else {}
         return out
 
 
@@ -252,7 +252,7 @@ class SearchEngine:
         if self.keyword is None:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
-        kw = self.keyword.search(self.coll, text, depth if sel is None else MAX_K)
+        kw = self.keyword.search(self.coll, text, MAX_K if sel is not None and sel.restricts else depth)
         if sel is not None:  # keyword hits obey the same selection (tombstones leave the keyword index itself)
             if sel.allowed is not None:
                 keep = set(sel.allowed.tolist())
@@ -296,10 +296,12 @@ class SearchEngine:
         allowed = allowed_ids(self.coll, f) if f is not None and not f.is_empty() else None
         if allowed is not None and excluded is not None:
             allowed, excluded = np.setdiff1d(allowed, excluded), None
-        if allowed is None and excluded is None:
+        tuned = options is not None and (options.nprobe is not None or options.ef_search is not None)
+        params = self.index.make_params(options.nprobe, options.ef_search) if tuned and options else None
+        if allowed is None and excluded is None and params is None:
             return None
         timing["filter"] = _ms(t0)
-        return Selection(allowed, excluded)
+        return Selection(allowed, excluded, params)
 
     def _shortlist(
         self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
@@ -308,7 +310,7 @@ class SearchEngine:
         if sel is None:
             ids, scores = self.index.search(query, n)
         else:
-            ids, scores = self.index.search(query, n, allowed=sel.allowed, excluded=sel.excluded)
+            ids, scores = self.index.search(query, n, sel.params, allowed=sel.allowed, excluded=sel.excluded)
         timing["search"] = _ms(t0)
         return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
@@ -344,6 +346,8 @@ class QueryOptions:
     min_score: float | None = None
     sort: str = "relevance"
     include_blocked: bool = False
+    nprobe: int | None = None  # IVF lists probed (approximate indexes; default: the tuned value)
+    ef_search: int | None = None  # HNSW search depth (default: the tuned value)
 
 
 @dataclass
@@ -352,6 +356,11 @@ class Selection:
 
     allowed: np.ndarray | None
     excluded: np.ndarray | None
+    params: Any = None  # per-call FAISS SearchParameters (nprobe / efSearch)
+
+    @property
+    def restricts(self) -> bool:
+        return self.allowed is not None or self.excluded is not None
 
 
 def _finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:

@@ -57,6 +57,17 @@ def to_gpu(index: Any) -> Any | None:
         return None
 
 
+def gpu_clustering_index(dim: int) -> Any | None:
+    """A GPU flat index for IVF k-means training (FAISS's ``clustering_index`` hook), or None."""
+    if num_gpus() <= 0:
+        return None
+    try:
+        return faiss().index_cpu_to_gpu(_gpu_resources(), 0, faiss().IndexFlatL2(dim))
+    except (RuntimeError, AttributeError) as exc:
+        log.warning("IVF training stays on the CPU (%s)", exc)
+        return None
+
+
 def write(index: Any, path: Path) -> None:
     faiss().write_index(index, str(path))
 

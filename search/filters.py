@@ -3,7 +3,8 @@ so a selective filter still returns ``k`` results when ``k`` records match.
 
 Supported: ``uri_prefix``; ``added_after`` / ``added_before``; width and height bounds; and
 ``fields``: equality (a scalar) or membership (a list) on any stored column (``format``,
-``caption_model``, ``external_id``, …) or, for text collections, a key of the JSON metadata;
+``caption_model``, ``external_id``, …) or a key of the record's JSON metadata (text
+collections, and images indexed from manifests or tar shards);
 and ``exclude_decisions``: moderation decisions to hide (``block`` is hidden by default).
 """
 
@@ -76,6 +77,8 @@ def _mask(table: pa.Table, f: Filters) -> pa.ChunkedArray | pa.Array:
         elif "metadata" in names:
             meta = [json.loads(m) if m else {} for m in table.column("metadata").to_pylist()]
             hit = pa.array([m.get(key) in values for m in meta])
+        elif "uri" in names:  # an image shard written before records had metadata
+            hit = pa.array([False] * table.num_rows)
         else:
             raise InvalidInputError(f"Unknown filter field {key!r}.")
         mask = pc.and_(mask, pc.fill_null(hit, False))

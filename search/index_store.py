@@ -11,17 +11,20 @@ current after uploads and deletes without reloading the index from disk.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import numpy as np
 
 from blipsearch.errors import ModelMismatchError, StorageError
 from search import faiss_backend as fb
+from search.index_choice import choose_spec, needs_rebuild
+from search.recall import tune
 from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_bytes, atomic_write_with
 from storage.collection import Collection
 from storage.lock import writer_lock
-from storage.manifest import IndexInfo
+from storage.manifest import MANIFEST_NAME, IndexInfo
 
 log = logging.getLogger(__name__)
 TRAIN_SAMPLE = 200_000
@@ -53,13 +56,47 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
     return bool(removals or missing)
 
 
-def build(coll: Collection, spec: str | None = None) -> VectorIndex:
-    """A fresh index over every live record."""
+@dataclass
+class IndexPolicy:
+    """How specs are chosen automatically (from Settings: BLIPSEARCH_INDEX_MEMORY_GB, ...)."""
+
+    memory_bytes: int = 16 * 2**30
+    flat_max: int = 1_000_000
+    target_recall: float = 0.95
+
+    @classmethod
+    def from_settings(cls) -> IndexPolicy:
+        from blipsearch.config import get_settings
+
+        s = get_settings()
+        return cls(int(s.index_memory_gb * 2**30), s.flat_max_vectors, s.target_recall)
+
+
+def normalise(spec: str) -> str:
+    return spec if spec.startswith("IDMap") else f"IDMap2,{spec}"
+
+
+def wanted_spec(coll: Collection, policy: IndexPolicy) -> tuple[str, bool]:
+    """(spec, auto): the manifest's explicit spec, else the automatic choice for its size."""
     m = coll.manifest
-    index = VectorIndex.empty(spec or fb.DEFAULT_SPEC, m.dim, m.vectors_per_item)
+    if m.index_spec:
+        return normalise(m.index_spec), False
+    return choose_spec(m.count * m.vectors_per_item, m.dim, policy.memory_bytes, policy.flat_max), True
+
+
+def build(coll: Collection, spec: str | None = None, policy: IndexPolicy | None = None) -> VectorIndex:
+    """A fresh index over every live record: ``spec``, else the collection's (explicit or
+    automatic) spec. Quantizers train on a sample; nprobe/efSearch defaults are tuned to the
+    policy's target recall@10 on held-out records."""
+    policy = policy or IndexPolicy.from_settings()
+    m = coll.manifest
+    chosen = normalise(spec) if spec else wanted_spec(coll, policy)[0]
+    index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
     if not index.cpu.is_trained:
         index.train(coll.sample_vectors(TRAIN_SAMPLE))
     sync(coll, index)
+    if index.kind != "flat":
+        index.defaults = tune(coll, index, policy.target_recall)
     return index
 
 
@@ -110,6 +147,7 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
         log.warning("Index of %s has %d vectors, its header says %d; rebuilding", coll.name, cpu.ntotal, info.ntotal)
         return None
     index = VectorIndex(cpu, m.dim, m.vectors_per_item, info.spec)
+    index.defaults = dict(info.search_defaults)
     index.synced = {f: -1 for f in info.covered_shards}  # tombstones: re-applied (idempotent)
     try:
         sync(coll, index)
@@ -123,7 +161,7 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
     return index
 
 
-def save(coll: Collection, index: VectorIndex) -> IndexInfo:
+def save(coll: Collection, index: VectorIndex, auto: bool = True) -> IndexInfo:
     """Persist ``index`` as the collection's index (caller holds the writer lock)."""
     m = coll.manifest
     seq = int(datetime.now(timezone.utc).timestamp() * 1e6)
@@ -139,6 +177,8 @@ def save(coll: Collection, index: VectorIndex) -> IndexInfo:
         ntotal=index.ntotal,
         covered_shards=covered(index, coll),
         built_at=datetime.now(timezone.utc),
+        auto=auto,
+        search_defaults=index.defaults,
     )
     # A sidecar so the index file is self-describing outside the manifest too.
     atomic_write_bytes(coll.root / "index.json", info.model_dump_json(indent=2).encode())
@@ -146,21 +186,44 @@ def save(coll: Collection, index: VectorIndex) -> IndexInfo:
     return info
 
 
-def refresh(coll: Collection, *, rebuild: bool = False, spec: str | None = None) -> IndexInfo:
-    """Bring the saved index up to date with the records (or rebuild it) and persist it."""
+def refresh(
+    coll: Collection, *, rebuild: bool = False, spec: str | None = None, policy: IndexPolicy | None = None
+) -> IndexInfo:
+    """Bring the saved index up to date with the records (or rebuild it) and persist it.
+
+    ``spec``: an explicit index spec, remembered by the collection (``"auto"`` forgets it).
+    An automatically chosen index is rebuilt when the collection's size calls for another
+    type (search/index_choice.py), e.g. Flat → IVF past ``flat_max`` vectors.
+    """
+    policy = policy or IndexPolicy.from_settings()
     with writer_lock(coll.lock_path):
         m = coll.reload()
+        if spec is not None:
+            explicit = None if spec.strip().lower() == "auto" else normalise(spec.strip())
+            if explicit:
+                fb.new_index(explicit, m.dim)  # a bad spec fails here, before anything is stored
+            if m.index_spec != explicit:
+                m.index_spec = explicit
+                m.save(coll.root / MANIFEST_NAME)
+            rebuild = True
+        wanted, auto = wanted_spec(coll, policy)
         live = [sh.file for sh in m.shards]
+        stale_type = m.index is not None and (
+            (auto and m.index.auto and needs_rebuild(m.index.spec, wanted)) or (not auto and m.index.spec != wanted)
+        )
         if (
             not rebuild
-            and not spec
+            and not stale_type
             and m.index
             and m.index.covered_shards == live
             and m.index.ntotal == m.count * m.vectors_per_item
             and (coll.root / m.index.file).is_file()
         ):
             return m.index  # already up to date
-        index = build(coll, spec) if rebuild or spec else load(coll)[0]
-        info = save(coll, index)
+        if rebuild or stale_type or m.index is None:
+            index = build(coll, wanted, policy)
+        else:
+            index = load(coll)[0]
+        info = save(coll, index, auto=auto)
     log.info("index of %s: %d vectors (%s)", coll.name, info.ntotal, info.spec)
     return info

@@ -26,6 +26,8 @@ class VectorIndex:
         self.vectors_per_item = vectors_per_item
         self.spec = spec
         self._lock = threading.RLock()
+        # Tuned per-index defaults ({"nprobe": 16} / {"efSearch": 64}), used when a query names none.
+        self.defaults: dict[str, int] = {}
         self.gpu: Any | None = fb.to_gpu(cpu_index)
         # Which shards this index holds, and how many of each shard's tombstones it has applied
         # (maintained by search/index_store.py; -1 = not yet checked).
@@ -43,6 +45,43 @@ class VectorIndex:
     def on_gpu(self) -> bool:
         return self.gpu is not None
 
+    def _inner(self) -> Any:
+        f = fb.faiss()
+        inner = f.downcast_index(self.cpu.index) if hasattr(self.cpu, "index") else self.cpu
+        return inner
+
+    @property
+    def kind(self) -> str:
+        """``flat``, ``ivf`` or ``hnsw`` (what per-query knob applies)."""
+        f = fb.faiss()
+        inner = self._inner()
+        if isinstance(inner, f.IndexIVF):
+            return "ivf"
+        if isinstance(inner, f.IndexHNSW):
+            return "hnsw"
+        return "flat"
+
+    @property
+    def nlist(self) -> int:
+        return int(self._inner().nlist) if self.kind == "ivf" else 0
+
+    def make_params(self, nprobe: int | None = None, ef_search: int | None = None) -> Any | None:
+        """FAISS SearchParameters for one call (never mutating the shared index); the tuned
+        defaults apply where the caller gives none. Knobs that do not apply are ignored."""
+        f = fb.faiss()
+        kind = self.kind
+        if kind == "ivf":
+            value = nprobe or self.defaults.get("nprobe") or 1
+            if value < 1:
+                raise InvalidInputError("nprobe must be at least 1.")
+            return f.SearchParametersIVF(nprobe=int(min(value, self.nlist)))
+        if kind == "hnsw":
+            value = ef_search or self.defaults.get("efSearch") or 16
+            if value < 1:
+                raise InvalidInputError("efSearch must be at least 1.")
+            return f.SearchParametersHNSW(efSearch=int(value))
+        return None
+
     def faiss_ids(self, ids: np.ndarray) -> np.ndarray:
         v = self.vectors_per_item
         ids = np.asarray(ids, dtype=np.int64)
@@ -57,7 +96,15 @@ class VectorIndex:
             if not self.cpu.is_trained:
                 if len(vecs) == 0:
                     raise InvalidInputError(f"Index spec {self.spec!r} needs training data; the collection is empty.")
-                self.cpu.train(vecs)
+                inner = self._inner()
+                gpu_kmeans = fb.gpu_clustering_index(self.dim) if self.kind == "ivf" else None
+                if gpu_kmeans is not None:  # k-means of the coarse quantizer on the GPU
+                    inner.clustering_index = gpu_kmeans
+                try:
+                    self.cpu.train(vecs)
+                finally:
+                    if gpu_kmeans is not None:
+                        inner.clustering_index = None
 
     def add(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
         if len(ids) == 0:
@@ -95,7 +142,12 @@ class VectorIndex:
             index: Any = self.gpu if on_gpu else self.cpu  # FAISS GPU indexes take no ID selectors
             if params is None:
                 return index.search(queries, kk)
-            return index.search(queries, kk, params=params)
+            try:
+                return index.search(queries, kk, params=params)
+            except RuntimeError:
+                if not on_gpu:
+                    raise
+                return self.cpu.search(queries, kk, params=params)  # a GPU index refusing these params
 
     def vectors_of(self, rid: int) -> np.ndarray:
         """The stored vectors of record ``rid``: [vectors_per_item, dim]."""
@@ -125,11 +177,14 @@ class VectorIndex:
 
         ``queries`` is [dim] or [nq, dim] (BLIP-2 image queries have nq = 32). ``allowed``
         restricts the search to those record ids, ``excluded`` removes record ids, both inside
-        FAISS (an IDSelectorBatch, or its IDSelectorNot); give one or the other.
+        FAISS (an IDSelectorBatch, or its IDSelectorNot); give one or the other. ``params``:
+        from ``make_params`` (per-call nprobe / efSearch); default: the index's tuned defaults.
         """
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         ntotal = self.ntotal
         f = fb.faiss()
+        if params is None:
+            params = self.make_params()
         selector = None
         if allowed is not None:
             fids = np.ascontiguousarray(self.faiss_ids(allowed))

@@ -238,7 +238,13 @@ class Collection:
         return ids, len(aligned) - len(ids)
 
     def append_aligned(
-        self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None
+        self,
+        rows: Mapping[str, Sequence[Any]],
+        embeddings: np.ndarray,
+        features: np.ndarray | None = None,
+        *,
+        replaces: Sequence[tuple[int, str] | None] | None = None,
+        tombstones: Mapping[int, str] | None = None,
     ) -> list[int | None]:
         """Commit one shard of new records. Returns each row's new id, or None if dropped.
 
@@ -246,10 +252,16 @@ class Collection:
         id, model_id, embedding and added_at. Rows whose sha256 is already committed (by anyone)
         or repeated within ``rows`` are dropped. ``features`` ([n, tokens, width] ITM vision
         tokens) are stored in a per-shard fp16 file when the collection caches them.
+
+        ``replaces[i]`` = (id, sha256) of the record row ``i`` updates (same uri, new content),
+        and ``tombstones`` = {id: sha256} of further records to delete: all are tombstoned in
+        this same commit, so an update is never half done.
         """
         n = len(rows["sha256"])
         if embeddings.shape[0] != n or (features is not None and features.shape[0] != n):
             raise InvalidInputError(f"{n} rows but {embeddings.shape[0]} embeddings")
+        doomed = dict(tombstones or {})
+        doomed.update({r[0]: r[1] for r in (replaces or []) if r is not None})
         with self._thread_lock, writer_lock(self.lock_path):
             self.reload()
             if not self._swept:
@@ -263,8 +275,11 @@ class Collection:
                     seen.add(h)
             aligned: list[int | None] = [None] * n
             if not keep:
+                if doomed and self._tombstone(doomed, known):
+                    self.manifest.save(self.root / MANIFEST_NAME)
                 return aligned
             m = self.manifest
+            self._tombstone(doomed, known)
             ids = np.arange(m.next_id, m.next_id + len(keep), dtype=np.int64)
             now = datetime.now(timezone.utc)
             table = build_record_table(m, rows, keep, ids, embeddings[keep], now)
@@ -288,6 +303,35 @@ class Collection:
             for row, rid in zip(keep, ids.tolist(), strict=True):
                 aligned[row] = rid
             return aligned
+
+    def _tombstone(self, doomed: Mapping[int, str], known: set[str]) -> bool:
+        """Tombstone live ids of ``doomed`` ({id: sha256}) in the in-memory manifest, keeping
+        the hash cache exact (the caller holds the writer lock and saves the manifest)."""
+        by_shard: dict[str, list[int]] = {}
+        for rid, sha in doomed.items():
+            found = self.locate(rid)
+            if found is not None:
+                by_shard.setdefault(found[0].file, []).append(rid)
+                known.discard(sha)
+        for shard in self.manifest.shards:
+            if shard.file in by_shard:
+                shard.deleted = sorted(set(shard.deleted) | set(by_shard[shard.file]))
+                if self._hashed_shards.get(shard.file) is not None:
+                    self._hashed_shards[shard.file] = len(shard.deleted)
+        return bool(by_shard)
+
+    def live_uris(self) -> dict[str, tuple[int, str]]:
+        """uri → (id, sha256) of every live record (the newest, if a uri has several)."""
+        out: dict[str, tuple[int, str]] = {}
+        self.reload()
+        for shard in self.manifest.shards:
+            t = shard_meta(self, shard)
+            ids = t.column("id").to_numpy()
+            live = live_mask(shard, ids)
+            uris, shas = t.column("uri").to_pylist(), t.column("sha256").to_pylist()
+            for row in np.flatnonzero(live).tolist():
+                out[uris[row]] = (int(ids[row]), shas[row])
+        return out
 
     def delete(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
         """Tombstone records. Returns (deleted ids, ids that were unknown or already deleted).
@@ -386,19 +430,21 @@ class Collection:
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         """Live records (tombstones dropped) of every shard, in id order."""
+        schema = record_schema(self.manifest)
+        if columns:
+            schema = pa.schema([schema.field(c) for c in columns])
         tables = []
         for shard in self.manifest.shards:
-            t = pq.read_table(self.shard_path(shard), columns=None if columns is None else sorted({*columns, "id"}))
+            path = self.shard_path(shard)
+            present = set(pq.read_schema(path).names)
+            t = pq.read_table(path, columns=sorted({*schema.names, "id"} & present))
             if shard.deleted:
                 t = t.filter(pa.array(live_mask(shard, t.column("id").to_numpy())))
-            tables.append(t if columns is None else t.select(columns))
-        if not tables:
-            m = self.manifest
-            schema = record_schema(m)
-            if columns:
-                schema = pa.schema([schema.field(c) for c in columns])
-            return schema.empty_table()
-        return pa.concat_tables(tables)
+            for f in schema:  # shards written before a column existed read it as nulls
+                if f.name not in present:
+                    t = t.append_column(f, pa.nulls(t.num_rows, f.type))
+            tables.append(t.select(schema.names))
+        return pa.concat_tables(tables) if tables else schema.empty_table()
 
     def locate(self, rid: int) -> tuple[ShardInfo, int] | None:
         """(shard, row within it) of record ``rid``, or None if no committed record has that id."""

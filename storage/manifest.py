@@ -51,6 +51,8 @@ class IndexInfo(BaseModel):
     ntotal: int
     covered_shards: list[str]
     built_at: datetime
+    auto: bool = True  # chosen by size (search/index_choice.py), not by an explicit --index-spec
+    search_defaults: dict[str, int] = Field(default_factory=dict)  # e.g. {"nprobe": 16}, tuned at build
 
 
 class Manifest(BaseModel):
@@ -68,6 +70,7 @@ class Manifest(BaseModel):
     shards: list[ShardInfo] = Field(default_factory=list)
     index: IndexInfo | None = None
     itm_features: dict[str, Any] | None = None  # {"tokens": N, "width": D, "dtype": "float16"} when cached
+    index_spec: str | None = None  # an explicit --index-spec, kept across rebuilds (None: automatic)
 
     @property
     def count(self) -> int:

@@ -31,6 +31,7 @@ RECORD_FIELDS = (
     "caption_model",
     "model_id",
     "added_at",
+    "metadata",
 )
 
 
@@ -54,6 +55,8 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             pa.field("model_id", pa.string(), nullable=False),
             pa.field("embedding", embedding_type(dim, vectors_per_item), nullable=False),
             pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
+            # JSON object of the source's metadata (manifest columns, a tar sample's .json/.txt)
+            pa.field("metadata", pa.string(), nullable=True),
         ]
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -10,7 +11,7 @@ from fastapi.responses import FileResponse, Response
 
 from api.auth import READ
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
-from blipsearch.errors import RecordNotFoundError
+from blipsearch.errors import ImageDecodeError, RecordNotFoundError
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 
@@ -58,13 +59,26 @@ def get_record(name: str, rid: int, request: Request) -> Record:
     _, rec = _record(request, name, rid)
     rec = {k: v for k, v in rec.items() if k in Record.model_fields}
     rec["added_at"] = str(rec.get("added_at"))
+    rec["metadata"] = json.loads(rec["metadata"]) if rec.get("metadata") else {}
     return Record(**rec)
 
 
-@router.get("/{name}/images/{rid}/file")
-def get_file(name: str, rid: int, request: Request) -> FileResponse:
+@router.get("/{name}/images/{rid}/file", response_model=None)
+def get_file(name: str, rid: int, request: Request) -> Response:
+    from indexer.sources.uri import split_tar_uri
+
     _, rec = _record(request, name, rid)
-    path = Path(rec.get("uri") or "")
+    uri = rec.get("uri") or ""
+    if split_tar_uri(uri) is not None:  # a member of a WebDataset shard
+        from indexer.sources.uri import read_uri
+
+        try:
+            data = read_uri(uri, request.app.state.blip.settings.max_file_bytes).data
+        except ImageDecodeError:
+            raise RecordNotFoundError(f"The original of record {rid} can no longer be read from {uri}.") from None
+        media = f"image/{(rec.get('format') or 'octet-stream').lower()}"
+        return Response(data, media_type=media if rec.get("format") else "application/octet-stream")
+    path = Path(uri)
     if not path.is_file():
         raise RecordNotFoundError(f"The original file of record {rid} is no longer at {path}.")
     return FileResponse(path)
@@ -75,10 +89,11 @@ def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
     thumb = coll.root / "thumbs" / f"{rid}.jpg"
     if not thumb.is_file():
-        from indexer.decode import decode_image, read_file
+        from indexer.decode import decode_image
+        from indexer.sources.uri import read_uri
 
         settings = request.app.state.blip.settings
-        img = decode_image(read_file(Path(rec["uri"]), settings.max_file_bytes).data, settings.max_image_pixels).image
+        img = decode_image(read_uri(rec["uri"], settings.max_file_bytes).data, settings.max_image_pixels).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)

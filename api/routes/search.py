@@ -67,9 +67,11 @@ async def search_image(
     rerank_k: Annotated[int, Form(ge=1, le=MAX_RERANK_K)] = 64,
     filters: Annotated[str | None, Form(max_length=10_000, description="Filters as a JSON object")] = None,
     min_score: Annotated[float | None, Form()] = None,
+    nprobe: Annotated[int | None, Form(ge=1, le=65536)] = None,
+    ef_search: Annotated[int | None, Form(ge=1, le=65536)] = None,
 ) -> SearchResponse:
     state = request.app.state.blip
-    options = QueryOptions(filters=_parse_filters(filters), min_score=min_score)
+    options = QueryOptions(filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search)
     data = await read_limited(file, state.settings.max_upload_bytes)
     image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
 

@@ -10,12 +10,13 @@ import typer
 
 from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 from blipsearch.commands.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt, load_captioner
+from blipsearch.errors import InvalidInputError
 
 
 def _human_report(p: dict[str, Any]) -> str:
     lines = [
         f"{p['collection']}: added {p['added']}, duplicates {p['skipped_duplicates']}, "
-        f"failed {p['failed']} (collection now {p['collection_size']} records)"
+        f"failed {p['failed']}, updated {p['updated']} (collection now {p['collection_size']} records)"
     ]
     lines += [f"  failed: {f['path']}: {f['error']}" for f in p["failures"]]
     return "\n".join(lines)
@@ -23,12 +24,39 @@ def _human_report(p: dict[str, Any]) -> str:
 
 @handle_errors
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Image files and folders (recursive).")],
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Image files, folders (recursive), glob patterns ('photos/**/*.jpg'), file lists (.txt), "
+            "CSV/Parquet manifests with a path column (other columns kept as metadata), "
+            "WebDataset tar shards (.tar)."
+        ),
+    ],
     collection: CollectionOpt,
     model: ModelOpt = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = None,
     shard_size: Annotated[int | None, typer.Option("--shard-size", min=1, help="Records per committed shard.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode threads.")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode worker processes.")] = None,
+    decode: Annotated[
+        str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
+    ] = None,
+    input_format: Annotated[
+        str, typer.Option("--input-format", help="auto (by extension), files, list, manifest or webdataset.")
+    ] = "auto",
+    path_column: Annotated[
+        str | None, typer.Option("--path-column", help="Manifest column holding image paths (default: auto).")
+    ] = None,
+    metadata_columns: Annotated[
+        str | None,
+        typer.Option("--metadata-columns", help="Comma-separated manifest columns to keep (default: all others)."),
+    ] = None,
+    runner: Annotated[str, typer.Option("--runner", help="'local' (this machine) or 'ray' (a Ray cluster).")] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")
+    ] = None,
+    index_spec: Annotated[
+        str | None, typer.Option("--index-spec", help="FAISS index spec (default: chosen by size, see index-stats).")
+    ] = None,
     cache_itm_features: Annotated[
         bool, typer.Option("--cache-itm-features", help="Store fp16 vision tokens for fast ITM re-ranking.")
     ] = False,
@@ -47,23 +75,51 @@ def index(
     from models.captioner import Decoding
     from storage.collection import Collection
 
-    settings = settings_for(data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers)
-    captioner = load_captioner(settings, caption_model) if captions else None
-    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
-    report = index_paths(
-        settings,
-        paths,
-        collection,
-        model=model,
-        cache_itm_features=cache_itm_features,
-        captioner=captioner,
-        decoding=decoding,
+    settings = settings_for(
+        data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers, decode_mode=decode
     )
+    meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
+    if runner not in ("local", "ray"):
+        raise InvalidInputError(f"Unknown runner {runner!r}; use 'local' or 'ray'.")
+    if runner == "ray":
+        if captions or cache_itm_features:
+            raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
+        from indexer.ray_runner import index_with_ray
+
+        report = index_with_ray(
+            settings,
+            paths,
+            collection,
+            model=model,
+            address=address,
+            input_format=input_format,
+            path_column=path_column,
+            metadata_columns=meta_cols,
+            index_spec=index_spec,
+        )
+    else:
+        captioner = load_captioner(settings, caption_model) if captions else None
+        decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
+        report = index_paths(
+            settings,
+            paths,
+            collection,
+            model=model,
+            cache_itm_features=cache_itm_features,
+            captioner=captioner,
+            decoding=decoding,
+            input_format=input_format,
+            path_column=path_column,
+            metadata_columns=meta_cols,
+            index_spec=index_spec,
+        )
     payload = {
         "collection": report.collection,
         "added": report.added,
         "skipped_duplicates": report.skipped_duplicates,
         "failed": report.failed,
+        "updated": report.updated,
+        "removed_stale": report.removed_stale,
         "failures": report.failures,
         "total": report.total,
         "collection_size": Collection.open(settings.data_dir, collection).manifest.count,

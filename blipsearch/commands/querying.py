@@ -53,6 +53,12 @@ def search(
         float | None, typer.Option("--min-score", help="Cut-off: ITM probability if re-ranked, else ITC.")
     ] = None,
     sort: Annotated[str, typer.Option("--sort", help="relevance or added_at.")] = "relevance",
+    nprobe: Annotated[
+        int | None, typer.Option("--nprobe", min=1, help="IVF lists to probe (default: the tuned value).")
+    ] = None,
+    ef_search: Annotated[
+        int | None, typer.Option("--ef-search", min=1, help="HNSW search depth (default: the tuned value).")
+    ] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -82,7 +88,7 @@ def search(
         )
     except ValueError as exc:
         raise InvalidInputError(f"Invalid filter: {exc}") from None
-    options = QueryOptions(filters=filters, min_score=min_score, sort=sort)
+    options = QueryOptions(filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search)
     from search.service import open_engine
 
     if (text is None) == (image is None):

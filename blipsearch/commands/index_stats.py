@@ -1,0 +1,67 @@
+"""``blipsearch index-stats``: what index a collection has, and how well it recalls."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+
+
+def _human(p: dict[str, Any]) -> str:
+    lines = [
+        f"{p['collection']}: {p['records']} records, {p['vectors']} vectors, index {p['spec']} "
+        f"({'automatic' if p['auto'] else 'explicit'}), ~{p['memory_bytes'] / 2**20:.1f} MiB",
+        f"  search defaults: {p['search_defaults'] or '-'}; automatic choice now: {p['recommended_spec']}",
+    ]
+    rec = p.get("recall")
+    if rec:
+        lines.append(f"  recall@{rec['k']} on {rec['queries']} held-out records (vs exact search):")
+        for row in rec["rows"]:
+            knob = f"{rec['knob']}={row[rec['knob']]}: " if rec.get("knob") else ""
+            lines.append(f"    {knob}recall {row['recall_at_k']:.4f}, {row['qps']:.0f} queries/s")
+    return "\n".join(lines)
+
+
+@handle_errors
+def index_stats(
+    collection: CollectionOpt,
+    eval_recall: Annotated[
+        bool, typer.Option("--eval-recall", help="Measure recall@10 against exact search on held-out records.")
+    ] = False,
+    queries: Annotated[int, typer.Option("--queries", min=1, max=100_000, help="Held-out queries.")] = 200,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index type, size, memory, tuned search defaults and (optionally) recall@10 vs exact."""
+    from search import index_store
+    from search.index_choice import memory_bytes
+    from search.recall import eval_recall as measure
+    from storage.collection import Collection
+
+    settings = settings_for(data_dir)
+    coll = Collection.open(settings.data_dir, collection)
+    info = index_store.refresh(coll)
+    index, _ = index_store.load(coll)
+    m = coll.manifest
+    n = m.count * m.vectors_per_item
+    payload: dict[str, Any] = {
+        "collection": collection,
+        "records": m.count,
+        "vectors": n,
+        "dim": m.dim,
+        "model_id": m.model_id,
+        "spec": info.spec,
+        "auto": info.auto,
+        "explicit_spec": m.index_spec,
+        "recommended_spec": index_store.wanted_spec(coll, index_store.IndexPolicy.from_settings())[0],
+        "search_defaults": info.search_defaults,
+        "memory_bytes": memory_bytes(info.spec, n, m.dim),
+        "on_gpu": index.on_gpu,
+        "index": json.loads(info.model_dump_json()),
+    }
+    if eval_recall:
+        payload["recall"] = measure(coll, index, queries=queries, k=10)
+    emit(payload, as_json, _human)

@@ -1,0 +1,135 @@
+"""The decode stage: bytes → upright RGB → the checkpoint's preprocessing, in threads or processes.
+
+``DecodeStage(mode="process")`` runs decoding in a pool of worker processes (spawned, so no
+torch state is forked), each holding the image processors it was given once at start-up;
+it is the default for bulk jobs, where Pillow's Python-level work would otherwise contend
+for the GIL with the model loop. ``mode="thread"`` decodes in the calling thread (the
+pipeline's I/O threads), which is cheaper to start and is used for small inputs (uploads).
+
+Both produce the same arrays (the same function runs in both). A worker process that dies
+(a decoder crash on a hostile file) is replaced, the item is retried once on the fresh pool,
+and a second crash is recorded as that item's failure (reason ``decoder_crashed``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from blipsearch.errors import ImageDecodeError
+from indexer.decode import decode_image
+
+Preprocess = Callable[[Sequence[Any]], np.ndarray]
+MODES = ("auto", "process", "thread")
+PROCESS_MIN_ITEMS = 512  # auto: below this, starting processes costs more than it saves
+
+
+@dataclass
+class Decoded:
+    pixels: np.ndarray
+    caption_pixels: np.ndarray | None
+    meta: dict[str, Any]
+
+
+@dataclass
+class DecodeConfig:
+    preprocess: Preprocess
+    caption_preprocess: Preprocess | None
+    max_pixels: int
+    draft: int | None
+
+
+def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
+    img = decode_image(data, cfg.max_pixels, cfg.draft)
+    pixels = cfg.preprocess([img.image])[0]
+    cap = cfg.caption_preprocess([img.image])[0] if cfg.caption_preprocess else None
+    meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(data)}
+    return Decoded(pixels, cap, meta)
+
+
+# -- worker process side ------------------------------------------------------------------
+_CFG: DecodeConfig | None = None
+
+
+def _init_worker(cfg: DecodeConfig) -> None:
+    global _CFG
+    _CFG = cfg
+    try:  # one decode thread per process: the pool is the parallelism
+        import cv2  # pragma: no cover - only if present
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+def _work(data: bytes) -> Decoded | tuple[str, str]:
+    assert _CFG is not None
+    try:
+        return decode_one(_CFG, data)
+    except ImageDecodeError as exc:  # sent back as plain values: exceptions with extra args do not pickle
+        return (str(exc), exc.reason)
+
+
+def resolve_mode(mode: str, items: int | None) -> str:
+    if mode not in MODES:
+        raise ValueError(f"decode mode must be one of {MODES}")
+    if mode != "auto":
+        return mode
+    return "process" if items is None or items >= PROCESS_MIN_ITEMS else "thread"
+
+
+class DecodeStage:
+    def __init__(self, cfg: DecodeConfig, mode: str = "thread", processes: int = 2) -> None:
+        self.cfg = cfg
+        self.mode = mode
+        self.processes = max(1, processes)
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _get_pool(self) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.processes,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_init_worker,
+                    initargs=(self.cfg,),
+                )
+            return self._pool
+
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is broken:
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+
+    def __call__(self, data: bytes) -> Decoded:
+        """Decode one image. Raises ImageDecodeError with a reason code."""
+        if self.mode == "thread":
+            return decode_one(self.cfg, data)
+        for attempt in range(2):
+            pool = self._get_pool()
+            try:
+                out = pool.submit(_work, data).result()
+            except BrokenProcessPool:
+                self._replace_pool(pool)
+                if attempt == 1:
+                    raise ImageDecodeError("the decoder process crashed on this file", "decoder_crashed") from None
+                continue
+            if isinstance(out, tuple):
+                raise ImageDecodeError(out[0], out[1])
+            return out
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None

@@ -1,0 +1,90 @@
+"""Input sources for indexing jobs: one module per kind, behind ``Source`` (base.py).
+
+``open_sources`` turns command-line inputs into sources:
+
+* a folder, an image file, or a glob pattern (``photos/**/*.jpg``): ``FilesSource``;
+* ``*.txt`` / ``*.lst``: a file list (``FileListSource``);
+* ``*.csv`` / ``*.parquet``: a manifest with a path column and metadata columns;
+* ``*.tar`` (``.tar.gz``, ...): a WebDataset-style shard (globs of shards work too).
+
+``input_format`` forces one kind for every input instead of guessing by extension.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from blipsearch.errors import InvalidInputError
+from indexer.sources.base import Source, SourceItem
+from indexer.sources.filelist import FileListSource
+from indexer.sources.files import FilesSource, expand_glob, is_glob, iter_files
+from indexer.sources.manifest import ManifestSource
+from indexer.sources.webdataset import WebDatasetSource, is_tar
+
+FORMATS = ("auto", "files", "list", "manifest", "webdataset")
+__all__ = ["FORMATS", "Source", "SourceItem", "Sources", "iter_files", "open_sources"]
+
+
+def _kind(path: Path, input_format: str) -> str:
+    if input_format != "auto":
+        return input_format
+    name = path.name.lower()
+    if path.is_file():
+        if name.endswith((".txt", ".lst")):
+            return "list"
+        if name.endswith((".csv", ".parquet")):
+            return "manifest"
+        if is_tar(path):
+            return "webdataset"
+    return "files"
+
+
+class Sources(Source):
+    """Several sources, one after the other."""
+
+    def __init__(self, parts: list[Source]) -> None:
+        self.parts = parts
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        for part in self.parts:
+            yield from part
+
+    def count(self) -> int | None:
+        counts = [p.count() for p in self.parts]
+        return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+
+
+def open_sources(
+    inputs: Sequence[str | Path],
+    input_format: str = "auto",
+    *,
+    path_column: str | None = None,
+    metadata_columns: Sequence[str] | None = None,
+) -> Sources:
+    """Sources for ``inputs``; fails fast (InvalidInputError) on a missing input or bad format."""
+    if input_format not in FORMATS:
+        raise InvalidInputError(f"Unknown input format {input_format!r}; use one of {', '.join(FORMATS)}.")
+    parts: list[Source] = []
+    files: list[Path] = []  # consecutive plain files/folders become one FilesSource
+    for raw in inputs:
+        paths = expand_glob(str(raw)) if is_glob(str(raw)) and not Path(raw).exists() else [Path(raw).expanduser()]
+        for path in paths:
+            kind = _kind(path, input_format)
+            if kind == "files":
+                files.append(path)
+                continue
+            if files:
+                parts.append(FilesSource(files))
+                files = []
+            if not path.is_file():
+                raise InvalidInputError(f"Input {str(path)!r} does not exist or is not a file.")
+            if kind == "list":
+                parts.append(FileListSource(path))
+            elif kind == "manifest":
+                parts.append(ManifestSource(path, path_column=path_column, metadata_columns=metadata_columns))
+            else:
+                parts.append(WebDatasetSource(path))
+    if files:
+        parts.append(FilesSource(files))
+    return Sources(parts)

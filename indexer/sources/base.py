@@ -1,0 +1,42 @@
+"""What every input source yields: one ``SourceItem`` per image, in a stable order.
+
+A source names each image by a ``uri`` that the record keeps and that ``read_uri`` can read
+back later (re-captioning, re-ranking from pixels, re-embedding with another model):
+
+* a file: its absolute path;
+* a member of a WebDataset-style tar shard: ``/abs/shard.tar#member-name``.
+
+File items carry a ``path`` and are read by the pipeline's workers (parallel I/O); tar
+members carry their bytes (a tar is read sequentially). ``meta`` holds the caller's own
+metadata (manifest columns, a shard's ``.json``/``.txt``), stored with the record.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+
+
+@dataclass
+class SourceItem:
+    uri: str
+    path: Path | None = None
+    data: bytes | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None  # the source could not produce this item (recorded as a failure)
+
+
+class Source(ABC):
+    """One input (a folder, a glob, a file list, a manifest, a tar shard)."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[SourceItem]: ...
+
+    def count(self) -> int | None:
+        """How many items it will yield, when that is cheap to know (for progress and ETA)."""
+        return None

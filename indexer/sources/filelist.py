@@ -1,0 +1,36 @@
+"""A text file listing image paths, one per line (``#`` comments and blank lines ignored).
+
+Relative paths are relative to the list's own folder, so a list travels with its images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from blipsearch.errors import InvalidInputError
+from indexer.sources.base import Source, SourceItem
+
+
+class FileListSource(Source):
+    def __init__(self, path: Path) -> None:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"Cannot read the file list {str(path)!r}: {exc}") from exc
+        base = path.resolve().parent
+        self.files = []
+        for line in lines:
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                p = Path(entry).expanduser()
+                self.files.append((p if p.is_absolute() else base / p).resolve())
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        # A listed path that is missing is the pipeline's to report (reason "unreadable"),
+        # like any other bad input: one bad line does not stop a million-image job.
+        for path in self.files:
+            yield SourceItem(str(path), path=path)
+
+    def count(self) -> int:
+        return len(self.files)

@@ -1,0 +1,120 @@
+"""WebDataset-style tar shards: members grouped by key, one image per sample.
+
+A sample is the run of consecutive members sharing a key (the member name up to the first
+dot of its basename, as WebDataset defines it): ``000123.jpg``, ``000123.json``,
+``000123.txt``. The image member (first with an image extension) becomes the item; a
+``.json`` object is merged into its metadata and ``.txt``/``.caption`` becomes ``text``.
+Its uri is ``/abs/shard.tar#000123.jpg`` (``read_uri`` reads it back).
+
+The shard is streamed (plain or compressed tar); a truncated shard ends with a recorded
+failure for the sample in progress rather than an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from blipsearch.errors import InvalidInputError
+from indexer.sources.base import IMAGE_EXTENSIONS, Source, SourceItem
+
+log = logging.getLogger(__name__)
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+def is_tar(path: Path) -> bool:
+    return path.name.lower().endswith(TAR_SUFFIXES)
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name, WebDataset style: the extension starts at the first
+    dot of the basename."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower() if dot else ""
+
+
+def _sample_item(shard: Path, members: dict[str, tuple[str, bytes]]) -> SourceItem | None:
+    image = next(((name, data) for ext, (name, data) in members.items() if ext in IMAGE_EXTENSIONS), None)
+    meta: dict[str, Any] = {}
+    if "json" in members:
+        try:
+            parsed = json.loads(members["json"][1])
+            meta.update(parsed if isinstance(parsed, dict) else {"json": parsed})
+        except ValueError:
+            meta["json_error"] = "unparseable .json member"
+    for ext in ("txt", "caption"):
+        if ext in members:
+            meta["text"] = members[ext][1].decode("utf-8", "replace")
+    if image is None:
+        return None
+    return SourceItem(f"{shard}#{image[0]}", data=image[1], meta=meta)
+
+
+class WebDatasetSource(Source):
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise InvalidInputError(f"Tar shard {str(path)!r} does not exist.")
+        self.path = path.resolve()
+        self._count: int | None = None
+
+    def __iter__(self) -> Iterator[SourceItem]:
+        key: str | None = None
+        members: dict[str, tuple[str, bytes]] = {}
+        try:
+            with tarfile.open(self.path, mode="r|*") as tar:  # streaming: no seeks
+                for info in tar:
+                    if not info.isfile():
+                        continue
+                    k, ext = split_key(info.name)
+                    if key is not None and k != key:
+                        item = _sample_item(self.path, members)
+                        if item is not None:
+                            yield item
+                        members = {}
+                    key = k
+                    fh = tar.extractfile(info)
+                    if fh is not None and ext not in members:
+                        members[ext] = (info.name, fh.read())
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            log.warning("tar shard %s is truncated or corrupt after key %r: %s", self.path, key, exc)
+            yield SourceItem(f"{self.path}#{key or ''}", error=f"truncated or corrupt tar shard: {exc}")
+            return
+        if members:
+            item = _sample_item(self.path, members)
+            if item is not None:
+                yield item
+
+    def count(self) -> int | None:
+        """Samples with an image, from the tar headers (cheap for an uncompressed tar)."""
+        if self._count is None and self.path.name.lower().endswith(".tar"):
+            keys = set()
+            try:
+                with tarfile.open(self.path, mode="r:") as tar:
+                    for info in tar.getmembers():
+                        key, ext = split_key(info.name)
+                        if info.isfile() and ext in IMAGE_EXTENSIONS:
+                            keys.add(key)
+            except (tarfile.TarError, OSError, EOFError):
+                return None
+            self._count = len(keys)
+        return self._count
+
+
+def read_member(shard: Path, member: str, max_bytes: int) -> bytes:
+    """One member's bytes (for reading a record back by its uri)."""
+    with tarfile.open(shard, mode="r:*") as tar:
+        try:
+            info = tar.getmember(member)
+        except KeyError:
+            raise FileNotFoundError(f"{member} is not in {shard}") from None
+        if info.size > max_bytes:
+            raise ValueError(f"member is {info.size} bytes, over the {max_bytes}-byte limit")
+        fh = tar.extractfile(info)
+        if fh is None:
+            raise FileNotFoundError(f"{member} in {shard} is not a regular file")
+        return fh.read()

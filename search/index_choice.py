@@ -1,0 +1,83 @@
+"""Choose a FAISS index type from the collection size and a memory budget (as autofaiss does).
+
+* up to ``flat_max`` vectors (default 1M) and within budget: exact ``Flat``;
+* above: ``IVF{nlist},Flat`` (exact distances within the probed lists) when the raw vectors
+  fit the budget, else ``IVF{nlist},PQ{m}`` (``m`` bytes a vector);
+* ``nlist`` ≈ 4·√n, a power of two, with at least 39 training points per list.
+
+HNSW is available through an explicit ``--index-spec "HNSW32"``; it is never chosen
+automatically because it cannot remove vectors, which deletes and updates need (an HNSW
+index is rebuilt on delete instead).
+
+An explicit spec is stored in the manifest and kept across rebuilds until reset with
+``--index-spec auto``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from blipsearch.errors import InvalidInputError
+
+FLAT = "IDMap2,Flat"
+BYTES_PER_FLOAT = 4
+IDMAP_BYTES = 16  # id array + reverse map entry, per vector
+MIN_POINTS_PER_LIST = 39
+
+
+def nlist_for(n: int) -> int:
+    target = 4 * math.sqrt(max(n, 1))
+    nlist = 2 ** round(math.log2(max(target, 1)))
+    while nlist > 1 and n < MIN_POINTS_PER_LIST * nlist:
+        nlist //= 2
+    return max(nlist, 1)
+
+
+def memory_bytes(spec: str, n: int, dim: int) -> int:
+    """Approximate resident size of ``spec`` holding ``n`` vectors."""
+    m = re.search(r"PQ(\d+)", spec)
+    per_vector = int(m.group(1)) if m else dim * BYTES_PER_FLOAT
+    if spec.upper().find("HNSW") >= 0:
+        links = re.search(r"HNSW(\d+)", spec)
+        per_vector += 2 * (int(links.group(1)) if links else 32) * 4
+    nl = re.search(r"IVF(\d+)", spec)
+    centroids = int(nl.group(1)) * dim * BYTES_PER_FLOAT if nl else 0
+    return n * (per_vector + IDMAP_BYTES) + centroids
+
+
+def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_000_000) -> str:
+    """The index spec for ``n`` vectors of ``dim`` within ``memory_budget_bytes``."""
+    if n <= flat_max and memory_bytes(FLAT, n, dim) <= memory_budget_bytes:
+        return FLAT
+    nlist = nlist_for(n)
+    ivf_flat = f"IDMap2,IVF{nlist},Flat"
+    if memory_bytes(ivf_flat, n, dim) <= memory_budget_bytes:
+        return ivf_flat
+    for m in (dim // 4, dim // 8, dim // 16):
+        if m and dim % m == 0:
+            spec = f"IDMap2,IVF{nlist},PQ{m}"
+            if memory_bytes(spec, n, dim) <= memory_budget_bytes:
+                return spec
+    raise InvalidInputError(
+        f"{n} vectors of dim {dim} do not fit a {memory_budget_bytes / 2**30:.1f} GiB index budget even as "
+        "IVF-PQ; raise BLIPSEARCH_INDEX_MEMORY_GB or give --index-spec."
+    )
+
+
+def family(spec: str) -> str:
+    """Flat / IVF{nlist},Flat / ...: specs of one family need no rebuild as a collection grows
+    within a factor of 4 of the nlist it was built for."""
+    return re.sub(r"^IDMap2?,", "", spec)
+
+
+def needs_rebuild(current: str, wanted: str) -> bool:
+    """Whether an auto-chosen index ``current`` should be rebuilt as ``wanted``."""
+    a, b = family(current), family(wanted)
+    if a == b:
+        return False
+    na, nb = re.search(r"IVF(\d+)", a), re.search(r"IVF(\d+)", b)
+    if na and nb and re.sub(r"IVF\d+", "", a) == re.sub(r"IVF\d+", "", b):
+        ratio = int(nb.group(1)) / int(na.group(1))
+        return ratio >= 4 or ratio <= 0.25  # nlist off by 4x: lists too long or too sparse
+    return True
