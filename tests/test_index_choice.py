@@ -1,0 +1,131 @@
+"""Index types beyond flat: automatic choice by size and memory, explicit specs, per-query
+nprobe/efSearch, recall against exact search, and the index-stats command."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from blipsearch.errors import InvalidInputError
+from search import index_store
+from search.index_choice import FLAT, choose_spec, needs_rebuild, nlist_for
+from search.index_store import IndexPolicy
+from search.recall import eval_recall
+from storage.collection import Collection
+from tests.helpers import brute_force_topk
+
+DIM = 32
+MODEL = {"model_id": "synthetic", "fingerprint": "f" * 16, "family": "blip", "dim": DIM, "vectors_per_image": 1}
+
+
+def _clustered(n: int, seed: int = 0) -> np.ndarray:
+    """Unit vectors around 40 random centres: structured like real embeddings, not uniform noise."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, DIM))
+    x = centres[rng.integers(0, 40, n)] + 0.35 * rng.normal(size=(n, DIM))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _collection(tmp_path, n: int, name: str = "v") -> Collection:
+    coll = Collection.create(tmp_path, name, model=MODEL)
+    vecs = _clustered(n)
+    for start in range(0, n, 1000):
+        stop = min(n, start + 1000)
+        rows = {
+            "uri": [f"mem://{i}" for i in range(start, stop)],
+            "sha256": [f"{i:064x}" for i in range(start, stop)],
+            "width": [1] * (stop - start),
+            "height": [1] * (stop - start),
+            "bytes": [1] * (stop - start),
+        }
+        coll.append_aligned(rows, vecs[start:stop])
+    return coll
+
+
+def test_choose_spec_by_size_and_budget():
+    gib = 2**30
+    assert choose_spec(10_000, 256, gib) == FLAT
+    assert choose_spec(1_000_000, 256, 16 * gib) == FLAT
+    ivf = choose_spec(4_000_000, 256, 16 * gib)
+    assert ivf == f"IDMap2,IVF{nlist_for(4_000_000)},Flat" and nlist_for(4_000_000) == 8192
+    assert choose_spec(4_000_000, 256, gib // 2).endswith(",PQ64")  # raw vectors do not fit: PQ
+    assert choose_spec(100_000, 256, 50 * 2**20).endswith(",PQ64")  # a small budget moves even 100k off Flat
+    with pytest.raises(InvalidInputError, match="INDEX_MEMORY_GB"):
+        choose_spec(10**9, 256, 2**20)
+    assert nlist_for(100) == 2 and nlist_for(10) == 1  # at least 39 training points per list
+    assert not needs_rebuild("IDMap2,IVF1024,Flat", "IDMap2,IVF2048,Flat")
+    assert needs_rebuild("IDMap2,IVF1024,Flat", "IDMap2,IVF4096,Flat")
+    assert needs_rebuild(FLAT, "IDMap2,IVF64,Flat")
+
+
+def test_auto_index_switches_to_ivf_with_tuned_nprobe_and_per_query_knobs(tmp_path):
+    coll = _collection(tmp_path, 4000)
+    small = IndexPolicy(flat_max=10_000)
+    assert index_store.refresh(coll, policy=small).spec == FLAT
+    ids, vecs = coll.all_embeddings()
+
+    policy = IndexPolicy(flat_max=2000, target_recall=0.95)
+    info = index_store.refresh(coll, policy=policy)  # same records, but now past flat_max
+    assert info.spec == f"IDMap2,IVF{nlist_for(4000)},Flat" and info.auto
+    assert set(info.search_defaults) == {"nprobe"}
+    index, _ = index_store.load(coll)
+    assert index.kind == "ivf" and index.defaults == info.search_defaults
+
+    # The tuned default reaches the target on held-out records; probing every list is exact.
+    report = eval_recall(coll, index, queries=150, seed=1)
+    at_default = next(r for r in report["rows"] if r["nprobe"] >= info.search_defaults["nprobe"])
+    assert at_default["recall_at_k"] >= 0.95
+    assert report["rows"][0]["nprobe"] == 1 and report["rows"][0]["recall_at_k"] < 1.0  # it is approximate
+    queries = _clustered(20, seed=5)
+    for q in queries:
+        want, _ = brute_force_topk(q, vecs, ids, 10)
+        got, _ = index.search(q, 10, index.make_params(nprobe=index.nlist))
+        assert list(got) == list(want)
+    # Per-call parameters never touch the shared index.
+    inner = index._inner()
+    before = inner.nprobe
+    index.search(queries[0], 10, index.make_params(nprobe=3))
+    assert inner.nprobe == before
+
+
+def test_explicit_spec_is_kept_until_auto_and_hnsw_survives_deletes(tmp_path):
+    coll = _collection(tmp_path, 1500)
+    policy = IndexPolicy(flat_max=10**6)
+    info = index_store.refresh(coll, spec="HNSW16", policy=policy)
+    assert info.spec == "IDMap2,HNSW16" and not info.auto and coll.reload().index_spec == "IDMap2,HNSW16"
+    assert set(info.search_defaults) == {"efSearch"}
+    assert index_store.refresh(coll, policy=policy).spec == "IDMap2,HNSW16"  # remembered
+    doomed = [3, 4, 5]
+    coll.delete(doomed)
+    info = index_store.refresh(coll, policy=policy)  # HNSW cannot remove: rebuilt without them
+    index, _ = index_store.load(coll)
+    assert index.ntotal == 1497 and info.spec == "IDMap2,HNSW16"
+    _, vecs = coll.all_embeddings()
+    got, _ = index.search(_clustered(1500)[3], 20)
+    assert not set(got.tolist()) & set(doomed)
+    assert index_store.refresh(coll, spec="auto", policy=policy).spec == FLAT
+    assert coll.reload().index_spec is None
+    with pytest.raises(InvalidInputError, match="Invalid FAISS index spec"):
+        index_store.refresh(coll, spec="IVF-nonsense", policy=policy)
+    assert coll.reload().index_spec is None  # a bad spec stores nothing
+
+
+def test_index_stats_cli_reports_recall(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from blipsearch.cli import app
+
+    _collection(tmp_path, 3000)
+    monkeypatch.setenv("BLIPSEARCH_FLAT_MAX_VECTORS", "1000")
+    out = CliRunner().invoke(
+        app, ["index-stats", "-c", "v", "--eval-recall", "--queries", "50", "--data-dir", str(tmp_path), "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    p = json.loads(out.stdout)
+    assert p["records"] == 3000 and p["spec"].startswith("IDMap2,IVF") and p["auto"]
+    rows = p["recall"]["rows"]
+    assert p["recall"]["knob"] == "nprobe" and rows[0]["nprobe"] == 1
+    assert [r["recall_at_k"] for r in rows] == sorted(r["recall_at_k"] for r in rows)  # more probes, more recall
+    assert all(0 <= r["recall_at_k"] <= 1 and r["qps"] > 0 for r in rows)
