@@ -197,7 +197,7 @@ def refresh(
     """
     policy = policy or IndexPolicy.from_settings()
     with writer_lock(coll.lock_path):
-        m = coll.reload()
+        m = coll.reload_for_write()
         if spec is not None:
             explicit = None if spec.strip().lower() == "auto" else normalise(spec.strip())
             if explicit:

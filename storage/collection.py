@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import re
 import threading
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -51,6 +52,7 @@ from blipsearch.errors import (
     ModelMismatchError,
     StorageError,
 )
+from storage import versions
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
@@ -113,15 +115,18 @@ class Collection:
 
     @classmethod
     def open(cls, data_dir: Path, name: str) -> Collection:
+        """The live version of collection ``name`` (storage/versions.py); the object stays
+        pinned to that version's folder."""
         root = cls.path_for(data_dir, name)
         try:
-            manifest = Manifest.load(root / MANIFEST_NAME)
+            real = root.resolve(strict=True)
+            manifest = Manifest.load(real / MANIFEST_NAME)
         except FileNotFoundError:
             raise CollectionNotFoundError(
                 f"Collection {name!r} does not exist in {Path(data_dir).resolve()}. "
                 "Create it by indexing images: blipsearch index PATH --collection NAME"
             ) from None
-        return cls(root, manifest)
+        return cls(real, manifest)
 
     @classmethod
     def create(
@@ -133,9 +138,10 @@ class Collection:
         kind: str = "images",
         itm_features: dict[str, Any] | None = None,
     ) -> Collection:
-        """Create (or open, if it exists with the same model) a collection for ``model``."""
+        """Create (or open, if it exists with the same model) a collection for ``model``.
+        A new collection starts as the first version of the versioned layout."""
         root = cls.path_for(data_dir, name)
-        with writer_lock(root / ".writer.lock"):
+        with writer_lock(versions.versions_dir(data_dir, name) / ".create.lock"):
             if (root / MANIFEST_NAME).is_file():
                 coll = cls.open(data_dir, name)
                 coll.check_model(model["fingerprint"], model["model_id"])
@@ -152,8 +158,25 @@ class Collection:
                 kind=kind,
                 itm_features=itm_features,
             )
-            manifest.save(root / MANIFEST_NAME)
-        return cls(root, manifest)
+            version = versions.new_version_id(model["fingerprint"])
+            folder = versions.versions_dir(data_dir, name) / version
+            folder.mkdir(parents=True)
+            manifest.save(folder / MANIFEST_NAME)
+            if root.is_dir() and not root.is_symlink():  # a leftover folder without a manifest
+                trash = Path(data_dir) / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                root.rename(trash)
+            versions.link(data_dir, name, version)
+        return cls(folder.resolve(), manifest)
+
+    @classmethod
+    def new_version(cls, data_dir: Path, name: str, manifest: Manifest, version: str) -> Collection:
+        """An unlinked version folder (reembed builds one, then swaps it in)."""
+        folder = versions.versions_dir(data_dir, name) / version
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / MANIFEST_NAME).is_file():
+            manifest.save(folder / MANIFEST_NAME)
+        return cls(folder.resolve(), Manifest.load(folder / MANIFEST_NAME))
 
     def check_model(self, fingerprint: str, model_id: str) -> None:
         if fingerprint != self.manifest.model_fingerprint:
@@ -171,20 +194,37 @@ class Collection:
             raise CollectionNotFoundError(f"Collection {self.name!r} was deleted.") from None
         return self.manifest
 
+    def reload_for_write(self) -> Manifest:
+        """``reload``, refusing to write to a version that a re-embed has replaced."""
+        m = self.reload()
+        if m.superseded_by:
+            raise ConflictError(
+                f"Collection {self.name!r} was re-embedded (now version {m.superseded_by}) while this job ran; "
+                "nothing was written to the old version. Re-run the command: it continues on the new one."
+            )
+        return m
+
     @classmethod
     def destroy(cls, data_dir: Path, name: str) -> None:
-        """Delete a collection's folder. It is first renamed away under the writer lock, so a
-        concurrent writer fails cleanly (CollectionNotFoundError) instead of resurrecting it."""
+        """Delete a collection and all its versions. The live folder is first renamed away
+        under the writer lock, so a concurrent writer fails cleanly (CollectionNotFoundError)
+        instead of resurrecting it."""
         import shutil
-        import uuid
 
         root = cls.path_for(data_dir, name)
         if not (root / MANIFEST_NAME).is_file():
             raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
+        real = root.resolve()
         trash = Path(data_dir) / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        with writer_lock(root / ".writer.lock"):
-            root.rename(trash)
+        trash.mkdir(parents=True)
+        with writer_lock(real / ".writer.lock"):
+            if root.is_symlink():
+                root.unlink()
+                vdir = versions.versions_dir(data_dir, name)
+                if vdir.is_dir():
+                    vdir.rename(trash / "versions")
+            else:
+                root.rename(trash / "legacy")
         shutil.rmtree(trash, ignore_errors=True)
 
     @property
@@ -263,7 +303,7 @@ class Collection:
         doomed = dict(tombstones or {})
         doomed.update({r[0]: r[1] for r in (replaces or []) if r is not None})
         with self._thread_lock, writer_lock(self.lock_path):
-            self.reload()
+            self.reload_for_write()
             if not self._swept:
                 self.sweep_orphans()
                 self._swept = True
@@ -341,7 +381,7 @@ class Collection:
         """
         wanted = sorted({int(i) for i in ids})
         with self._thread_lock, writer_lock(self.lock_path):
-            self.reload()
+            self.reload_for_write()
             done: dict[str, list[int]] = {}
             missing = []
             for rid in wanted:
@@ -367,7 +407,7 @@ class Collection:
         if not values:
             return 0
         with self._thread_lock, writer_lock(self.lock_path):
-            self.reload()
+            self.reload_for_write()
             shard = next((sh for sh in self.manifest.shards if sh.file == shard_file), None)
             if shard is None:
                 raise StorageError(f"Shard {shard_file} is not part of collection {self.name!r}")
@@ -390,7 +430,7 @@ class Collection:
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""
-        self.reload()
+        self.reload_for_write()
         if self.manifest.index and self.manifest.index.file != previous_file:
             raise ConflictError(f"The index of {self.name!r} changed while it was being rebuilt; retry.")
         old = self.manifest.index.file if self.manifest.index else None

@@ -45,7 +45,7 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
 def compact(coll: Collection) -> CompactReport:
     report = CompactReport(coll.name)
     with writer_lock(coll.lock_path):
-        m = coll.reload()
+        m = coll.reload_for_write()
         renamed: dict[str, str | None] = {}
         shards: list[ShardInfo] = []
         for shard in m.shards:

@@ -71,6 +71,8 @@ class Manifest(BaseModel):
     index: IndexInfo | None = None
     itm_features: dict[str, Any] | None = None  # {"tokens": N, "width": D, "dtype": "float16"} when cached
     index_spec: str | None = None  # an explicit --index-spec, kept across rebuilds (None: automatic)
+    superseded_by: str | None = None  # set when a re-embedded version replaced this one (storage/versions.py)
+    reembed: dict[str, Any] | None = None  # while being built by reembed: {"source": version, "done": [shards]}
 
     @property
     def count(self) -> int:
