@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, serving
+from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
 from blipsearch.commands.evaluating import eval_app
 from blipsearch.commands.jobs import jobs_app
 from blipsearch.commands.keys import keys_app
@@ -30,6 +30,7 @@ app.command()(indexing.index)
 app.command("index-texts")(indexing.index_texts)
 app.command()(indexing.reindex)
 app.command("index-stats")(index_stats.index_stats)
+app.command()(reembedding.reembed)
 app.command()(maintenance.delete)
 app.command()(maintenance.compact)
 app.command()(querying.search)

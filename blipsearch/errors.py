@@ -112,6 +112,12 @@ class ConflictError(BlipsearchError):
     code = "conflict"
 
 
+class CollectionReplacedError(ConflictError):
+    """The version an object was opened on was replaced by ``reembed``: reopen the collection."""
+
+    code = "collection_replaced"
+
+
 class ModelMismatchError(ConflictError):
     """A collection or index was built with another model than the one requested."""
 

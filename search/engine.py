@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blipsearch.errors import InvalidInputError, RecordNotFoundError, StorageError
+from blipsearch.errors import CollectionReplacedError, InvalidInputError, RecordNotFoundError, StorageError
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
@@ -120,6 +120,10 @@ class SearchEngine:
             if stamp == self._manifest_stamp:
                 return False
             m = self.coll.reload()
+            if m.superseded_by:  # re-embedded: the owner must open the new version (new model too)
+                raise CollectionReplacedError(
+                    f"Collection {self.coll.name!r} was re-embedded (version {m.superseded_by}); reopen it."
+                )
             try:
                 if m.index is not None and m.index.spec != self.index.spec:
                     raise index_store.StaleIndexError("the index spec changed")

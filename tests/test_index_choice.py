@@ -102,7 +102,6 @@ def test_explicit_spec_is_kept_until_auto_and_hnsw_survives_deletes(tmp_path):
     info = index_store.refresh(coll, policy=policy)  # HNSW cannot remove: rebuilt without them
     index, _ = index_store.load(coll)
     assert index.ntotal == 1497 and info.spec == "IDMap2,HNSW16"
-    _, vecs = coll.all_embeddings()
     got, _ = index.search(_clustered(1500)[3], 20)
     assert not set(got.tolist()) & set(doomed)
     assert index_store.refresh(coll, spec="auto", policy=policy).spec == FLAT

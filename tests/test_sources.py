@@ -118,7 +118,7 @@ def test_every_source_kind_gives_the_same_embeddings_and_keeps_metadata(settings
 
 def test_manifest_errors_are_clear(tmp_path):
     (tmp_path / "m.csv").write_text("name,label\na.jpg,x\n")
-    with pytest.raises(InvalidInputError, match="no path column.*--path-column"):
+    with pytest.raises(InvalidInputError, match=r"no path column.*--path-column"):
         open_sources([tmp_path / "m.csv"])
     assert open_sources([tmp_path / "m.csv"], path_column="name").count() == 1
     with pytest.raises(InvalidInputError, match="no column"):
@@ -184,9 +184,7 @@ def test_a_crashed_decode_process_is_replaced_and_the_item_recorded():
         stage.close()
 
 
-def test_changed_content_at_a_known_uri_is_reembedded_and_the_old_record_tombstoned(
-    settings, blip_embedder, tmp_path
-):
+def test_changed_content_at_a_known_uri_is_reembedded_and_the_old_record_tombstoned(settings, blip_embedder, tmp_path):
     paths = write_images(tmp_path / "in", 5)
     first = index_paths(settings, [tmp_path / "in"], "u", embedder=blip_embedder, progress=False)
     coll = Collection.open(settings.data_dir, "u")

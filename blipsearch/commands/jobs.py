@@ -125,5 +125,9 @@ def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
         model=job.model_id,
         cache_itm_features=bool(saved.get("cache_itm_features")),
         job_id=job_id,
+        input_format=saved.get("input_format") or "auto",
+        path_column=saved.get("path_column"),
+        metadata_columns=saved.get("metadata_columns"),
+        index_spec=saved.get("index_spec"),
     )
     emit(_row(catalog.get_job(job_id)), as_json, lambda p: f"job {p['id']}: {p['state']}, added {report.added}")

@@ -1,0 +1,288 @@
+"""``reembed``: a new version of a collection under another model, then an atomic swap.
+
+1. The live version is left serving. A new version folder (storage/versions.py) is built
+   next to it: every live record is read back from its ``uri`` (image collections; text
+   collections re-embed their stored text), checked against its sha256, embedded with the
+   new model, and written with the same id, uri, metadata and caption
+   (storage/copying.py). Each source shard is one commit, so a killed re-embed resumes.
+2. Catch-up: shards and tombstones the live version gained meanwhile are applied; the last
+   round runs under the live version's writer lock, so nothing written before the swap is lost
+   and nothing written after it lands in the old version (writers to a superseded version fail).
+3. The new version's index is built (the collection's explicit spec, else chosen by size).
+4. Swap: the collection's symlink is replaced atomically; the old version is marked
+   superseded and kept until ``--drop-old``.
+
+An image whose file is gone or whose content changed cannot be re-embedded: the job stops
+before committing that shard (fix the files and re-run), or with ``skip_missing`` drops
+those records from the new version and lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from blipsearch.config import Settings
+from blipsearch.errors import ConflictError, ImageDecodeError, InvalidInputError, StorageError
+from indexer.control import JobWatch, recorded
+from indexer.decode_pool import DecodeConfig, DecodeStage
+from indexer.sources.uri import read_uri
+from indexer.stages import StageTimer
+from models.base import Embedder
+from search import index_store
+from search.service import load_model
+from storage import versions
+from storage.catalog import open_catalog, utcnow
+from storage.collection import Collection, live_mask
+from storage.copying import commit_copied_shard
+from storage.lock import writer_lock
+from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
+
+log = logging.getLogger(__name__)
+
+
+class Reembedder:
+    def __init__(
+        self, settings: Settings, live: Collection, target: Collection, embedder: Embedder, skip_missing: bool
+    ):
+        self.settings = settings
+        self.live = live
+        self.target = target
+        self.embedder = embedder
+        self.skip_missing = skip_missing
+        self.timer = StageTimer()
+        self.dropped: list[dict[str, Any]] = []
+        self.copied = 0
+        self.decoder = DecodeStage(
+            DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, None),
+            mode="process" if live.manifest.count >= 512 else "thread",
+            processes=settings.decode_workers,
+        )
+
+    def _pixels(self, row: dict[str, Any]) -> np.ndarray | str:
+        """The record's preprocessed pixels, or why it cannot be re-embedded."""
+        try:
+            with self.timer.time("read"):
+                raw = read_uri(row["uri"], self.settings.max_file_bytes)
+            if raw.sha256 != row["sha256"]:
+                return "changed: the file at this uri no longer has the indexed content"
+            with self.timer.time("decode"):
+                return self.decoder(raw.data).pixels
+        except ImageDecodeError as exc:
+            return f"{exc.reason}: {exc}"
+
+    def _embed_images(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
+        rows = table.select(["id", "uri", "sha256"]).to_pylist()
+        with ThreadPoolExecutor(2 * self.settings.decode_workers + 1, thread_name_prefix="reembed") as pool:
+            results = list(pool.map(self._pixels, rows))
+        bad = [(r, res) for r, res in zip(rows, results, strict=True) if isinstance(res, str)]
+        if bad and not self.skip_missing:
+            listed = "; ".join(f"id {r['id']} ({r['uri']}): {why}" for r, why in bad[:5])
+            raise StorageError(
+                f"{len(bad)} record(s) of {self.live.name!r} cannot be re-embedded: {listed}. Restore the files and "
+                "re-run (committed shards are kept), or pass --skip-missing to leave those records out."
+            )
+        self.dropped += [{"id": r["id"], "uri": r["uri"], "error": why} for r, why in bad]
+        keep = np.array([not isinstance(res, str) for res in results], dtype=bool)
+        table = table.filter(pa.array(keep))
+        pixels = [res for res in results if not isinstance(res, str)]
+        embs, feats = [], []
+        cache = self.target.manifest.itm_features is not None
+        bs = self.settings.batch_size
+        for i in range(0, len(pixels), bs):
+            batch = np.stack(pixels[i : i + bs])
+            with self.timer.time("model", len(batch)):
+                if cache:
+                    e, t = self.embedder.embed_pixels_with_tokens(batch)
+                    feats.append(t)
+                else:
+                    e = self.embedder.embed_pixels(batch)
+            embs.append(e)
+        shape = (0, self.embedder.dim) if self.embedder.vectors_per_image == 1 else (0, 32, self.embedder.dim)
+        emb = np.concatenate(embs) if embs else np.zeros(shape, np.float32)
+        return table, emb, (np.concatenate(feats) if feats else None)
+
+    def copy_shard(self, shard: ShardInfo) -> None:
+        table = pq.read_table(self.live.shard_path(shard))
+        if shard.deleted:
+            table = table.filter(pa.array(live_mask(shard, table.column("id").to_numpy())))
+        if self.live.manifest.kind == "texts":
+            with self.timer.time("model", table.num_rows):
+                emb = self.embedder.embed_texts(table.column("text").to_pylist())
+            feats = None
+        else:
+            table, emb, feats = self._embed_images(table)
+        with self.timer.time("write", table.num_rows):
+            commit_copied_shard(self.target, shard, table, emb, feats)
+        self.copied += table.num_rows
+
+    def pending(self) -> list[ShardInfo]:
+        m = self.live.reload()
+        done = set((self.target.reload().reembed or {}).get("done", []))
+        todo = [s for s in m.shards if s.file not in done]
+        copied = [(s.min_id, s.max_id) for s in self.target.manifest.shards]
+        for s in todo:
+            if any(lo <= s.max_id and s.min_id <= hi for lo, hi in copied):
+                raise ConflictError(
+                    f"{self.live.name!r} was compacted while it was being re-embedded; re-run reembed "
+                    "(it starts the new version again)."
+                )
+        return todo
+
+    def sync_tombstones(self) -> None:
+        """Tombstone in the new version every record deleted in the live one since it was copied."""
+        deleted = {rid for s in self.live.reload().shards for rid in s.deleted}
+        gone = [rid for s in self.target.reload().shards for rid in range(s.min_id, s.max_id + 1) if rid in deleted]
+        if gone:
+            self.target.delete(gone)
+
+    def close(self) -> None:
+        self.decoder.close()
+
+
+def _link_uploads(live: Collection, target: Collection) -> None:
+    """Give the new version the same uploaded originals (hard links; copies across devices)."""
+    src = live.root / "uploads"
+    if not src.is_dir():
+        return
+    dst = target.root / "uploads"
+    dst.mkdir(exist_ok=True)
+    for f in src.iterdir():
+        if f.is_file() and not (dst / f.name).exists():
+            try:
+                os.link(f, dst / f.name)
+            except OSError:
+                shutil.copy2(f, dst / f.name)
+
+
+def _find_or_start(settings: Settings, live: Collection, live_version: str, embedder: Embedder) -> Collection:
+    name = live.name
+    for version in versions.list_versions(settings.data_dir, name):
+        path = versions.versions_dir(settings.data_dir, name) / version / MANIFEST_NAME
+        try:
+            m = Manifest.load(path)
+        except (FileNotFoundError, StorageError):
+            continue
+        if m.reembed and m.reembed.get("source") == live_version and m.model_fingerprint == embedder.fingerprint:
+            log.info("resuming the re-embed of %s into version %s", name, version)
+            return Collection.new_version(settings.data_dir, name, m, version)
+    src = live.manifest
+    manifest = Manifest(
+        collection=name,
+        kind=src.kind,
+        model_id=embedder.model_id,
+        model_fingerprint=embedder.fingerprint,
+        model_family=embedder.family,
+        dim=embedder.dim,
+        vectors_per_item=embedder.vectors_per_image if src.kind == "images" else 1,
+        next_id=src.next_id,
+        next_shard=src.next_shard,
+        itm_features=src.itm_features,
+        index_spec=src.index_spec,
+        reembed={"source": live_version, "done": []},
+    )
+    return Collection.new_version(settings.data_dir, name, manifest, versions.new_version_id(embedder.fingerprint))
+
+
+def drop_old_versions(settings: Settings, name: str) -> list[str]:
+    live = versions.current(settings.data_dir, name)
+    dropped = []
+    for version in versions.list_versions(settings.data_dir, name):
+        if version != live:
+            versions.drop(settings.data_dir, name, version)
+            dropped.append(version)
+    return dropped
+
+
+def reembed(
+    settings: Settings,
+    name: str,
+    model: str,
+    *,
+    embedder: Embedder | None = None,
+    drop_old: bool = False,
+    skip_missing: bool = False,
+    progress: bool = True,
+    on_shard: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Re-embed collection ``name`` with ``model`` into a new version and swap it in."""
+    data_dir = settings.data_dir
+    live = Collection.open(data_dir, name)
+    if embedder is None:
+        embedder = load_model(settings, model)
+    if embedder.fingerprint == live.manifest.model_fingerprint:
+        raise InvalidInputError(f"Collection {name!r} is already embedded with {embedder.model_id!r}.")
+    with writer_lock(live.lock_path):
+        live_version = versions.adopt_legacy(data_dir, name)
+    live = Collection.open(data_dir, name)
+    target = _find_or_start(settings, live, live_version, embedder)
+    catalog = open_catalog(settings.catalog_url())
+    job_id = catalog.create_job("reembed", name, embedder.model_id, {"model": model, "skip_missing": skip_missing})
+    work = Reembedder(settings, live, target, embedder, skip_missing)
+    total = live.manifest.count
+    watch = JobWatch(catalog, job_id, total=total)
+    bar = tqdm(total=total, unit="rec", desc=f"reembed {name}", disable=not progress or None, dynamic_ncols=True)
+    try:
+        with bar, recorded(catalog, job_id, lambda: {"timings": work.timer.report()}):
+            for _ in range(3):  # catch up without blocking writers while they keep adding
+                todo = work.pending()
+                if not todo:
+                    break
+                for shard in todo:
+                    work.copy_shard(shard)
+                    bar.update(shard.live_rows)
+                    counts = {"copied": work.copied, "dropped": len(work.dropped)}
+                    watch.tick(counts, work.copied, timings=work.timer.report)
+                    if on_shard:
+                        on_shard(work.copied)
+            with work.timer.time("index"):  # the bulk of the index, before writers are held off
+                index_store.refresh(target)
+            with writer_lock(live.lock_path):  # the final round: nothing can be written meanwhile
+                for shard in work.pending():
+                    work.copy_shard(shard)
+                work.sync_tombstones()
+                _link_uploads(live, target)
+                with work.timer.time("index"):
+                    info = index_store.refresh(target)  # adds only what the final round brought
+                m = target.reload()
+                m.reembed = None
+                m.save(target.root / MANIFEST_NAME)
+                versions.link(data_dir, name, target.root.name)  # the swap
+                old = live.reload()
+                old.superseded_by = target.root.name
+                old.save(live.root / MANIFEST_NAME)
+            catalog.upsert_collection(name, m.kind, embedder.describe())
+    finally:
+        work.close()
+    dropped_versions = drop_old_versions(settings, name) if drop_old else []
+    payload: dict[str, Any] = {
+        "collection": name,
+        "model_id": embedder.model_id,
+        "old_version": live_version,
+        "new_version": target.root.name,
+        "records": m.count,
+        "reembedded": work.copied,
+        "dropped_records": work.dropped,
+        "dropped_versions": dropped_versions,
+        "index": {"spec": info.spec, "ntotal": info.ntotal, "search_defaults": info.search_defaults},
+        "timings": work.timer.report(),
+        "job_id": job_id,
+    }
+    catalog.update_job(
+        job_id,
+        state="succeeded",
+        finished_at=utcnow(),
+        counts={"copied": work.copied, "dropped": len(work.dropped), "progress": {"done": total, "total": total}},
+        failures=work.dropped[:10_000],
+        timings=payload["timings"],
+    )
+    return payload
