@@ -1,0 +1,274 @@
+"""The Ray runner: the same stages as the local pipeline, on a Ray cluster (Ray Data).
+
+    items (driver: sources)  →  map_batches(ReadDecode)   read, sha256, skip known, decode+preprocess
+                             →  map_batches(EmbedActor)   model actors (num_gpus=1 each when GPUs exist)
+                             →  driver: the collection's shard writer (the same Parquet shards,
+                                the manifest stays the single commit point) → index build/extend
+
+Order is preserved, so a Ray run assigns the same ids in the same order as the local runner
+for the same input (tests/test_ray_runner.py checks the records are equal). Every node needs
+blipsearch installed and the inputs readable at the same paths (a shared filesystem).
+Ray is an optional extra: ``pip install 'blipsearch[ray]'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from blipsearch.config import Settings
+from blipsearch.errors import ImageDecodeError, MissingDependencyError
+from indexer.control import JobWatch, recorded
+from indexer.decode import read_file
+from indexer.decode_pool import DecodeConfig, decode_one
+from indexer.job import _counts, create_image_collection, model_for_collection
+from indexer.pipeline import IndexReport
+from indexer.sources import open_sources
+from indexer.stages import StageTimer
+from search import index_store
+from search.service import load_model
+from storage.catalog import open_catalog, utcnow
+
+log = logging.getLogger(__name__)
+META_COLUMNS = ("width", "height", "format", "bytes")
+
+
+def _ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise MissingDependencyError("The Ray runner", "ray[data]", "ray") from exc
+    return ray
+
+
+class ReadDecode:
+    """Ray Data stage: read, hash, skip known content, decode and preprocess (CPU tasks)."""
+
+    def __init__(self, cfg: DecodeConfig, max_bytes: int, known: Any, pixel_shape: tuple[int, ...]) -> None:
+        self.cfg = cfg
+        self.max_bytes = max_bytes
+        self.known: set[str] = _ray().get(known) if not isinstance(known, set) else known
+        self.shape = pixel_shape
+
+    def _one(self, uri: str, path: str, data: bytes | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"sha256": "", "error": "", "reason": "", "duplicate": False}
+        out.update({"width": 0, "height": 0, "format": "", "bytes": 0})
+        pixels = np.zeros(self.shape, np.float32)
+        try:
+            if data:
+                raw, sha = data, hashlib.sha256(data).hexdigest()
+            elif path:
+                f = read_file(Path(path), self.max_bytes)
+                raw, sha = f.data, f.sha256
+            else:
+                raise ImageDecodeError("no path given for this item", "no_path")
+            out["sha256"] = sha
+            if sha in self.known:
+                out["duplicate"] = True
+            else:
+                dec = decode_one(self.cfg, raw)
+                pixels = dec.pixels
+                out.update({k: dec.meta[k] or "" for k in META_COLUMNS})
+        except ImageDecodeError as exc:
+            out.update(error=str(exc), reason=exc.reason)
+        out["pixels"] = pixels
+        return out
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [
+            self._one(str(u), str(p), d if d else None)
+            for u, p, d in zip(batch["uri"], batch["path"], batch["data"], strict=True)
+        ]
+        out = {k: np.asarray([r[k] for r in rows]) for k in rows[0] if k != "pixels"}
+        out["pixels"] = np.stack([r["pixels"] for r in rows])
+        out.update({k: batch[k] for k in ("uri", "meta_json", "source_error")})
+        return out
+
+
+class EmbedActor:
+    """Ray Data stage: one model replica per actor; embeds rows that decoded."""
+
+    def __init__(self, source: str, device: str, dtype: str, batch_size: int) -> None:
+        from models import load_embedder
+
+        self.embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok = (batch["error"] == "") & ~batch["duplicate"] & (batch["source_error"] == "")
+        e = self.embedder
+        shape = (e.dim,) if e.vectors_per_image == 1 else (e.vectors_per_image, e.dim)
+        emb = np.zeros((len(ok), *shape), np.float32)
+        if ok.any():
+            emb[ok] = e.embed_pixels(batch["pixels"][ok])
+        out = {k: v for k, v in batch.items() if k != "pixels"}
+        out["embedding"] = emb
+        return out
+
+
+def _items(sources: Any) -> list[dict[str, Any]]:
+    return [
+        {
+            "uri": it.uri,
+            "path": str(it.path) if it.path else "",
+            "data": it.data or b"",
+            "meta_json": json.dumps(it.meta, sort_keys=True, default=str) if it.meta else "",
+            "source_error": it.error or "",
+        }
+        for it in sources
+    ]
+
+
+def index_with_ray(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    collection: str,
+    *,
+    model: str | None = None,
+    address: str | None = None,
+    input_format: str = "auto",
+    path_column: str | None = None,
+    metadata_columns: Sequence[str] | None = None,
+    index_spec: str | None = None,
+    progress: bool = True,
+    num_cpus: int | None = None,
+) -> IndexReport:
+    """Index ``paths`` into ``collection`` on Ray; returns the same report as the local runner."""
+    ray = _ray()
+    sources = open_sources(paths, input_format, path_column=path_column, metadata_columns=metadata_columns)
+    source = model_for_collection(settings, collection, model)
+    embedder = load_model(settings, source)  # the driver checks the model against the collection
+    coll = create_image_collection(settings, collection, embedder)
+    items = _items(sources)
+    catalog = open_catalog(settings.catalog_url())
+    job_settings = {
+        "paths": [str(p) for p in paths],
+        "runner": "ray",
+        "address": address,
+        "batch_size": settings.batch_size,
+    }
+    job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
+    report = IndexReport(coll.name, job_id=job_id)
+    timer = StageTimer()
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=None if address else (num_cpus or os.cpu_count()),
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # ids follow input order, as in the local runner
+    ctx.enable_progress_bars = False
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    side = embedder.input_size or 384
+    cfg = DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, side if settings.jpeg_draft else None)
+    known_ref = ray.put(coll.known_hashes())
+    bs = settings.batch_size
+    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // bs, 512))) if items else None
+    watch = JobWatch(catalog, job_id, total=len(items))
+    bar = tqdm(total=len(items), unit="img", desc=f"index {coll.name} (ray)", disable=not progress or None)
+    with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
+        if ds is not None:
+            ds = ds.map_batches(
+                ReadDecode,
+                fn_constructor_kwargs={
+                    "cfg": cfg,
+                    "max_bytes": settings.max_file_bytes,
+                    "known": known_ref,
+                    "pixel_shape": (3, side, side),
+                },
+                batch_size=bs,
+                compute=ray.data.ActorPoolStrategy(size=max(1, settings.decode_workers)),
+            )
+            ds = ds.map_batches(
+                EmbedActor,
+                fn_constructor_kwargs={
+                    "source": source,
+                    "device": "cuda" if gpus else "cpu",
+                    "dtype": settings.dtype,
+                    "batch_size": bs,
+                },
+                batch_size=bs,
+                compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
+                num_gpus=1 if gpus else 0,
+            )
+            by_uri = coll.live_uris()  # updates: new content at a known uri replaces its record
+            for batch in ds.iter_batches(batch_size=settings.shard_size, batch_format="numpy"):
+                _commit(coll, batch, report, timer, by_uri)
+                bar.update(len(batch["uri"]))
+                watch.tick(_counts(report, len(items)), report.total, timings=timer.report)
+        with timer.time("index"):
+            index_store.refresh(coll, spec=index_spec)
+    report.timings = timer.report()
+    catalog.update_job(
+        job_id,
+        state="succeeded",
+        finished_at=utcnow(),
+        counts={**_counts(report, len(items)), "progress": {"done": report.total, "total": len(items)}},
+        failures=report.failures[:10_000],
+        timings=report.timings,
+    )
+    return report
+
+
+def _commit(
+    coll: Any,
+    batch: dict[str, np.ndarray],
+    report: IndexReport,
+    timer: StageTimer,
+    by_uri: dict[str, tuple[int, str]],
+) -> None:
+    """Record failures and duplicates; commit the embedded rows as one shard, with the same
+    update rules as the local pipeline (indexer/pipeline.py)."""
+    keep: list[int] = []
+    replaces: list[tuple[int, str] | None] = []
+    stale: dict[int, str] = {}
+    for i in range(len(batch["uri"])):
+        uri, sha = str(batch["uri"][i]), str(batch["sha256"][i])
+        err = str(batch["source_error"][i]) or str(batch["error"][i])
+        old = by_uri.get(uri)
+        changed = old is not None and bool(sha) and old[1] != sha
+        if err:
+            reason = "source_error" if str(batch["source_error"][i]) else str(batch["reason"][i]) or "error"
+            report.failed += 1
+            report.failures.append({"path": uri, "error": err, "reason": reason})
+        elif bool(batch["duplicate"][i]):
+            report.skipped_duplicates += 1
+            if changed and old is not None:
+                stale[old[0]] = old[1]
+                del by_uri[uri]
+        else:
+            keep.append(i)
+            replaces.append(old if changed else None)
+            if changed:
+                del by_uri[uri]
+    report.removed_stale += len(stale)
+    if not keep:
+        if stale:
+            coll.append_aligned({"sha256": []}, np.zeros((0, 1), np.float32), tombstones=stale)
+        return
+    cols: dict[str, list[Any]] = {
+        "uri": [str(batch["uri"][i]) for i in keep],
+        "sha256": [str(batch["sha256"][i]) for i in keep],
+        "metadata": [str(batch["meta_json"][i]) or None for i in keep],
+        "width": [int(batch["width"][i]) for i in keep],
+        "height": [int(batch["height"][i]) for i in keep],
+        "format": [str(batch["format"][i]) or None for i in keep],
+        "bytes": [int(batch["bytes"][i]) for i in keep],
+    }
+    with timer.time("write", len(keep)):
+        aligned = coll.append_aligned(cols, batch["embedding"][keep], replaces=replaces, tombstones=stale)
+    ids = [i for i in aligned if i is not None]
+    report.updated += sum(1 for r, i in zip(replaces, aligned, strict=True) if r is not None and i is not None)
+    report.added += len(ids)
+    report.skipped_duplicates += len(aligned) - len(ids)
+    report.new_ids.extend(ids)
