@@ -14,7 +14,9 @@ and a second crash is recorded as that item's failure (reason ``decoder_crashed`
 from __future__ import annotations
 
 import multiprocessing
+import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -58,9 +60,18 @@ def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
 _CFG: DecodeConfig | None = None
 
 
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose job process was SIGKILLed is re-parented; it must not linger."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
+
+
 def _init_worker(cfg: DecodeConfig) -> None:
     global _CFG
     _CFG = cfg
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True, name="parent-watch").start()
     try:  # one decode thread per process: the pool is the parallelism
         import cv2  # pragma: no cover - only if present
 

@@ -50,22 +50,27 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_models):
         "1",
         "--json",
     ]
-    rng = random.Random(7)
+    # Random kill points, fresh each run (the seed is in every failure message, and
+    # BLIPSEARCH_KILL_SEED replays a run): a commit count to wait for, then a random delay, so
+    # kills land before, during and after shard commits. The second run decodes in processes.
+    seed = int(os.environ.get("BLIPSEARCH_KILL_SEED", time.time_ns() % 1_000_000))
+    rng = random.Random(seed)
     kills = 0
-    for target in (8, 60, 150):  # kill once at least this many records are committed, plus a random delay
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    for n, target in enumerate(sorted(rng.sample(range(0, 200), 3))):
+        run = cmd + (["--decode", "process"] if n == 1 else [])
+        proc = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while _committed(data_dir, "k") < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.05))
+        time.sleep(rng.uniform(0, 0.2))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=30)
-    assert kills >= 2, "the job finished before it could be killed; the test proves nothing"
+    assert kills >= 2, f"the job finished before it could be killed; the test proves nothing (seed {seed})"
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, f"seed {seed}: {done.stderr}"
     report = json.loads(done.stdout)
     assert report["failed"] == 5 and report["collection_size"] == len(images)
 
@@ -73,7 +78,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_models):
     table = coll.read_table(["id", "sha256", "uri"])
     expected = {hashlib.sha256(p.read_bytes()).hexdigest() for p in images}
     shas = table.column("sha256").to_pylist()
-    assert len(shas) == len(expected) and set(shas) == expected  # exactly once each, none lost
+    assert len(shas) == len(expected) and set(shas) == expected, f"seed {seed}"  # exactly once each, none lost
     ids = table.column("id").to_pylist()
     assert len(set(ids)) == len(ids)
     # No leftovers of the killed runs, and the index matches the records.
