@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     decode_mode: str = Field(
         default="auto",
         pattern="^(auto|process|thread)$",
-        description="Decode in worker processes or threads; auto: processes for jobs of 512+ images.",
+        description="Decode in worker processes or threads; auto: processes for jobs of 512+ images on 4+ cores.",
     )
     index_memory_gb: float = Field(default=16.0, gt=0, description="Memory budget for automatic index choice.")
     flat_max_vectors: int = Field(

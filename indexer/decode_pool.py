@@ -2,9 +2,10 @@
 
 ``DecodeStage(mode="process")`` runs decoding in a pool of worker processes (spawned, so no
 torch state is forked), each holding the image processors it was given once at start-up;
-it is the default for bulk jobs, where Pillow's Python-level work would otherwise contend
-for the GIL with the model loop. ``mode="thread"`` decodes in the calling thread (the
-pipeline's I/O threads), which is cheaper to start and is used for small inputs (uploads).
+it is the default for bulk jobs (512+ images) on machines with 4+ cores, where Pillow's
+Python-level work would otherwise contend for the GIL with the model loop.
+``mode="thread"`` decodes in the calling thread (the pipeline's I/O threads), which is
+cheaper to start; it serves small inputs (uploads) and machines with few cores.
 
 Both produce the same arrays (the same function runs in both). A worker process that dies
 (a decoder crash on a hostile file) is replaced, the item is retried once on the fresh pool,
@@ -31,6 +32,7 @@ from indexer.decode import decode_image
 Preprocess = Callable[[Sequence[Any]], np.ndarray]
 MODES = ("auto", "process", "thread")
 PROCESS_MIN_ITEMS = 512  # auto: below this, starting processes costs more than it saves
+PROCESS_MIN_CORES = 4
 
 
 @dataclass
@@ -93,6 +95,10 @@ def resolve_mode(mode: str, items: int | None) -> str:
         raise ValueError(f"decode mode must be one of {MODES}")
     if mode != "auto":
         return mode
+    # Worker processes need cores of their own next to the model; with 1-3 cores, threads
+    # (Pillow releases the GIL while decoding) do as well without the start-up cost.
+    if (os.cpu_count() or 1) < PROCESS_MIN_CORES:
+        return "thread"
     return "process" if items is None or items >= PROCESS_MIN_ITEMS else "thread"
 
 

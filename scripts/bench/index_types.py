@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--nlist", type=int, default=None, help="IVF lists (default 1024 quick, 4096 full)")
+    ap.add_argument("--skip", nargs="*", default=[], help="index families to skip, e.g. HNSW (slow to build on CPU)")
     args = ap.parse_args()
     if args.quick:
         args.n, args.queries = 100_000, 1000
@@ -49,19 +51,21 @@ def main() -> None:
     data = structured(args.n + args.queries, d, centres=max(100, args.n // 250), seed=0)
     xb, xq = data[: args.n], data[args.n :]
     ids = np.arange(args.n, dtype=np.int64)
-    nlist = 1024 if args.quick else 4096
+    nlist = args.nlist or (1024 if args.quick else 4096)
     specs = {
         "Flat": [None],
         f"IVF{nlist},Flat": [("nprobe", p) for p in (1, 4, 8, 16, 32, 64)],
         f"IVF{nlist},SQ8": [("nprobe", p) for p in (4, 8, 16)],
+        f"IVF{nlist},PQ32": [("nprobe", p) for p in (8, 16, 32, 64)],
         "HNSW32,Flat": [("efSearch", e) for e in (16, 32, 64, 128)],
     }
+    specs = {s: p for s, p in specs.items() if not any(s.startswith(x) for x in args.skip)}
     rows, exact = [], None
     for spec, params_list in specs.items():
         t0 = time.perf_counter()
         index = VectorIndex.empty(spec, d, 1)
         if not index.cpu.is_trained:
-            index.train(xb[np.random.default_rng(1).choice(args.n, min(args.n, 100 * nlist), replace=False)])
+            index.train(xb[np.random.default_rng(1).choice(args.n, min(args.n, 50 * nlist), replace=False)])
         index.add(ids, xb)
         build_s = time.perf_counter() - t0
         mem = faiss.serialize_index(index.cpu).nbytes
@@ -107,6 +111,9 @@ def main() -> None:
             "k": k,
             "device": args.device,
             "gpu_faiss": fb.num_gpus() > 0,
+            "nlist": nlist,
+            "train_sample": min(args.n, 50 * nlist),
+            "skipped": args.skip,
         },
         "rows": rows,
         "best_at_recall_0.95": {s: {"param": r["param"], "qps": r["qps"]} for s, r in best.items()},
@@ -116,8 +123,9 @@ def main() -> None:
         "## Index types: QPS vs recall@10 (`scripts/bench/index_types.py`)",
         "",
         f"Machine: {machine_line(machine())}. {args.n:,} structured 256-d vectors, {args.queries} held-out queries "
-        f"(batched), k = 10, device {args.device}; recall against exact Flat in the same run. "
-        f"Reproduce: `python scripts/bench/index_types.py{' --quick' if args.quick else ''}`.",
+        f"(batched), k = 10, device {args.device}; recall against exact Flat in the same run; IVF trained on "
+        f"{min(args.n, 50 * nlist):,} vectors. Reproduce: `python scripts/bench/index_types.py "
+        f"{' '.join(sys.argv[1:])}`." + (f" Not run: {', '.join(args.skip)}." if args.skip else ""),
         "",
         "| index | param | recall@10 | QPS | build s | memory MB |",
         "|---|---|---|---|---|---|",
