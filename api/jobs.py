@@ -86,7 +86,15 @@ class JobRunner:
         from indexer.job import index_paths
 
         try:
-            index_paths(self.settings, paths, collection, embedder=embedder(model), progress=False, job_id=job_id)
+            index_paths(
+                self.settings,
+                paths,
+                collection,
+                embedder=embedder(model),
+                progress=False,
+                job_id=job_id,
+                roots=self.settings.import_roots,  # files named by lists/manifests are confined too
+            )
         except BlipsearchError as exc:  # recorded in the catalog by index_paths (or here, if it never started)
             log.info("job %s ended: %s", job_id, exc)
             if self.catalog.get_job(job_id).state in ACTIVE:

@@ -63,12 +63,13 @@ def index_paths(
     path_column: str | None = None,
     metadata_columns: Sequence[str] | None = None,
     index_spec: str | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> IndexReport:
     """Index images into ``collection`` as a catalog job (``job_id``: an existing one to run
     or resume). ``paths``: folders, files, globs, file lists, manifests, tar shards
     (indexer/sources/). Cancellable through the catalog (indexer/control.py); every committed
     shard is kept whatever happens, and a re-run skips what is already committed."""
-    sources = open_sources(paths, input_format, path_column=path_column, metadata_columns=metadata_columns)
+    sources = open_sources(paths, input_format, path_column=path_column, metadata_columns=metadata_columns, roots=roots)
     total = sources.count()  # None when unknown (compressed tar shards)
     if embedder is None:
         embedder = load_model(settings, model_for_collection(settings, collection, model))

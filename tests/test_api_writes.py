@@ -191,6 +191,20 @@ def test_index_job_paths_are_confined(env, paths, status):
     assert client.post("/v1/jobs/index", json=body, headers=_auth(keys["write"])).status_code == status
 
 
+def test_index_job_lists_cannot_reach_outside_the_roots(env, tmp_path):
+    client, keys, root, _ = env
+    outside = tmp_path / "secret.png"
+    make_image(7, (40, 30)).save(outside, "PNG")
+    inside = root / "imports" / "batch"
+    listing = root / "imports" / "list.txt"
+    listing.write_text(f"{outside}\n{next(inside.iterdir())}\n")
+    r = client.post("/v1/jobs/index", json={"collection": "lst", "paths": [str(listing)]}, headers=_auth(keys["write"]))
+    job = _wait(client, r.json()["id"])
+    assert job["state"] == "succeeded" and job["counts"]["added"] == 1
+    assert job["counts"]["failed_by_reason"] == {"source_error": 1}
+    assert [f["path"] for f in job["failures"]] == [str(outside.resolve())]
+
+
 def test_cancel_a_running_job(env):
     client, keys, root, settings = env
     folder = root / "imports" / "many"

@@ -41,14 +41,21 @@ def _kind(path: Path, input_format: str) -> str:
 
 
 class Sources(Source):
-    """Several sources, one after the other."""
+    """Several sources, one after the other. With ``roots``, an item whose file lies outside
+    them (a file list or manifest naming other paths) is a recorded failure, never read."""
 
-    def __init__(self, parts: list[Source]) -> None:
+    def __init__(self, parts: list[Source], roots: Sequence[Path] | None = None) -> None:
         self.parts = parts
+        self.roots = [r.expanduser().resolve() for r in roots] if roots is not None else None
 
     def __iter__(self) -> Iterator[SourceItem]:
         for part in self.parts:
-            yield from part
+            for item in part:
+                if self.roots is not None and item.path is not None and item.error is None:
+                    real = item.path.resolve()
+                    if not any(real == r or real.is_relative_to(r) for r in self.roots):
+                        item = SourceItem(item.uri, meta=item.meta, error="outside the import roots")
+                yield item
 
     def count(self) -> int | None:
         counts = [p.count() for p in self.parts]
@@ -61,6 +68,7 @@ def open_sources(
     *,
     path_column: str | None = None,
     metadata_columns: Sequence[str] | None = None,
+    roots: Sequence[Path] | None = None,
 ) -> Sources:
     """Sources for ``inputs``; fails fast (InvalidInputError) on a missing input or bad format."""
     if input_format not in FORMATS:
@@ -87,4 +95,4 @@ def open_sources(
                 parts.append(WebDatasetSource(path))
     if files:
         parts.append(FilesSource(files))
-    return Sources(parts)
+    return Sources(parts, roots)
