@@ -8,6 +8,7 @@ Ground truth is an exact inner-product search over every live vector.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -16,6 +17,7 @@ import numpy as np
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 
+log = logging.getLogger(__name__)
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 EF_SEARCHES = (16, 32, 64, 128, 256, 512)
 
@@ -83,5 +85,17 @@ def tune(coll: Collection, index: VectorIndex, target: float, *, queries: int = 
     rows = result["rows"]
     if not rows:
         return {}
-    best = next((r for r in rows if r["recall_at_k"] >= target), rows[-1])
+    best = next((r for r in rows if r["recall_at_k"] >= target), None)
+    if best is None:
+        best = rows[-1]
+        log.warning(
+            "%s: %s reaches recall@10 %.3f at best (%s=%s), below the target %.2f; consider a finer index "
+            "(more PQ bytes, IVF-Flat, or Flat) via --index-spec or a larger BLIPSEARCH_INDEX_MEMORY_GB",
+            coll.name,
+            index.spec,
+            best["recall_at_k"],
+            knob,
+            best[knob],
+            target,
+        )
     return {knob: int(best[knob])}

@@ -31,13 +31,11 @@ what other writers committed meanwhile, so concurrent writers never duplicate an
 
 from __future__ import annotations
 
-import bisect
 import re
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +54,10 @@ from storage import versions
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
-from storage.schema import build_record_table, embeddings_from_arrow, record_schema
+from storage.reading import CollectionReads, _read_meta, _save_npy, live_mask, shard_meta
+from storage.schema import build_record_table
+
+__all__ = ["Collection", "CollectionReads", "_read_meta", "_save_npy", "live_mask", "shard_meta", "validate_name"]
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -70,31 +71,7 @@ def validate_name(name: str) -> str:
     return name
 
 
-@lru_cache(maxsize=256)
-def _read_meta(path: str, mtime_ns: int) -> pa.Table:
-    """Non-embedding columns of an immutable shard (cached; the key includes mtime)."""
-    return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c != "embedding"])
-
-
-def shard_meta(coll: Collection, shard: ShardInfo) -> pa.Table:
-    """A shard's non-embedding columns (cached while the file is unchanged)."""
-    path = coll.shard_path(shard)
-    return _read_meta(str(path), path.stat().st_mtime_ns)
-
-
-def live_mask(shard: ShardInfo, ids: np.ndarray) -> np.ndarray:
-    """Boolean mask of the rows of ``shard`` (given their ids) that are not tombstoned."""
-    if not shard.deleted:
-        return np.ones(len(ids), dtype=bool)
-    return ~np.isin(ids, np.asarray(shard.deleted, dtype=np.int64))
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:  # a handle, so numpy does not append ".npy" to the temp name
-        np.save(fh, array, allow_pickle=False)
-
-
-class Collection:
+class Collection(CollectionReads):
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.name = manifest.collection
@@ -360,19 +337,6 @@ class Collection:
                     self._hashed_shards[shard.file] = len(shard.deleted)
         return bool(by_shard)
 
-    def live_uris(self) -> dict[str, tuple[int, str]]:
-        """uri → (id, sha256) of every live record (the newest, if a uri has several)."""
-        out: dict[str, tuple[int, str]] = {}
-        self.reload()
-        for shard in self.manifest.shards:
-            t = shard_meta(self, shard)
-            ids = t.column("id").to_numpy()
-            live = live_mask(shard, ids)
-            uris, shas = t.column("uri").to_pylist(), t.column("sha256").to_pylist()
-            for row in np.flatnonzero(live).tolist():
-                out[uris[row]] = (int(ids[row]), shas[row])
-        return out
-
     def delete(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
         """Tombstone records. Returns (deleted ids, ids that were unknown or already deleted).
 
@@ -438,74 +402,3 @@ class Collection:
         self.manifest.save(self.root / MANIFEST_NAME)
         if old and old != info.file:
             (self.root / old).unlink(missing_ok=True)
-
-    # -- reads --------------------------------------------------------------------------
-    def iter_embeddings(self, shards: Iterable[ShardInfo] | None = None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        """(ids [n], embeddings) per shard, in commit order."""
-        m = self.manifest
-        for shard in self.manifest.shards if shards is None else shards:
-            t = pq.read_table(self.shard_path(shard), columns=["id", "embedding"])
-            ids = t.column("id").to_numpy()
-            emb = embeddings_from_arrow(t.column("embedding"), m.dim, m.vectors_per_item)
-            if shard.deleted:
-                keep = live_mask(shard, ids)
-                ids, emb = ids[keep], emb[keep]
-            yield ids, emb
-
-    def all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
-        parts = list(self.iter_embeddings())
-        if not parts:
-            m = self.manifest
-            shape = (0, m.dim) if m.vectors_per_item == 1 else (0, m.vectors_per_item, m.dim)
-            return np.zeros(0, np.int64), np.zeros(shape, np.float32)
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-    def sample_vectors(self, n: int, seed: int = 0) -> np.ndarray:
-        """Up to ``n`` vectors, drawn uniformly from all records (for training quantizers)."""
-        _, emb = self.all_embeddings()
-        vecs = emb.reshape(-1, self.manifest.dim)
-        if len(vecs) <= n:
-            return vecs
-        return vecs[np.random.default_rng(seed).choice(len(vecs), n, replace=False)]
-
-    def read_table(self, columns: list[str] | None = None) -> pa.Table:
-        """Live records (tombstones dropped) of every shard, in id order."""
-        schema = record_schema(self.manifest)
-        if columns:
-            schema = pa.schema([schema.field(c) for c in columns])
-        tables = []
-        for shard in self.manifest.shards:
-            path = self.shard_path(shard)
-            present = set(pq.read_schema(path).names)
-            t = pq.read_table(path, columns=sorted({*schema.names, "id"} & present))
-            if shard.deleted:
-                t = t.filter(pa.array(live_mask(shard, t.column("id").to_numpy())))
-            for f in schema:  # shards written before a column existed read it as nulls
-                if f.name not in present:
-                    t = t.append_column(f, pa.nulls(t.num_rows, f.type))
-            tables.append(t.select(schema.names))
-        return pa.concat_tables(tables) if tables else schema.empty_table()
-
-    def locate(self, rid: int) -> tuple[ShardInfo, int] | None:
-        """(shard, row within it) of record ``rid``, or None if no committed record has that id."""
-        shards = self.manifest.shards
-        pos = bisect.bisect_right([s.min_id for s in shards], int(rid)) - 1
-        if pos < 0 or int(rid) > shards[pos].max_id:
-            return None
-        path = self.shard_path(shards[pos])
-        if shards[pos].is_deleted(int(rid)):
-            return None
-        col = _read_meta(str(path), path.stat().st_mtime_ns).column("id").to_numpy()
-        row = int(np.searchsorted(col, int(rid)))
-        return (shards[pos], row) if row < len(col) and col[row] == rid else None
-
-    def get_records(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-        """Metadata rows (no embedding) for ``ids``; unknown ids are absent from the result."""
-        out: dict[int, dict[str, Any]] = {}
-        for rid in ids:
-            found = self.locate(int(rid))
-            if found is not None:
-                path = self.shard_path(found[0])
-                meta = _read_meta(str(path), path.stat().st_mtime_ns)
-                out[int(rid)] = {k: v[0] for k, v in meta.slice(found[1], 1).to_pydict().items()}
-        return out
