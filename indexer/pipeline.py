@@ -169,14 +169,17 @@ class IndexPipeline:
                 for item in items:
                     pending.append(pool.submit(self._prepare, item, known))
                     if len(pending) >= ahead:
-                        ready = sum(1 for f in pending if f.done())
-                        self.timer.sample_queue("decoded_ahead_of_model", ready, ahead)
-                        yield pending.popleft().result()
+                        yield self._next(pending, ahead)
                 while pending:
-                    yield pending.popleft().result()
+                    yield self._next(pending, ahead)
             finally:
                 for f in pending:
                     f.cancel()
+
+    def _next(self, pending: deque[Future[Prepared]], ahead: int) -> Prepared:
+        """The next item in order, sampling how many decoded items wait for the model."""
+        self.timer.sample_queue("decoded_ahead_of_model", sum(1 for f in pending if f.done()), ahead)
+        return pending.popleft().result()
 
     # -- model + writer (calling thread) ----------------------------------------------------
     def run(self, inputs: Iterable[SourceItem | Path]) -> IndexReport:

@@ -149,6 +149,8 @@ def test_process_pool_decode_equals_thread_decode(settings, blip_embedder, tmp_p
         s = drafted.model_copy(update={"decode_mode": mode})
         report = index_paths(s, [tmp_path / "imgs"], mode, embedder=blip_embedder, progress=False)
         assert report.added == 11
+        queue = report.timings["queues"]["decoded_ahead_of_model"]  # shown by `jobs show`
+        assert 0 <= queue["mean"] <= queue["max"] <= queue["capacity"]
     threads, procs = _by_sha(settings, "thread"), _by_sha(settings, "process")
     assert set(threads) == set(procs)
     for sha in threads:

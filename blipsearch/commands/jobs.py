@@ -51,11 +51,11 @@ def _show(p: dict[str, Any]) -> str:
         f"  progress: {prog.get('done', 0)}/{prog.get('total', '?')} at {prog.get('rate_per_s', '?')}/s"
         + (f", ETA {prog['eta_s']} s" if prog.get("eta_s") is not None else ""),
         f"  added {c.get('added', 0)}, duplicates {c.get('skipped_duplicates', 0)}, failed {c.get('failed', 0)} "
-        f"{c.get('failed_by_reason') or ''}",
+        f"{c.get('failed_by_reason') or ''}, updated {c.get('updated', 0)}",
     ]
     stages = (p["timings"] or {}).get("stages", p["timings"] or {})
     if stages:
-        lines.append("  stages (seconds, items/s):")
+        lines.append("  stages (busy seconds, items/s) and queue depths (mean/max/capacity):")
         lines += [f"    {name}: {json.dumps(v, default=str)}" for name, v in stages.items()]
     if p["error"]:
         lines.append(f"  error: {p['error']}")
