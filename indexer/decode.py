@@ -39,6 +39,17 @@ def read_file(path: Path, max_bytes: int) -> RawFile:
     return RawFile(path, data, hashlib.sha256(data).hexdigest())
 
 
+def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int) -> RawFile:
+    """The bytes of one input item: already in memory (a tar member) or a file to read."""
+    if data is not None:
+        if len(data) > max_bytes:
+            raise ImageDecodeError(f"{len(data)} bytes, over the {max_bytes}-byte limit", "too_large_file")
+        return RawFile(Path(uri), data, hashlib.sha256(data).hexdigest())
+    if path is None:
+        raise ImageDecodeError("no path given for this item", "no_path")
+    return read_file(path, max_bytes)
+
+
 def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> DecodedImage:
     """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason.
 

@@ -96,7 +96,7 @@ def index_paths(
     def on_progress(report: IndexReport, done: int) -> None:
         bar.update(done - bar.n)
         bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-        watch.tick(_counts(report, total), done, timings=pipeline.timer.report)
+        watch.tick(job_counts(report, total), done, timings=pipeline.timer.report)
 
     pipeline = IndexPipeline(
         coll,
@@ -122,7 +122,7 @@ def index_paths(
         job_id,
         state="succeeded",
         finished_at=utcnow(),
-        counts={**_counts(report, total), "progress": {"done": done, "total": done}},
+        counts={**job_counts(report, total), "progress": {"done": done, "total": done}},
         failures=report.failures[:MAX_STORED_FAILURES],
         timings=report.timings,
     )
@@ -132,7 +132,7 @@ def index_paths(
     return report
 
 
-def _counts(report: IndexReport, files: int | None) -> dict[str, Any]:
+def job_counts(report: IndexReport, files: int | None) -> dict[str, Any]:
     by_reason: dict[str, int] = {}
     for f in report.failures:
         by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1

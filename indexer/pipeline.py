@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import read_file
+from indexer.decode import read_source
 from indexer.decode_pool import DecodeConfig, DecodeStage
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
+from indexer.updates import UriUpdates
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
@@ -136,24 +137,18 @@ class IndexPipeline:
             if item.error is not None:
                 return Prepared(item.uri, error=item.error, reason="source_error", extra=item.meta)
             with self.timer.time("read"):
-                if item.data is not None:
-                    import hashlib
-
-                    data, sha = item.data, hashlib.sha256(item.data).hexdigest()
-                    if len(data) > self.max_bytes:
-                        msg = f"{len(data)} bytes, over the {self.max_bytes}-byte limit"
-                        raise ImageDecodeError(msg, "too_large_file")
-                elif item.path is not None:
-                    raw = read_file(item.path, self.max_bytes)
-                    data, sha = raw.data, raw.sha256
-                else:
-                    raise ImageDecodeError("no path given for this item", "no_path")
-            if sha in known:
-                return Prepared(item.uri, sha, duplicate=True, extra=item.meta)
+                raw = read_source(item.uri, item.path, item.data, self.max_bytes)
+            if raw.sha256 in known:
+                return Prepared(item.uri, raw.sha256, duplicate=True, extra=item.meta)
             with self.timer.time("decode"):
-                dec = self.decoder(data)
+                dec = self.decoder(raw.data)
             return Prepared(
-                item.uri, sha, pixels=dec.pixels, caption_pixels=dec.caption_pixels, meta=dec.meta, extra=item.meta
+                item.uri,
+                raw.sha256,
+                pixels=dec.pixels,
+                caption_pixels=dec.caption_pixels,
+                meta=dec.meta,
+                extra=item.meta,
             )
         except ImageDecodeError as exc:
             return Prepared(item.uri, error=str(exc), reason=exc.reason, extra=item.meta)
@@ -191,10 +186,9 @@ class IndexPipeline:
     def _run(self, items: Iterable[SourceItem]) -> IndexReport:
         report = IndexReport(self.coll.name)
         known = self.coll.known_hashes()
-        by_uri = self.coll.live_uris() if self.update_changed else {}
+        updates = UriUpdates(self.coll.live_uris() if self.update_changed else {})
         batch: list[Prepared] = []
         rows: list[Prepared] = []
-        stale: dict[int, str] = {}
         embs: list[np.ndarray] = []
         feats: list[np.ndarray] = []
         cache_features = self.coll.manifest.itm_features is not None
@@ -207,12 +201,10 @@ class IndexPipeline:
             if batch:
                 pixels = np.stack([p.pixels for p in batch])  # type: ignore[misc]
                 with self.timer.time("model", len(batch)):
-                    if cache_features:
-                        emb, tokens = self.embedder.embed_pixels_with_tokens(pixels)
-                        feats.append(tokens)
-                    else:
-                        emb = self.embedder.embed_pixels(pixels)
-                    embs.append(emb)
+                    emb, tokens = self.embedder.embed_batch(pixels, with_tokens=cache_features)
+                embs.append(emb)
+                if tokens is not None:
+                    feats.append(tokens)
                 if self.captioner is not None:
                     with self.timer.time("caption", len(batch)):
                         texts = self.captioner.caption_pixels(
@@ -227,6 +219,7 @@ class IndexPipeline:
 
         def commit() -> None:
             flush_batch()
+            stale = updates.take_stale()
             if not rows and not stale:
                 return
             cols: dict[str, list[Any]] = {
@@ -257,25 +250,18 @@ class IndexPipeline:
             rows.clear()
             embs.clear()
             feats.clear()
-            stale.clear()
 
         for item in self._prepared(items, known):
             done += 1
-            old = by_uri.get(item.uri)
-            changed = old is not None and item.sha256 is not None and old[1] != item.sha256
             if item.error is not None:
                 report.failed += 1
                 report.failures.append({"path": item.uri, "error": item.error, "reason": item.reason or "error"})
             elif item.duplicate or item.sha256 in seen_in_run:
                 report.skipped_duplicates += 1
-                if changed and old is not None:  # the uri now holds content indexed under another uri
-                    stale[old[0]] = old[1]
-                    del by_uri[item.uri]
+                updates.duplicate(item.uri, item.sha256)
             else:
                 seen_in_run.add(item.sha256)  # type: ignore[arg-type]
-                if changed and old is not None:
-                    item.replaces = old
-                    del by_uri[item.uri]
+                item.replaces = updates.new(item.uri, item.sha256)
                 batch.append(item)
                 if len(batch) >= self.batch_size:
                     flush_batch()

@@ -13,7 +13,6 @@ Ray is an optional extra: ``pip install 'blipsearch[ray]'``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,12 +26,13 @@ from tqdm import tqdm
 from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError, MissingDependencyError
 from indexer.control import JobWatch, recorded
-from indexer.decode import read_file
+from indexer.decode import read_source
 from indexer.decode_pool import DecodeConfig, decode_one
-from indexer.job import _counts, create_image_collection, model_for_collection
+from indexer.job import create_image_collection, job_counts, model_for_collection
 from indexer.pipeline import IndexReport
 from indexer.sources import open_sources
 from indexer.stages import StageTimer
+from indexer.updates import UriUpdates
 from search import index_store
 from search.service import load_model
 from storage.catalog import open_catalog, utcnow
@@ -64,18 +64,12 @@ class ReadDecode:
         out.update({"width": 0, "height": 0, "format": "", "bytes": 0})
         pixels = np.zeros(self.shape, np.float32)
         try:
-            if data:
-                raw, sha = data, hashlib.sha256(data).hexdigest()
-            elif path:
-                f = read_file(Path(path), self.max_bytes)
-                raw, sha = f.data, f.sha256
-            else:
-                raise ImageDecodeError("no path given for this item", "no_path")
-            out["sha256"] = sha
-            if sha in self.known:
+            raw = read_source(uri, Path(path) if path else None, data, self.max_bytes)
+            out["sha256"] = raw.sha256
+            if raw.sha256 in self.known:
                 out["duplicate"] = True
             else:
-                dec = decode_one(self.cfg, raw)
+                dec = decode_one(self.cfg, raw.data)
                 pixels = dec.pixels
                 out.update({k: dec.meta[k] or "" for k in META_COLUMNS})
         except ImageDecodeError as exc:
@@ -201,11 +195,11 @@ def index_with_ray(
                 compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
                 num_gpus=1 if gpus else 0,
             )
-            by_uri = coll.live_uris()  # updates: new content at a known uri replaces its record
+            updates = UriUpdates(coll.live_uris())  # the local runner's update rules
             for batch in ds.iter_batches(batch_size=settings.shard_size, batch_format="numpy"):
-                _commit(coll, batch, report, timer, by_uri)
+                _commit(coll, batch, report, timer, updates)
                 bar.update(len(batch["uri"]))
-                watch.tick(_counts(report, len(items)), report.total, timings=timer.report)
+                watch.tick(job_counts(report, len(items)), report.total, timings=timer.report)
         with timer.time("index"):
             index_store.refresh(coll, spec=index_spec)
     report.timings = timer.report()
@@ -213,7 +207,7 @@ def index_with_ray(
         job_id,
         state="succeeded",
         finished_at=utcnow(),
-        counts={**_counts(report, len(items)), "progress": {"done": report.total, "total": len(items)}},
+        counts={**job_counts(report, len(items)), "progress": {"done": report.total, "total": len(items)}},
         failures=report.failures[:10_000],
         timings=report.timings,
     )
@@ -225,32 +219,26 @@ def _commit(
     batch: dict[str, np.ndarray],
     report: IndexReport,
     timer: StageTimer,
-    by_uri: dict[str, tuple[int, str]],
+    updates: UriUpdates,
 ) -> None:
     """Record failures and duplicates; commit the embedded rows as one shard, with the same
     update rules as the local pipeline (indexer/pipeline.py)."""
     keep: list[int] = []
     replaces: list[tuple[int, str] | None] = []
-    stale: dict[int, str] = {}
     for i in range(len(batch["uri"])):
         uri, sha = str(batch["uri"][i]), str(batch["sha256"][i])
         err = str(batch["source_error"][i]) or str(batch["error"][i])
-        old = by_uri.get(uri)
-        changed = old is not None and bool(sha) and old[1] != sha
         if err:
             reason = "source_error" if str(batch["source_error"][i]) else str(batch["reason"][i]) or "error"
             report.failed += 1
             report.failures.append({"path": uri, "error": err, "reason": reason})
         elif bool(batch["duplicate"][i]):
             report.skipped_duplicates += 1
-            if changed and old is not None:
-                stale[old[0]] = old[1]
-                del by_uri[uri]
+            updates.duplicate(uri, sha)
         else:
             keep.append(i)
-            replaces.append(old if changed else None)
-            if changed:
-                del by_uri[uri]
+            replaces.append(updates.new(uri, sha))
+    stale = updates.take_stale()
     report.removed_stale += len(stale)
     if not keep:
         if stale:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from blipsearch.config import Settings
 from blipsearch.errors import ConflictError, ImageDecodeError, InvalidInputError, StorageError
 from indexer.control import JobWatch, recorded
-from indexer.decode_pool import DecodeConfig, DecodeStage
+from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
 from indexer.sources.uri import read_uri
 from indexer.stages import StageTimer
 from models.base import Embedder
@@ -42,7 +42,7 @@ from search import index_store
 from search.service import load_model
 from storage import versions
 from storage.catalog import open_catalog, utcnow
-from storage.collection import Collection, live_mask
+from storage.collection import Collection, live_mask, shard_meta
 from storage.copying import commit_copied_shard
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
@@ -64,7 +64,7 @@ class Reembedder:
         self.copied = 0
         self.decoder = DecodeStage(
             DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, None),
-            mode="process" if live.manifest.count >= 512 else "thread",
+            mode=resolve_mode(settings.decode_mode, live.manifest.count),
             processes=settings.decode_workers,
         )
 
@@ -81,35 +81,37 @@ class Reembedder:
             return f"{exc.reason}: {exc}"
 
     def _embed_images(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
+        """Re-read, check, decode and embed a shard's rows, a few batches at a time (pixels of
+        a whole shard would not fit in memory)."""
         rows = table.select(["id", "uri", "sha256"]).to_pylist()
-        with ThreadPoolExecutor(2 * self.settings.decode_workers + 1, thread_name_prefix="reembed") as pool:
-            results = list(pool.map(self._pixels, rows))
-        bad = [(r, res) for r, res in zip(rows, results, strict=True) if isinstance(res, str)]
-        if bad and not self.skip_missing:
-            listed = "; ".join(f"id {r['id']} ({r['uri']}): {why}" for r, why in bad[:5])
-            raise StorageError(
-                f"{len(bad)} record(s) of {self.live.name!r} cannot be re-embedded: {listed}. Restore the files and "
-                "re-run (committed shards are kept), or pass --skip-missing to leave those records out."
-            )
-        self.dropped += [{"id": r["id"], "uri": r["uri"], "error": why} for r, why in bad]
-        keep = np.array([not isinstance(res, str) for res in results], dtype=bool)
-        table = table.filter(pa.array(keep))
-        pixels = [res for res in results if not isinstance(res, str)]
-        embs, feats = [], []
         cache = self.target.manifest.itm_features is not None
         bs = self.settings.batch_size
-        for i in range(0, len(pixels), bs):
-            batch = np.stack(pixels[i : i + bs])
-            with self.timer.time("model", len(batch)):
-                if cache:
-                    e, t = self.embedder.embed_pixels_with_tokens(batch)
-                    feats.append(t)
-                else:
-                    e = self.embedder.embed_pixels(batch)
-            embs.append(e)
-        shape = (0, self.embedder.dim) if self.embedder.vectors_per_image == 1 else (0, 32, self.embedder.dim)
-        emb = np.concatenate(embs) if embs else np.zeros(shape, np.float32)
-        return table, emb, (np.concatenate(feats) if feats else None)
+        keep = np.ones(len(rows), dtype=bool)
+        embs, feats = [], []
+        with ThreadPoolExecutor(2 * self.settings.decode_workers + 1, thread_name_prefix="reembed") as pool:
+            for start in range(0, len(rows), 4 * bs):
+                chunk = rows[start : start + 4 * bs]
+                results = list(pool.map(self._pixels, chunk))
+                bad = [(r, why) for r, why in zip(chunk, results, strict=True) if isinstance(why, str)]
+                if bad and not self.skip_missing:
+                    listed = "; ".join(f"id {r['id']} ({r['uri']}): {why}" for r, why in bad[:5])
+                    raise StorageError(
+                        f"{len(bad)} record(s) of {self.live.name!r} cannot be re-embedded: {listed}. Restore the "
+                        "files and re-run (committed shards are kept), or pass --skip-missing to leave those "
+                        "records out."
+                    )
+                self.dropped += [{"id": r["id"], "uri": r["uri"], "error": why} for r, why in bad]
+                keep[start : start + len(chunk)] = [not isinstance(res, str) for res in results]
+                pixels = [res for res in results if not isinstance(res, str)]
+                for i in range(0, len(pixels), bs):
+                    batch = np.stack(pixels[i : i + bs])
+                    with self.timer.time("model", len(batch)):
+                        emb, tokens = self.embedder.embed_batch(batch, with_tokens=cache)
+                    embs.append(emb)
+                    if tokens is not None:
+                        feats.append(tokens)
+        emb = np.concatenate(embs) if embs else self.embedder.empty_embeddings()
+        return table.filter(pa.array(keep)), emb, (np.concatenate(feats) if feats else None)
 
     def copy_shard(self, shard: ShardInfo) -> None:
         table = pq.read_table(self.live.shard_path(shard))
@@ -139,11 +141,17 @@ class Reembedder:
         return todo
 
     def sync_tombstones(self) -> None:
-        """Tombstone in the new version every record deleted in the live one since it was copied."""
-        deleted = {rid for s in self.live.reload().shards for rid in s.deleted}
-        gone = [rid for s in self.target.reload().shards for rid in range(s.min_id, s.max_id + 1) if rid in deleted]
+        """Tombstone in the new version every record deleted in the live one since it was copied
+        (a copied shard keeps its source's file name)."""
+        source = {s.file: s for s in self.live.reload().shards}
+        gone: list[np.ndarray] = []
+        for shard in self.target.reload().shards:
+            src = source.get(shard.file)
+            if src is not None and src.deleted:
+                ids = shard_meta(self.target, shard).column("id").to_numpy()
+                gone.append(ids[np.isin(ids, src.deleted) & live_mask(shard, ids)])
         if gone:
-            self.target.delete(gone)
+            self.target.delete(np.concatenate(gone).tolist())
 
     def close(self) -> None:
         self.decoder.close()
@@ -176,14 +184,10 @@ def _find_or_start(settings: Settings, live: Collection, live_version: str, embe
             log.info("resuming the re-embed of %s into version %s", name, version)
             return Collection.new_version(settings.data_dir, name, m, version)
     src = live.manifest
-    manifest = Manifest(
-        collection=name,
-        kind=src.kind,
-        model_id=embedder.model_id,
-        model_fingerprint=embedder.fingerprint,
-        model_family=embedder.family,
-        dim=embedder.dim,
-        vectors_per_item=embedder.vectors_per_image if src.kind == "images" else 1,
+    manifest = Manifest.for_model(
+        name,
+        embedder.describe(),
+        src.kind,
         next_id=src.next_id,
         next_shard=src.next_shard,
         itm_features=src.itm_features,

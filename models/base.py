@@ -71,6 +71,16 @@ class Embedder(ABC):
         """Embeddings plus the vision encoder's full tokens (fp16), for the ITM feature cache."""
         raise NotImplementedError(f"{type(self).__name__} cannot return vision tokens")
 
+    def embed_batch(self, pixel_values: np.ndarray, with_tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """(embeddings, fp16 vision tokens or None): one forward for both when tokens are wanted."""
+        if with_tokens:
+            return self.embed_pixels_with_tokens(pixel_values)
+        return self.embed_pixels(pixel_values), None
+
+    def empty_embeddings(self) -> np.ndarray:
+        shape = (0, self.dim) if self.vectors_per_image == 1 else (0, self.vectors_per_image, self.dim)
+        return np.zeros(shape, dtype=np.float32)
+
     @abstractmethod
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         """[n] texts -> [n, dim] float32, L2-normalised."""
@@ -81,10 +91,7 @@ class Embedder(ABC):
             self.embed_pixels(self.preprocess(images[i : i + self.batch_size]))
             for i in range(0, len(images), self.batch_size)
         ]
-        if not chunks:
-            shape = (0, self.dim) if self.vectors_per_image == 1 else (0, self.vectors_per_image, self.dim)
-            return np.zeros(shape, dtype=np.float32)
-        return np.concatenate(chunks, axis=0)
+        return np.concatenate(chunks, axis=0) if chunks else self.empty_embeddings()
 
     def describe(self) -> dict[str, object]:
         return {

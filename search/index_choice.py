@@ -38,9 +38,9 @@ def memory_bytes(spec: str, n: int, dim: int) -> int:
     """Approximate resident size of ``spec`` holding ``n`` vectors."""
     m = re.search(r"PQ(\d+)", spec)
     per_vector = int(m.group(1)) if m else dim * BYTES_PER_FLOAT
-    if spec.upper().find("HNSW") >= 0:
-        links = re.search(r"HNSW(\d+)", spec)
-        per_vector += 2 * (int(links.group(1)) if links else 32) * 4
+    links = re.search(r"HNSW(\d*)", spec, re.IGNORECASE)
+    if links:
+        per_vector += 2 * int(links.group(1) or 32) * 4
     nl = re.search(r"IVF(\d+)", spec)
     centroids = int(nl.group(1)) * dim * BYTES_PER_FLOAT if nl else 0
     return n * (per_vector + IDMAP_BYTES) + centroids

@@ -9,6 +9,7 @@ SearchParameters; the shared index is never mutated per request.
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
@@ -50,9 +51,9 @@ class VectorIndex:
         inner = f.downcast_index(self.cpu.index) if hasattr(self.cpu, "index") else self.cpu
         return inner
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
-        """``flat``, ``ivf`` or ``hnsw`` (what per-query knob applies)."""
+        """``flat``, ``ivf`` or ``hnsw`` (what per-query knob applies; fixed for the index's life)."""
         f = fb.faiss()
         inner = self._inner()
         if isinstance(inner, f.IndexIVF):

@@ -125,16 +125,7 @@ class Collection(CollectionReads):
                 if coll.manifest.kind != kind:
                     raise ConflictError(f"Collection {name!r} holds {coll.manifest.kind}, not {kind}.")
                 return coll
-            manifest = Manifest(
-                collection=name,
-                model_id=model["model_id"],
-                model_fingerprint=model["fingerprint"],
-                model_family=model["family"],
-                dim=model["dim"],
-                vectors_per_item=model["vectors_per_image"] if kind == "images" else 1,
-                kind=kind,
-                itm_features=itm_features,
-            )
+            manifest = Manifest.for_model(name, model, kind, itm_features=itm_features)
             version = versions.new_version_id(model["fingerprint"])
             folder = versions.versions_dir(data_dir, name) / version
             folder.mkdir(parents=True)

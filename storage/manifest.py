@@ -74,6 +74,20 @@ class Manifest(BaseModel):
     superseded_by: str | None = None  # set when a re-embedded version replaced this one (storage/versions.py)
     reembed: dict[str, Any] | None = None  # while being built by reembed: {"source": version, "done": [shards]}
 
+    @classmethod
+    def for_model(cls, collection: str, model: dict[str, Any], kind: str = "images", **fields: Any) -> Manifest:
+        """A new manifest for ``model`` (an ``Embedder.describe()`` dict)."""
+        return cls(
+            collection=collection,
+            model_id=model["model_id"],
+            model_fingerprint=model["fingerprint"],
+            model_family=model["family"],
+            dim=model["dim"],
+            vectors_per_item=model["vectors_per_image"] if kind == "images" else 1,
+            kind=kind,
+            **fields,
+        )
+
     @property
     def count(self) -> int:
         """Live records (tombstoned ones excluded)."""

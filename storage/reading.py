@@ -62,12 +62,11 @@ class CollectionReads:
         out: dict[str, tuple[int, str]] = {}
         self.reload()
         for shard in self.manifest.shards:
-            t = shard_meta(self, shard)
-            ids = t.column("id").to_numpy()
-            live = live_mask(shard, ids)
-            uris, shas = t.column("uri").to_pylist(), t.column("sha256").to_pylist()
-            for row in np.flatnonzero(live).tolist():
-                out[uris[row]] = (int(ids[row]), shas[row])
+            t = shard_meta(self, shard).select(["id", "uri", "sha256"])
+            if shard.deleted:
+                t = t.filter(pa.array(live_mask(shard, t.column("id").to_numpy())))
+            ids, uris, shas = (t.column(c).to_pylist() for c in ("id", "uri", "sha256"))
+            out.update(zip(uris, zip(ids, shas, strict=True), strict=True))
         return out
 
     def iter_embeddings(self, shards: Iterable[ShardInfo] | None = None) -> Iterable[tuple[np.ndarray, np.ndarray]]:

@@ -213,3 +213,30 @@ def test_changed_content_at_a_known_uri_is_reembedded_and_the_old_record_tombsto
     # A third run is a no-op.
     third = index_paths(settings, [tmp_path / "in"], "u", embedder=blip_embedder, progress=False)
     assert (third.added, third.updated, third.removed_stale) == (0, 0, 0)
+
+
+def test_tar_records_over_http_metadata_file_and_search_knobs(settings, blip_embedder, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    images = write_images(tmp_path / "imgs", 3)
+    _write_tar(
+        tmp_path / "s.tar",
+        [(f"k{i}", {"jpg": p.read_bytes(), "json": json.dumps({"n": i}).encode()}) for i, p in enumerate(images)],
+    )
+    index_paths(settings, [tmp_path / "s.tar"], "t", embedder=blip_embedder, progress=False)
+    app = create_app(settings)
+    app.state.blip._embedders[blip_embedder.model_id] = blip_embedder
+    with TestClient(app) as client:
+        rec = client.get("/v1/collections/t/images/1").json()
+        assert rec["metadata"] == {"n": 1} and rec["uri"].endswith("s.tar#k1.jpg")
+        original = client.get("/v1/collections/t/images/1/file")
+        assert original.status_code == 200 and original.content == images[1].read_bytes()
+        assert original.headers["content-type"] == "image/jpeg"
+        body = {"query": "a photo", "collection": "t", "k": 3}
+        hits = client.post("/v1/search/text", json={**body, "nprobe": 4}).json()["results"]
+        assert {h["metadata"]["n"] for h in hits} == {0, 1, 2}
+        assert client.post("/v1/search/text", json={**body, "nprobe": 0}).status_code == 422
+        (tmp_path / "s.tar").unlink()  # the shard is gone: a clear 404, not a crash
+        assert client.get("/v1/collections/t/images/1/file").status_code == 404

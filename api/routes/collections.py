@@ -76,8 +76,8 @@ def get_file(name: str, rid: int, request: Request) -> Response:
             data = read_uri(uri, request.app.state.blip.settings.max_file_bytes).data
         except ImageDecodeError:
             raise RecordNotFoundError(f"The original of record {rid} can no longer be read from {uri}.") from None
-        media = f"image/{(rec.get('format') or 'octet-stream').lower()}"
-        return Response(data, media_type=media if rec.get("format") else "application/octet-stream")
+        fmt = rec.get("format")
+        return Response(data, media_type=f"image/{fmt.lower()}" if fmt else "application/octet-stream")
     path = Path(uri)
     if not path.is_file():
         raise RecordNotFoundError(f"The original file of record {rid} is no longer at {path}.")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import tarfile
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import RawFile, read_file
+from indexer.decode import RawFile, read_file, read_source
 
 
 def split_tar_uri(uri: str) -> tuple[Path, str] | None:
@@ -35,4 +34,4 @@ def read_uri(uri: str, max_bytes: int) -> RawFile:
         raise ImageDecodeError(f"unreadable: {exc}", "unreadable") from None
     except tarfile.TarError as exc:
         raise ImageDecodeError(f"unreadable tar member: {exc}", "unreadable") from None
-    return RawFile(Path(uri), data, hashlib.sha256(data).hexdigest())
+    return read_source(uri, None, data, max_bytes)
