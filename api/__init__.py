@@ -1,1 +1,1 @@
-"""The HTTP API (FastAPI) and the web page. Handlers are thin: they call the packages."""
+"""Layer 6 (edge). The HTTP API (FastAPI) and the web page. Handlers are thin: they call the packages."""

@@ -1,6 +1,6 @@
 """Background indexing jobs of the HTTP API (POST /v1/jobs/index).
 
-A job runs ``indexer.job.index_paths`` in a thread of this process; its state, progress and
+A job runs ``service.indexing.index_paths`` in a thread of this process; its state, progress and
 failures live in the catalog, so ``GET /v1/jobs/{id}`` and ``blipsearch jobs show`` read the
 same record, and a cancel from either is seen by the job within a second.
 Server-side paths are confined to ``BLIPSEARCH_IMPORT_ROOTS``: no other file (and never a
@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError, ForbiddenError, InvalidInputError
-from indexer.control import ACTIVE, CANCELLING, cancel_job
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
 from storage.collection import validate_name
+from storage.jobs import ACTIVE, CANCELLING, cancel_job
 
 if TYPE_CHECKING:
     from models.base import Embedder
@@ -59,13 +59,13 @@ class JobRunner:
         return open_catalog(self.settings.catalog_url())
 
     def submit_index(self, collection: str, paths: list[str], embedder: Callable[[str], Embedder]) -> str:
-        from indexer.job import model_for_collection
+        from service.indexing import collection_model
 
         validate_name(collection)
         if not paths:
             raise InvalidInputError("paths is empty.")
         resolved = confine(paths, self.settings.import_roots)
-        model = model_for_collection(self.settings, collection, None)
+        model = collection_model(self.settings, collection)
         job_id: str = self.catalog.create_job(
             "index", collection, model, {"paths": [str(p) for p in resolved]}, state="pending"
         )
@@ -83,7 +83,7 @@ class JobRunner:
     def _run(
         self, job_id: str, collection: str, paths: list[Path], model: str, embedder: Callable[[str], Embedder]
     ) -> None:
-        from indexer.job import index_paths
+        from service.indexing import index_paths
 
         try:
             index_paths(

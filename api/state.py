@@ -19,7 +19,8 @@ from blipsearch.errors import BlipsearchError
 from models.base import Embedder
 from search.batcher import MicroBatcher
 from search.engine import SearchEngine
-from search.service import load_model, open_engine
+from service.engines import open_engine
+from service.models import load_captioner, load_model
 from storage.collection import Collection
 
 
@@ -64,9 +65,8 @@ class AppState:
                 again = self._engines.get(name)
             if again is not None and again[0] == coll.manifest.created_at:
                 return again[1]
-            engine = open_engine(self.settings, name, embedder=embedder, rerank=True)
-            if self.settings.microbatch:
-                engine.encode_text = self.text_batcher(embedder).submit
+            encode = self.text_batcher(embedder).submit if self.settings.microbatch else None
+            engine = open_engine(self.settings, name, embedder=embedder, rerank=True, encode_text=encode)
             with self._lock:
                 self._engines[name] = (coll.manifest.created_at, engine)
         return engine
@@ -114,7 +114,7 @@ class AppState:
     def moderator(self, policy: str) -> Any:
         """The named policy's Moderator (policy folder), rebuilt when the file changes."""
         from moderation.policy import load_policy
-        from moderation.service import build_moderator, policy_path
+        from service.moderation import build_moderator, policy_path
 
         path = policy_path(self.settings, policy)
         key = (str(path), path.stat().st_mtime_ns)
@@ -134,8 +134,6 @@ class AppState:
     def captioner(self) -> Any:
         with self._lock:
             if self._captioner is None:
-                from blipsearch.commands.captioning import load_captioner
-
                 self._captioner = load_captioner(self.settings, None)
             return self._captioner
 

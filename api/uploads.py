@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from PIL import Image
 
 from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
-from indexer.decode import DecodedImage, decode_image
+from media.decode import DecodedImage, decode_image
 
 # What a declared Content-Type / extension may be, for each format Pillow detects.
 _ALIASES = {

@@ -1,1 +1,1 @@
-"""Retrieval evaluation (the BLIP / LAVIS protocol) on labelled image-caption data."""
+"""Layer 3 (query). Retrieval evaluation (the BLIP / LAVIS protocol) on labelled image-caption data."""

@@ -17,7 +17,7 @@ import torch
 
 from evaluation.data import RetrievalSet
 from evaluation.metrics import retrieval_metrics
-from indexer.decode import decode_image, read_file
+from media.decode import decode_image, read_file
 from models.base import Embedder
 from models.itm import ItmScorer
 from search.vector_index import VectorIndex

@@ -1,1 +1,1 @@
-"""Bulk indexing: read → hash/decode → embed → write, with per-stage timings."""
+"""Layer 4 (jobs). Bulk indexing: read → hash/decode → embed → write, with per-stage timings."""

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
-from indexer.decode import decode_image
-from indexer.sources.uri import read_uri
+from media.decode import decode_image
+from media.uri import read_uri
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
 

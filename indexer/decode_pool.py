@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import decode_image
+from media.decode import decode_image
 
 Preprocess = Callable[[Sequence[Any]], np.ndarray]
 MODES = ("auto", "process", "thread")

@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import read_source
 from indexer.decode_pool import DecodeConfig, DecodeStage
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
+from media.decode import read_source
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
@@ -101,6 +101,7 @@ class IndexPipeline:
         jpeg_draft: bool = True,
         decode_mode: str = "thread",
         update_changed: bool = True,
+        timer: StageTimer | None = None,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -116,7 +117,7 @@ class IndexPipeline:
         # JPEG draft decoding at the model's input size (the captioner's, if it is larger).
         sides = [s for s in (embedder.input_size, captioner.input_size if captioner else None) if s]
         self.draft: int | None = max(sides) if jpeg_draft and sides else None
-        self.timer = StageTimer()
+        self.timer = timer or StageTimer()
         self.update_changed = update_changed
         self.decoder = DecodeStage(
             DecodeConfig(

@@ -33,17 +33,16 @@ from tqdm import tqdm
 
 from blipsearch.config import Settings
 from blipsearch.errors import ConflictError, ImageDecodeError, InvalidInputError, StorageError
-from indexer.control import JobWatch, recorded
 from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
-from indexer.sources.uri import read_uri
 from indexer.stages import StageTimer
+from media.uri import read_uri
 from models.base import Embedder
 from search import index_store
-from search.service import load_model
 from storage import versions
 from storage.catalog import open_catalog, utcnow
 from storage.collection import Collection, live_mask, shard_meta
 from storage.copying import commit_copied_shard
+from storage.jobs import JobWatch, recorded
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
@@ -212,7 +211,7 @@ def reembed(
     name: str,
     model: str,
     *,
-    embedder: Embedder | None = None,
+    embedder: Embedder,
     drop_old: bool = False,
     skip_missing: bool = False,
     progress: bool = True,
@@ -221,8 +220,7 @@ def reembed(
     """Re-embed collection ``name`` with ``model`` into a new version and swap it in."""
     data_dir = settings.data_dir
     live = Collection.open(data_dir, name)
-    if embedder is None:
-        embedder = load_model(settings, model)
+    policy = index_store.IndexPolicy.from_settings(settings)
     if embedder.fingerprint == live.manifest.model_fingerprint:
         raise InvalidInputError(f"Collection {name!r} is already embedded with {embedder.model_id!r}.")
     with writer_lock(live.lock_path):
@@ -249,14 +247,14 @@ def reembed(
                     if on_shard:
                         on_shard(work.copied)
             with work.timer.time("index"):  # the bulk of the index, before writers are held off
-                index_store.refresh(target)
+                index_store.refresh(target, policy=policy)
             with writer_lock(live.lock_path):  # the final round: nothing can be written meanwhile
                 for shard in work.pending():
                     work.copy_shard(shard)
                 work.sync_tombstones()
                 _link_uploads(live, target)
                 with work.timer.time("index"):
-                    info = index_store.refresh(target)  # adds only what the final round brought
+                    info = index_store.refresh(target, policy=policy)  # adds only what the final round brought
                 m = target.reload()
                 m.reembed = None
                 m.save(target.root / MANIFEST_NAME)

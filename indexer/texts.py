@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from blipsearch.errors import InvalidInputError
 from models.base import Embedder
+from search import index_store
 from storage.collection import Collection
 
 MAX_TEXT_CHARS = 10_000
@@ -67,7 +68,14 @@ def text_rows(table: pa.Table) -> tuple[dict[str, list[Any]], list[dict[str, str
 
 
 def index_texts(
-    data_dir: Path, path: Path, collection: str, embedder: Embedder, *, batch_size: int = 256, progress: bool = True
+    data_dir: Path,
+    path: Path,
+    collection: str,
+    embedder: Embedder,
+    *,
+    batch_size: int = 256,
+    progress: bool = True,
+    policy: index_store.IndexPolicy | None = None,
 ) -> dict[str, Any]:
     rows, failures = text_rows(read_text_table(path))
     coll = Collection.create(data_dir, collection, model=embedder.describe(), kind="texts")
@@ -83,9 +91,7 @@ def index_texts(
             added += len(ids)
             skipped += dropped
             bar.update(len(idx))
-    from search import index_store
-
-    index_store.refresh(coll)
+    index_store.refresh(coll, policy=policy)
     return {
         "collection": collection,
         "added": added,

@@ -1,4 +1,4 @@
-"""Model wrappers. The only package in blipsearch that imports ``transformers``.
+"""Layer 2 (parts). Model wrappers. The only package in blipsearch that imports ``transformers``.
 
 Importing this package is cheap: torch and transformers load on first use of a loader.
 """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,15 @@ def resolve_source(source: str) -> str:
     return source
 
 
+def _hub_offline() -> bool:
+    """Whether the Hub client runs offline (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE), as it read it."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - installed with transformers
+        return False
+    return bool(getattr(constants, "HF_HUB_OFFLINE", False))
+
+
 def how_to_fix(source: str) -> str:
     return (
         "To run offline, download the checkpoint on a machine with access to the Hugging Face Hub "
@@ -48,9 +56,7 @@ def from_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> Any:
     except ModelLoadError:
         raise
     except Exception as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
-            "TRANSFORMERS_OFFLINE", ""
-        ) not in ("", "0")
+        offline = _hub_offline()
         if Path(resolved).is_dir():
             reason = f"the directory {resolved!r} does not hold a loadable {what}: {exc}"
             raise ModelLoadError(f"Could not load {what} from {resolved!r}: {reason}") from exc

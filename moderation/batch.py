@@ -14,13 +14,13 @@ from tqdm import tqdm
 
 from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError
-from indexer.control import JobWatch, recorded
-from indexer.decode import decode_image
-from indexer.sources.uri import read_uri
+from media.decode import decode_image
+from media.uri import read_uri
 from moderation.checks import Moderator
 from moderation.store import done_ids, save_results
 from storage.catalog import Catalog, utcnow
 from storage.collection import Collection
+from storage.jobs import JobWatch, recorded
 
 log = logging.getLogger(__name__)
 

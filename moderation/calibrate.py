@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
-from indexer.decode import decode_image, read_file
+from media.decode import decode_image, read_file
 from moderation.checks import Moderator, screen_score
 
 TRUE = {"1", "true", "yes", "y", "positive"}

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import decode_image
-from indexer.sources.uri import read_uri
+from media.decode import decode_image
+from media.uri import read_uri
 from models.base import Embedder
 from models.itm import ItmScorer
 from storage.collection import Collection

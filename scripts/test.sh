@@ -7,6 +7,7 @@ scripts/setup.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/lint-imports  # the layers (pyproject.toml [tool.importlinter]); fails on an upward import
 scripts/ensure_chromium.sh  # Debian's headless Chromium for the page test
 export HF_HUB_OFFLINE=1  # tests build their own tiny checkpoints; never reach for a hub
 # A throwaway PostgreSQL on loopback for the catalog / full-text tests (skipped if none can run).

@@ -1,1 +1,1 @@
-"""FAISS indexes over collections, and exact (max-sim) top-k search."""
+"""Layer 3 (query). FAISS indexes over collections, and exact (max-sim) top-k search."""

@@ -2,7 +2,7 @@
 
 Image collections answer text→image and image→image; text collections answer image→text.
 ITM re-ranking follows the BLIP protocol: an ITC shortlist of ``rerank_k``, re-scored by the
-ITM head, fused (rerank/fusion.py), then cut to ``k``. Image→image has no ITM; it stays ITC.
+ITM head, fused (rerank/fusion/), then cut to ``k``. Image→image has no ITM; it stays ITC.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ import numpy as np
 from blipsearch.errors import CollectionReplacedError, InvalidInputError, RecordNotFoundError, StorageError
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
-from rerank.fusion import check_fusion
+from rerank.fusion import RRF_K, check_fusion, rrf
 from search import index_store
 from search.filters import Filters, allowed_ids
-from search.hybrid import RRF_K, rrf
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
@@ -84,6 +83,9 @@ class SearchEngine:
         index: VectorIndex,
         reranker: Reranker | None = None,
         keyword: KeywordIndex | None = None,
+        *,
+        decisions: Callable[[set[str]], np.ndarray] | None = None,
+        encode_text: Callable[[str], np.ndarray] | None = None,
     ):
         collection.check_model(embedder.fingerprint, embedder.model_id)
         self.coll = collection
@@ -93,10 +95,10 @@ class SearchEngine:
         self.keyword = keyword
         self._sync_lock = threading.Lock()
         self._manifest_stamp = _stamp(collection)
-        # decisions -> record ids with those moderation decisions (moderation/store.py), if wired
-        self.decisions: Callable[[set[str]], np.ndarray] | None = None
-        # text -> ITC query vector; the API swaps in a micro-batched encoder (search/batcher.py)
-        self.encode_text: Callable[[str], np.ndarray] = lambda t: embedder.embed_texts([t])[0]
+        # decisions -> record ids with those moderation decisions (the catalog's, via service/)
+        self.decisions = decisions
+        # text -> ITC query vector; the API passes a micro-batched encoder (search/batcher.py)
+        self.encode_text: Callable[[str], np.ndarray] = encode_text or (lambda t: embedder.embed_texts([t])[0])
 
     @classmethod
     def open(
@@ -105,10 +107,13 @@ class SearchEngine:
         embedder: Embedder,
         reranker: Reranker | None = None,
         keyword: KeywordIndex | None = None,
+        *,
+        decisions: Callable[[set[str]], np.ndarray] | None = None,
+        encode_text: Callable[[str], np.ndarray] | None = None,
     ) -> SearchEngine:
         collection.check_model(embedder.fingerprint, embedder.model_id)
         index, _ = index_store.load(collection, embedder.fingerprint)
-        return cls(collection, embedder, index, reranker, keyword)
+        return cls(collection, embedder, index, reranker, keyword, decisions=decisions, encode_text=encode_text)
 
     def sync(self) -> bool:
         """Catch up with commits made since this engine was opened (uploads, deletes, a new

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from blipsearch.config import Settings
 from blipsearch.errors import ModelMismatchError, StorageError
 from search import faiss_backend as fb
 from search.index_choice import choose_spec, needs_rebuild
@@ -58,17 +59,15 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
 
 @dataclass
 class IndexPolicy:
-    """How specs are chosen automatically (from Settings: BLIPSEARCH_INDEX_MEMORY_GB, ...)."""
+    """How specs are chosen automatically (``from_settings``: BLIPSEARCH_INDEX_MEMORY_GB, ...; the
+    defaults equal the settings' defaults)."""
 
     memory_bytes: int = 16 * 2**30
     flat_max: int = 1_000_000
     target_recall: float = 0.95
 
     @classmethod
-    def from_settings(cls) -> IndexPolicy:
-        from blipsearch.config import get_settings
-
-        s = get_settings()
+    def from_settings(cls, s: Settings) -> IndexPolicy:
         return cls(int(s.index_memory_gb * 2**30), s.flat_max_vectors, s.target_recall)
 
 
@@ -88,7 +87,7 @@ def build(coll: Collection, spec: str | None = None, policy: IndexPolicy | None 
     """A fresh index over every live record: ``spec``, else the collection's (explicit or
     automatic) spec. Quantizers train on a sample; nprobe/efSearch defaults are tuned to the
     policy's target recall@10 on held-out records."""
-    policy = policy or IndexPolicy.from_settings()
+    policy = policy or IndexPolicy()
     m = coll.manifest
     chosen = normalise(spec) if spec else wanted_spec(coll, policy)[0]
     index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
@@ -195,7 +194,7 @@ def refresh(
     An automatically chosen index is rebuilt when the collection's size calls for another
     type (search/index_choice.py), e.g. Flat → IVF past ``flat_max`` vectors.
     """
-    policy = policy or IndexPolicy.from_settings()
+    policy = policy or IndexPolicy()
     with writer_lock(coll.lock_path):
         m = coll.reload_for_write()
         if spec is not None:

@@ -97,6 +97,20 @@ class Manifest(BaseModel):
     def deleted_count(self) -> int:
         return sum(len(s.deleted) for s in self.shards)
 
+    def summary(self) -> dict[str, Any]:
+        """The collection as ``collections`` (CLI) and ``GET /v1/collections`` (API) describe it."""
+        return {
+            "name": self.collection,
+            "kind": self.kind,
+            "count": self.count,
+            "model_id": self.model_id,
+            "dim": self.dim,
+            "vectors_per_item": self.vectors_per_item,
+            "index": self.index.spec if self.index else None,
+            "itm_features": self.itm_features is not None,
+            "created_at": self.created_at.isoformat(),
+        }
+
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:

@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,9 +19,6 @@ import pyarrow.parquet as pq
 from storage.manifest import Manifest, ShardInfo
 from storage.schema import embeddings_from_arrow, record_schema
 
-if TYPE_CHECKING:
-    from storage.collection import Collection
-
 
 @lru_cache(maxsize=256)
 def _read_meta(path: str, mtime_ns: int) -> pa.Table:
@@ -29,7 +26,7 @@ def _read_meta(path: str, mtime_ns: int) -> pa.Table:
     return pq.read_table(path, columns=[c for c in pq.read_schema(path).names if c != "embedding"])
 
 
-def shard_meta(coll: Collection | CollectionReads, shard: ShardInfo) -> pa.Table:
+def shard_meta(coll: CollectionReads, shard: ShardInfo) -> pa.Table:
     """A shard's non-embedding columns (cached while the file is unchanged)."""
     path = coll.shard_path(shard)
     return _read_meta(str(path), path.stat().st_mtime_ns)

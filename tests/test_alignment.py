@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from blipsearch.errors import ModelMismatchError
-from indexer.job import index_paths
 from search import index_store
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import write_images
 

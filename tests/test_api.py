@@ -10,7 +10,7 @@ from PIL import Image
 
 from api.app import create_app
 from blipsearch.config import Settings
-from indexer.job import index_paths
+from service.indexing import index_paths
 from tests.helpers import make_image, write_images
 
 

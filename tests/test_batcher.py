@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from blipsearch.config import Settings
 from blipsearch.errors import OverloadedError
-from indexer.job import index_paths
 from search.batcher import MicroBatcher
+from service.indexing import index_paths
 from tests.helpers import write_images
 
 

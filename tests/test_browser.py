@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from blipsearch.config import Settings
-from indexer.job import index_paths
+from service.indexing import index_paths
 from tests.helpers import write_images
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -14,8 +14,8 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipForConditionalGeneration, BlipProcessor
 
 from indexer.captions import caption_collection
-from indexer.job import index_paths
 from models.captioner import Captioner, Decoding
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import make_image, write_images
 
@@ -95,7 +95,7 @@ def test_recaption_killed_midway_then_resumed(tmp_path, tiny_models):
         "HF_HUB_OFFLINE": "1",
         "BLIPSEARCH_CAPTION_BATCH_SIZE": "2",
     }
-    base = [sys.executable, "-m", "blipsearch"]
+    base = [sys.executable, "-m", "cli"]
     subprocess.run(
         [*base, "index", str(tmp_path / "in"), "-c", "k", "--model", str(tiny_models["blip-itm"])],
         env=env,

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from blipsearch.cli import app
+from cli.main import app
 from tests.helpers import write_bad_files, write_images
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer.decode import decode_image
+from media.decode import decode_image
 from tests.helpers import make_image
 
 
@@ -52,7 +52,7 @@ def test_draft_is_skipped_when_it_would_not_help(blip_embedder):
 
 
 def test_indexing_with_draft_stays_within_tolerance_of_the_full_decode(settings, blip_embedder, tmp_path):
-    from indexer.job import index_paths
+    from service.indexing import index_paths
     from storage.collection import Collection
 
     folder = tmp_path / "big"

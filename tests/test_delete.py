@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.job import index_paths
 from search import index_store
 from search.engine import SearchEngine
+from service.indexing import index_paths
 from storage.collection import Collection
 from storage.compaction import compact
 from tests.helpers import brute_force_topk, write_images

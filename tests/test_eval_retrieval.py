@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from blipsearch.cli import app
 from blipsearch.synthetic import write_images
+from cli.main import app
 from evaluation.data import load_annotations
 from evaluation.metrics import rank_from_scores, retrieval_metrics
 from evaluation.retrieval import evaluate

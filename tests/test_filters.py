@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from blipsearch.errors import InvalidInputError
-from indexer.job import index_paths
 from indexer.texts import index_texts
 from search.engine import QueryOptions
 from search.filters import Filters
-from search.service import open_engine
+from service.engines import open_engine
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import brute_force_topk, write_images
 

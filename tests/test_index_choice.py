@@ -114,7 +114,7 @@ def test_explicit_spec_is_kept_until_auto_and_hnsw_survives_deletes(tmp_path):
 def test_index_stats_cli_reports_recall(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from blipsearch.cli import app
+    from cli.main import app
 
     _collection(tmp_path, 3000)
     monkeypatch.setenv("BLIPSEARCH_FLAT_MAX_VECTORS", "1000")

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 from PIL import Image
 
-from indexer.decode import decode_image
-from indexer.job import index_paths
+from media.decode import decode_image
+from service.indexing import index_paths
 from storage.catalog import Catalog
 from storage.collection import Collection
 from tests.helpers import make_image, write_bad_files, write_images

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from blipsearch.errors import InvalidInputError
-from indexer.job import index_paths
-from search.hybrid import rrf
-from search.service import open_engine
+from rerank.fusion import rrf
+from service.engines import open_engine
+from service.indexing import index_paths
 from storage.catalog import open_catalog
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex, fts5_query

@@ -35,7 +35,7 @@ def test_sigkill_mid_run_then_resume(tmp_path, tiny_models):
     cmd = [
         sys.executable,
         "-m",
-        "blipsearch",
+        "cli",
         "index",
         str(tmp_path / "in"),
         "-c",

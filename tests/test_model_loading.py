@@ -68,7 +68,7 @@ def test_cli_reports_missing_model_without_traceback(tmp_path):
 
     make_image(0).save(img_dir / "a.jpg")
     proc = subprocess.run(
-        [sys.executable, "-m", "blipsearch", "index", str(img_dir), "-c", "x"],
+        [sys.executable, "-m", "cli", "index", str(img_dir), "-c", "x"],
         capture_output=True,
         text=True,
         env=env,

@@ -12,7 +12,6 @@ import yaml
 from PIL import Image, ImageDraw, ImageOps
 
 from blipsearch.errors import CancelledError
-from indexer.job import index_paths
 from models import load_itm
 from models.itm import softmax_match
 from moderation.batch import moderate_collection
@@ -20,7 +19,8 @@ from moderation.calibrate import calibrate, pr_at
 from moderation.checks import Moderator, screen_score
 from moderation.policy import PolicyError, load_policy, parse_policy
 from moderation.store import effective_decisions, query_results, save_results
-from search.service import open_engine
+from service.engines import open_engine
+from service.indexing import index_paths
 from storage.catalog import open_catalog
 from storage.collection import Collection
 from tests.helpers import make_image, write_images
@@ -294,8 +294,8 @@ def test_moderation_api_and_cli(tmp_path, tiny_models, monkeypatch):
     from typer.testing import CliRunner
 
     from api.app import create_app
-    from blipsearch.cli import app as cli
     from blipsearch.config import Settings
+    from cli.main import app as cli
 
     policies = tmp_path / "policies"
     policies.mkdir()

@@ -33,7 +33,7 @@ def test_catalog_collections_and_jobs():
 
 def test_keyword_search_on_postgres(tmp_path, blip_embedder):
     from blipsearch.config import Settings
-    from indexer.job import index_paths
+    from service.indexing import index_paths
 
     name = f"k{uuid.uuid4().hex[:8]}"
     settings = Settings(data_dir=tmp_path / "d", database_url=URL, batch_size=8)

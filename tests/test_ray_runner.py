@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from indexer.job import index_paths
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import write_bad_files, write_images
 
@@ -26,7 +26,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_runner_records_equal_the_local_runner(settings, blip_embedder, tiny_models, tmp_path, local_ray):
-    from indexer.ray_runner import index_with_ray
+    from service.indexing import index_with_ray
 
     images = write_images(tmp_path / "in", 14)
     bad = write_bad_files(tmp_path / "in" / "bad")

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from blipsearch.errors import ConflictError, StorageError
-from indexer.job import index_paths
 from indexer.reembed import reembed
+from service.indexing import index_paths
 from storage import versions
 from storage.collection import Collection
 from tests.helpers import write_images
@@ -97,7 +97,7 @@ def test_reembed_swaps_atomically_and_keeps_records(small_shards, blip_embedder,
         live.delete([first_ids[3]])
     from typer.testing import CliRunner
 
-    from blipsearch.cli import app as cli
+    from cli.main import app as cli
 
     out = CliRunner().invoke(cli, ["reembed", "-c", "r", "--drop-old", "--data-dir", str(s.data_dir), "--json"])
     assert out.exit_code == 0, out.output

@@ -12,9 +12,9 @@ import torch
 from transformers import BlipForImageTextRetrieval, BlipProcessor
 
 from blipsearch.errors import InvalidInputError
-from indexer.job import index_paths
 from indexer.texts import index_texts
-from search.service import open_engine
+from service.engines import open_engine
+from service.indexing import index_paths
 from tests.helpers import brute_force_topk, make_image, write_images
 
 CAPTIONS = [

@@ -17,7 +17,7 @@ from schemathesis.checks import (  # noqa: E402
 
 from api.app import create_app  # noqa: E402
 from blipsearch.config import Settings  # noqa: E402
-from indexer.job import index_paths  # noqa: E402
+from service.indexing import index_paths  # noqa: E402
 from storage.api_keys import create_key  # noqa: E402
 from storage.catalog import open_catalog  # noqa: E402
 from tests.helpers import write_images  # noqa: E402

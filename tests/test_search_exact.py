@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.job import index_paths
 from search.engine import SearchEngine
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import brute_force_topk, make_image, write_images
 

@@ -19,12 +19,12 @@ from PIL import Image
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
 from indexer.decode_pool import DecodeConfig, DecodeStage
-from indexer.job import index_paths
 from indexer.sources import open_sources
-from indexer.sources.uri import read_uri
+from media.uri import read_uri
 from search.engine import QueryOptions
 from search.filters import Filters
-from search.service import open_engine
+from service.engines import open_engine
+from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import make_image, write_images
 

@@ -20,18 +20,7 @@ THUMB_SIZE = 256
 
 
 def collection_info(coll: Collection) -> CollectionInfo:
-    m = coll.manifest
-    return CollectionInfo(
-        name=m.collection,
-        kind=m.kind,
-        count=m.count,
-        model_id=m.model_id,
-        dim=m.dim,
-        vectors_per_item=m.vectors_per_item,
-        index=m.index.spec if m.index else None,
-        itm_features=m.itm_features is not None,
-        created_at=m.created_at.isoformat(),
-    )
+    return CollectionInfo(**coll.manifest.summary())
 
 
 def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
@@ -65,12 +54,12 @@ def get_record(name: str, rid: int, request: Request) -> Record:
 
 @router.get("/{name}/images/{rid}/file", response_model=None)
 def get_file(name: str, rid: int, request: Request) -> Response:
-    from indexer.sources.uri import split_tar_uri
+    from media.uri import split_tar_uri
 
     _, rec = _record(request, name, rid)
     uri = rec.get("uri") or ""
     if split_tar_uri(uri) is not None:  # a member of a WebDataset shard
-        from indexer.sources.uri import read_uri
+        from media.uri import read_uri
 
         try:
             data = read_uri(uri, request.app.state.blip.settings.max_file_bytes).data
@@ -89,8 +78,8 @@ def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
     thumb = coll.root / "thumbs" / f"{rid}.jpg"
     if not thumb.is_file():
-        from indexer.decode import decode_image
-        from indexer.sources.uri import read_uri
+        from media.decode import decode_image
+        from media.uri import read_uri
 
         settings = request.app.state.blip.settings
         img = decode_image(read_uri(rec["uri"], settings.max_file_bytes).data, settings.max_image_pixels).image

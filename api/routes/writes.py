@@ -21,8 +21,8 @@ from api.schemas import (
 )
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, RecordNotFoundError
-from indexer.job import create_image_collection
 from indexer.uploads import Blob, index_blobs
+from service.indexing import new_image_collection
 from storage.collection import Collection
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
@@ -39,7 +39,7 @@ def create_collection(body: CreateCollectionRequest, request: Request) -> Collec
         )
     if Collection.exists(settings.data_dir, body.name):
         raise ConflictError(f"Collection {body.name!r} already exists.")
-    coll = create_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
+    coll = new_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
     return collection_info(coll)
 
 

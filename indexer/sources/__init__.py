@@ -20,7 +20,8 @@ from indexer.sources.base import Source, SourceItem
 from indexer.sources.filelist import FileListSource
 from indexer.sources.files import FilesSource, expand_glob, is_glob, iter_files
 from indexer.sources.manifest import ManifestSource
-from indexer.sources.webdataset import WebDatasetSource, is_tar
+from indexer.sources.webdataset import WebDatasetSource
+from media.tar import is_tar
 
 FORMATS = ("auto", "files", "list", "manifest", "webdataset")
 __all__ = ["FORMATS", "Source", "SourceItem", "Sources", "iter_files", "open_sources"]

@@ -43,7 +43,7 @@ def tiny_model() -> Path:
 def prepare(data_dir: Path, model: Path, n_images: int) -> None:
     from blipsearch.config import Settings
     from blipsearch.synthetic import write_images
-    from indexer.job import index_paths
+    from service.indexing import index_paths
 
     write_images(data_dir.parent / "imgs", n_images)
     settings = Settings(data_dir=data_dir, model=str(model), batch_size=16)

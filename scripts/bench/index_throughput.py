@@ -61,8 +61,8 @@ def main() -> None:
     from transformers import BlipForImageTextRetrieval, BlipProcessor
 
     from blipsearch.config import Settings
-    from indexer.job import index_paths
     from models import load_embedder
+    from service.indexing import index_paths
 
     path = base_model()
     emb = load_embedder(str(path), device=args.device)

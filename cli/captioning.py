@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 from blipsearch.errors import InvalidInputError
+from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 CaptionModelOpt = Annotated[
     str | None, typer.Option("--caption-model", help="Hub id or local dir (BLIPSEARCH_CAPTION_MODEL).")
@@ -16,17 +16,6 @@ CaptionModelOpt = Annotated[
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, max=512, help="Caption length limit.")]
 BeamsOpt = Annotated[int, typer.Option("--num-beams", min=1, max=16, help="1 = greedy; more = beam search.")]
 PromptOpt = Annotated[str | None, typer.Option("--prompt", help='Prefix to continue, e.g. "a photography of".')]
-
-
-def load_captioner(settings: Any, model: str | None) -> Any:
-    from models.captioner import Captioner
-
-    return Captioner(
-        model or settings.caption_model,
-        device=settings.device,
-        dtype=settings.dtype,
-        batch_size=settings.caption_batch_size,
-    )
 
 
 @handle_errors
@@ -42,6 +31,7 @@ def caption(
 ) -> None:
     """Caption image files, or every record of a collection lacking a caption from this model."""
     from models.captioner import Decoding
+    from service.models import load_captioner
 
     if bool(files) == bool(collection):
         raise InvalidInputError("Give image FILEs or --collection NAME (one of the two).")
@@ -50,15 +40,15 @@ def caption(
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
     if collection:
         from indexer.captions import caption_collection
-        from storage.collection import Collection
+        from service.collections import open_collection
 
-        coll = Collection.open(settings.data_dir, collection)
+        coll = open_collection(settings, collection)
         report = caption_collection(
             coll, captioner, decoding, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes
         )
         emit(report, as_json, lambda p: f"{collection}: captioned {p['captioned']}, failed {p['failed']}")
         return
-    from indexer.decode import decode_image, read_file
+    from media.decode import decode_image, read_file
 
     results: list[dict[str, Any]] = []
     for f in files or []:

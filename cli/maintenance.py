@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 
 @handle_errors
@@ -17,14 +17,10 @@ def delete(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete records: tombstoned at once (never returned again), removed from the index."""
-    from search import index_store
-    from storage.collection import Collection
+    from service.collections import delete_records
 
-    settings = settings_for(data_dir)
-    coll = Collection.open(settings.data_dir, collection)
-    deleted, unknown = coll.delete(ids)
-    index_store.refresh(coll)
-    payload = {"collection": collection, "deleted": deleted, "not_found": unknown, "count": coll.reload().count}
+    payload = delete_records(settings_for(data_dir), collection, ids)
+    deleted, unknown = payload["deleted"], payload["not_found"]
     emit(
         payload,
         as_json,
@@ -37,18 +33,10 @@ def delete(
 @handle_errors
 def compact(collection: CollectionOpt, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Rewrite shards without deleted records (ids and search results are unchanged)."""
-    from dataclasses import asdict
+    from service.collections import compact as run
 
-    from search import index_store
-    from storage.collection import Collection
-    from storage.compaction import compact as run
-
-    settings = settings_for(data_dir)
-    coll = Collection.open(settings.data_dir, collection)
-    index_store.refresh(coll)  # the index drops tombstoned vectors before their rows go
-    report = run(coll)
     emit(
-        asdict(report),
+        run(settings_for(data_dir), collection),
         as_json,
         lambda p: (
             f"{collection}: removed {p['rows_removed']} deleted rows "

@@ -6,13 +6,12 @@ import tarfile
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode import RawFile, read_file, read_source
+from media.decode import RawFile, read_file, read_source
+from media.tar import is_tar, read_member
 
 
 def split_tar_uri(uri: str) -> tuple[Path, str] | None:
     """(shard, member) when ``uri`` names a tar member, else None."""
-    from indexer.sources.webdataset import is_tar
-
     shard, sep, member = uri.rpartition("#")
     if sep and member and is_tar(Path(shard)) and not Path(uri).exists():
         return Path(shard), member
@@ -24,8 +23,6 @@ def read_uri(uri: str, max_bytes: int) -> RawFile:
     tar = split_tar_uri(uri)
     if tar is None:
         return read_file(Path(uri), max_bytes)
-    from indexer.sources.webdataset import read_member
-
     try:
         data = read_member(tar[0], tar[1], max_bytes)
     except ValueError as exc:

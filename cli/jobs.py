@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 if TYPE_CHECKING:
     from storage.catalog import Catalog, JobRow
@@ -98,7 +98,7 @@ def show(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False
 @handle_errors
 def cancel(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Ask a pending or running job to stop; it keeps what it committed."""
-    from indexer.control import cancel_job
+    from storage.jobs import cancel_job
 
     job = cancel_job(_catalog(data_dir), job_id)
     emit(_row(job), as_json, lambda p: f"job {p['id']}: {p['state']}")
@@ -109,7 +109,8 @@ def cancel(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
 def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """Run an interrupted, failed or cancelled index job again: committed images are skipped."""
     from blipsearch.errors import ConflictError
-    from indexer.job import RESUMABLE, index_paths
+    from indexer.runner import RESUMABLE
+    from service.indexing import index_paths
 
     settings = settings_for(data_dir)
     catalog = _catalog(data_dir)

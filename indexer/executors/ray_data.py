@@ -1,4 +1,4 @@
-"""The Ray runner: the same stages as the local pipeline, on a Ray cluster (Ray Data).
+"""The Ray executor: the same stages as the local pipeline, on a Ray cluster (Ray Data).
 
     items (driver: sources)  →  map_batches(ReadDecode)   read, sha256, skip known, decode+preprocess
                              →  map_batches(EmbedActor)   model actors (num_gpus=1 each when GPUs exist)
@@ -16,26 +16,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError, MissingDependencyError
-from indexer.control import JobWatch, recorded
-from indexer.decode import read_source
 from indexer.decode_pool import DecodeConfig, decode_one
-from indexer.job import create_image_collection, job_counts, model_for_collection
 from indexer.pipeline import IndexReport
-from indexer.sources import open_sources
+from indexer.runner import Executor, Progress
+from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
-from search import index_store
-from search.service import load_model
-from storage.catalog import open_catalog, utcnow
+from media.decode import read_source
+from models.base import Embedder
+from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 META_COLUMNS = ("width", "height", "format", "bytes")
@@ -91,10 +88,8 @@ class ReadDecode:
 class EmbedActor:
     """Ray Data stage: one model replica per actor; embeds rows that decoded."""
 
-    def __init__(self, source: str, device: str, dtype: str, batch_size: int) -> None:
-        from models import load_embedder
-
-        self.embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+    def __init__(self, load_model: Callable[..., Embedder], source: str, gpu: bool) -> None:
+        self.embedder = load_model(source, device="cuda" if gpu else "cpu")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = (batch["error"] == "") & ~batch["duplicate"] & (batch["source_error"] == "")
@@ -108,7 +103,7 @@ class EmbedActor:
         return out
 
 
-def _items(sources: Any) -> list[dict[str, Any]]:
+def _items(sources: Iterable[SourceItem]) -> list[dict[str, Any]]:
     return [
         {
             "uri": it.uri,
@@ -121,97 +116,79 @@ def _items(sources: Any) -> list[dict[str, Any]]:
     ]
 
 
-def index_with_ray(
-    settings: Settings,
-    paths: Sequence[str | Path],
-    collection: str,
-    *,
-    model: str | None = None,
-    address: str | None = None,
-    input_format: str = "auto",
-    path_column: str | None = None,
-    metadata_columns: Sequence[str] | None = None,
-    index_spec: str | None = None,
-    progress: bool = True,
-    num_cpus: int | None = None,
-) -> IndexReport:
-    """Index ``paths`` into ``collection`` on Ray; returns the same report as the local runner."""
-    ray = _ray()
-    sources = open_sources(paths, input_format, path_column=path_column, metadata_columns=metadata_columns)
-    source = model_for_collection(settings, collection, model)
-    embedder = load_model(settings, source)  # the driver checks the model against the collection
-    coll = create_image_collection(settings, collection, embedder)
-    items = _items(sources)
-    catalog = open_catalog(settings.catalog_url())
-    job_settings = {
-        "paths": [str(p) for p in paths],
-        "runner": "ray",
-        "address": address,
-        "batch_size": settings.batch_size,
-    }
-    job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
-    report = IndexReport(coll.name, job_id=job_id)
-    timer = StageTimer()
-    if not ray.is_initialized():
-        ray.init(
-            address=address,
-            num_cpus=None if address else (num_cpus or os.cpu_count()),
-            include_dashboard=False,
-            log_to_driver=False,
+@dataclass
+class RayOptions:
+    address: str | None = None
+    num_cpus: int | None = None
+    batch_size: int = 32
+    shard_size: int = 4096
+    decode_workers: int = 4
+    max_pixels: int = 100_000_000
+    max_bytes: int = 256 * 1024 * 1024
+    jpeg_draft: bool = True
+
+
+class RayExecutor(Executor):
+    """Read/decode as Ray Data tasks, the model in actors built by ``load_model`` (a picklable
+    callable from the composition root), the shard writer on the driver."""
+
+    name = "ray"
+
+    def __init__(self, options: RayOptions, load_model: Callable[[str], Embedder]) -> None:
+        self.options = options
+        self.load_model = load_model
+        self.timer = StageTimer()
+
+    def describe(self) -> dict[str, Any]:
+        return {"runner": "ray", "address": self.options.address, "batch_size": self.options.batch_size}
+
+    def run(
+        self, coll: Collection, embedder: Embedder, items: Iterable[SourceItem], on_progress: Progress
+    ) -> IndexReport:
+        ray = _ray()
+        o = self.options
+        rows = _items(items)
+        report = IndexReport(coll.name)
+        if not ray.is_initialized():
+            ray.init(
+                address=o.address,
+                num_cpus=None if o.address else (o.num_cpus or os.cpu_count()),
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # ids follow input order, as in the local runner
+        ctx.enable_progress_bars = False
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        side = embedder.input_size or 384
+        cfg = DecodeConfig(embedder.preprocessor(), None, o.max_pixels, side if o.jpeg_draft else None)
+        bs = o.batch_size
+        if not rows:
+            return report
+        ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows) // bs, 512)))
+        ds = ds.map_batches(
+            ReadDecode,
+            fn_constructor_kwargs={
+                "cfg": cfg,
+                "max_bytes": o.max_bytes,
+                "known": ray.put(coll.known_hashes()),
+                "pixel_shape": (3, side, side),
+            },
+            batch_size=bs,
+            compute=ray.data.ActorPoolStrategy(size=max(1, o.decode_workers)),
         )
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True  # ids follow input order, as in the local runner
-    ctx.enable_progress_bars = False
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    side = embedder.input_size or 384
-    cfg = DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, side if settings.jpeg_draft else None)
-    known_ref = ray.put(coll.known_hashes())
-    bs = settings.batch_size
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // bs, 512))) if items else None
-    watch = JobWatch(catalog, job_id, total=len(items))
-    bar = tqdm(total=len(items), unit="img", desc=f"index {coll.name} (ray)", disable=not progress or None)
-    with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
-        if ds is not None:
-            ds = ds.map_batches(
-                ReadDecode,
-                fn_constructor_kwargs={
-                    "cfg": cfg,
-                    "max_bytes": settings.max_file_bytes,
-                    "known": known_ref,
-                    "pixel_shape": (3, side, side),
-                },
-                batch_size=bs,
-                compute=ray.data.ActorPoolStrategy(size=max(1, settings.decode_workers)),
-            )
-            ds = ds.map_batches(
-                EmbedActor,
-                fn_constructor_kwargs={
-                    "source": source,
-                    "device": "cuda" if gpus else "cpu",
-                    "dtype": settings.dtype,
-                    "batch_size": bs,
-                },
-                batch_size=bs,
-                compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
-                num_gpus=1 if gpus else 0,
-            )
-            updates = UriUpdates(coll.live_uris())  # the local runner's update rules
-            for batch in ds.iter_batches(batch_size=settings.shard_size, batch_format="numpy"):
-                _commit(coll, batch, report, timer, updates)
-                bar.update(len(batch["uri"]))
-                watch.tick(job_counts(report, len(items)), report.total, timings=timer.report)
-        with timer.time("index"):
-            index_store.refresh(coll, spec=index_spec)
-    report.timings = timer.report()
-    catalog.update_job(
-        job_id,
-        state="succeeded",
-        finished_at=utcnow(),
-        counts={**job_counts(report, len(items)), "progress": {"done": report.total, "total": len(items)}},
-        failures=report.failures[:10_000],
-        timings=report.timings,
-    )
-    return report
+        ds = ds.map_batches(
+            EmbedActor,
+            fn_constructor_kwargs={"load_model": self.load_model, "source": embedder.model_id, "gpu": bool(gpus)},
+            batch_size=bs,
+            compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
+            num_gpus=1 if gpus else 0,
+        )
+        updates = UriUpdates(coll.live_uris())  # the local runner's update rules
+        for batch in ds.iter_batches(batch_size=o.shard_size, batch_format="numpy"):
+            _commit(coll, batch, report, self.timer, updates)
+            on_progress(report, report.total)
+        return report
 
 
 def _commit(

@@ -1,4 +1,4 @@
-"""Assemble a Moderator: policy, ITC model, ITM scorer, and the blocklist collection's engine."""
+"""Moderators from settings: policy, ITC model, ITM scorer, and the blocklist collection's engine."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from blipsearch.errors import InvalidInputError, NotFoundError
 from models.base import Embedder
 from moderation.checks import Moderator
 from moderation.policy import Policy, load_policy
-from search.service import load_model
+from service.engines import open_engine
+from service.models import load_model, load_scorer
 
 
 def policy_path(settings: Settings, name: str) -> Path:
@@ -36,15 +37,11 @@ def build_moderator(
     embedder: Embedder | None = None,
     shared_kv: bool = True,
 ) -> Moderator:
-    from models import load_itm
-
     if embedder is None:
         embedder = load_model(settings, model or settings.model)
-    scorer = load_itm(embedder, first_token=settings.itm_first_token, batch_size=settings.itm_batch_size)
+    scorer = load_scorer(settings, embedder)
     blocklist = None
     if policy.blocklist is not None:
-        from search.service import open_engine
-
         blocklist = open_engine(settings, policy.blocklist.collection, embedder=embedder)
     return Moderator(policy, embedder, scorer, blocklist=blocklist, shared_kv=shared_kv)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from blipsearch.cli_common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 if TYPE_CHECKING:
     from storage.catalog import Catalog

@@ -8,11 +8,11 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
-from blipsearch.commands.evaluating import eval_app
-from blipsearch.commands.jobs import jobs_app
-from blipsearch.commands.keys import keys_app
-from blipsearch.commands.moderating import moderate_app
+from cli import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
+from cli.evaluating import eval_app
+from cli.jobs import jobs_app
+from cli.keys import keys_app
+from cli.moderating import moderate_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.cli_common import JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval quality on labelled data.")
 
@@ -31,13 +31,12 @@ def retrieval(
 
     from evaluation.data import load_annotations
     from evaluation.retrieval import evaluate, format_table
-    from models import load_itm
-    from search.service import load_model
+    from service.models import load_model, load_scorer
 
     settings = settings_for(None)
     data = load_annotations(annotations, images, split or None, limit)
     embedder = load_model(settings, model or settings.model)
-    scorer = None if no_itm else load_itm(embedder, first_token=settings.itm_first_token)
+    scorer = None if no_itm else load_scorer(settings, embedder)
     result = evaluate(embedder, data, scorer=scorer, k_test=k_test, index_spec=index_spec)
     if output:
         output.write_text(json.dumps(result, indent=2))

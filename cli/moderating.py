@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 moderate_app = typer.Typer(no_args_is_help=True, help="Policy screening, image-text consistency, blocklists.")
 PolicyOpt = Annotated[Path, typer.Option("--policy", help="Policy file (YAML or JSON).")]
@@ -42,8 +42,8 @@ def check(
 ) -> None:
     """Check images against a policy: per-category scores, the decision and what triggered it."""
     from blipsearch.errors import ImageDecodeError
-    from indexer.decode import decode_image, read_file
-    from moderation.service import moderator_from_file
+    from media.decode import decode_image, read_file
+    from service.moderation import moderator_from_file
 
     settings = settings_for(data_dir)
     moderator = moderator_from_file(settings, policy, model)
@@ -77,12 +77,12 @@ def run(
 ) -> None:
     """Moderate every record of a collection (resumable; re-runs skip what this policy version checked)."""
     from moderation.batch import moderate_collection
-    from moderation.service import moderator_from_file
+    from service.collections import open_collection
+    from service.moderation import moderator_from_file
     from storage.catalog import open_catalog
-    from storage.collection import Collection
 
     settings = settings_for(data_dir)
-    coll = Collection.open(settings.data_dir, collection)
+    coll = open_collection(settings, collection)
     moderator = moderator_from_file(settings, policy, model or coll.manifest.model_id)
     out = moderate_collection(settings, open_catalog(settings.catalog_url()), coll, moderator, progress=not as_json)
     emit(
@@ -142,7 +142,7 @@ def calibrate(
 ) -> None:
     """Precision and recall per category over thresholds; suggested thresholds for a target precision."""
     from moderation.calibrate import calibrate as run_calibration
-    from moderation.service import moderator_from_file
+    from service.moderation import moderator_from_file
 
     settings = settings_for(data_dir)
     report = run_calibration(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 
 def _human(p: dict[str, Any]) -> str:
@@ -36,32 +35,7 @@ def index_stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Index type, size, memory, tuned search defaults and (optionally) recall@10 vs exact."""
-    from search import index_store
-    from search.index_choice import memory_bytes
-    from search.recall import eval_recall as measure
-    from storage.collection import Collection
+    from service.collections import index_stats as run
 
-    settings = settings_for(data_dir)
-    coll = Collection.open(settings.data_dir, collection)
-    info = index_store.refresh(coll)
-    index, _ = index_store.load(coll)
-    m = coll.manifest
-    n = m.count * m.vectors_per_item
-    payload: dict[str, Any] = {
-        "collection": collection,
-        "records": m.count,
-        "vectors": n,
-        "dim": m.dim,
-        "model_id": m.model_id,
-        "spec": info.spec,
-        "auto": info.auto,
-        "explicit_spec": m.index_spec,
-        "recommended_spec": index_store.wanted_spec(coll, index_store.IndexPolicy.from_settings())[0],
-        "search_defaults": info.search_defaults,
-        "memory_bytes": memory_bytes(info.spec, n, m.dim),
-        "on_gpu": index.on_gpu,
-        "index": json.loads(info.model_dump_json()),
-    }
-    if eval_recall:
-        payload["recall"] = measure(coll, index, queries=queries, k=10)
+    payload = run(settings_for(data_dir), collection, eval_recall=eval_recall, queries=queries)
     emit(payload, as_json, _human)

@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 from blipsearch.errors import InvalidInputError
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 
 def _human_results(p: dict[str, Any]) -> str:
@@ -89,14 +89,14 @@ def search(
     except ValueError as exc:
         raise InvalidInputError(f"Invalid filter: {exc}") from None
     options = QueryOptions(filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search)
-    from search.service import open_engine
+    from service.engines import open_engine
 
     if (text is None) == (image is None):
         raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
     settings = settings_for(data_dir)
     engine = open_engine(settings, collection, model=model, rerank=rerank)
     if image is not None:
-        from indexer.decode import decode_image, read_file
+        from media.decode import decode_image, read_file
 
         raw = read_file(image, settings.max_file_bytes)
         img = decode_image(raw.data, settings.max_image_pixels).image
@@ -127,28 +127,9 @@ def search(
 @handle_errors
 def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     """List collections with their model and size."""
-    from storage.catalog import open_catalog
-    from storage.collection import Collection
+    from service.collections import list_collections
 
-    settings = settings_for(data_dir)
-    rows = []
-    for row in open_catalog(settings.catalog_url()).list_collections():
-        if not Collection.exists(settings.data_dir, row.name):
-            continue
-        m = Collection.open(settings.data_dir, row.name).manifest
-        rows.append(
-            {
-                "name": row.name,
-                "kind": m.kind,
-                "count": m.count,
-                "model_id": m.model_id,
-                "dim": m.dim,
-                "vectors_per_item": m.vectors_per_item,
-                "index": m.index.spec if m.index else None,
-                "itm_features": m.itm_features is not None,
-                "created_at": m.created_at.isoformat(),
-            }
-        )
+    rows = list_collections(settings_for(data_dir))
 
     def human(p: dict[str, Any]) -> str:
         if not p["collections"]:

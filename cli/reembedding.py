@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 from blipsearch.errors import InvalidInputError
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 
 def _human(p: dict[str, Any]) -> str:
@@ -46,14 +46,14 @@ def reembed(
     """Re-embed a collection with another model: a new version is built alongside the live one
     (which keeps answering), then swapped in atomically. Captions, metadata and ids are kept."""
     from indexer.reembed import drop_old_versions
-    from indexer.reembed import reembed as run
-    from storage.collection import Collection
+    from service.collections import open_collection
+    from service.indexing import reembed as run
 
     settings = settings_for(data_dir, batch_size=batch_size)
     if model is None:
         if not drop_old:
             raise InvalidInputError("Give --model NEW to re-embed, or --drop-old to delete replaced versions.")
-        Collection.open(settings.data_dir, collection)  # a clear error for an unknown collection
+        open_collection(settings, collection)  # a clear error for an unknown collection
         emit({"collection": collection, "dropped_versions": drop_old_versions(settings, collection)}, as_json, _human)
         return
     payload = run(settings, collection, model, drop_old=drop_old, skip_missing=skip_missing)

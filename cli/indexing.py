@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
-from blipsearch.commands.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt, load_captioner
 from blipsearch.errors import InvalidInputError
+from cli.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 
 def _human_report(p: dict[str, Any]) -> str:
@@ -71,9 +71,10 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images into a collection (created on first use). Re-runs add only new images."""
-    from indexer.job import index_paths
     from models.captioner import Decoding
-    from storage.collection import Collection
+    from service.collections import open_collection
+    from service.indexing import index_paths
+    from service.models import load_captioner
 
     settings = settings_for(
         data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers, decode_mode=decode
@@ -81,38 +82,24 @@ def index(
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
     if runner not in ("local", "ray"):
         raise InvalidInputError(f"Unknown runner {runner!r}; use 'local' or 'ray'.")
-    if runner == "ray":
-        if captions or cache_itm_features:
-            raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
-        from indexer.ray_runner import index_with_ray
-
-        report = index_with_ray(
-            settings,
-            paths,
-            collection,
-            model=model,
-            address=address,
-            input_format=input_format,
-            path_column=path_column,
-            metadata_columns=meta_cols,
-            index_spec=index_spec,
-        )
-    else:
-        captioner = load_captioner(settings, caption_model) if captions else None
-        decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
-        report = index_paths(
-            settings,
-            paths,
-            collection,
-            model=model,
-            cache_itm_features=cache_itm_features,
-            captioner=captioner,
-            decoding=decoding,
-            input_format=input_format,
-            path_column=path_column,
-            metadata_columns=meta_cols,
-            index_spec=index_spec,
-        )
+    if runner == "ray" and (captions or cache_itm_features):
+        raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
+    captioner = load_captioner(settings, caption_model) if captions else None
+    report = index_paths(
+        settings,
+        paths,
+        collection,
+        model=model,
+        cache_itm_features=cache_itm_features,
+        captioner=captioner,
+        decoding=Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt),
+        input_format=input_format,
+        path_column=path_column,
+        metadata_columns=meta_cols,
+        index_spec=index_spec,
+        runner=runner,
+        address=address,
+    )
     payload = {
         "collection": report.collection,
         "added": report.added,
@@ -122,7 +109,7 @@ def index(
         "removed_stale": report.removed_stale,
         "failures": report.failures,
         "total": report.total,
-        "collection_size": Collection.open(settings.data_dir, collection).manifest.count,
+        "collection_size": open_collection(settings, collection).manifest.count,
         "timings": report.timings,
     }
     emit(payload, as_json, _human_report)
@@ -137,16 +124,9 @@ def index_texts(
     as_json: JsonOpt = False,
 ) -> None:
     """Index texts into a text collection, for image→text search."""
-    from indexer.job import model_for_collection
-    from indexer.texts import index_texts as run
-    from search.service import load_model
+    from service.indexing import index_texts as run
 
-    settings = settings_for(data_dir)
-    embedder = load_model(settings, model_for_collection(settings, collection, model))
-    from storage.catalog import open_catalog
-
-    payload = run(settings.data_dir, file, collection, embedder)
-    open_catalog(settings.catalog_url()).upsert_collection(collection, "texts", embedder.describe())
+    payload = run(settings_for(data_dir), file, collection, model=model)
     emit(payload, as_json, _human_report)
 
 
@@ -160,11 +140,8 @@ def reindex(
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the collection's FAISS index from its Parquet records."""
-    from search import index_store
-    from storage.collection import Collection
+    from service.collections import reindex as run
 
-    settings = settings_for(data_dir)
-    coll = Collection.open(settings.data_dir, collection)
-    info = index_store.refresh(coll, rebuild=True, spec=index_spec)
+    info = run(settings_for(data_dir), collection, index_spec)
     payload = {"collection": collection, "index": json.loads(info.model_dump_json())}
     emit(payload, as_json, lambda p: f"{collection}: rebuilt {info.spec} index with {info.ntotal} vectors")

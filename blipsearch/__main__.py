@@ -1,3 +1,0 @@
-from blipsearch.cli import app
-
-app()

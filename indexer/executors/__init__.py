@@ -1,0 +1,1 @@
+"""Executors for the indexing runner (indexer/runner.py): where the stages run."""

@@ -1,0 +1,185 @@
+"""One runner for bulk indexing: sources → read/decode → model → shard writer → index.
+
+The runner owns what every indexing job shares, whatever executes it: the sources, the
+collection, the catalog job (created, or resumed by id), progress (a bar and ``JobWatch``:
+counts, rate, ETA, cancellation), the final index refresh and the job's outcome. An
+``Executor`` (indexer/executors/) runs the stages in between: threads and decode processes
+on this machine (``LocalExecutor``) or Ray Data tasks and model actors on a cluster
+(``RayExecutor``). Both commit the same shards through the same manifest and update rules,
+in input order, so they produce the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from blipsearch.errors import CancelledError
+from indexer.pipeline import IndexReport
+from indexer.sources import open_sources
+from indexer.sources.base import SourceItem
+from indexer.stages import StageTimer
+from models.base import Embedder
+from search import index_store
+from storage.catalog import Catalog, utcnow
+from storage.collection import Collection
+from storage.jobs import JobWatch, recorded
+
+log = logging.getLogger(__name__)
+MAX_STORED_FAILURES = 10_000
+RESUMABLE = ("pending", "running", "failed", "cancelled", "interrupted")  # a killed job may be left "running"
+
+Progress = Callable[[IndexReport, int], None]
+
+
+class Executor(ABC):
+    """Runs the stages between the sources and the committed shards."""
+
+    name: str
+    timer: StageTimer
+
+    @abstractmethod
+    def run(
+        self, coll: Collection, embedder: Embedder, items: Iterable[SourceItem], on_progress: Progress
+    ) -> IndexReport:
+        """Read, decode, embed and commit ``items`` into ``coll``; call ``on_progress`` as it goes."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the catalog job records about how it ran."""
+        return {"runner": self.name}
+
+
+@dataclass
+class IndexRequest:
+    """What to index: ``paths`` (folders, files, globs, lists, manifests, tar shards)."""
+
+    paths: Sequence[str | Path]
+    collection: str
+    input_format: str = "auto"
+    path_column: str | None = None
+    metadata_columns: Sequence[str] | None = None
+    index_spec: str | None = None
+    roots: Sequence[Path] | None = None  # confine files named by lists/manifests (API jobs)
+    cache_itm_features: bool = False
+
+    def job_settings(self) -> dict[str, Any]:
+        return {
+            "paths": [str(p) for p in self.paths],
+            "cache_itm_features": self.cache_itm_features,
+            "input_format": self.input_format,
+            "path_column": self.path_column,
+            "metadata_columns": list(self.metadata_columns) if self.metadata_columns is not None else None,
+            "index_spec": self.index_spec,
+        }
+
+
+def model_for_collection(data_dir: Path, name: str, model: str | None, default: str) -> str:
+    """The explicit ``--model``, else the existing collection's model, else ``default``."""
+    if model:
+        return model
+    if Collection.exists(data_dir, name):
+        return Collection.open(data_dir, name).manifest.model_id
+    return default
+
+
+def create_image_collection(
+    data_dir: Path, catalog: Catalog, name: str, embedder: Embedder, cache_itm_features: bool = False
+) -> Collection:
+    """Create (or open, if it exists for the same model) an image collection and register it
+    in the catalog."""
+    features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"} if cache_itm_features else None
+    coll = Collection.create(data_dir, name, model=embedder.describe(), itm_features=features)
+    catalog.upsert_collection(coll.name, "images", embedder.describe())
+    return coll
+
+
+class IndexRunner:
+    def __init__(
+        self,
+        data_dir: Path,
+        catalog: Catalog,
+        executor: Executor,
+        *,
+        policy: index_store.IndexPolicy | None = None,
+        progress: bool = True,
+        job_extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.catalog = catalog
+        self.executor = executor
+        self.policy = policy
+        self.progress = progress
+        self.job_extra = job_extra or {}
+
+    def run(self, request: IndexRequest, embedder: Embedder, job_id: str | None = None) -> IndexReport:
+        """Index ``request`` as a catalog job (``job_id``: an existing one to run or resume).
+        Cancellable through the catalog (storage/jobs.py); every committed shard is kept
+        whatever happens, and a re-run skips what is already committed."""
+        sources = open_sources(
+            request.paths,
+            request.input_format,
+            path_column=request.path_column,
+            metadata_columns=request.metadata_columns,
+            roots=request.roots,
+        )
+        total = sources.count()  # None when unknown (compressed tar shards)
+        coll = create_image_collection(
+            self.data_dir, self.catalog, request.collection, embedder, request.cache_itm_features
+        )
+        catalog = self.catalog
+        if job_id is None:
+            job_settings = {**request.job_settings(), **self.job_extra, **self.executor.describe()}
+            job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
+        elif not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
+            catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
+            raise CancelledError(f"Job {job_id} was cancelled before it started.")
+        timer = self.executor.timer
+        watch = JobWatch(catalog, job_id, total=total)
+        desc = f"index {coll.name}" + (f" ({self.executor.name})" if self.executor.name != "local" else "")
+        bar = tqdm(total=total, unit="img", desc=desc, disable=not self.progress or None, dynamic_ncols=True)
+
+        def on_progress(report: IndexReport, done: int) -> None:
+            bar.update(done - bar.n)
+            bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
+            watch.tick(job_counts(report, total), done, timings=timer.report)
+
+        with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
+            report = self.executor.run(coll, embedder, sources, on_progress)
+            with timer.time("index"):
+                index_store.refresh(coll, spec=request.index_spec, policy=self.policy)
+            report.timings = timer.report()
+        done = report.total
+        catalog.update_job(
+            job_id,
+            state="succeeded",
+            finished_at=utcnow(),
+            counts={**job_counts(report, total), "progress": {"done": done, "total": done}},
+            failures=report.failures[:MAX_STORED_FAILURES],
+            timings=report.timings,
+        )
+        for f in report.failures:
+            log.info("skipped %s: %s", f["path"], f["error"])
+        report.job_id = job_id
+        return report
+
+
+def job_counts(report: IndexReport, files: int | None) -> dict[str, Any]:
+    by_reason: dict[str, int] = {}
+    for f in report.failures:
+        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+    return {
+        "added": report.added,
+        "skipped_duplicates": report.skipped_duplicates,
+        "failed": report.failed,
+        "failed_by_reason": by_reason,
+        "updated": report.updated,
+        "removed_stale": report.removed_stale,
+        "total": report.total,
+        "files": files,
+    }

@@ -1,0 +1,46 @@
+"""Models from settings: ITC embedders, ITM scorers, captioners."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from blipsearch.config import Settings
+from models.base import Embedder
+
+if TYPE_CHECKING:
+    from models.captioner import Captioner
+    from models.itm import ItmScorer
+
+
+def load_model(settings: Settings, source: str) -> Embedder:
+    """The ITC embedder for ``source`` (hub id or local directory)."""
+    from models import load_embedder
+
+    return load_embedder(source, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
+
+
+def model_loader(settings: Settings) -> Callable[..., Embedder]:
+    """A picklable ``(source, device=...) -> Embedder`` (for Ray model actors)."""
+    from models import load_embedder
+
+    return functools.partial(load_embedder, dtype=settings.dtype, batch_size=settings.batch_size)
+
+
+def load_scorer(settings: Settings, embedder: Embedder) -> ItmScorer:
+    """The ITM head sharing ``embedder``'s loaded model."""
+    from models import load_itm
+
+    return load_itm(embedder, first_token=settings.itm_first_token, batch_size=settings.itm_batch_size)
+
+
+def load_captioner(settings: Settings, model: str | None = None) -> Captioner:
+    from models.captioner import Captioner
+
+    return Captioner(
+        model or settings.caption_model,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.caption_batch_size,
+    )
