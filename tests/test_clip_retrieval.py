@@ -162,13 +162,44 @@ def test_clip_client_defaults_deduplicate_and_hide_flagged(live):
     assert 2 not in got and 5 not in got
     stored = _stored(live)
     candidates = [i for i in ranked if i not in (2, 5)]
-    keep = dedup.keep_mask(np.stack([stored[i] for i in candidates]), 0.94)
-    oracle = [i for i, k in zip(candidates, keep, strict=True) if k]
+    oracle = _greedy_oracle([stored[i] for i in candidates], 0.94)
+    oracle = [candidates[i] for i in oracle]
+    assert len(oracle) < len(candidates)  # something was a near-duplicate
     assert got == oracle
     copy = max(stored)  # the near-copy of the first image, indexed last
     first = min(stored)
     assert float(stored[copy] @ stored[first]) >= 0.94
     assert not (copy in got and first in got)  # the planted duplicate pair never both appears
+
+
+def _greedy_oracle(vectors: list[np.ndarray], threshold: float) -> list[int]:
+    """Brute force: keep an item unless its (mean, normalised) vector has cosine >= threshold
+    with an item kept before it."""
+    units = []
+    for v in vectors:
+        m = np.asarray(v, np.float64).reshape(-1, np.asarray(v).shape[-1]).mean(axis=0)
+        units.append(m / np.linalg.norm(m))
+    kept: list[int] = []
+    for i, u in enumerate(units):
+        if all(float(u @ units[j]) < threshold for j in kept):
+            kept.append(i)
+    return kept
+
+
+@pytest.mark.parametrize("shape", [(60, 16), (40, 4, 16)])
+def test_dedup_matches_brute_force(shape):
+    rng = np.random.default_rng(len(shape))
+    base = rng.normal(size=(shape[0] // 3, *shape[1:])).astype(np.float32)
+    noisy = np.concatenate([base, base + 0.05 * rng.normal(size=base.shape), base + 0.6 * rng.normal(size=base.shape)])
+    order = rng.permutation(len(noisy))[: shape[0]]
+    vecs = noisy[order].astype(np.float32)
+    for threshold in (0.5, 0.9, 0.99):
+        keep = dedup.keep_mask(vecs, threshold)
+        assert np.flatnonzero(keep).tolist() == _greedy_oracle(list(vecs), threshold)
+    keep = dedup.keep_mask(vecs, 0.9)
+    assert 0 < keep.sum() < len(vecs)
+    same = np.stack([vecs[0], vecs[1], vecs[0]])  # an exact copy is dropped even at a threshold near 1
+    assert dedup.keep_mask(same, 0.9999).tolist() == [True, True, False]
 
 
 def test_front_end_request_shape_then_metadata(live):
