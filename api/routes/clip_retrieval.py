@@ -33,7 +33,7 @@ from storage.collection import Collection
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[READ], responses=ERRORS)
 RESERVED = ("id", "similarity")
-MAX_IDS = 100_000
+MAX_IDS = 10_000
 JSON_ANY = ("application/json", "text/plain")  # the front-end posts JSON as text/plain
 
 
