@@ -8,7 +8,10 @@ import base64
 import importlib.util
 import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -333,3 +336,40 @@ def test_protocol_can_be_turned_off(tmp_path):
         assert c.post("/knn-service", content="{}").status_code == 404
     with TestClient(create_app(Settings(data_dir=tmp_path / "data"))) as c:
         assert c.get("/indices-list").json() == []
+
+
+@pytest.mark.slow
+def test_blipsearch_serve_answers_the_clip_client(live):
+    """``blipsearch serve`` (a subprocess, settings from the environment) mounts the protocol."""
+    port = _free_port()
+    env = {**os.environ, "BLIPSEARCH_MODEL": live["settings"].model, "HF_HUB_OFFLINE": "1"}
+    data_dir = str(live["settings"].data_dir)
+    cmd = [sys.executable, "-m", "blipsearch", "serve", "--port", str(port), "--data-dir", data_dir]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "blipsearch serve did not start"
+            try:
+                if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        ClipClient = load_clip_client().ClipClient
+        client = ClipClient(
+            url=f"{base}/knn-service",
+            indice_name="photos",
+            num_images=5,
+            deduplicate=False,
+            use_safety_model=False,
+            use_violence_detector=False,
+        )
+        got = client.query(text="a dark photo")
+        want = _search_text(base, "a dark photo", 5)
+        assert [r["id"] for r in got] == [r["id"] for r in want]
+        assert all(r["url"] == f"{base}/v1/collections/photos/images/{r['id']}/file" for r in got)
+        assert requests.get(f"{base}/indices-list", timeout=10).json() == ["notes", "photos"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

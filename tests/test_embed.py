@@ -110,6 +110,17 @@ def test_blip2_images_give_32_vectors_each(served, tiny_models):
     assert texts["vectors_per_item"] == 1 and np.asarray(texts["embeddings"]).shape == (1, body["dim"])
 
 
+def test_without_microbatching_the_vectors_are_the_same(served):
+    client, _, settings = served
+    plain = create_app(settings.model_copy(update={"microbatch": False}))
+    with TestClient(plain) as c2:
+        files = [("files", ("a.png", _png(make_image(6)), "image/png"))]
+        for kw in ({"json": {"texts": TEXTS}}, {"files": files}):
+            a = client.post("/v1/embed", **kw).json()["embeddings"]
+            b = c2.post("/v1/embed", **kw).json()["embeddings"]
+            assert len(a) == len(b) and all(_cos(x, y) >= 1 - 1e-6 for x, y in zip(a, b, strict=True))
+
+
 @pytest.mark.parametrize(
     ("case", "status"),
     [
