@@ -7,7 +7,7 @@
   *text* collection both modalities search its texts.
 - ``deduplicate`` drops near-duplicate embeddings (search/dedup.py), and ``only_allowed``
   hides records whose moderation decision is anything but ``allow`` (records with no decision
-  stay: nothing flagged them). Both fill up to ``n`` by searching deeper.
+  stay: nothing flagged them). Dropped duplicates and captions are refilled from deeper results.
 """
 
 from __future__ import annotations
