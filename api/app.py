@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api import problems
 from api.metrics import Metrics
-from api.routes import collections, jobs, moderation, search, system, writes
+from api.routes import clip_retrieval, collections, embed, jobs, moderation, search, system, writes
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
@@ -63,8 +63,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    for module in (system, search, collections, writes, jobs, moderation):
+    for module in (system, search, embed, collections, writes, jobs, moderation):
         app.include_router(module.router)
+    if s.clip_retrieval_api:  # clip-retrieval's back-end protocol (issue #18)
+        app.include_router(clip_retrieval.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -33,7 +33,7 @@ class AppState:
         # name -> (the collection's created_at, engine): a re-created collection gets a new engine
         self._engines: dict[str, tuple[Any, SearchEngine]] = {}
         self._captioner: Any = None
-        self._batchers: dict[str, MicroBatcher[str, np.ndarray]] = {}
+        self._batchers: dict[str, MicroBatcher[Any, np.ndarray]] = {}  # "text_encode/<model>" -> batcher
         self._moderators: dict[str, tuple[tuple[str, int], Any]] = {}
         self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
         self.jobs = JobRunner(settings)
@@ -71,31 +71,54 @@ class AppState:
                 self._engines[name] = (coll.manifest.created_at, engine)
         return engine
 
-    def text_batcher(self, embedder: Embedder) -> MicroBatcher[str, np.ndarray]:
+    def text_batcher(self, embedder: Embedder) -> MicroBatcher[Any, np.ndarray]:
         """The model's shared micro-batcher of text → ITC query vector."""
+
+        def encode(texts: list[str]) -> list[np.ndarray]:
+            return list(embedder.embed_texts(texts))
+
+        return self._batcher("text", embedder.model_id, encode)
+
+    def image_batcher(self, embedder: Embedder) -> MicroBatcher[Any, np.ndarray]:
+        """The model's shared micro-batcher of decoded image → ITC vector(s), exactly as an
+        image query is encoded (the model's preprocessing, then its vision forward)."""
+
+        def encode(images: list[Any]) -> list[np.ndarray]:
+            return list(embedder.embed_pixels(embedder.preprocess(images)))
+
+        return self._batcher("image", embedder.model_id, encode)
+
+    def _batcher(self, kind: str, model: str, encode: Callable[[list[Any]], list[np.ndarray]]) -> MicroBatcher:
         with self._lock:
-            batcher = self._batchers.get(embedder.model_id)
+            batcher = self._batchers.get(f"{kind}_encode/{model}")
             if batcher is None:
                 s = self.settings
-                model = embedder.model_id
-
-                def encode(texts: list[str]) -> list[np.ndarray]:
-                    return list(embedder.embed_texts(texts))
-
                 batcher = MicroBatcher(
                     encode,
                     max_size=s.microbatch_max_size,
                     wait_s=s.microbatch_wait_ms / 1e3,
                     max_queue=s.max_queue,
-                    name="text-encode",
-                    on_batch=lambda n: self.on_batch(model, "text", n) if self.on_batch else None,
+                    name=f"{kind}-encode",
+                    on_batch=lambda n: self.on_batch(model, kind, n) if self.on_batch else None,
                 )
-                self._batchers[model] = batcher
+                self._batchers[f"{kind}_encode/{model}"] = batcher
             return batcher
+
+    def embed_texts(self, embedder: Embedder, texts: list[str]) -> np.ndarray:
+        """[n, dim] text vectors, sharing forward passes with concurrent queries when micro-batching."""
+        if not self.settings.microbatch:
+            return embedder.embed_texts(texts)
+        return np.stack(self.text_batcher(embedder).submit_many(texts))
+
+    def embed_images(self, embedder: Embedder, images: list[Any]) -> np.ndarray:
+        """[n, dim] (BLIP) or [n, vectors_per_image, dim] (BLIP-2) image vectors."""
+        if not self.settings.microbatch:
+            return embedder.embed_images(images)
+        return np.stack(self.image_batcher(embedder).submit_many(images))
 
     def queue_depths(self) -> dict[str, float]:
         with self._lock:
-            depths: dict[str, float] = {f"text_encode/{m}": b.depth for m, b in self._batchers.items()}
+            depths: dict[str, float] = {key: b.depth for key, b in self._batchers.items()}
         depths["jobs_running"] = self.jobs.running()
         return depths
 

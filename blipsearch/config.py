@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
+    # -- issue #18: POST /v1/embed and the clip-retrieval back-end protocol --
+    embed_max_items: int = Field(default=64, ge=1, le=4096, description="Texts or images per POST /v1/embed.")
+    clip_retrieval_api: bool = Field(
+        default=True, description="Serve clip-retrieval's /knn-service, /indices-list and /metadata."
+    )
+    clip_retrieval_max_results: int = Field(
+        default=10_000, ge=1, le=100_000, description="Cap on num_result_ids (larger requests are cut to it)."
+    )
+    clip_retrieval_dedup_threshold: float = Field(
+        default=0.94, ge=0, le=1, description="deduplicate: cosine at or above which a lower result is dropped."
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

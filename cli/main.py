@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from cli import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
+from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
 from cli.keys import keys_app
@@ -37,6 +38,7 @@ app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)
 app.command()(serving.serve)
+app.command()(embed)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

@@ -19,4 +19,7 @@ fi
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
 .venv/bin/python -m pip install -q -e ".[test,dev,postgres]"
+# clip-retrieval's real ClipClient for tests/test_clip_retrieval.py: its clip_client.py needs only
+# requests, and its declared dependencies (torch, open-clip, ...) must not be pulled in.
+.venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
 echo "$want" > "$stamp"

@@ -68,6 +68,31 @@ class MicroBatcher(Generic[T, R]):
             with self._count_lock:
                 self._inflight -= 1
 
+    def submit_many(self, items: Sequence[T], timeout: float | None = 120.0) -> list[R]:
+        """Submit several items at once (they may share batches with each other and with
+        other callers); results in input order. All or nothing: a full queue cancels the
+        items already queued and raises OverloadedError."""
+        self._ensure_started()
+        futures: list[Future[R]] = []
+        with self._count_lock:
+            self._inflight += len(items)
+        try:
+            for item in items:
+                fut: Future[R] = Future()
+                try:
+                    self._queue.put_nowait((item, fut))
+                except queue.Full:
+                    for queued in futures:
+                        queued.cancel()
+                    raise OverloadedError(
+                        f"The {self.name} queue is full ({self._queue.maxsize} waiting); retry shortly.", retry_after=1
+                    ) from None
+                futures.append(fut)
+            return [fut.result(timeout=timeout) for fut in futures]
+        finally:
+            with self._count_lock:
+                self._inflight -= len(items)
+
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)

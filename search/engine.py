@@ -225,6 +225,14 @@ class SearchEngine:
         cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, sel) if c.id != rid][:k]
         return _finish(self._plain(cands, timing), options)
 
+    def search_vector(self, query: np.ndarray, n: int, options: QueryOptions | None = None) -> list[Candidate]:
+        """Top-``n`` (id, ITC score) for a ready query vector ([dim] or [nq, dim]), records not
+        fetched; the same selection (filters, hidden decisions) as the other searches."""
+        if not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
+        timing: dict[str, float] = {}
+        return self._shortlist(query, n, timing, self._selection(options, timing))
+
     def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""
         if self.kind != "images":

@@ -155,6 +155,15 @@ class VectorIndex:
         with self._lock:
             return self.cpu.reconstruct_batch(self.faiss_ids(np.array([rid], dtype=np.int64)))
 
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of records ``ids``: [n, vectors_per_item, dim] (reconstructed)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros((0, self.vectors_per_item, self.dim), np.float32)
+        with self._lock:
+            vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
+        return np.asarray(vecs, dtype=np.float32).reshape(len(ids), self.vectors_per_item, self.dim)
+
     def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact max-sim of ``query`` ([dim] or [nq, dim]) against the stored vectors of ``ids``."""
         ids = np.asarray(ids, dtype=np.int64)

@@ -107,3 +107,38 @@ def test_api_answers_503_with_retry_after_when_the_queue_is_full(tmp_path, blip_
             assert busy.result().shape == (256,) and queued.result().shape == (256,)
         batcher.fn = original
         assert client.post("/v1/search/text", json=body).status_code == 200  # healthy again
+
+
+def test_submit_many_keeps_order_and_shares_batches():
+    sizes: list[int] = []
+    batcher = MicroBatcher(lambda xs: [x * 10 for x in xs], max_size=4, wait_s=0.05, on_batch=sizes.append)
+    try:
+        assert batcher.submit_many(list(range(10))) == [x * 10 for x in range(10)]
+        assert sum(sizes) == 10 and max(sizes) <= 4 and len(sizes) < 10
+    finally:
+        batcher.close()
+
+
+def test_submit_many_on_a_full_queue_is_all_or_nothing():
+    gate = threading.Event()
+    seen: list[int] = []
+
+    def slow(xs):
+        gate.wait(5)
+        seen.extend(xs)
+        return xs
+
+    batcher = MicroBatcher(slow, max_size=1, wait_s=0.0, max_queue=2)
+    try:
+        first = threading.Thread(target=batcher.submit, args=(0,))
+        first.start()
+        time.sleep(0.1)  # item 0 is being computed; the queue is empty
+        with pytest.raises(OverloadedError):
+            batcher.submit_many([1, 2, 3])  # 1 and 2 fit, 3 does not: 1 and 2 are cancelled
+        gate.set()
+        first.join(5)
+        assert batcher.submit(4) == 4
+        assert seen == [0, 4]
+    finally:
+        gate.set()
+        batcher.close()

@@ -1,0 +1,192 @@
+"""clip-retrieval's back-end protocol (``clip_back`` of clip-retrieval 2.45), so its ``ClipClient``
+and static front-end query blipsearch unchanged: ``POST /knn-service``, ``GET /indices-list``,
+``POST /metadata``. An "indice" is a collection. Mounted unless BLIPSEARCH_CLIP_RETRIEVAL_API=false.
+
+Bodies are read as JSON whatever their Content-Type (the front-end posts ``text/plain``).
+``image_url`` is never fetched (no server-side requests): it answers 422. ``use_mclip``,
+``aesthetic_score`` and ``aesthetic_weight`` are accepted and ignored (no multilingual text
+encoder, no aesthetic embeddings for BLIP). ``use_safety_model`` / ``use_violence_detector``
+hide records whose moderation decision is not ``allow``. Query semantics: search/knn.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from api.auth import READ
+from api.bodies import body_doc, read_json, validate
+from api.schemas import ERRORS
+from api.uploads import sniff_and_decode
+from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
+from search.engine import SearchEngine
+from search.knn import KnnRequest, embedding_query, knn
+from storage.collection import Collection
+
+router = APIRouter(tags=["clip-retrieval"], dependencies=[READ], responses=ERRORS)
+RESERVED = ("id", "similarity")
+MAX_IDS = 10_000
+JSON_ANY = ("application/json", "text/plain")  # the front-end posts JSON as text/plain
+
+
+def _number_or_blank(v: Any) -> Any:
+    """clip_back's aesthetic fields: ``""``, null, a number, or a numeric string."""
+    if v is None or v == "" or (isinstance(v, int | float) and not isinstance(v, bool)):
+        return v
+    if isinstance(v, str):
+        try:
+            float(v)
+            return v
+        except ValueError:
+            pass
+    raise ValueError('must be a number, a numeric string, "" or null')
+
+
+class KnnServiceRequest(BaseModel):
+    """The body ``ClipClient`` and the front-end send (unknown fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = Field(default=None, max_length=10_000)
+    image: str | None = Field(default=None, description="The query image's file bytes, base64.")
+    image_url: str | None = Field(default=None, description="Refused: blipsearch never fetches URLs.")
+    embedding_input: list[float] | list[list[float]] | None = Field(default=None, max_length=100_000)
+    modality: Literal["image", "text"] = "image"
+    num_images: int = Field(default=40, ge=1, le=100_000)
+    num_result_ids: int | None = Field(default=None, ge=1, le=1_000_000)
+    indice_name: str | None = Field(default=None, max_length=64)
+    use_mclip: bool | None = False
+    deduplicate: bool | None = False
+    use_safety_model: bool | None = False
+    use_violence_detector: bool | None = False
+    aesthetic_score: int | float | str | None = None
+    aesthetic_weight: int | float | str | None = None
+
+    @field_validator("aesthetic_score", "aesthetic_weight", mode="before")
+    @classmethod
+    def _aesthetic(cls, v: Any) -> Any:
+        return _number_or_blank(v)
+
+
+class MetadataRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    ids: list[int] = Field(max_length=MAX_IDS)
+    indice_name: str | None = Field(default=None, max_length=64)
+
+
+def collection_names(data_dir: Path) -> list[str]:
+    return sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.json")) if Path(data_dir).is_dir() else []
+
+
+def _indice(request: Request, name: str | None) -> str:
+    if name:
+        return name
+    names = collection_names(request.app.state.blip.settings.data_dir)
+    if not names:
+        raise CollectionNotFoundError("There are no collections yet: index one first.")
+    return names[0]
+
+
+def flat_metadata(request: Request, collection: str, rec: dict[str, Any]) -> dict[str, Any]:
+    """A record as clip_back's metadata columns: its metadata, ``caption``, and ``url``."""
+    meta = json.loads(rec["metadata"]) if rec.get("metadata") else {}
+    out = {k: v for k, v in meta.items() if k not in RESERVED} if isinstance(meta, dict) else {}
+    if "text" in rec:  # a text collection: the text is the "caption"
+        out.update({"caption": rec.get("text"), "text": rec.get("text")})
+        if rec.get("external_id") is not None:
+            out["external_id"] = rec["external_id"]
+    else:
+        if rec.get("caption"):
+            out["caption"] = rec["caption"]
+        out["url"] = str(request.url_for("get_file", name=collection, rid=str(rec["id"])))
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _decode_image(b64: str, settings: Any) -> Any:
+    data = b64.split(",", 1)[1] if b64.startswith("data:") and "," in b64 else b64
+    try:
+        raw = base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        raise InvalidInputError("image must be the image file's bytes, base64-encoded.") from None
+    if len(raw) > settings.max_upload_bytes:
+        raise PayloadTooLargeError(f"The image is over the {settings.max_upload_bytes}-byte limit.")
+    return sniff_and_decode(raw, None, None, settings.max_image_pixels).image
+
+
+def _query_vector(engine: SearchEngine, body: KnnServiceRequest, image: Any) -> np.ndarray:
+    if body.text:  # clip_back's order: text, then image, then embedding_input
+        return engine.encode_text(body.text)
+    if image is not None:  # exactly search_image's query encode
+        return engine.embedder.embed_pixels(engine.embedder.preprocess([image]))[0]
+    return embedding_query(engine, body.embedding_input)
+
+
+@router.post("/knn-service", response_model=list[dict[str, Any]], openapi_extra=body_doc(KnnServiceRequest, *JSON_ANY))
+async def knn_service(request: Request) -> list[dict[str, Any]]:
+    """Nearest neighbours by text, image (base64) or embedding: a bare array sorted by similarity,
+    ``num_result_ids`` long; the first ``num_images`` carry the record's metadata."""
+    state = request.app.state.blip
+    s = state.settings
+    body = validate(KnnServiceRequest, await read_json(request, s.max_upload_bytes * 4 // 3 + (1 << 20)))
+    if body.image_url:
+        raise InvalidInputError(
+            "image_url is not supported: blipsearch never fetches URLs. Send the image itself, base64, in 'image'."
+        )
+    if not body.text and not body.image and body.embedding_input is None:
+        raise InvalidInputError("Send one of text, image (base64) or embedding_input.")
+    name = _indice(request, body.indice_name)
+    n_ids = min(body.num_result_ids or body.num_images, s.clip_retrieval_max_results)
+    req = KnnRequest(
+        n=n_ids,
+        modality=body.modality,
+        deduplicate=bool(body.deduplicate),
+        dedup_threshold=s.clip_retrieval_dedup_threshold,
+        only_allowed=bool(body.use_safety_model or body.use_violence_detector),
+        max_depth=s.clip_retrieval_max_results,
+    )
+
+    def run() -> list[dict[str, Any]]:
+        image = _decode_image(body.image, s) if not body.text and body.image else None
+        engine = state.engine(name)
+        hits = knn(engine, _query_vector(engine, body, image), req)
+        head = [h.id for h in hits[: body.num_images]]
+        records = engine.coll.get_records(head)
+        out = []
+        for i, h in enumerate(hits):
+            row: dict[str, Any] = {}
+            if i < len(head) and h.id in records:
+                row.update(flat_metadata(request, name, records[h.id]))
+            row.update({"id": h.id, "similarity": float(h.itc)})
+            out.append(row)
+        return out
+
+    return await run_in_threadpool(run)
+
+
+@router.get("/indices-list", response_model=list[str])
+def indices_list(request: Request) -> list[str]:
+    """The collection names (clip-retrieval's indices)."""
+    return collection_names(request.app.state.blip.settings.data_dir)
+
+
+@router.post("/metadata", response_model=list[dict[str, Any]], openapi_extra=body_doc(MetadataRequest, *JSON_ANY))
+async def metadata(request: Request) -> list[dict[str, Any]]:
+    """``{"ids", "indice_name"}`` → ``[{"id", "metadata"}]`` in the asked order; unknown ids are left out."""
+    state = request.app.state.blip
+    body = validate(MetadataRequest, await read_json(request, 1 << 22))
+
+    def run() -> list[dict[str, Any]]:
+        name = _indice(request, body.indice_name)
+        records = Collection.open(state.settings.data_dir, name).get_records(body.ids)
+        return [{"id": i, "metadata": flat_metadata(request, name, records[i])} for i in body.ids if i in records]
+
+    return await run_in_threadpool(run)
