@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 import re
 import shutil
 import socket
@@ -21,6 +22,7 @@ import pytest
 
 from blipsearch.config import Settings
 from indexer.job import index_paths
+from indexer.texts import index_texts
 from tests.helpers import make_image, write_images
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -80,6 +82,16 @@ def _prepare(root: Path, settings: Settings, embedder) -> str:
     moderator = Moderator(parse_policy(REVIEW_POLICY), embedder, load_itm(embedder, batch_size=4))
     moderate_collection(settings, catalog, Collection.open(settings.data_dir, "mod"), moderator, progress=False)
     write_images(root / "imports" / "batch", 12, start=200)
+    # A job a crashed server left failed: the page resumes it.
+    write_images(root / "imports" / "resume", 5, start=300)
+    paths = {"paths": [str((root / "imports" / "resume").resolve())]}
+    catalog.create_job("index", "resumed", settings.model, paths, state="failed")
+    # A text collection, searched with an image (image → text).
+    quotes = root / "quotes.jsonl"
+    quotes.write_text(
+        "".join(json.dumps({"id": f"q{i}", "text": f"a quote about colour number {i}"}) + "\n" for i in range(6))
+    )
+    index_texts(settings.data_dir, quotes, "quotes", embedder, progress=False)
     return create_key(catalog, "browser", "write")[0]
 
 
@@ -371,6 +383,17 @@ def test_jobs_list_reaches_succeeded(server, page):
     assert "12 / 12 items" in job.locator(".job-stats").inner_text()
     assert "added 12" in job.locator(".counts").inner_text()
     assert job.locator("progress").get_attribute("value") == "12"
+    # Resume the job a crashed server left failed.
+    resumed = page.locator("#jobs-list .job", has_text="index · resumed")
+    assert resumed.get_attribute("data-state") == "failed"
+    resumed.get_by_role("button", name="Resume").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#jobs-list .job')].some(j => j.textContent.includes('resumed') "
+        "&& j.dataset.state === 'succeeded')",
+        timeout=60_000,
+    )
+    assert "added 5" in resumed.locator(".counts").inner_text()
+    assert resumed.get_by_role("button", name="Resume").count() == 0
     # A path outside the import roots: a readable error, not a crash.
     page.fill("#index-paths", "/etc")
     page.get_by_role("button", name="Start indexing").click()
@@ -407,3 +430,70 @@ def test_review_queue_approve_changes_search(server, page):
     page.wait_for_function("() => document.querySelector('#detail-moderation').textContent.includes('allow')")
     assert "(manual)" in page.locator("#detail-moderation").inner_text()
     assert f"\nid\n{rid}\n" in "\n" + page.locator("#detail-fields").inner_text() + "\n"
+
+
+def _drop_image(page, selector: str, data: bytes, name: str = "query.png", event: str = "drop") -> None:
+    """Drop (or paste) an image file onto the page, as a user dragging a file or pressing Ctrl+V."""
+    page.evaluate(
+        """([selector, b64, name, kind]) => {
+          const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+          const dt = new DataTransfer();
+          dt.items.add(new File([bytes], name, {type: "image/png"}));
+          const target = document.querySelector(selector);
+          const ev = kind === "paste"
+            ? new ClipboardEvent("paste", {clipboardData: dt, bubbles: true, cancelable: true})
+            : new DragEvent("drop", {dataTransfer: dt, bubbles: true, cancelable: true});
+          target.dispatchEvent(ev);
+        }""",
+        [selector, base64.b64encode(data).decode(), name, event],
+    )
+
+
+def test_image_to_text_by_drop_and_paste(server, page):
+    # A text collection: the text box is off; a dropped image finds texts.
+    page.goto(server["url"] + "/?c=quotes")
+    page.wait_for_selector("#collection option[value=quotes]", state="attached")
+    assert page.locator("#query").is_disabled()
+    _drop_image(page, "#drop", _png(7))
+    _status(page, "6 results")
+    texts = page.locator("#results li.text-result .text").all_inner_texts()
+    assert len(texts) == 6 and all(t.startswith("a quote about colour number") for t in texts)
+    page.screenshot(path=str(ARTIFACTS / "image-to-text.png"), full_page=True)
+    # Captions of an image collection, by pasting an image: de-duplicated captions.
+    page.goto(server["url"] + "/?c=photos&target=captions")
+    page.wait_for_selector("#collection option[value=photos]", state="attached")
+    assert page.input_value("#target") == "captions"
+    _drop_image(page, "body", _png(8), event="paste")
+    _status(page, "2 results")
+    assert sorted(page.locator("#results .caption").all_inner_texts()) == sorted(CAPTIONS)
+
+
+def test_relevance_cutoff_and_delete(server, page):
+    page.goto(server["url"] + "/?c=photos&q=a+red+square&rerank=1")
+    _status(page, "16 results")
+    itm = [float(re.search(r"ITM (\d\.\d+)", t).group(1)) for t in page.locator("#results .score").all_inner_texts()]
+    assert len(itm) == 16 and page.locator("#min-label").inner_text() == "Min ITM probability"
+    # The cut-off applies to the ITM probability when re-ranked.
+    page.fill("#min-score", "0.99")
+    page.get_by_role("button", name="Search", exact=True).click()
+    _status(page, "every match is filtered out")
+    assert "min=0.99" in page.url and page.locator("#chips .chip", has_text="score ≥ 0.99").count() == 1
+    page.get_by_role("button", name="Remove filter score ≥ 0.99").click()
+    _status(page, "16 results")
+    low = min(itm) - 0.02
+    if low > 0:
+        page.fill("#min-score", f"{low:.2f}")
+        page.get_by_role("button", name="Search", exact=True).click()
+        _status(page, "16 results")
+        assert f"min={low:.2f}" in page.url
+
+    # Delete from the detail view, with a key: the record is gone from the results.
+    _set_key(page, server["key"])
+    page.locator("#results li .card").first.click()
+    page.wait_for_selector("dialog#detail[open]")
+    page.wait_for_function("() => document.querySelector('#detail-fields').textContent.includes('img_')")
+    page.once("dialog", lambda d: d.accept())
+    page.get_by_role("button", name="Delete").click()
+    page.wait_for_function("() => !document.querySelector('dialog#detail').open")
+    _status(page, "15 results")
+    assert "Deleted record" in page.locator("#toast").inner_text()

@@ -35,6 +35,7 @@ export const showError = (e) => notify(e && e.message ? e.message : String(e), "
 export function fmtScore(x) { return x === null || x === undefined ? "—" : Number(x).toFixed(3); }
 export function fmtDuration(s) {
   if (s === null || s === undefined || !isFinite(s)) return "—";
+  if (s < 10) return `${s.toFixed(1)} s`;
   if (s < 60) return `${Math.round(s)} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
   return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;

@@ -56,13 +56,18 @@ function render(jobs) {
 function card(job) {
   const c = job.counts || {};
   const p = c.progress || {};
-  const total = p.total ?? null;
-  const done = p.done ?? 0;
+  const finished = !ACTIVE.includes(job.state);
+  const done = p.done ?? (c.checked !== undefined ? c.checked + (c.failed || 0) : 0);
+  const total = p.total ?? (finished && job.state === "succeeded" ? done : null);
   const bar = h("progress", { max: total || 1, value: total ? Math.min(done, total) : 0,
     "aria-label": `Progress of job ${job.id.slice(0, 8)}` });
   if (!total && ACTIVE.includes(job.state)) bar.removeAttribute("value"); // indeterminate
   const stats = [`${done}${total !== null ? ` / ${total}` : ""} items`];
-  if (p.rate_per_s !== undefined) stats.push(`${p.rate_per_s}/s`);
+  const took = job.started_at && job.finished_at ? (new Date(job.finished_at) - new Date(job.started_at)) / 1000 : null;
+  if (finished && took !== null) {
+    stats.push(`took ${fmtDuration(took)}`);
+    if (took > 0 && done) stats.push(`${(done / took).toFixed(1)}/s on average`);
+  } else if (p.rate_per_s !== undefined) stats.push(`${p.rate_per_s}/s`);
   if (ACTIVE.includes(job.state) && p.eta_s !== undefined) stats.push(`ETA ${fmtDuration(p.eta_s)}`);
   const counts = [];
   for (const [k, label] of [["added", "added"], ["skipped_duplicates", "duplicates"], ["updated", "updated"],

@@ -77,6 +77,7 @@ function syncControls() {
   $("min-label").textContent = rr ? "Min ITM probability" : "Min ITC similarity";
   const kind = selectedKind();
   $("query").disabled = kind === "texts";
+  for (const id of ["target", "mode-keyword", "mode-hybrid"]) $(id).disabled = kind === "texts";
   $("query").placeholder = kind === "texts" ? "a text collection: search it with an image" : "a dog running on the beach";
   showMin();
 }
@@ -227,8 +228,10 @@ function render(body) {
     const label = r.caption || r.text || (r.uri || "").split("/").pop() || `record ${r.id}`;
     const meta = h("div.meta", {}, h("div.caption", { text: label }), h("div.score", { text: scoreLine(r, how) }));
     if (r.uri === null || r.uri === undefined) { // a text record (image → text)
+      const tmeta = h("div.meta", {}, r.external_id ? h("div.muted", { text: `id ${r.external_id}` }) : null,
+        h("div.score", { text: scoreLine(r, how) }));
       return h("li.text-result", {}, h("button.card", { type: "button", onclick: () => openDetail(i) },
-        h("p.text", { text: r.text || r.caption || "" }), meta));
+        h("p.text", { text: r.text || r.caption || "" }), tmeta));
     }
     return h("li", {}, h("button.card", { type: "button", "aria-label": `${label}, ${scoreLine(r, how)}`,
       onclick: () => openDetail(i) },
