@@ -82,6 +82,7 @@ def _prepare(root: Path, settings: Settings, embedder) -> str:
     moderator = Moderator(parse_policy(REVIEW_POLICY), embedder, load_itm(embedder, batch_size=4))
     moderate_collection(settings, catalog, Collection.open(settings.data_dir, "mod"), moderator, progress=False)
     write_images(root / "imports" / "batch", 12, start=200)
+    (root / "imports" / "batch" / "zz_broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")  # a failure with a reason
     # A job a crashed server left failed: the page resumes it.
     write_images(root / "imports" / "resume", 5, start=300)
     paths = {"paths": [str((root / "imports" / "resume").resolve())]}
@@ -380,9 +381,13 @@ def test_jobs_list_reaches_succeeded(server, page):
         "&& j.dataset.state === 'succeeded')",
         timeout=60_000,
     )
-    assert "12 / 12 items" in job.locator(".job-stats").inner_text()
-    assert "added 12" in job.locator(".counts").inner_text()
-    assert job.locator("progress").get_attribute("value") == "12"
+    assert "13 / 13 items" in job.locator(".job-stats").inner_text()
+    counts = job.locator(".counts").inner_text()
+    assert "added 12" in counts and "failed 1" in counts
+    assert job.locator(".counts li.fail").count() == 1  # the failure, counted by its reason
+    assert job.locator("progress").get_attribute("value") == "13"
+    job.locator("summary", has_text="1 failures").click()
+    assert "zz_broken.jpg" in job.locator(".failures").inner_text()
     # Resume the job a crashed server left failed.
     resumed = page.locator("#jobs-list .job", has_text="index · resumed")
     assert resumed.get_attribute("data-state") == "failed"
