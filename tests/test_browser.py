@@ -294,12 +294,12 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     _images_loaded(page)
     page.screenshot(path=str(ARTIFACTS / "more-like-this.png"), full_page=True)
 
-    # Load more: 12 per page, then 24 on request.
+    # Infinite scroll: 12 a page; scrolling to the end loads the next page (the URL keeps k).
     page.goto(url + "/?c=photos&q=a+red+square&k=12")
     _status(page, "12 results")
-    page.get_by_role("button", name="Load more").click()
+    page.locator("#load-more").scroll_into_view_if_needed()
     _status(page, "16 results")
-    assert "k=" not in page.url or "k=12" not in page.url
+    assert "k=36" in page.url and page.locator("#load-more").is_hidden()
 
 
 def test_phone_width_and_dark_mode(server, page):
@@ -317,6 +317,11 @@ def test_phone_width_and_dark_mode(server, page):
     )
     assert columns == 2
     page.screenshot(path=str(ARTIFACTS / "phone-dark.png"), full_page=True)
+    for view, ready in (("review&c=mod", "#review-list .review-card"), ("jobs", "#jobs-list .job")):
+        page.goto(f"{server['url']}/?view={view}")
+        page.wait_for_selector(ready)
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, view
+        page.screenshot(path=str(ARTIFACTS / f"phone-dark-{view.split('&')[0]}.png"), full_page=True)
 
 
 def _png(i: int) -> bytes:
@@ -386,7 +391,7 @@ def test_jobs_list_reaches_succeeded(server, page):
     assert "added 12" in counts and "failed 1" in counts
     assert job.locator(".counts li.fail").count() == 1  # the failure, counted by its reason
     assert job.locator("progress").get_attribute("value") == "13"
-    job.locator("summary", has_text="1 failures").click()
+    job.locator("summary", has_text="1 failure").click()
     assert "zz_broken.jpg" in job.locator(".failures").inner_text()
     # Resume the job a crashed server left failed.
     resumed = page.locator("#jobs-list .job", has_text="index · resumed")

@@ -96,8 +96,10 @@ export const enc = encodeURIComponent;
 export const thumbUrl = (c, id) => `/v1/collections/${enc(c)}/images/${id}/thumbnail`;
 export const fileUrl = (c, id) => `/v1/collections/${enc(c)}/images/${id}/file`;
 
-let collectionsCache = null;
+let collectionsCache = null; // [time, list]: re-read after a few seconds (jobs and uploads change counts)
 export async function collections(force = false) {
-  if (!collectionsCache || force) collectionsCache = (await get("/v1/collections")).collections;
-  return collectionsCache;
+  if (!collectionsCache || force || Date.now() - collectionsCache[0] > 3000) {
+    collectionsCache = [Date.now(), (await get("/v1/collections")).collections];
+  }
+  return collectionsCache[1];
 }

@@ -92,7 +92,7 @@ function card(job) {
     h("div.job-stats", { text: stats.join(" · ") }),
     counts.length ? h("ul.counts", {}, counts) : null,
     job.error ? h("p.error", { text: job.error }) : null,
-    (job.failures || []).length ? h("details", {}, h("summary", { text: `${job.failures.length} failures` }),
+    (job.failures || []).length ? h("details", {}, h("summary", { text: `${job.failures.length} failure${job.failures.length === 1 ? "" : "s"}` }),
       h("ul.failures", {}, job.failures.slice(0, 50).map((f) => h("li", { text: `${f.path || f.id}: ${f.reason ? `${f.reason}: ` : ""}${f.error}` })))) : null,
     buttons.length ? h("div.actions", {}, buttons) : null);
 }

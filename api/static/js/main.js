@@ -62,7 +62,11 @@ document.querySelectorAll("nav a[data-view]").forEach((a) => a.addEventListener(
   e.preventDefault();
   navigate({ view: a.dataset.view });
 }));
-window.addEventListener("popstate", () => { state = read(); render(false); });
+window.addEventListener("popstate", () => {
+  if ($("detail").open) $("detail").close();
+  state = read();
+  render(false);
+});
 
 search.setSerializer(toQuery);
 search.init({ onNavigate: navigate, onOpen: (i) => detail.open(i) });
