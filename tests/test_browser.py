@@ -87,6 +87,12 @@ def _prepare(root: Path, settings: Settings, embedder) -> str:
     write_images(root / "imports" / "resume", 5, start=300)
     paths = {"paths": [str((root / "imports" / "resume").resolve())]}
     catalog.create_job("index", "resumed", settings.model, paths, state="failed")
+    # A job another process is running (as its JobWatch reports it): progress, rate, ETA; cancel.
+    live = catalog.create_job("index", "live", settings.model, {"paths": []}, state="running")
+    progress = {"done": 5, "total": 20, "rate_per_s": 2.5, "eta_s": 6.0}
+    catalog.update_job(
+        live, counts={"added": 4, "failed": 1, "failed_by_reason": {"too_large": 1}, "progress": progress}
+    )
     # A text collection, searched with an image (image → text).
     quotes = root / "quotes.jsonl"
     quotes.write_text(
@@ -393,6 +399,20 @@ def test_jobs_list_reaches_succeeded(server, page):
     assert job.locator("progress").get_attribute("value") == "13"
     job.locator("summary", has_text="1 failure").click()
     assert "zz_broken.jpg" in job.locator(".failures").inner_text()
+    # A running job: its progress bar, rate, ETA and failure reasons; cancel asks it to stop.
+    live = page.locator("#jobs-list .job", has_text="index · live")
+    assert live.get_attribute("data-state") == "running"
+    assert "5 / 20 items · 2.5/s · ETA 6.0 s" in live.locator(".job-stats").inner_text()
+    assert (
+        live.locator("progress").get_attribute("value") == "5" and live.locator("progress").get_attribute("max") == "20"
+    )
+    assert "too_large 1" in live.locator(".counts li.fail").inner_text()
+    live.get_by_role("button", name="Cancel").click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#jobs-list .job')].some(j => j.textContent.includes('index · live') "
+        "&& j.dataset.state === 'cancelling')"
+    )
+    assert live.get_by_role("button", name="Cancel").count() == 0
     # Resume the job a crashed server left failed.
     resumed = page.locator("#jobs-list .job", has_text="index · resumed")
     assert resumed.get_attribute("data-state") == "failed"
