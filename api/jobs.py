@@ -90,7 +90,15 @@ class JobRunner:
         if not self.catalog.transition(job_id, RESUMABLE, "pending", error=None, finished_at=None):
             raise ConflictError(f"Job {job_id} changed state while resuming; try again.")
         overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
-        self._start(job_id, job.collection, resolved, job.model_id or self.settings.model, embedder, overrides)
+        options = {  # how the job was started (as blipsearch jobs resume does)
+            "cache_itm_features": bool(saved.get("cache_itm_features")),
+            "input_format": saved.get("input_format") or "auto",
+            "path_column": saved.get("path_column"),
+            "metadata_columns": saved.get("metadata_columns"),
+            "index_spec": saved.get("index_spec"),
+        }
+        model = job.model_id or self.settings.model
+        self._start(job_id, job.collection, resolved, model, embedder, overrides, options)
         return self.catalog.get_job(job_id)
 
     def _start(
@@ -101,10 +109,11 @@ class JobRunner:
         model: str,
         embedder: Callable[[str], Embedder],
         overrides: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
     ) -> None:
         thread = threading.Thread(
             target=self._run,
-            args=(job_id, collection, paths, model, embedder, overrides or {}),
+            args=(job_id, collection, paths, model, embedder, overrides or {}, options or {}),
             name=f"job-{job_id[:8]}",
             daemon=True,
         )
@@ -120,6 +129,7 @@ class JobRunner:
         model: str,
         embedder: Callable[[str], Embedder],
         overrides: dict[str, Any],
+        options: dict[str, Any],
     ) -> None:
         from indexer.job import index_paths
 
@@ -132,6 +142,7 @@ class JobRunner:
                 progress=False,
                 job_id=job_id,
                 roots=self.settings.import_roots,  # files named by lists/manifests are confined too
+                **options,
             )
         except BlipsearchError as exc:  # recorded in the catalog by index_paths (or here, if it never started)
             log.info("job %s ended: %s", job_id, exc)

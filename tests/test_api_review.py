@@ -149,17 +149,23 @@ def test_jobs_list_and_resume(env):
     assert client.get("/v1/jobs", params={"state": "nope"}).status_code == 422
 
     # A job left failed (a crashed server) resumes through the API and finishes the work.
-    write_images(root / "imports" / "more", 5, start=50)
+    # It keeps how it was started: here a manifest whose metadata is only its "tag" column.
+    images = write_images(root / "imports" / "more", 5, start=50)
+    with open(root / "imports" / "more.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "tag", "camera"])
+        w.writerows([str(p), "x", "canon"] for p in images)
     catalog = open_catalog(settings.catalog_url())
-    paths = {"paths": [str((root / "imports" / "more").resolve())]}
-    job_id = catalog.create_job("index", "more", settings.model, paths, state="failed")
+    saved = {"paths": [str((root / "imports" / "more.csv").resolve())], "metadata_columns": ["tag"]}
+    job_id = catalog.create_job("index", "more", settings.model, saved, state="failed")
     h = _auth(keys["write"])
     assert client.post(f"/v1/jobs/{job_id}/resume").status_code == 401
     r = client.post(f"/v1/jobs/{job_id}/resume", headers=h)
     assert r.status_code == 202, r.text
     job = _wait(client, job_id)
     assert job["state"] == "succeeded" and job["counts"]["added"] == 5, job
-    assert client.get("/v1/collections/more").json()["count"] == 5
+    more = client.get("/v1/collections/more").json()
+    assert more["count"] == 5 and more["metadata_keys"] == ["tag"]
     listed = client.get("/v1/jobs", params={"collection": "more"}).json()["jobs"]
     assert [j["id"] for j in listed] == [job_id]
     # Finished or non-index jobs do not resume; unknown ones are 404.
