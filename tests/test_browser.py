@@ -527,3 +527,23 @@ def test_relevance_cutoff_and_delete(server, page):
     page.wait_for_function("() => !document.querySelector('dialog#detail').open")
     _status(page, "15 results")
     assert "Deleted record" in page.locator("#toast").inner_text()
+
+
+def test_keyboard_only(server, page):
+    page.goto(server["url"] + "/?c=photos&q=a+red+square")
+    _status(page, "results in")
+    # Tab from the top reaches the search box, the controls, then the results.
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        if page.evaluate("() => document.activeElement.matches('#results .card')"):
+            break
+    else:
+        raise AssertionError("Tab never reached a result")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("dialog#detail[open]")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('#detail-pos').textContent.startsWith('2 of')")
+    page.keyboard.press("Escape")
+    page.wait_for_function("() => !document.querySelector('dialog#detail').open")
+    # Focus returns to the result shown last.
+    assert page.evaluate("() => [...document.querySelectorAll('#results .card')].indexOf(document.activeElement)") == 1
