@@ -46,7 +46,9 @@ async function create(e) {
 function fileRow(file) {
   const bar = h("progress", { max: 1, value: 0, "aria-label": `Upload progress of ${file.name}` });
   const result = h("span.result.pending", { text: "waiting" });
-  const li = h("li.file", {}, h("span.name", { text: file.name, title: file.name }), bar, result);
+  const thumb = h("img.thumb", { alt: "", src: URL.createObjectURL(file) });
+  thumb.addEventListener("error", () => thumb.classList.add("broken")); // not an image the browser can show
+  const li = h("li.file", {}, thumb, h("span.name", { text: file.name, title: file.name }), bar, result);
   return { li, bar, result };
 }
 
