@@ -13,10 +13,10 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from blipsearch.config import Settings
-from blipsearch.errors import BlipsearchError, ForbiddenError, InvalidInputError
+from blipsearch.errors import BlipsearchError, ConflictError, ForbiddenError, InvalidInputError
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
 from storage.collection import validate_name
 from storage.jobs import ACTIVE, CANCELLING, cancel_job
@@ -69,31 +69,80 @@ class JobRunner:
         job_id: str = self.catalog.create_job(
             "index", collection, model, {"paths": [str(p) for p in resolved]}, state="pending"
         )
+        self._start(job_id, collection, resolved, model, embedder)
+        return job_id
+
+    def resume(self, job_id: str, embedder: Callable[[str], Embedder]) -> JobRow:
+        """Run an interrupted, failed or cancelled index job again in the background: committed
+        images are skipped. Its saved paths are confined to the import roots again."""
+        from indexer.job import RESUMABLE
+
+        job = self.catalog.get_job(job_id)
+        with self._lock:
+            alive = job_id in self._threads and self._threads[job_id].is_alive()
+        if alive or job.kind != "index" or job.state not in RESUMABLE:
+            raise ConflictError(
+                f"Job {job_id} is a {'live ' if alive else ''}{job.state} {job.kind} job; "
+                f"only index jobs that are {', '.join(RESUMABLE)} (and not running here) resume."
+            )
+        saved = job.settings or {}
+        resolved = confine(list(saved.get("paths") or []), self.settings.import_roots)
+        if not self.catalog.transition(job_id, RESUMABLE, "pending", error=None, finished_at=None):
+            raise ConflictError(f"Job {job_id} changed state while resuming; try again.")
+        overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+        options = {  # how the job was started (as blipsearch jobs resume does)
+            "cache_itm_features": bool(saved.get("cache_itm_features")),
+            "input_format": saved.get("input_format") or "auto",
+            "path_column": saved.get("path_column"),
+            "metadata_columns": saved.get("metadata_columns"),
+            "index_spec": saved.get("index_spec"),
+        }
+        model = job.model_id or self.settings.model
+        self._start(job_id, job.collection, resolved, model, embedder, overrides, options)
+        return self.catalog.get_job(job_id)
+
+    def _start(
+        self,
+        job_id: str,
+        collection: str,
+        paths: list[Path],
+        model: str,
+        embedder: Callable[[str], Embedder],
+        overrides: dict[str, Any] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         thread = threading.Thread(
             target=self._run,
-            args=(job_id, collection, resolved, model, embedder),
+            args=(job_id, collection, paths, model, embedder, overrides or {}, options or {}),
             name=f"job-{job_id[:8]}",
             daemon=True,
         )
         with self._lock:
             self._threads[job_id] = thread
         thread.start()
-        return job_id
 
     def _run(
-        self, job_id: str, collection: str, paths: list[Path], model: str, embedder: Callable[[str], Embedder]
+        self,
+        job_id: str,
+        collection: str,
+        paths: list[Path],
+        model: str,
+        embedder: Callable[[str], Embedder],
+        overrides: dict[str, Any],
+        options: dict[str, Any],
     ) -> None:
         from service.indexing import index_paths
 
         try:
             index_paths(
-                self.settings,
+                self.settings.model_copy(update=overrides) if overrides else self.settings,
                 paths,
                 collection,
                 embedder=embedder(model),
                 progress=False,
                 job_id=job_id,
                 roots=self.settings.import_roots,  # files named by lists/manifests are confined too
+                **options,
             )
         except BlipsearchError as exc:  # recorded in the catalog by index_paths (or here, if it never started)
             log.info("job %s ended: %s", job_id, exc)
@@ -107,6 +156,10 @@ class JobRunner:
 
     def get(self, job_id: str) -> JobRow:
         return self.catalog.get_job(job_id)
+
+    def recent(self, collection: str | None, kind: str | None, state: str | None, limit: int) -> list[JobRow]:
+        jobs = self.catalog.list_jobs(collection, limit if not (kind or state) else 10_000)
+        return [j for j in jobs if (kind is None or j.kind == kind) and (state is None or j.state == state)][:limit]
 
     def cancel(self, job_id: str) -> JobRow:
         return cancel_job(self.catalog, job_id)

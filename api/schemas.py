@@ -66,6 +66,9 @@ class CollectionInfo(BaseModel):
     index: str | None
     itm_features: bool
     created_at: str
+    metadata_keys: list[str] | None = Field(
+        default=None, description="Keys of the records' JSON metadata (filters.fields); in GET /v1/collections/{name}."
+    )
 
 
 class CollectionList(BaseModel):
@@ -148,6 +151,10 @@ class JobInfo(BaseModel):
     finished_at: str | None
 
 
+class JobList(BaseModel):
+    jobs: list[JobInfo]
+
+
 class Problem(BaseModel):
     """An error (RFC 9457 problem details), served as application/problem+json."""
 
@@ -178,6 +185,34 @@ class ModerationCheck(BaseModel):
 
 
 class ModerationResults(BaseModel):
+    results: list[dict[str, Any]]
+
+
+class ManualDecisionRequest(BaseModel):
+    collection: str = Field(min_length=1, max_length=64)
+    id: int = Field(ge=0)
+    decision: Literal["approve", "allow", "block"] = Field(description="approve (= allow) or block.")
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class QueueItem(BaseModel):
+    collection: str
+    id: int
+    decision: str
+    triggers: list[dict[str, Any]] = Field(description="policy, check, category, prompt, score, threshold, action.")
+
+
+class ModerationQueue(BaseModel):
+    collection: str
+    total: int
+    items: list[QueueItem]
+
+
+class RecordModeration(BaseModel):
+    collection: str
+    id: int
+    decision: str | None = Field(description="Effective decision; null when never checked.")
+    manual: dict[str, Any] | None
     results: list[dict[str, Any]]
 
 

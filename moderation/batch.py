@@ -59,6 +59,9 @@ def moderate_collection(
             counts["failed"] = len(failures)
             bar.update(len(chunk))
             watch.tick(counts, start + len(chunk))
-    catalog.update_job(job_id, state="succeeded", counts=counts, failures=failures, finished_at=utcnow())
+    final = {"done": len(todo), "total": len(todo)}
+    catalog.update_job(
+        job_id, state="succeeded", counts={**counts, "progress": final}, failures=failures, finished_at=utcnow()
+    )
     return {"job_id": job_id, "collection": coll.name, "policy": policy.name, "version": policy.version, **counts,
             "failures": failures}  # fmt: skip

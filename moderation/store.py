@@ -2,12 +2,15 @@
 decision (used by search to exclude ``block``, and to filter other decisions).
 
 A record's effective decision is, for each policy, its latest result, and across policies the
-most severe of those.
+most severe of those, unless a person decided: the latest manual decision (``save_manual``,
+stored under the reserved policy name ``_manual``, which no policy file can take) wins over
+every automatic one.
 """
 
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +22,7 @@ from moderation.policy import SEVERITY, Policy
 from storage.catalog import Catalog, ModerationRow, utcnow
 
 DECISIONS = tuple(SEVERITY)
+MANUAL = "_manual"  # policy name of manual decisions (policy names cannot start with "_")
 
 
 def save_results(
@@ -83,21 +87,29 @@ def query_results(
             q = q.where(ModerationRow.decision == decision)
         if policy:
             q = q.where(ModerationRow.policy_name == policy)
-        return [
-            {
-                "collection": r.collection,
-                "id": r.record_id,
-                "policy": r.policy_name,
-                "policy_version": r.policy_version,
-                "itc_model": r.itc_model,
-                "itm_model": r.itm_model,
-                "decision": r.decision,
-                "scores": r.scores,
-                "triggers": r.triggers,
-                "created_at": r.created_at.isoformat(),
-            }
-            for r in s.scalars(q)
-        ]
+        return [_row_dict(r) for r in s.scalars(q)]
+
+
+def _row_dict(r: ModerationRow) -> dict[str, Any]:
+    return {
+        "collection": r.collection,
+        "id": r.record_id,
+        "policy": r.policy_name,
+        "policy_version": r.policy_version,
+        "itc_model": r.itc_model,
+        "itm_model": r.itm_model,
+        "decision": r.decision,
+        "scores": r.scores,
+        "triggers": r.triggers,
+        "created_at": r.created_at.isoformat(),
+    }
+
+
+def _combine(latest: dict[str, str]) -> str:
+    """A record's effective decision from its latest decision per policy."""
+    if MANUAL in latest:
+        return latest[MANUAL]
+    return max(latest.values(), key=SEVERITY.__getitem__)
 
 
 def effective_decisions(catalog: Catalog, collection: str) -> dict[int, str]:
@@ -109,11 +121,88 @@ def effective_decisions(catalog: Catalog, collection: str) -> dict[int, str]:
         for row_id, rid, pol, dec in s.execute(q):
             if (rid, pol) not in latest or latest[(rid, pol)][0] < row_id:
                 latest[(rid, pol)] = (row_id, dec)
-    out: dict[int, str] = {}
-    for (rid, _), (_, dec) in latest.items():
-        if rid not in out or SEVERITY[dec] > SEVERITY[out[rid]]:
-            out[rid] = dec
+    per_record: dict[int, dict[str, str]] = {}
+    for (rid, pol), (_, dec) in latest.items():
+        per_record.setdefault(rid, {})[pol] = dec
+    return {rid: _combine(pols) for rid, pols in per_record.items()}
+
+
+def save_manual(catalog: Catalog, collection: str, rid: int, decision: str, note: str = "", by: str = "") -> None:
+    """Record a person's decision on a record (``allow`` or ``block``); it overrides every
+    automatic result, and a later manual decision overrides it."""
+    if decision not in ("allow", "block"):
+        raise ValueError(f"manual decisions are allow or block, not {decision!r}")
+    with catalog.session() as s:
+        s.add(
+            ModerationRow(
+                collection=collection,
+                record_id=int(rid),
+                policy_name=MANUAL,
+                policy_version=uuid.uuid4().hex,  # every manual decision is its own row
+                itc_model="",
+                itm_model="",
+                decision=decision,
+                scores=[],
+                triggers=[{"check": "manual", "action": decision, "note": note, "by": by}],
+                created_at=utcnow(),
+            )
+        )
+
+
+def _latest_rows(
+    catalog: Catalog, collection: str, rids: Iterable[int] | None = None
+) -> dict[int, list[ModerationRow]]:
+    """Each record's latest row per policy (manual decisions included)."""
+    latest: dict[tuple[int, str], ModerationRow] = {}
+    with catalog.session() as s:
+        q = select(ModerationRow).where(ModerationRow.collection == collection)
+        if rids is not None:
+            q = q.where(ModerationRow.record_id.in_([int(r) for r in rids]))
+        for row in s.scalars(q):
+            key = (row.record_id, row.policy_name)
+            if key not in latest or latest[key].id < row.id:
+                latest[key] = row
+    out: dict[int, list[ModerationRow]] = {}
+    for (rid, _), row in sorted(latest.items(), key=lambda kv: kv[1].id):
+        out.setdefault(rid, []).append(row)
     return out
+
+
+def record_decision(catalog: Catalog, collection: str, rid: int) -> dict[str, Any]:
+    """One record's effective decision, the manual decision if any, and the latest result of
+    each policy (with its triggers: category, prompt, score)."""
+    rows = _latest_rows(catalog, collection, [rid]).get(int(rid), [])
+    manual = next((r for r in rows if r.policy_name == MANUAL), None)
+    return {
+        "collection": collection,
+        "id": int(rid),
+        "decision": _combine({r.policy_name: r.decision for r in rows}) if rows else None,
+        "manual": _row_dict(manual) if manual else None,
+        "results": [_row_dict(r) for r in rows if r.policy_name != MANUAL],
+    }
+
+
+def review_queue(
+    catalog: Catalog, collection: str, decisions: Iterable[str] = ("flag", "review"), limit: int = 100, offset: int = 0
+) -> tuple[int, list[dict[str, Any]]]:
+    """Records whose effective decision is in ``decisions`` (oldest first): (total, one page),
+    each with the policy triggers that led there."""
+    want = set(decisions)
+    items: list[dict[str, Any]] = []
+    for rid, rows in _latest_rows(catalog, collection).items():
+        decision = _combine({r.policy_name: r.decision for r in rows})
+        if decision not in want:
+            continue
+        triggers = [
+            {"policy": r.policy_name, **t}
+            for r in rows
+            if r.policy_name != MANUAL
+            for t in (r.triggers or [])
+            if t.get("action") == decision
+        ]
+        items.append({"collection": collection, "id": rid, "decision": decision, "triggers": triggers})
+    items.sort(key=lambda x: int(x["id"]))
+    return len(items), items[offset : offset + limit]
 
 
 class DecisionCache:

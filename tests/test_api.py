@@ -154,7 +154,20 @@ def test_more_like_this_and_page(client):
     assert client.post("/v1/search/similar", json={"collection": "photos", "id": 999, "k": 4}).status_code == 404
     page = client.get("/")
     assert page.status_code == 200 and "<title>blipsearch</title>" in page.text
-    assert client.get("/static/app.js").status_code == 200
+    # The page's ES modules are served as JavaScript, and everything they import is there too.
+    import re
+
+    seen, todo = set(), ["main.js"]
+    while todo:
+        name = todo.pop()
+        js = client.get(f"/static/js/{name}")
+        assert js.status_code == 200 and "javascript" in js.headers["content-type"], name
+        seen.add(name)
+        todo += [m for m in re.findall(r'from "\./([a-z]+\.js)"', js.text) if m not in seen]
+    assert {"main.js", "api.js", "search.js", "filters.js", "detail.js", "upload.js", "jobs.js", "review.js"} <= seen
+    # Nothing inline that a strict Content-Security-Policy would refuse.
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page.text)
+    assert not re.search(r"\sstyle=|\son[a-z]+=|<style", page.text)
 
 
 def test_filters_over_http(client):

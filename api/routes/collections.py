@@ -40,7 +40,11 @@ def list_collections(request: Request) -> CollectionList:
 
 @router.get("/{name}", response_model=CollectionInfo)
 def get_collection(name: str, request: Request) -> CollectionInfo:
-    return collection_info(Collection.open(request.app.state.blip.settings.data_dir, name))
+    """The collection, with ``metadata_keys``: the keys its records' JSON metadata use (filters.fields)."""
+    from storage.metadata_keys import metadata_keys
+
+    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+    return collection_info(coll).model_copy(update={"metadata_keys": metadata_keys(coll)})
 
 
 @router.get("/{name}/images/{rid}", response_model=Record)

@@ -1,13 +1,14 @@
-"""Background indexing jobs: start (scope write), read, cancel."""
+"""Background jobs: start an index job (scope write), list, read, cancel, resume."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from api.auth import READ, WRITE
-from api.schemas import ERRORS, IndexJobRequest, JobInfo
+from api.schemas import ERRORS, IndexJobRequest, JobInfo, JobList
 from storage.catalog import JobRow
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
@@ -42,6 +43,20 @@ def start_index_job(body: IndexJobRequest, request: Request) -> JobInfo:
     return job_info(state.jobs.get(job_id))
 
 
+@router.get("", response_model=JobList, dependencies=[READ])
+def list_jobs(
+    request: Request,
+    collection: Annotated[str | None, Query(max_length=64)] = None,
+    kind: Annotated[str | None, Query(max_length=32, description="index, moderate, caption, …")] = None,
+    state: Annotated[
+        Literal["pending", "running", "cancelling", "cancelled", "failed", "succeeded"] | None, Query()
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JobList:
+    """Recent jobs (index, moderation, captions), newest first, with progress, rate and ETA in ``counts``."""
+    return JobList(jobs=[job_info(j) for j in request.app.state.blip.jobs.recent(collection, kind, state, limit)])
+
+
 @router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
 def get_job(job_id: str, request: Request) -> JobInfo:
     return job_info(request.app.state.blip.jobs.get(job_id))
@@ -50,3 +65,10 @@ def get_job(job_id: str, request: Request) -> JobInfo:
 @router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])
 def cancel_job(job_id: str, request: Request) -> JobInfo:
     return job_info(request.app.state.blip.jobs.cancel(job_id))
+
+
+@router.post("/{job_id}/resume", response_model=JobInfo, status_code=202, dependencies=[WRITE])
+def resume_job(job_id: str, request: Request) -> JobInfo:
+    """Run an interrupted, failed or cancelled index job again in the background (committed images are skipped)."""
+    state = request.app.state.blip
+    return job_info(state.jobs.resume(job_id, state.embedder))

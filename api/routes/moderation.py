@@ -1,4 +1,5 @@
-"""Moderation: check an upload against a named policy; read stored batch results."""
+"""Moderation: check an upload against a named policy; read stored batch results; the review
+queue (records flagged or sent to review) and manual decisions (write scope) that search honours."""
 
 from __future__ import annotations
 
@@ -7,9 +8,21 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.auth import READ
-from api.schemas import ERRORS, ModerationCheck, ModerationResults
+from api.auth import READ, WRITE
+from api.schemas import (
+    ERRORS,
+    ManualDecisionRequest,
+    ModerationCheck,
+    ModerationQueue,
+    ModerationResults,
+    QueueItem,
+    RecordModeration,
+)
 from api.uploads import read_limited, sniff_and_decode
+from blipsearch.errors import RecordNotFoundError
+from storage.api_keys import KeyInfo
+from storage.catalog import Catalog, open_catalog
+from storage.collection import Collection
 
 router = APIRouter(prefix="/v1/moderation", tags=["moderation"], dependencies=[READ], responses=ERRORS)
 
@@ -44,9 +57,59 @@ def results(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> ModerationResults:
     from moderation.store import query_results
-    from storage.catalog import open_catalog
 
     rows: list[dict[str, Any]] = query_results(
         open_catalog(request.app.state.blip.settings.catalog_url()), collection, decision, policy, limit, offset
     )
     return ModerationResults(results=rows)
+
+
+def _catalog(request: Request) -> Catalog:
+    return open_catalog(request.app.state.blip.settings.catalog_url())
+
+
+def _existing(request: Request, collection: str, rid: int) -> None:
+    coll = Collection.open(request.app.state.blip.settings.data_dir, collection)
+    if rid not in coll.get_records([rid]):
+        raise RecordNotFoundError(f"Collection {collection!r} has no record {rid}.")
+
+
+@router.get("/queue", response_model=ModerationQueue)
+def queue(
+    request: Request,
+    collection: Annotated[str, Query(min_length=1, max_length=64)],
+    decision: Annotated[list[Literal["flag", "review", "block", "allow"]] | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> ModerationQueue:
+    """Records whose effective decision is ``flag`` or ``review`` (or the ``decision``s asked
+    for), with the category, score and prompt of each trigger that led there."""
+    from moderation.store import review_queue
+
+    Collection.open(request.app.state.blip.settings.data_dir, collection)  # 404 for an unknown collection
+    total, items = review_queue(_catalog(request), collection, decision or ("flag", "review"), limit, offset)
+    return ModerationQueue(collection=collection, total=total, items=[QueueItem(**i) for i in items])
+
+
+@router.get("/records/{collection}/{rid}", response_model=RecordModeration)
+def record(collection: str, rid: int, request: Request) -> RecordModeration:
+    """One record's effective decision, its manual decision if any, and each policy's latest result."""
+    from moderation.store import record_decision
+
+    _existing(request, collection, rid)
+    return RecordModeration(**record_decision(_catalog(request), collection, rid))
+
+
+@router.post("/decisions", response_model=RecordModeration)
+def decide(
+    body: ManualDecisionRequest, request: Request, key: Annotated[KeyInfo | None, WRITE] = None
+) -> RecordModeration:
+    """A manual decision: ``approve`` (allow) or ``block``. It wins over every automatic result;
+    search honours it at once (blocked records are hidden, approved ones leave the review queue)."""
+    from moderation.store import record_decision, save_manual
+
+    _existing(request, body.collection, body.id)
+    catalog = _catalog(request)
+    decision = "allow" if body.decision in ("approve", "allow") else "block"
+    save_manual(catalog, body.collection, body.id, decision, body.note or "", by=key.id if key else "")
+    return RecordModeration(**record_decision(catalog, body.collection, body.id))

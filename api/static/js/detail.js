@@ -1,0 +1,119 @@
+// The detail view: the original image, caption, metadata, moderation decision and its triggers,
+// "more like this", delete (needs a write key), and ←/→ between results.
+import * as api from "./api.js";
+import { $, badge, fmtDate, fmtScore, h, notify, showError } from "./dom.js";
+
+let items = () => [];
+let coll = () => "";
+let onMore = () => {};
+let onDeleted = () => {};
+let index = -1;
+
+export function init({ results, collection, more, deleted }) {
+  items = results;
+  coll = collection;
+  onMore = more;
+  onDeleted = deleted;
+  $("more").addEventListener("click", () => { const r = items()[index]; $("detail").close(); onMore(r.id); });
+  $("close").addEventListener("click", () => $("detail").close());
+  $("prev").addEventListener("click", () => step(-1));
+  $("next").addEventListener("click", () => step(1));
+  $("delete").addEventListener("click", remove);
+  $("detail").addEventListener("keydown", (e) => {
+    if (e.target.closest("input, textarea, select")) return;
+    if (e.key === "ArrowLeft") { e.preventDefault(); step(-1); }
+    if (e.key === "ArrowRight") { e.preventDefault(); step(1); }
+  });
+  $("detail").addEventListener("close", () => {
+    const card = document.querySelectorAll("#results .card")[index];
+    if (card) card.focus(); // keyboard users land back on the result they opened
+  });
+}
+
+function step(d) {
+  const n = items().length;
+  if (n && index + d >= 0 && index + d < n) open(index + d);
+}
+
+function row(dl, key, value) {
+  dl.append(h("dt", { text: key }), h("dd", { text: value === null || value === undefined || value === "" ? "—" : String(value) }));
+}
+
+export async function open(i) {
+  index = i;
+  const r = items()[i];
+  const c = coll();
+  if (!r) return;
+  $("prev").disabled = i === 0;
+  $("next").disabled = i === items().length - 1;
+  $("detail-pos").textContent = `${i + 1} of ${items().length}`;
+  const dialog = $("detail");
+  if (!dialog.open) dialog.showModal();
+  const isText = r.uri === null || r.uri === undefined;
+  $("detail-img").hidden = isText;
+  $("more").hidden = isText;
+  if (!isText) {
+    $("detail-img").src = api.fileUrl(c, r.id);
+    $("detail-img").alt = r.caption || `image ${r.id}`;
+  }
+  $("detail-title").textContent = r.caption || r.text || `Record ${r.id}`;
+  $("detail-score").textContent = r.itm_score !== null && r.itm_score !== undefined
+    ? `ITC ${fmtScore(r.itc_score)} · ITM ${fmtScore(r.itm_score)} · fused ${fmtScore(r.score)}`
+    : `score ${fmtScore(r.score)} · ITC ${fmtScore(r.itc_score)}`;
+  const dl = $("detail-fields");
+  const meta = $("detail-meta");
+  const mod = $("detail-moderation");
+  dl.replaceChildren();
+  meta.replaceChildren();
+  mod.replaceChildren(h("p.muted", { text: "Loading…" }));
+  try {
+    const [rec, m] = await Promise.all([
+      api.get(`/v1/collections/${api.enc(c)}/images/${r.id}`),
+      api.get(`/v1/moderation/records/${api.enc(c)}/${r.id}`).catch(() => null),
+    ]);
+    if (index !== i) return;
+    row(dl, "caption", rec.caption);
+    if (rec.text) row(dl, "text", rec.text);
+    row(dl, "id", rec.id);
+    row(dl, "uri", rec.uri);
+    if (rec.width) row(dl, "size", `${rec.width} × ${rec.height} px`);
+    row(dl, "format", rec.format);
+    row(dl, "bytes", rec.bytes);
+    row(dl, "added_at", fmtDate(rec.added_at));
+    const keys = Object.keys(rec.metadata || {});
+    for (const k of keys) row(meta, k, typeof rec.metadata[k] === "object" ? JSON.stringify(rec.metadata[k]) : rec.metadata[k]);
+    if (!keys.length) meta.append(h("p.muted", { text: "No metadata." }));
+    renderModeration(mod, m);
+  } catch (e) {
+    showError(e);
+    mod.replaceChildren(h("p.error", { text: e.message }));
+  }
+}
+
+function renderModeration(box, m) {
+  if (!m || !m.decision) { box.replaceChildren(badge(null), h("p.muted", { text: "Not checked by any policy." })); return; }
+  const out = [h("p", {}, "Decision: ", badge(m.decision), m.manual ? h("span.muted", { text: " (manual)" }) : "")];
+  if (m.manual) {
+    const t = m.manual.triggers[0] || {};
+    out.push(h("p.muted", { text: `Set by hand ${fmtDate(m.manual.created_at)}${t.note ? `: “${t.note}”` : ""}` }));
+  }
+  const trig = m.results.flatMap((res) => res.triggers.map((t) => ({ ...t, policy: res.policy })));
+  if (trig.length) {
+    out.push(h("ul.triggers", {}, trig.map((t) => h("li", {}, badge(t.action),
+      h("span", { text: ` ${t.category || t.check} · score ${fmtScore(t.score)}${t.prompt ? ` · “${t.prompt}”` : ""} · ${t.policy}` })))));
+  } else if (!m.manual) out.push(h("p.muted", { text: "No policy triggered." }));
+  box.replaceChildren(...out);
+}
+
+async function remove() {
+  const r = items()[index];
+  if (!r) return;
+  if (!api.getKey()) { notify("Deleting needs an API key with scope write: use the “API key” button.", "error"); return; }
+  if (!confirm(`Delete record ${r.id} from “${coll()}”? It will never be returned by a search again.`)) return;
+  try {
+    await api.del(`/v1/collections/${api.enc(coll())}/images/${r.id}`);
+    $("detail").close();
+    notify(`Deleted record ${r.id}.`);
+    onDeleted();
+  } catch (e) { showError(e); }
+}

@@ -1,0 +1,83 @@
+// blipsearch page: plain ES modules, no build step. Screens: search, upload, jobs, review.
+// The view and the whole query live in the URL; back and forward replay them.
+import * as api from "./api.js";
+import * as detail from "./detail.js";
+import { $, notify, showError } from "./dom.js";
+import * as jobs from "./jobs.js";
+import * as review from "./review.js";
+import * as search from "./search.js";
+import { read, toQuery, VIEWS } from "./state.js";
+import * as upload from "./upload.js";
+
+let state = read();
+
+function navigate(next, { replace = false, scroll = true } = {}) {
+  state = { ...state, ...next };
+  const url = `${location.pathname}${toQuery(state)}`;
+  if (replace) history.replaceState(null, "", url);
+  else if (url !== `${location.pathname}${location.search}`) history.pushState(null, "", url);
+  render(scroll);
+}
+
+async function render(scroll = true) {
+  for (const v of VIEWS) {
+    $(`view-${v}`).hidden = v !== state.view;
+    const link = document.querySelector(`nav a[data-view=${v}]`);
+    if (v === state.view) link.setAttribute("aria-current", "page");
+    else link.removeAttribute("aria-current");
+  }
+  document.title = `blipsearch · ${state.view}`;
+  if (state.view !== "jobs") jobs.hide();
+  try {
+    if (state.view === "search") await search.show(state);
+    else if (state.view === "upload") await upload.show(state.c);
+    else if (state.view === "jobs") jobs.show();
+    else if (state.view === "review") await review.show(state.c);
+  } catch (e) { showError(e); }
+  if (scroll && state.view !== "search") window.scrollTo(0, 0);
+}
+
+function keyUi() {
+  const has = !!api.getKey();
+  $("key-btn").textContent = has ? "API key ✓" : "API key";
+  $("key-btn").setAttribute("aria-label", has ? "API key (set for this session)" : "API key (not set)");
+}
+
+function initKey() {
+  $("key-btn").addEventListener("click", () => { $("key-input").value = api.getKey(); $("key-dialog").showModal(); });
+  $("key-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    api.setKey($("key-input").value);
+    $("key-dialog").close();
+    notify(api.getKey() ? "API key kept for this browser session." : "API key forgotten.");
+  });
+  $("key-forget").addEventListener("click", () => { api.setKey(""); $("key-dialog").close(); notify("API key forgotten."); });
+  $("key-cancel").addEventListener("click", () => $("key-dialog").close());
+  document.addEventListener("keychange", () => { keyUi(); if (state.view === "upload") upload.show(); });
+  keyUi();
+}
+
+document.querySelectorAll("nav a[data-view]").forEach((a) => a.addEventListener("click", (e) => {
+  if (e.metaKey || e.ctrlKey || e.shiftKey) return;
+  e.preventDefault();
+  navigate({ view: a.dataset.view });
+}));
+window.addEventListener("popstate", () => {
+  if ($("detail").open) $("detail").close();
+  state = read();
+  render(false);
+});
+
+search.setSerializer(toQuery);
+search.init({ onNavigate: navigate, onOpen: (i) => detail.open(i) });
+detail.init({
+  results: search.results,
+  collection: search.collection,
+  more: (id) => search.moreLikeThis(id),
+  deleted: async () => { await api.collections(true); search.refresh(); },
+});
+upload.init({ changed: () => api.collections(true) });
+jobs.init();
+review.init({ decided: () => api.collections(true) });
+initKey();
+render();
