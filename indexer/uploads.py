@@ -52,8 +52,13 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         max_bytes=settings.max_upload_bytes,
         track_paths=True,
         jpeg_draft=settings.jpeg_draft,
+        update_changed=False,  # content-addressed paths: a uri never holds new content
     )
     report = pipeline.run(paths)
+    if settings.merge_small_shards:  # one request = one small shard: keep their number low
+        from storage.merging import merge_tail
+
+        merge_tail(coll, small_rows=settings.small_shard_rows, fanin=settings.merge_fanin)
     failed = {f["path"]: f["error"] for f in report.failures}
     out = UploadOutcome()
     reported: set[Path] = set()

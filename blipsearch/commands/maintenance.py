@@ -36,7 +36,7 @@ def delete(
 
 @handle_errors
 def compact(collection: CollectionOpt, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Rewrite shards without deleted records (ids and search results are unchanged)."""
+    """Rewrite shards without deleted records and merge small shards (ids and search results are unchanged)."""
     from dataclasses import asdict
 
     from search import index_store
@@ -46,12 +46,13 @@ def compact(collection: CollectionOpt, data_dir: DataDirOpt = None, as_json: Jso
     settings = settings_for(data_dir)
     coll = Collection.open(settings.data_dir, collection)
     index_store.refresh(coll)  # the index drops tombstoned vectors before their rows go
-    report = run(coll)
+    report = run(coll, small_rows=settings.small_shard_rows, target_rows=settings.shard_size)
     emit(
         asdict(report),
         as_json,
         lambda p: (
             f"{collection}: removed {p['rows_removed']} deleted rows "
-            f"({p['shards_rewritten']} shards rewritten, {p['shards_removed']} removed)"
+            f"({p['shards_rewritten']} shards rewritten, {p['shards_removed']} removed, "
+            f"{p['shards_merged']} small shards merged into {p['shards_written_by_merge']})"
         ),
     )
