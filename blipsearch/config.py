@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     max_request_pixels: int = Field(
         default=200_000_000,
         ge=1,
-        description="Pixels of all images in one request (on top of BLIPSEARCH_MAX_IMAGE_PIXELS per image): 413 past it.",
+        description="Pixels of all images in one request (on top of the per-image limit): 413 past it.",
     )
     merge_small_shards: bool = Field(
         default=True, description="Merge the small shards that upload commits leave (storage/merging.py)."

@@ -20,8 +20,8 @@ from search import index_store
 from search.engine import SearchEngine
 from storage.collection import Collection
 from storage.compaction import compact
-from storage.merging import merge_all, merge_tail, plan_tail
 from storage.manifest import ShardInfo
+from storage.merging import merge_all, merge_tail, plan_tail
 
 DIM = 16
 MODEL = {"model_id": "fake", "fingerprint": "f" * 16, "family": "blip", "dim": DIM, "vectors_per_image": 1}
@@ -77,7 +77,7 @@ def test_upload_commits_stay_few_and_ids_keep(tmp_path):
     engine = SearchEngine.open(coll, _FakeEmbedder())
     index_before = engine.index
     total = 0
-    for i in range(60):  # sixty one-row commits, merged as they pile up
+    for _ in range(60):  # sixty one-row commits, merged as they pile up
         total = _commits(coll, [1], total)
         merge_tail(coll, small_rows=32, fanin=4)
         coll.reload()
@@ -237,7 +237,9 @@ def test_uploads_coalesce_and_search_sees_every_upload(settings, blip_embedder):
     for i in range(20):
         buf = io.BytesIO()
         make_image(500 + i, (48, 40)).save(buf, "PNG")
-        out = index_blobs(s, Collection.open(s.data_dir, "up"), blip_embedder, [Blob(f"{i}.png", buf.getvalue(), "PNG")])
+        out = index_blobs(
+            s, Collection.open(s.data_dir, "up"), blip_embedder, [Blob(f"{i}.png", buf.getvalue(), "PNG")]
+        )
         assert len(out.added) == 1
         engine.sync()
         rid = out.added[0][1]

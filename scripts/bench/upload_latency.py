@@ -1,0 +1,127 @@
+#!/usr/bin/env python
+"""Upload latency and first-search latency as one-image uploads pile up (issue #14, defect 7).
+
+    python scripts/bench/upload_latency.py [--sizes 10 100 1000] [--baseline-max 1000]
+
+Each upload request commits a shard. With small-shard merging on (the default,
+storage/merging.py) the shards are merged as they pile up; the baseline, in the same run, is
+the same server with ``BLIPSEARCH_MERGE_SMALL_SHARDS=0`` (one shard per upload, as before).
+Through the real app (FastAPI in-process, tiny random BLIP model, one data dir per
+configuration): N one-image PNG uploads, each followed by a text search (the first search
+after a commit, which has to catch up with it). At each checkpoint, the median and max of the
+last 10 uploads and searches, and the number of shards on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, machine, machine_line, update_markdown, write_result
+
+
+def tiny_model() -> Path:
+    from make_test_models import make_all
+
+    out = RESULTS / "models" / "tiny"
+    if not (out / "blip-itm" / "config.json").is_file():
+        make_all(out, size="tiny", seed=0)
+    return out / "blip-itm"
+
+
+def run(model: Path, merge: bool, sizes: list[int], window: int = 10) -> list[dict[str, Any]]:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from blipsearch.config import Settings
+    from blipsearch.synthetic import make_image
+    from storage.api_keys import create_key
+    from storage.catalog import open_catalog
+    from storage.collection import Collection
+
+    out: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        settings = Settings(data_dir=Path(tmp) / "data", model=str(model), batch_size=4, merge_small_shards=merge)
+        key = create_key(open_catalog(settings.catalog_url()), "bench", "admin")[0]
+        auth = {"Authorization": f"Bearer {key}"}
+        with TestClient(create_app(settings)) as client:
+            assert client.post("/v1/collections", json={"name": "up"}, headers=auth).status_code == 201
+            ups: list[float] = []
+            searches: list[float] = []
+            for i in range(1, max(sizes) + 1):
+                buf = io.BytesIO()
+                make_image(i, (64, 48)).save(buf, "PNG")
+                t0 = time.perf_counter()
+                r = client.post(
+                    "/v1/collections/up/images",
+                    files={"files": (f"{i}.png", buf.getvalue(), "image/png")},
+                    headers=auth,
+                )
+                ups.append(time.perf_counter() - t0)
+                assert r.status_code == 200 and r.json()["added"], r.text
+                t0 = time.perf_counter()
+                r = client.post("/v1/search/text", json={"query": f"image {i}", "collection": "up", "k": 10})
+                searches.append(time.perf_counter() - t0)
+                assert r.status_code == 200, r.text
+                if i in sizes:
+                    shards = len(Collection.open(settings.data_dir, "up").manifest.shards)
+                    row = {
+                        "uploads": i,
+                        "merge": merge,
+                        "shards": shards,
+                        "upload_ms_median": round(statistics.median(ups[-window:]) * 1e3, 1),
+                        "upload_ms_max": round(max(ups[-window:]) * 1e3, 1),
+                        "first_search_ms_median": round(statistics.median(searches[-window:]) * 1e3, 1),
+                        "first_search_ms_max": round(max(searches[-window:]) * 1e3, 1),
+                    }
+                    print(row, flush=True)
+                    out.append(row)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--baseline-max", type=int, default=1000, help="Stop the baseline at this many uploads.")
+    args = ap.parse_args()
+    model = tiny_model()
+    rows = run(model, True, args.sizes)
+    base_sizes = [n for n in args.sizes if n <= args.baseline_max]
+    rows += run(model, False, base_sizes) if base_sizes else []
+    m = machine()
+    settings = {"model": "tiny random BLIP (scripts/make_test_models.py)", "image": "64x48 PNG", "window": 10}
+    path = write_result("upload_latency", {"settings": settings, "rows": rows})
+    lines = [
+        "## Upload latency as uploads pile up (issue #14, defect 7)",
+        "",
+        f"`python scripts/bench/upload_latency.py` — {machine_line(m)}. Shared, noisy machine (up to 8 engineers on",
+        "2 cores): compare the two configurations of the same run, not absolute numbers across runs.",
+        "One-image PNG uploads through the in-process app (tiny random BLIP), each followed by a text search",
+        "(the first search after that commit). Median / max of the last 10 of each at every checkpoint.",
+        "Baseline: the same run with `BLIPSEARCH_MERGE_SMALL_SHARDS=0` (one shard per upload, as before; it",
+        "already has the other upload fix, no per-upload scan of every record's uri).",
+        "",
+        "| uploads | merging | shards | upload ms (median / max) | first search ms (median / max) |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["uploads"], not r["merge"])):
+        lines.append(
+            f"| {r['uploads']} | {'on' if r['merge'] else 'off (baseline)'} | {r['shards']} | "
+            f"{r['upload_ms_median']} / {r['upload_ms_max']} | "
+            f"{r['first_search_ms_median']} / {r['first_search_ms_max']} |"
+        )
+    lines.append("")
+    lines.append(f"Raw results: `{path.relative_to(path.parents[1])}`.")
+    update_markdown("upload_latency", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
