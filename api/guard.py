@@ -56,17 +56,15 @@ class RequestGuard:
         self.max_request = min(s.max_request_bytes, s.max_upload_bytes * s.max_upload_files + (1 << 20))
         self.max_inflight = s.max_inflight_body_bytes
         self.inflight = 0  # body bytes held by requests in progress (event-loop thread only)
-        self._scopes: dict[int, str | None] = {}
+        self._routes: list[tuple[Any, str | None]] | None = None  # (endpoint route, scope it needs)
 
     # -- which key a route needs ----------------------------------------------------------
     def _route_scope(self, scope: Scope) -> str | None:
-        for route in self.api.router.routes:
-            match, _ = route.matches(scope)
-            if match == Match.FULL:
-                key = id(route)
-                if key not in self._scopes:
-                    self._scopes[key] = required_scope(route)
-                return self._scopes[key]
+        if self._routes is None:
+            self._routes = [(route, required_scope(route)) for route in _leaf_routes(self.api.router.routes)]
+        for route, needed in self._routes:
+            if route.matches(scope)[0] == Match.FULL:
+                return needed
         return None
 
     def _needs_key(self, scope: Scope) -> str | None:
@@ -146,6 +144,20 @@ class RequestGuard:
             self.inflight -= read
         if refused and not started:
             await _answer(refused[0], scope, _no_body, send)
+
+
+def _leaf_routes(routes: Any) -> list[Any]:
+    """The endpoint routes under ``routes``, through included routers (FastAPI wraps an
+    included router in an object holding ``original_router``) and mounts."""
+    out: list[Any] = []
+    for route in routes:
+        if hasattr(route, "dependant"):
+            out.append(route)
+        elif hasattr(route, "original_router"):
+            out += _leaf_routes(route.original_router.routes)
+        elif getattr(route, "routes", None):
+            out += _leaf_routes(route.routes)
+    return out
 
 
 async def _no_body() -> Message:
