@@ -18,6 +18,7 @@ from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError
 from models.base import Embedder
 from search.batcher import MicroBatcher
+from search.budget import CostBudget
 from search.engine import SearchEngine
 from search.service import load_model, open_engine
 from storage.collection import Collection
@@ -36,6 +37,8 @@ class AppState:
         self._moderators: dict[str, tuple[tuple[str, int], Any]] = {}
         self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
         self.jobs = JobRunner(settings)
+        # ITM re-rank candidates in flight across requests (api/routes/search.py)
+        self.rerank_budget = CostBudget(settings.rerank_budget, "re-ranking", "candidates")
 
     def embedder(self, model_id: str) -> Embedder:
         with self._lock:
@@ -97,6 +100,7 @@ class AppState:
         with self._lock:
             depths: dict[str, float] = {f"text_encode/{m}": b.depth for m, b in self._batchers.items()}
         depths["jobs_running"] = self.jobs.running()
+        depths["rerank_candidates"] = self.rerank_budget.in_flight
         return depths
 
     def close(self) -> None:
