@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from api.decoding import DecodeGate
 from api.jobs import JobRunner
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError
@@ -39,6 +40,7 @@ class AppState:
         self.jobs = JobRunner(settings)
         # ITM re-rank candidates in flight across requests (api/routes/search.py)
         self.rerank_budget = CostBudget(settings.rerank_budget, "re-ranking", "candidates")
+        self.decodes = DecodeGate(settings.max_concurrent_decodes)  # uploads decoded off the event loop
 
     def embedder(self, model_id: str) -> Embedder:
         with self._lock:
@@ -101,6 +103,7 @@ class AppState:
             depths: dict[str, float] = {f"text_encode/{m}": b.depth for m, b in self._batchers.items()}
         depths["jobs_running"] = self.jobs.running()
         depths["rerank_candidates"] = self.rerank_budget.in_flight
+        depths["decodes_running"] = self.decodes.running
         return depths
 
     def close(self) -> None:

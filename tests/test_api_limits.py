@@ -98,3 +98,81 @@ def test_rerank_over_the_budget_answers_503_with_retry_after(env):
         assert _search(client, None, k=10).status_code == 200  # plain search is not held up
     assert _search(client, keys["write"], k=10, rerank=True, rerank_k=10).status_code == 200
     assert budget.in_flight == 0
+
+
+# -- defect 4: decodes ---------------------------------------------------------------------
+def _png(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _big(side: int) -> bytes:
+    """A few hundred KB that decode to side² pixels (the issue's decode amplification)."""
+    img = Image.linear_gradient("L").resize((side, side))
+    return _png(img)
+
+
+def test_healthz_stays_responsive_while_a_big_image_decodes(env):
+    from indexer.decode import decode_image
+
+    client, _ = env
+    data = _big(7000)  # 49 Mpx: under the per-image and per-request limits
+    t0 = time.perf_counter()
+    decode_image(data, 10**9)  # what the old code did on the event loop
+    t_decode = time.perf_counter() - t0
+    assert t_decode > 0.2, "the test image decodes too fast to show anything on this machine"
+    done = threading.Event()
+    result: dict[str, object] = {}
+
+    def query() -> None:
+        files = {"file": ("big.png", data, "image/png")}
+        result["r"] = client.post("/v1/search/image", files=files, data={"collection": "photos", "k": "3"})
+        done.set()
+
+    worker = threading.Thread(target=query)
+    worker.start()
+    waits = []
+    while not done.is_set():
+        t0 = time.perf_counter()
+        assert client.get("/healthz").status_code == 200
+        waits.append(time.perf_counter() - t0)
+        time.sleep(0.005)
+    worker.join()
+    assert result["r"].status_code == 200, result["r"].text  # type: ignore[attr-defined]
+    assert len(waits) >= 3
+    assert max(waits) < t_decode / 2, f"/healthz waited {max(waits):.3f}s; a full decode takes {t_decode:.3f}s"
+
+
+def test_request_pixel_budget(env):
+    client, keys = env
+    h = {"Authorization": f"Bearer {keys['write']}"}
+    assert client.post("/v1/collections", json={"name": "pix"}, headers=h).status_code == 201
+    big = _big(4000)  # 16 Mpx each: every image is under the per-image limit
+    files = [("files", (f"{i}.png", big, "image/png")) for i in range(4)]  # 64 Mpx in all
+    r = client.post("/v1/collections/pix/images", files=files, headers=h)
+    assert r.status_code == 413, r.text
+    assert "BLIPSEARCH_MAX_REQUEST_PIXELS" in r.json()["detail"]
+    assert client.get("/v1/collections/pix").json()["count"] == 0  # nothing was indexed
+    query = {"file": ("b.png", _big(7200), "image/png")}  # 52 Mpx: one image over the request budget
+    r = client.post("/v1/search/image", files=query, data={"collection": "photos"})
+    assert r.status_code == 413 and "BLIPSEARCH_MAX_REQUEST_PIXELS" in r.json()["detail"]
+    # within the budget the same images are indexed
+    r = client.post("/v1/collections/pix/images", files=files[:3], headers=h)
+    assert r.status_code == 200 and len(r.json()["added"]) == 1 and len(r.json()["duplicates"]) == 2, r.text
+
+
+def test_large_query_images_decode_reduced_and_match_the_full_decode(blip_embedder):
+    from api.uploads import sniff_and_decode
+    from tests.helpers import make_image
+
+    side = blip_embedder.input_size
+    data = _png(make_image(11, (1600, 1200)))
+    full = sniff_and_decode(data, "q.png", "image/png", 10**9)
+    fast = sniff_and_decode(data, "q.png", "image/png", 10**9, side)
+    assert (fast.width, fast.height) == (full.width, full.height) == (1600, 1200)
+    assert min(fast.image.size) >= side and fast.image.size[0] < 1600  # really reduced, never below the input
+    e_full, e_fast = blip_embedder.embed_images([full.image, fast.image])
+    assert float(e_full @ e_fast) > 0.99
+    one_bit = _png(Image.new("1", (3000, 3000), 1))  # mode 1 is reduced too (through L)
+    assert max(sniff_and_decode(one_bit, "b.png", "image/png", 10**9, side).image.size) < 3000

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from PIL import Image
 from pydantic import ValidationError
 
 from api.auth import READ, caller_scope
+from api.decoding import check_request_pixels
 from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
@@ -89,8 +91,15 @@ async def search_image(
 ) -> SearchResponse:
     state = request.app.state.blip
     options = QueryOptions(filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search)
-    data = await read_limited(file, state.settings.max_upload_bytes)
-    image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
+    s = state.settings
+    data = await read_limited(file, s.max_upload_bytes)
+    check_request_pixels([data], s.max_request_pixels)
+
+    def decode() -> Image.Image:  # off the event loop, reduced to the model's input side
+        side = state.engine(collection).embedder.input_size if s.jpeg_draft else None
+        return sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
+
+    image = await state.decodes.run(decode)
 
     def run() -> SearchResult:  # model inference off the event loop
         engine = state.engine(collection)
