@@ -88,10 +88,10 @@ class RequestGuard:
                 return
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_request:
-            err: BlipsearchError = PayloadTooLargeError(
+            too_large = PayloadTooLargeError(
                 f"The request body ({length} bytes) is over the {self.max_request}-byte limit."
             )
-            await _answer(err, scope, receive, send)
+            await _answer(too_large, scope, receive, send)
             return
         await self._guarded(scope, receive, send)
 
