@@ -41,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.on_batch = metrics.observe_batch
     problems.install(app)
     s = state.settings
+    # Before any route reads a body: authenticate from the headers, cap the bytes read (api/guard.py).
+    # Added first, so metrics and CORS (added after, so outside it) still see its answers.
+    app.add_middleware(RequestGuard, state=state, api=app)
     app.middleware("http")(metrics.middleware)
     if s.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -52,8 +55,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    # Outermost: authenticate from the headers and cap body bytes before any route reads them.
-    app.add_middleware(RequestGuard, state=state, api=app)
     for module in (system, search, collections, writes, jobs, moderation):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
