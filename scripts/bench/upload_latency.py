@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS, machine, machine_line, update_markdown, write_result
 
-
 NOTES = [
     "",
     "Reading: with merging the shard count stays at a handful and the upload latency stays flat from 10 to",
