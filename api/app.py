@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 from api import problems
+from api.guard import RequestGuard
 from api.metrics import Metrics
 from api.routes import clip_retrieval, collections, embed, jobs, moderation, search, system, writes
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
-from blipsearch.errors import PayloadTooLargeError
 
 STATIC = Path(__file__).parent / "static"
 
@@ -41,17 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state.on_batch = metrics.observe_batch
     problems.install(app)
     s = state.settings
-    body_limit = s.max_upload_bytes * s.max_upload_files + (1 << 20)
-
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        """Refuse a declared body over every upload limit before reading it."""
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > body_limit:
-            err = PayloadTooLargeError(f"The request body ({length} bytes) is over the {body_limit}-byte limit.")
-            return problems.problem(err.http_status, type(err).__name__, str(err), err.code)
-        return await call_next(request)
-
+    # Before any route reads a body: authenticate from the headers, cap the bytes read (api/guard.py).
+    # Added first, so metrics and CORS (added after, so outside it) still see its answers.
+    app.add_middleware(RequestGuard, state=state, api=app)
     app.middleware("http")(metrics.middleware)
     if s.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -20,15 +20,20 @@ def problem(status: int, title: str, detail: str, code: str, **extra: object) ->
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def for_error(err: BlipsearchError) -> JSONResponse:
+    """The problem response of a domain error (with Retry-After / WWW-Authenticate)."""
+    response = problem(err.http_status, type(err).__name__, str(err), err.code)
+    if isinstance(err, OverloadedError):
+        response.headers["Retry-After"] = str(err.retry_after)
+    elif isinstance(err, UnauthorizedError):
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
     async def _domain(_: Request, err: BlipsearchError) -> JSONResponse:
-        response = problem(err.http_status, type(err).__name__, str(err), err.code)
-        if isinstance(err, OverloadedError):
-            response.headers["Retry-After"] = str(err.retry_after)
-        elif isinstance(err, UnauthorizedError):
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        return for_error(err)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:

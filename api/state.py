@@ -13,11 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from api.decoding import DecodeGate
 from api.jobs import JobRunner
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError
 from models.base import Embedder
 from search.batcher import MicroBatcher
+from search.budget import CostBudget
 from search.engine import SearchEngine
 from service.engines import open_engine
 from service.models import load_captioner, load_model
@@ -37,6 +39,9 @@ class AppState:
         self._moderators: dict[str, tuple[tuple[str, int], Any]] = {}
         self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
         self.jobs = JobRunner(settings)
+        # ITM re-rank candidates in flight across requests (api/routes/search.py)
+        self.rerank_budget = CostBudget(settings.rerank_budget, "re-ranking", "candidates")
+        self.decodes = DecodeGate(settings.max_concurrent_decodes)  # uploads decoded off the event loop
 
     def embedder(self, model_id: str) -> Embedder:
         with self._lock:
@@ -120,6 +125,8 @@ class AppState:
         with self._lock:
             depths: dict[str, float] = {key: b.depth for key, b in self._batchers.items()}
         depths["jobs_running"] = self.jobs.running()
+        depths["rerank_candidates"] = self.rerank_budget.in_flight
+        depths["decodes_running"] = self.decodes.running
         return depths
 
     def close(self) -> None:

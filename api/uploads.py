@@ -33,8 +33,15 @@ async def read_limited(upload: UploadFile, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
-def sniff_and_decode(data: bytes, filename: str | None, content_type: str | None, max_pixels: int) -> DecodedImage:
-    """Decode by content; refuse a declared type or extension that contradicts the content."""
+def sniff_and_decode(
+    data: bytes,
+    filename: str | None,
+    content_type: str | None,
+    max_pixels: int,
+    draft: int | None = None,
+) -> DecodedImage:
+    """Decode by content; refuse a declared type or extension that contradicts the content.
+    ``draft``: the model's input side, to decode large images reduced (indexer/decode.py)."""
     if not data:
         raise ImageDecodeError("empty upload")
     try:
@@ -54,4 +61,4 @@ def sniff_and_decode(data: bytes, filename: str | None, content_type: str | None
         raise UnsupportedMediaTypeError(f"Declared type {declared!r} but the content is {fmt}.")
     if ext and ext in {a for v in _ALIASES.values() for a in v} and ext not in allowed:
         raise UnsupportedMediaTypeError(f"File name says {ext!r} but the content is {fmt}.")
-    return decode_image(data, max_pixels)
+    return decode_image(data, max_pixels, draft, reduce=draft is not None)

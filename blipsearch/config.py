@@ -78,6 +78,39 @@ class Settings(BaseSettings):
         default=0.94, ge=0, le=1, description="deduplicate: cosine at or above which a lower result is dropped."
     )
 
+    # -- issue #14 (defects 3, 4, 7, 8): request bodies, decodes, small shards, re-rank budget --
+    max_request_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1,
+        description="Bytes read from one request body, whatever its framing (chunked too): 413 past it.",
+    )
+    max_inflight_body_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Bytes of request bodies held at once by all requests (memory + spooled temp files): 503 past it.",
+    )
+    max_concurrent_decodes: int = Field(
+        default=2, ge=1, description="Uploads decoded at once by the API (off the event loop); others wait."
+    )
+    max_request_pixels: int = Field(
+        default=200_000_000,
+        ge=1,
+        description="Pixels of all images in one request (on top of the per-image limit): 413 past it.",
+    )
+    merge_small_shards: bool = Field(
+        default=True, description="Merge the small shards that upload commits leave (storage/merging.py)."
+    )
+    small_shard_rows: int = Field(default=1024, ge=2, description="Shards with fewer rows are merged.")
+    merge_fanin: int = Field(default=8, ge=2, description="Small shards piled up at the tail before they merge.")
+    public_rerank_depth: int = Field(
+        default=128,
+        ge=1,
+        description="Most candidates re-ranked (max of k and rerank_k) for callers without a write key.",
+    )
+    rerank_budget: int = Field(
+        default=2048, ge=1, description="ITM re-rank candidates in flight across all requests: 503 past it."
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

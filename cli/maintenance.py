@@ -32,7 +32,7 @@ def delete(
 
 @handle_errors
 def compact(collection: CollectionOpt, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Rewrite shards without deleted records (ids and search results are unchanged)."""
+    """Rewrite shards without deleted records and merge small shards (ids and search results are unchanged)."""
     from service.collections import compact as run
 
     emit(
@@ -40,6 +40,7 @@ def compact(collection: CollectionOpt, data_dir: DataDirOpt = None, as_json: Jso
         as_json,
         lambda p: (
             f"{collection}: removed {p['rows_removed']} deleted rows "
-            f"({p['shards_rewritten']} shards rewritten, {p['shards_removed']} removed)"
+            f"({p['shards_rewritten']} shards rewritten, {p['shards_removed']} removed, "
+            f"{p['shards_merged']} small shards merged into {p['shards_written_by_merge']})"
         ),
     )

@@ -5,6 +5,7 @@ bulk jobs on those files, so uploads and jobs produce identical records."""
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from models.base import Embedder
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 
+log = logging.getLogger(__name__)
 EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
 
 
@@ -52,8 +54,16 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         max_bytes=settings.max_upload_bytes,
         track_paths=True,
         jpeg_draft=settings.jpeg_draft,
+        update_changed=False,  # content-addressed paths: a uri never holds new content
     )
     report = pipeline.run(paths)
+    if settings.merge_small_shards:  # one request = one small shard: keep their number low
+        from storage.merging import merge_tail
+
+        try:
+            merge_tail(coll, small_rows=settings.small_shard_rows, fanin=settings.merge_fanin)
+        except Exception:  # the upload is committed; a merge is only an optimisation
+            log.exception("merging the small shards of %s failed; the next upload retries", coll.name)
     failed = {f["path"]: f["error"] for f in report.failures}
     out = UploadOutcome()
     reported: set[Path] = set()

@@ -50,13 +50,19 @@ def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int)
     return read_file(path, max_bytes)
 
 
-def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> DecodedImage:
+_REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F", "I;16"}
+
+
+def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce: bool = False) -> DecodedImage:
     """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason.
 
     ``draft``: the model's input side. A JPEG at least twice that size on both sides is decoded
     at 1/2, 1/4 or 1/8 scale in the DCT (Pillow's draft mode), never below ``draft`` pixels a
     side, which the processor then resizes as usual: several times faster, and equal to the
     full decode's preprocessing within a small tolerance (tests/test_decode_draft.py).
+    ``reduce``: other formats at least twice ``draft`` on both sides are box-reduced by an
+    integer factor right after decoding, never below ``draft`` a side, before the RGB conversion
+    and everything after it (the API's query decodes; issue #14).
     ``width`` and ``height`` are always the original's.
     """
     if not data:
@@ -79,6 +85,11 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None) -> Deco
             if draft and fmt == "JPEG" and min(width, height) >= 2 * draft:
                 img.draft("RGB", (draft, draft))
             img.load()
+            if reduce and draft and fmt != "JPEG" and min(img.size) // draft >= 2:
+                if img.mode == "1":
+                    img = img.convert("L")
+                if img.mode in _REDUCIBLE:
+                    img = img.reduce(min(img.size) // draft)
             img = ImageOps.exif_transpose(img) or img
             if img.mode != "RGB":
                 if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

@@ -25,7 +25,7 @@ from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_bytes, atomic_write_with
 from storage.collection import Collection
 from storage.lock import writer_lock
-from storage.manifest import MANIFEST_NAME, IndexInfo
+from storage.manifest import MANIFEST_NAME, IndexInfo, ShardInfo
 
 log = logging.getLogger(__name__)
 TRAIN_SAMPLE = 200_000
@@ -43,6 +43,9 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
     """
     m = coll.manifest
     live = {s.file for s in m.shards}
+    for s in m.shards:  # merged shards (storage/merging.py): the parents' rows and ids, a new name
+        if s.file not in index.synced and any(p.file in index.synced for p in s.merged_from):
+            _adopt_merged(coll, index, s)
     if set(index.synced) - live:
         raise StaleIndexError(f"The index of {coll.name!r} refers to shards that were compacted away.")
     removals = [s for s in m.shards if s.file in index.synced and index.synced[s.file] < len(s.deleted)]
@@ -55,6 +58,22 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
         index.add(ids, emb)
         index.synced[shard.file] = len(shard.deleted)
     return bool(removals or missing)
+
+
+def _adopt_merged(coll: Collection, index: VectorIndex, shard: ShardInfo) -> None:
+    """Hold merged ``shard`` under its new name: the parents the index holds are renamed, the
+    rows of parents it never saw are added. Tombstones applied to the parents count toward the
+    merged shard's (their union); if any were not, ``sync`` re-applies them all (idempotent)."""
+    held = [p for p in shard.merged_from if p.file in index.synced]
+    unseen = [p for p in shard.merged_from if p.file not in index.synced]
+    if unseen:
+        ids, emb = next(iter(coll.iter_embeddings([shard.model_copy(update={"deleted": []})])))
+        want = np.zeros(len(ids), dtype=bool)
+        for p in unseen:
+            want |= (ids >= p.min_id) & (ids <= p.max_id)
+        index.add(ids[want], emb[want])
+    applied = sum(index.synced.pop(p.file) for p in held)
+    index.synced[shard.file] = -1 if unseen else applied
 
 
 @dataclass

@@ -49,7 +49,7 @@ def compact(settings: Settings, name: str) -> dict[str, Any]:
 
     coll = open_collection(settings, name)
     index_store.refresh(coll, policy=policy(settings))  # the index drops tombstoned vectors before their rows go
-    return asdict(run(coll))
+    return asdict(run(coll, small_rows=settings.small_shard_rows, target_rows=settings.shard_size))
 
 
 def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, queries: int = 200) -> dict[str, Any]:

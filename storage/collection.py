@@ -206,6 +206,7 @@ class Collection(CollectionReads):
     def sweep_orphans(self) -> list[str]:
         """Delete files no manifest names (a crash's leftovers). Call with the writer lock held."""
         live = {s.file for s in self.manifest.shards} | {s.features for s in self.manifest.shards if s.features}
+        live |= set(self.manifest.retired)  # merged away, kept for readers of the previous manifest
         if self.manifest.index:
             live.add(self.manifest.index.file)
         removed = []

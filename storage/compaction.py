@@ -1,4 +1,5 @@
-"""Compaction: rewrite shards that hold tombstones, without the tombstoned rows.
+"""Compaction: rewrite shards that hold tombstones, without the tombstoned rows, then merge
+runs of small shards (storage/merging.py) when ``small_rows`` is given.
 
 Ids never change, so the FAISS index (which no longer holds the deleted vectors) stays valid:
 its ``covered_shards`` are renamed to the new shard files in the same manifest commit. Old
@@ -32,6 +33,8 @@ class CompactReport:
     shards_removed: int = 0
     rows_removed: int = 0
     files_removed: list[str] = field(default_factory=list)
+    shards_merged: int = 0  # small shards merged into ``shards_written_by_merge`` shards
+    shards_written_by_merge: int = 0
 
 
 def _write_npy(path: Path, array: np.ndarray) -> None:
@@ -42,8 +45,19 @@ def _write_parquet(path: Path, table: pa.Table) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
-def compact(coll: Collection) -> CompactReport:
+def compact(coll: Collection, *, small_rows: int | None = None, target_rows: int = 4096) -> CompactReport:
     report = CompactReport(coll.name)
+    _drop_tombstones(coll, report)
+    if small_rows is not None:
+        from storage.merging import merge_all
+
+        merged = merge_all(coll, small_rows=small_rows, target_rows=target_rows)
+        report.shards_merged = merged.shards_merged
+        report.shards_written_by_merge = merged.shards_written
+    return report
+
+
+def _drop_tombstones(coll: Collection, report: CompactReport) -> None:
     with writer_lock(coll.lock_path):
         m = coll.reload_for_write()
         renamed: dict[str, str | None] = {}
@@ -76,7 +90,7 @@ def compact(coll: Collection) -> CompactReport:
             m.next_shard += 1
             report.shards_rewritten += 1
         if not renamed:
-            return report
+            return
         m.shards = shards
         if m.index is not None:
             covered = [renamed.get(f, f) for f in m.index.covered_shards]
@@ -85,4 +99,3 @@ def compact(coll: Collection) -> CompactReport:
         for name in report.files_removed:
             (coll.root / name).unlink(missing_ok=True)
     log.info("compacted %s: %d rows removed", coll.name, report.rows_removed)
-    return report

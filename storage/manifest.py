@@ -21,6 +21,14 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
 
+class ShardRef(BaseModel):
+    """A shard that was merged into another: its name and id range."""
+
+    file: str
+    min_id: int
+    max_id: int
+
+
 class ShardInfo(BaseModel):
     file: str
     rows: int
@@ -28,6 +36,7 @@ class ShardInfo(BaseModel):
     max_id: int
     features: str | None = None  # per-shard fp16 ITM vision tokens, if the collection caches them
     deleted: list[int] = Field(default_factory=list)  # tombstoned record ids (sorted)
+    merged_from: list[ShardRef] = Field(default_factory=list)  # the shards this one merged (storage/merging.py)
 
     @property
     def live_rows(self) -> int:
@@ -73,6 +82,7 @@ class Manifest(BaseModel):
     index_spec: str | None = None  # an explicit --index-spec, kept across rebuilds (None: automatic)
     superseded_by: str | None = None  # set when a re-embedded version replaced this one (storage/versions.py)
     reembed: dict[str, Any] | None = None  # while being built by reembed: {"source": version, "done": [shards]}
+    retired: list[str] = Field(default_factory=list)  # files of merged shards, removed at the next merge
 
     @classmethod
     def for_model(cls, collection: str, model: dict[str, Any], kind: str = "images", **fields: Any) -> Manifest:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ, WRITE
+from api.decoding import check_request_pixels
 from api.schemas import (
     ERRORS,
     ManualDecisionRequest,
@@ -35,8 +36,12 @@ async def check(
     text: Annotated[str | None, Form(max_length=2000, description="Accompanying text: consistency")] = None,
 ) -> ModerationCheck:
     state = request.app.state.blip
-    data = await read_limited(file, state.settings.max_upload_bytes)
-    image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
+    s = state.settings
+    data = await read_limited(file, s.max_upload_bytes)
+    check_request_pixels([data], s.max_request_pixels)
+    image = await state.decodes.run(  # off the event loop, a bounded number at a time
+        lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels).image
+    )
 
     def run() -> ModerationCheck:
         moderator = state.moderator(policy)

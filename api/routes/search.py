@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
+from PIL import Image
 from pydantic import ValidationError
 
-from api.auth import READ
+from api.auth import READ, caller_scope
+from api.decoding import check_request_pixels
 from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
@@ -26,6 +28,20 @@ def _parse_filters(raw: str | None) -> Filters | None:
         raise InvalidInputError(f"Invalid filters: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
 
 
+def _rerank_cost(request: Request, k: int, rerank_k: int) -> int:
+    """Candidates an ITM re-rank will score (max of k and rerank_k), refused past
+    ``BLIPSEARCH_PUBLIC_RERANK_DEPTH`` for callers without a write key."""
+    depth = max(k, rerank_k)
+    cap = request.app.state.blip.settings.public_rerank_depth
+    if depth > cap and caller_scope(request) not in ("write", "admin"):
+        raise InvalidInputError(
+            f"Re-ranking {depth} candidates (the larger of k={k} and rerank_k={rerank_k}) is over the {cap} "
+            "allowed without a write key (BLIPSEARCH_PUBLIC_RERANK_DEPTH); lower k or rerank_k, or send a key "
+            "with scope write."
+        )
+    return depth
+
+
 def _response(collection: str, res: SearchResult) -> SearchResponse:
     results = []
     for h in res.hits:
@@ -36,16 +52,19 @@ def _response(collection: str, res: SearchResult) -> SearchResponse:
 
 @router.post("/text", response_model=SearchResponse)
 def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
-    engine = request.app.state.blip.engine(body.collection)
-    res = engine.search_text(
-        body.query,
-        body.k,
-        rerank=body.rerank,
-        rerank_k=body.rerank_k,
-        fusion=body.fusion,
-        mode=body.mode,
-        options=body.options(),
-    )
+    state = request.app.state.blip
+    cost = _rerank_cost(request, body.k, body.rerank_k) if body.rerank and body.fusion != "itc" else 0
+    engine = state.engine(body.collection)
+    with state.rerank_budget.take(cost):  # 503 + Retry-After while too much re-ranking is in flight
+        res = engine.search_text(
+            body.query,
+            body.k,
+            rerank=body.rerank,
+            rerank_k=body.rerank_k,
+            fusion=body.fusion,
+            mode=body.mode,
+            options=body.options(),
+        )
     return _response(body.collection, res)
 
 
@@ -72,14 +91,23 @@ async def search_image(
 ) -> SearchResponse:
     state = request.app.state.blip
     options = QueryOptions(filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search)
-    data = await read_limited(file, state.settings.max_upload_bytes)
-    image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
+    s = state.settings
+    data = await read_limited(file, s.max_upload_bytes)
+    check_request_pixels([data], s.max_request_pixels)
+
+    def decode() -> Image.Image:  # off the event loop, reduced to the model's input side
+        side = state.engine(collection).embedder.input_size if s.jpeg_draft else None
+        return sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
+
+    image = await state.decodes.run(decode)
 
     def run() -> SearchResult:  # model inference off the event loop
         engine = state.engine(collection)
         if target == "captions":
             return engine.captions_for_image(image, k)
-        return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options)
+        cost = _rerank_cost(request, k, rerank_k) if rerank and engine.kind == "texts" else 0
+        with state.rerank_budget.take(cost):
+            return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options)
 
     from starlette.concurrency import run_in_threadpool
 

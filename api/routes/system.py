@@ -8,6 +8,7 @@ from fastapi import APIRouter, File, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
+from api.decoding import check_request_pixels
 from api.schemas import ERRORS, CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
@@ -35,8 +36,13 @@ async def caption(
     request: Request, file: Annotated[UploadFile, File(description="Image to caption")]
 ) -> CaptionResponse:
     state = request.app.state.blip
-    data = await read_limited(file, state.settings.max_upload_bytes)
-    image = sniff_and_decode(data, file.filename, file.content_type, state.settings.max_image_pixels).image
+    s = state.settings
+    data = await read_limited(file, s.max_upload_bytes)
+    check_request_pixels([data], s.max_request_pixels)
     captioner = await run_in_threadpool(state.captioner)
+    side = captioner.input_size if s.jpeg_draft else None
+    image = await state.decodes.run(
+        lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
+    )
     text = (await run_in_threadpool(captioner.caption, [image]))[0]
     return CaptionResponse(caption_model=captioner.model_id, caption=text)

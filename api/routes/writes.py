@@ -3,12 +3,14 @@ delete, upload images (indexed at once), delete an image."""
 
 from __future__ import annotations
 
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, File, Request, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ADMIN, WRITE
+from api.decoding import check_request_pixels
 from api.routes.collections import collection_info
 from api.schemas import (
     ERRORS,
@@ -72,10 +74,21 @@ async def upload_images(
     if len(files) > settings.max_upload_files:
         raise InvalidInputError(f"At most {settings.max_upload_files} files per request, got {len(files)}.")
     blobs, failures = [], []
+    read: list[tuple[UploadFile, bytes]] = []
     for f in files:
         try:
-            data = await read_limited(f, settings.max_upload_bytes)
-            decoded = sniff_and_decode(data, f.filename, f.content_type, settings.max_image_pixels)
+            read.append((f, await read_limited(f, settings.max_upload_bytes)))
+        except InvalidInputError as exc:
+            failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
+    check_request_pixels([data for _, data in read], settings.max_request_pixels)  # 413 before any decode
+    side = None
+    if settings.jpeg_draft and read:
+        side = (await run_in_threadpool(state.embedder, coll.manifest.model_id)).input_size
+    for f, data in read:
+        try:  # off the event loop, a bounded number at a time, reduced to the model's input side
+            decoded = await state.decodes.run(
+                functools.partial(sniff_and_decode, data, f.filename, f.content_type, settings.max_image_pixels, side)
+            )
             blobs.append(Blob(f.filename, data, decoded.format or ""))
         except InvalidInputError as exc:
             failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
@@ -96,7 +109,7 @@ async def upload_images(
             + [UploadSkipped(filename=fn, reason=r, code="bad_image") for fn, r in (out.failures if out else [])],
         )
 
-    return await run_in_threadpool(ingest)
+    return await state.decodes.run(ingest)  # the pipeline decodes again: same bound
 
 
 @router.delete("/{name}/images/{rid}", response_model=DeleteResponse, dependencies=[WRITE])
