@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
+    # -- issue #17: instruction-following captioners, visual questions, memory refusal --
+    model_memory_check: bool = Field(
+        default=True, description="Refuse captioning/VQA checkpoints too large for free memory, before loading."
+    )
+    model_memory_headroom: float = Field(
+        default=1.2, ge=1.0, le=10.0, description="Parameter bytes × this must fit in free memory."
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -15,17 +15,24 @@ CaptionModelOpt = Annotated[
 ]
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, max=512, help="Caption length limit.")]
 BeamsOpt = Annotated[int, typer.Option("--num-beams", min=1, max=16, help="1 = greedy; more = beam search.")]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help='Prefix to continue, e.g. "a photography of".')]
+PromptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt",
+        help='BLIP/BLIP-2: prefix to continue, e.g. "a photography of"; InstructBLIP/LLaVA: the instruction.',
+    ),
+]
 
 
 def load_captioner(settings: Any, model: str | None) -> Any:
-    from models.captioner import Captioner
+    from models.captioners import load_captioner as load
 
-    return Captioner(
+    return load(
         model or settings.caption_model,
         device=settings.device,
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,
+        memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
     )
 
 
