@@ -105,9 +105,8 @@ def _cgroup_free() -> int | None:
 def available_bytes(device: torch.device) -> int | None:
     """Free memory on ``device`` in bytes, or None where it cannot be told."""
     if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return int(free)
-    free = None
+        return int(torch.cuda.mem_get_info(device)[0])
+    free: int | None = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_test_models import COMMON_WORDS, TINY_VISION, make_tokenizer  # noqa: E402
+from make_test_models import COMMON_WORDS, TINY_VISION, make_tokenizer
 
 # LLaVA-1.5's template (llava-hf/llava-1.5-7b-hf), images first, then the text of each turn.
 LLAVA_CHAT_TEMPLATE = (

@@ -79,7 +79,7 @@ class Captioner(ABC):
 
     @property
     def device(self) -> torch.device:
-        return self.model.device  # type: ignore[no-any-return]
+        return self.model.device
 
     @property
     def input_size(self) -> int | None:
@@ -124,7 +124,7 @@ class Captioner(ABC):
                 **inputs, max_new_tokens=1, do_sample=False, num_beams=1, output_logits=True,
                 return_dict_in_generate=True,
             )  # fmt: skip
-        return out.logits[0].float().cpu()  # type: ignore[no-any-return]
+        return out.logits[0].float().cpu()
 
     def caption(self, images: Sequence[Image.Image], decoding: Decoding = Decoding()) -> list[str]:
         out: list[str] = []
