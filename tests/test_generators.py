@@ -73,7 +73,8 @@ def test_captions_equal_transformers_generate(captioners, references, family, de
     ours = cap.caption(images, decoding)
     prompt = decoding.prompt or cap.default_prompt
     for img, got in zip(images, ours, strict=True):
-        assert got == reference_caption(family, model, processor, img, prompt, decoding.max_new_tokens, decoding.num_beams)
+        ref = reference_caption(family, model, processor, img, prompt, decoding.max_new_tokens, decoding.num_beams)
+        assert got == ref
     assert len(set(ours)) > 1  # the image changes the caption
     if family == "llava" and decoding.prompt:
         assert not any(c.startswith(("USER", decoding.prompt)) for c in ours)  # only the new tokens
@@ -107,9 +108,7 @@ def test_index_with_captions_and_recaption(tiny_generators, captioners, settings
     write_images(tmp_path / "in", 5)
     dec = Decoding(max_new_tokens=6, prompt="describe the image")
     llava, iblip = captioners["llava"], captioners["instructblip"]
-    index_paths(
-        settings, [tmp_path / "in"], "c", embedder=blip_embedder, captioner=llava, decoding=dec, progress=False
-    )
+    index_paths(settings, [tmp_path / "in"], "c", embedder=blip_embedder, captioner=llava, decoding=dec, progress=False)
     coll = Collection.open(settings.data_dir, "c")
     rows = coll.read_table(["uri", "caption", "caption_model"]).to_pylist()
     for r in rows:

@@ -85,8 +85,10 @@ def test_vqa_scores_screen_and_thresholds(blip_embedder, scorer, vqa):
         assert weapons.vqa_question == QUESTIONS[int(row.argmax())]
         assert res.categories[1].vqa is None  # a category without questions
         (trigger,) = [t for t in res.triggers if t["check"] == "vqa"]  # vqa_threshold 0: a hit
-        assert trigger == {"check": "vqa", "category": "weapons", "question": weapons.vqa_question,
-                           "score": weapons.vqa, "threshold": 0.0, "action": "block", "model": vqa.model_id}  # fmt: skip
+        assert trigger == {
+            "check": "vqa", "category": "weapons", "question": weapons.vqa_question, "score": weapons.vqa,
+            "threshold": 0.0, "action": "block", "model": vqa.model_id,
+        }  # fmt: skip
         assert res.decision == "block" and "vqa" in res.timing_ms
     # Exact threshold: equal is a hit, the next float above is not.
     one = mod.check_images(images[:1])[0].categories[0].vqa  # the same input (batch of one) as the runs below
