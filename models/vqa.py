@@ -6,9 +6,9 @@ InstructBLIP instruction, or the LLaVA user turn of the chat template with
 ``add_generation_prompt=True``). ``P(yes)`` sums the probabilities of every *single-token*
 spelling of yes the tokenizer has among ``yes``, ``Yes``, ``YES`` with and without a leading
 space, likewise for no; the ids are reported (``token_ids``). For sentencepiece tokenizers these
-are the ``▁yes``/``▁Yes``/… pieces: Flan-T5 (InstructBLIP) answers lowercase ``▁yes``/``▁no``,
-Vicuna/LLaMA (InstructBLIP-Vicuna, LLaVA-1.5) ``▁Yes``/``▁No``; counting every spelling makes the
-score independent of which capitalisation the model prefers.
+are the ``▁yes``/``▁Yes``/… pieces (Flan-T5 tends to answer ``▁yes``/``▁no``, Vicuna/LLaMA
+``▁Yes``/``▁No``); counting every spelling makes the score independent of which capitalisation
+the model prefers. Multi-piece spellings are left out: their first piece is not an answer.
 """
 
 from __future__ import annotations
