@@ -182,6 +182,18 @@ def test_answer_token_ids_only_single_tokens(captioners):
     assert answer_token_ids(tok, ["maybe"]) == []  # not in the vocabulary: <unk>, not counted
 
 
+def test_caption_families_and_unsupported_checkpoints(tmp_path):
+    from models.captioners import caption_families
+
+    fams = {f["family"]: f for f in caption_families()}
+    assert set(fams) == {"blip", "blip2", "instructblip", "llava"}
+    assert fams["llava"]["capabilities"] == ["caption", "vqa"] and fams["blip"]["capabilities"] == ["caption"]
+    assert fams["instructblip"]["class"] == "InstructBlipForConditionalGeneration"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ModelLoadError, match=r"model_type 'bert'.*InstructBlipForConditionalGeneration"):
+        load_captioner(str(tmp_path), device="cpu")
+
+
 def test_vqa_needs_an_instruction_model(tiny_models):
     with pytest.raises(ModelLoadError, match="cannot answer visual questions"):
         VisualQuestionScorer(load_captioner(str(tiny_models["blip-caption"]), device="cpu"))

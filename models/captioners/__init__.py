@@ -34,6 +34,16 @@ def captioner_class(model_type: str | None, source: str = "") -> type[Captioner]
     return cls
 
 
+def caption_families() -> list[dict[str, object]]:
+    """What each captioning family can do, for ``blipsearch models --json``."""
+    out: list[dict[str, object]] = []
+    for model_type in FAMILIES:
+        cls = captioner_class(model_type)
+        caps = ["caption", "vqa"] if cls.supports_vqa else ["caption"]
+        out.append({"family": cls.family, "model_type": model_type, "class": cls.architecture, "capabilities": caps})
+    return out
+
+
 def load_captioner(source: str, **kwargs: Any) -> Captioner:
     """The captioner for ``source``'s family; ``kwargs`` as ``Captioner.__init__`` takes them."""
     from transformers import AutoConfig
@@ -46,4 +56,12 @@ def load_captioner(source: str, **kwargs: Any) -> Captioner:
     return cls(source, config=config, **kwargs)
 
 
-__all__ = ["DEFAULT_CAPTION_MODEL", "FAMILIES", "Captioner", "Decoding", "captioner_class", "load_captioner"]
+__all__ = [
+    "DEFAULT_CAPTION_MODEL",
+    "FAMILIES",
+    "Captioner",
+    "Decoding",
+    "caption_families",
+    "captioner_class",
+    "load_captioner",
+]
