@@ -80,7 +80,7 @@ def test_captions_equal_transformers_generate(captioners, references, family, de
         assert not any(c.startswith(("USER", decoding.prompt)) for c in ours)  # only the new tokens
 
 
-def test_caption_cli_equals_transformers(tiny_generators, references, tmp_path, monkeypatch):
+def test_caption_cli_equals_transformers(tiny_generators, tiny_models, references, tmp_path, monkeypatch):
     """`caption FILE --caption-model DIR --prompt "describe the image" --max-new-tokens 8 --json`."""
     from blipsearch.cli import app
 
@@ -98,6 +98,22 @@ def test_caption_cli_equals_transformers(tiny_generators, references, tmp_path, 
         for f, r in zip(files, out["results"], strict=True):
             img = Image.open(f).convert("RGB")
             assert r["caption"] == reference_caption(family, model, processor, img, "describe the image")
+
+    # index --captions with an instruction model and a prompt: the stored caption is the same.
+    monkeypatch.setenv("BLIPSEARCH_JPEG_DRAFT", "0")
+    args = ["index", str(tmp_path / "in"), "-c", "capt", "--model", str(tiny_models["blip-itm"]), "--captions"]
+    args += ["--caption-model", str(tiny_generators["llava"]), "--prompt", "describe the image"]
+    args += ["--max-new-tokens", "8"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, (res.stdout, res.stderr)
+    from storage.collection import Collection
+
+    rows = Collection.open(tmp_path / "data", "capt").read_table(["uri", "caption"]).to_pylist()
+    model, processor = references["llava"]
+    assert len(rows) == 3
+    for r in rows:
+        img = Image.open(r["uri"]).convert("RGB")
+        assert r["caption"] == reference_caption("llava", model, processor, img, "describe the image")
 
 
 def test_index_with_captions_and_recaption(tiny_generators, captioners, settings, blip_embedder, tmp_path):
