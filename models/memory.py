@@ -2,8 +2,8 @@
 
 The parameter count comes from, in order of preference:
 
-1. a local ``model.safetensors.index.json``: ``metadata.total_size`` (bytes as stored) divided by
-   the stored dtype's size (``config.dtype``);
+1. a local (or already cached hub) ``model.safetensors.index.json``: ``metadata.total_size``
+   (bytes as stored) divided by the stored dtype's size (``config.dtype``);
 2. local ``*.safetensors`` files: their JSON headers (tensor shapes; nothing else is read);
 3. the config alone: the model class built on PyTorch's ``meta`` device, which has shapes but
    no storage (what a hub id that is not downloaded yet gives).
@@ -83,9 +83,20 @@ def _from_config(model_cls: Any, config: Any) -> Estimate:
     return Estimate(sum(p.numel() for p in model.parameters()), "config (meta device)")
 
 
+def _cached_folder(repo_id: str) -> Path | None:
+    """The local Hugging Face cache snapshot holding ``repo_id``'s safetensors index, if cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(repo_id, "model.safetensors.index.json")
+    except Exception:  # noqa: BLE001 - a malformed id or cache: fall back to the config
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
 def estimate_parameters(source: str, config: Any, model_cls: Any) -> Estimate:
-    folder = Path(source)
-    if folder.is_dir():
+    folder = Path(source) if Path(source).is_dir() else _cached_folder(source)
+    if folder is not None:
         found = _from_index(folder, config) or _from_headers(folder)
         if found is not None:
             return found
