@@ -111,6 +111,14 @@ class Settings(BaseSettings):
         default=2048, ge=1, description="ITM re-rank candidates in flight across all requests: 503 past it."
     )
 
+    # -- issue #17: instruction-following captioners, visual questions, memory refusal --
+    model_memory_check: bool = Field(
+        default=True, description="Refuse captioning/VQA checkpoints too large for free memory, before loading."
+    )
+    model_memory_headroom: float = Field(
+        default=1.2, ge=1.0, le=10.0, description="Parameter bytes × this must fit in free memory."
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

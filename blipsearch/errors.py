@@ -149,3 +149,9 @@ class MissingDependencyError(ConfigError):
         super().__init__(
             f"{feature} needs the optional package '{package}'. Install it with: pip install 'blipsearch[{extra}]'"
         )
+
+
+class InsufficientMemoryError(ModelLoadError):
+    """A checkpoint is too large for the memory free on its device (refused before loading)."""
+
+    code = "insufficient_memory"

@@ -15,7 +15,13 @@ CaptionModelOpt = Annotated[
 ]
 MaxTokensOpt = Annotated[int, typer.Option("--max-new-tokens", min=1, max=512, help="Caption length limit.")]
 BeamsOpt = Annotated[int, typer.Option("--num-beams", min=1, max=16, help="1 = greedy; more = beam search.")]
-PromptOpt = Annotated[str | None, typer.Option("--prompt", help='Prefix to continue, e.g. "a photography of".')]
+PromptOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prompt",
+        help='BLIP/BLIP-2: prefix to continue, e.g. "a photography of"; InstructBLIP/LLaVA: the instruction.',
+    ),
+]
 
 
 @handle_errors

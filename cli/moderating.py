@@ -24,6 +24,8 @@ def _human_check(p: dict[str, Any]) -> str:
             f"  {t['check']}: {t.get('category', '')} {t.get('prompt', '')!r} score {t['score']:.3f} "
             f">= {t['threshold']} -> {t['action']}"
             if t["check"] == "policy"
+            else f"  vqa: {t['category']} {t['question']!r} {t['score']:.3f} >= {t['threshold']} -> {t['action']}"
+            if t["check"] == "vqa"
             else f"  {t['check']}: score {t['score']:.3f} (threshold {t['threshold']}) -> {t['action']}"
             for t in r["triggers"]
         ]
@@ -58,7 +60,13 @@ def check(
         results.append({"path": str(path), **res.to_dict()})
     p = moderator.policy
     emit(
-        {"policy": p.name, "version": p.version, "models": moderator.model_ids, "results": results},
+        {
+            "policy": p.name,
+            "version": p.version,
+            "models": moderator.model_ids,
+            **({"vqa_token_ids": moderator.vqa.token_ids} if moderator.vqa is not None else {}),
+            "results": results,
+        },
         as_json,
         _human_check,
     )

@@ -6,6 +6,10 @@
   their prompts, the image's cross-attention keys and values computed once for all of them
   (``score_image_vs_texts``);
   a category is hit when its best ITM match probability reaches ``itm_threshold``;
+* visual questions: a category with ``questions`` also asks them, for the images that pass its
+  screen, of the policy's InstructBLIP or LLaVA model (models/vqa.py): the best question's
+  P(yes) / (P(yes) + P(no)) reaching ``vqa_threshold`` is a hit as well (the images are
+  preprocessed once for all categories, one ``generate`` step per question and batch);
 * consistency: the ITM match probability of the image with its accompanying text;
 * blocklist: nearest image of a blocklist collection by ITC image-image cosine (max over query
   vectors for BLIP-2, and over the image and its mirror image unless ``mirror: false``), a
@@ -26,7 +30,8 @@ import numpy as np
 
 from models.base import Embedder
 from models.itm import ItmScorer, softmax_match
-from moderation.policy import SEVERITY, Consistency, Policy
+from models.vqa import VisualQuestionScorer
+from moderation.policy import SEVERITY, Consistency, Policy, PolicyError
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -46,6 +51,8 @@ class CategoryScore:
     itm: float | None = None  # best prompt's ITM match probability
     itm_prompt: str | None = None
     hit: bool = False
+    vqa: float | None = None  # best question's P(yes) / (P(yes) + P(no))
+    vqa_question: str | None = None
 
 
 @dataclass
@@ -70,7 +77,11 @@ class Moderator:
         *,
         blocklist: SearchEngine | None = None,
         shared_kv: bool = True,
+        vqa: VisualQuestionScorer | None = None,
     ) -> None:
+        if vqa is None and any(c.questions for c in policy.categories):
+            raise PolicyError(f"Policy {policy.name!r} asks visual questions but no vqa_model was loaded.")
+        self.vqa = vqa
         self.policy = policy
         self.embedder = embedder
         self.scorer = scorer
@@ -84,7 +95,10 @@ class Moderator:
 
     @property
     def model_ids(self) -> dict[str, str]:
-        return {"itc": self.embedder.model_id, "itm": self.embedder.model_id}
+        ids = {"itc": self.embedder.model_id, "itm": self.embedder.model_id}
+        if self.vqa is not None:
+            ids["vqa"] = self.vqa.model_id
+        return ids
 
     def check_images(
         self, images: list[Image.Image], texts: list[str | None] | None = None, *, screen: bool = True
@@ -109,6 +123,8 @@ class Moderator:
             res = self.check_tokens(tokens[i : i + 1], emb[i], texts[i], screen=screen, mirror_emb=extra)
             res.timing_ms = {"encode": round(encode_ms, 3), **res.timing_ms}
             out.append(res)
+        if self.vqa is not None:
+            self._ask(images, out, screen)
         return out
 
     def check_tokens(
@@ -131,7 +147,7 @@ class Moderator:
             best = int(idx[np.argmax(itc[idx])])
             screened = bool(screen_score(itc[best]) >= cat.itc_threshold)
             cats.append(CategoryScore(cat.name, cat.action, float(itc[best]), self.prompts[best], screened))
-            if screened or not screen:
+            if (screened and cat.itm_threshold is not None) or not screen:
                 confirm.extend(idx.tolist())
         timing = {"itc": _ms(t0)}
         triggers: list[dict[str, Any]] = []
@@ -141,11 +157,13 @@ class Moderator:
             timing["itm"] = _ms(t1)
             by_prompt = dict(zip(confirm, probs.tolist(), strict=True))
             for ci, (cat, score) in enumerate(zip(self.policy.categories, cats, strict=True)):
-                if not (score.screened or not screen):
-                    continue
                 mine: list[int] = np.flatnonzero(self.owner == ci).tolist()
+                if mine[0] not in by_prompt:
+                    continue
                 top = max(mine, key=by_prompt.__getitem__)
                 score.itm, score.itm_prompt = float(by_prompt[top]), self.prompts[top]
+                if cat.itm_threshold is None:
+                    continue
                 score.hit = score.screened and score.itm >= cat.itm_threshold
                 if score.hit:
                     triggers.append(
@@ -171,8 +189,44 @@ class Moderator:
             timing["blocklist"] = _ms(t3)
             if blocklist["matched"]:
                 triggers.append({"check": "blocklist", **blocklist, "action": self.policy.blocklist.action})
-        decision = max((t["action"] for t in triggers), key=SEVERITY.__getitem__, default="allow")
-        return CheckResult(decision, cats, triggers, consistency, blocklist, timing)
+        return CheckResult(_decide(triggers), cats, triggers, consistency, blocklist, timing)
+
+    def _ask(self, images: list[Image.Image], results: list[CheckResult], screen: bool) -> None:
+        """The visual questions of every category, for the images that passed its screen."""
+        assert self.vqa is not None
+        t0 = time.perf_counter()
+        cats = self.policy.categories
+        wanted = {
+            ci: [i for i, r in enumerate(results) if r.categories[ci].screened or not screen]
+            for ci, cat in enumerate(cats)
+            if cat.questions
+        }
+        needed = sorted({i for rows in wanted.values() for i in rows})
+        if not needed:
+            return
+        pixels = self.vqa.captioner.preprocess([images[i] for i in needed])  # once for every category
+        row_of = {i: r for r, i in enumerate(needed)}
+        bs = self.vqa.captioner.batch_size
+        for ci, rows in wanted.items():
+            cat = cats[ci]
+            for start in range(0, len(rows), bs):
+                part = rows[start : start + bs]
+                scores = self.vqa.score_pixels(pixels[[row_of[i] for i in part]], cat.questions)
+                for i, row in zip(part, scores, strict=True):
+                    score = results[i].categories[ci]
+                    best = int(np.argmax(row))
+                    score.vqa, score.vqa_question = float(row[best]), cat.questions[best]
+                    assert cat.vqa_threshold is not None  # the policy requires it with questions
+                    if score.screened and score.vqa >= cat.vqa_threshold:
+                        score.hit = True
+                        results[i].triggers.append(
+                            {"check": "vqa", "category": cat.name, "question": score.vqa_question, "score": score.vqa,
+                             "threshold": cat.vqa_threshold, "action": cat.action, "model": self.vqa.model_id}
+                        )  # fmt: skip
+        per_image = round((time.perf_counter() - t0) * 1e3 / len(needed), 3)
+        for i in needed:
+            results[i].timing_ms["vqa"] = per_image
+            results[i].decision = _decide(results[i].triggers)
 
     def _itm(self, tokens: Any, texts: list[str]) -> np.ndarray:
         if self.shared_kv:
@@ -191,6 +245,10 @@ class Moderator:
                     "threshold": rule.threshold}  # fmt: skip
         return {"matched": bool(scores[0] >= rule.threshold), "collection": rule.collection, "id": int(ids[0]),
                 "score": float(scores[0]), "threshold": rule.threshold}  # fmt: skip
+
+
+def _decide(triggers: list[dict[str, Any]]) -> str:
+    return max((t["action"] for t in triggers), key=SEVERITY.__getitem__, default="allow")
 
 
 def screen_score(cosine: float | np.ndarray) -> Any:

@@ -10,14 +10,21 @@ Example::
         itc_threshold: 0.60     # cheap screen: (1 + ITC cosine) / 2 of the image with its best prompt
         itm_threshold: 0.80     # the decision: ITM match probability of the best prompt
         action: block           # flag | review | block
+        questions: ["Is there a weapon in this image?"]  # optional, asked of vqa_model after the ITC screen
+        vqa_threshold: 0.70     # hit when P(yes) / (P(yes) + P(no)) of the best question reaches it
     consistency:                # optional: is the accompanying text about the image?
       itm_threshold: 0.50
       action: review
+    vqa_model: ./models/instructblip-flan-t5-xl   # optional: answers the categories' questions
     blocklist:                  # optional: near-duplicates of known-bad images
       collection: known-bad
       threshold: 0.92
       action: block
       mirror: true              # also match horizontally flipped copies (one more forward)
+
+A category is confirmed by ITM (``itm_threshold``), by visual questions (``questions`` +
+``vqa_threshold``, answered by the policy's ``vqa_model``: InstructBLIP or LLaVA), or both (a hit
+of either is a hit); ``itm_threshold`` may be left out only when the category has questions.
 
 Errors name the field: ``categories[0].itm_threshold: must be within [0, 1]``.
 """
@@ -28,7 +35,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from blipsearch.errors import InvalidInputError
 
@@ -49,15 +57,27 @@ class Category(_Strict):
     name: str = Field(min_length=1, max_length=64)
     prompts: list[str] = Field(min_length=1, max_length=64)
     itc_threshold: float = Threshold
-    itm_threshold: float = Threshold
+    itm_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="within [0, 1]")
     action: Action
+    questions: list[str] = Field(default_factory=list, max_length=16)
+    vqa_threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="within [0, 1]")
 
-    @field_validator("prompts")
+    @field_validator("prompts", "questions")
     @classmethod
-    def _nonblank(cls, prompts: list[str]) -> list[str]:
-        if any(not p.strip() for p in prompts):
-            raise ValueError("prompts must not be blank")
-        return prompts
+    def _nonblank(cls, texts: list[str], info: ValidationInfo) -> list[str]:
+        if any(not t.strip() for t in texts):
+            raise ValueError(f"{info.field_name} must not be blank")
+        return texts
+
+    @model_validator(mode="after")
+    def _confirmed(self) -> Category:
+        if self.questions and self.vqa_threshold is None:
+            raise _field_error("vqa_threshold", "required when the category has questions")
+        if self.vqa_threshold is not None and not self.questions:
+            raise _field_error("questions", "required when vqa_threshold is set")
+        if self.itm_threshold is None and not self.questions:
+            raise _field_error("itm_threshold", "Field required")
+        return self
 
 
 class Consistency(_Strict):
@@ -78,6 +98,7 @@ class Policy(_Strict):
     categories: list[Category] = Field(min_length=1, max_length=256)
     consistency: Consistency | None = None
     blocklist: Blocklist | None = None
+    vqa_model: str | None = Field(default=None, min_length=1, max_length=512)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -92,6 +113,19 @@ class Policy(_Strict):
         if dup:
             raise ValueError(f"duplicate category names: {sorted(dup)}")
         return cats
+
+    @model_validator(mode="after")
+    def _vqa_model(self) -> Policy:
+        asked = any(c.questions for c in self.categories)
+        if asked and self.vqa_model is None:
+            raise _field_error("vqa_model", "required when a category has questions (an InstructBLIP or LLaVA model)")
+        if self.vqa_model is not None and not asked:
+            raise _field_error("vqa_model", "no category has questions")
+        return self
+
+
+def _field_error(field: str, message: str) -> PydanticCustomError:
+    return PydanticCustomError("field_rule", "{field}: {message}", {"field": field, "message": message})
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -112,7 +146,10 @@ def parse_policy(data: object, source: str = "policy") -> Policy:
                 msg = "unknown key"
             elif e["type"].startswith(("greater_than", "less_than")):
                 msg = "must be within [0, 1]"
-            msgs.append(f"{_field(e['loc'])}: {msg}")
+            loc = e["loc"]
+            if e["type"] == "field_rule":  # a model-level rule naming its field
+                loc, msg = (*loc, e["ctx"]["field"]), e["ctx"]["message"]
+            msgs.append(f"{_field(loc)}: {msg}")
         raise PolicyError(f"Invalid policy {source}: " + "; ".join(msgs)) from None
 
 

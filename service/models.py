@@ -36,11 +36,14 @@ def load_scorer(settings: Settings, embedder: Embedder) -> ItmScorer:
 
 
 def load_captioner(settings: Settings, model: str | None = None) -> Captioner:
-    from models.captioner import Captioner
+    """The captioner for ``model`` (BLIP, BLIP-2, InstructBLIP or LLaVA), refused up front when
+    the machine's memory cannot hold it (``BLIPSEARCH_MODEL_MEMORY_CHECK``)."""
+    from models.captioners import load_captioner as load
 
-    return Captioner(
+    return load(
         model or settings.caption_model,
         device=settings.device,
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,
+        memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
     )

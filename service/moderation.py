@@ -1,4 +1,5 @@
-"""Moderators from settings: policy, ITC model, ITM scorer, and the blocklist collection's engine."""
+"""Moderators from settings: policy, ITC model, ITM scorer, the blocklist collection's engine, and
+the policy's visual-question model."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError, NotFoundError
 from models.base import Embedder
+from models.vqa import VisualQuestionScorer
 from moderation.checks import Moderator
 from moderation.policy import Policy, load_policy
 from service.engines import open_engine
@@ -36,6 +38,7 @@ def build_moderator(
     model: str | None = None,
     embedder: Embedder | None = None,
     shared_kv: bool = True,
+    vqa: VisualQuestionScorer | None = None,
 ) -> Moderator:
     if embedder is None:
         embedder = load_model(settings, model or settings.model)
@@ -43,7 +46,23 @@ def build_moderator(
     blocklist = None
     if policy.blocklist is not None:
         blocklist = open_engine(settings, policy.blocklist.collection, embedder=embedder)
-    return Moderator(policy, embedder, scorer, blocklist=blocklist, shared_kv=shared_kv)
+    if vqa is None and policy.vqa_model is not None:
+        vqa = load_vqa(settings, policy.vqa_model)
+    return Moderator(policy, embedder, scorer, blocklist=blocklist, shared_kv=shared_kv, vqa=vqa)
+
+
+def load_vqa(settings: Settings, model: str) -> VisualQuestionScorer:
+    """A policy's ``vqa_model`` (InstructBLIP or LLaVA), with the memory check of captioners."""
+    from models.captioners import load_captioner
+
+    captioner = load_captioner(
+        model,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.caption_batch_size,
+        memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
+    )
+    return VisualQuestionScorer(captioner)
 
 
 def moderator_from_file(settings: Settings, path: Path | str, model: str | None = None) -> Moderator:

@@ -49,3 +49,11 @@ def settings(tmp_path: Path):
     # so they pin the full decode; JPEG draft decoding has its own tolerance tests
     # (tests/test_decode_draft.py).
     return Settings(data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2, jpeg_draft=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_generators(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny InstructBLIP (T5) and LLaVA (CLIP + LLaMA) checkpoints (scripts/make_test_generators.py)."""
+    from make_test_generators import make_generators
+
+    return make_generators(tmp_path_factory.mktemp("generators"), seed=0)

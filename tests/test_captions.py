@@ -14,7 +14,7 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipForConditionalGeneration, BlipProcessor
 
 from indexer.captions import caption_collection
-from models.captioner import Captioner, Decoding
+from models.captioner import Decoding, load_captioner
 from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import make_image, write_images
@@ -22,7 +22,7 @@ from tests.helpers import make_image, write_images
 
 @pytest.fixture(scope="session")
 def captioner(tiny_models):
-    return Captioner(str(tiny_models["blip-caption"]), device="cpu", batch_size=4)
+    return load_captioner(str(tiny_models["blip-caption"]), device="cpu", batch_size=4)
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_captions_equal_model_generate(tiny_models, captioner, decoding, family)
         path = tiny_models["blip2-caption"]
         model = Blip2ForConditionalGeneration.from_pretrained(path).eval()
         processor = Blip2Processor.from_pretrained(path)
-        captioner = Captioner(str(path), device="cpu", batch_size=3)
+        captioner = load_captioner(str(path), device="cpu", batch_size=3)
         assert captioner.family == "blip2"
     images = [make_image(i) for i in range(5)]
     ours = captioner.caption(images, decoding)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
@@ -33,8 +33,16 @@ def metrics(request: Request) -> Response:
 
 @router.post("/v1/captions", response_model=CaptionResponse, dependencies=[READ])
 async def caption(
-    request: Request, file: Annotated[UploadFile, File(description="Image to caption")]
+    request: Request,
+    file: Annotated[UploadFile, File(description="Image to caption")],
+    prompt: Annotated[
+        str | None, Form(max_length=1000, description="BLIP: prefix to continue; InstructBLIP/LLaVA: the instruction")
+    ] = None,
+    max_new_tokens: Annotated[int, Form(ge=1, le=512)] = 30,
+    num_beams: Annotated[int, Form(ge=1, le=16, description="1 = greedy")] = 1,
 ) -> CaptionResponse:
+    from models.captioners import Decoding
+
     state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
@@ -44,5 +52,6 @@ async def caption(
     image = await state.decodes.run(
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
     )
-    text = (await run_in_threadpool(captioner.caption, [image]))[0]
+    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt or None)
+    text = (await run_in_threadpool(captioner.caption, [image], decoding))[0]
     return CaptionResponse(caption_model=captioner.model_id, caption=text)

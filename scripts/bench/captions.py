@@ -38,10 +38,10 @@ def main() -> None:
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     from blipsearch.synthetic import make_image
-    from models.captioner import Captioner, Decoding
+    from models.captioner import Decoding, load_captioner
 
     path = base_model(which="blip-caption")
-    cap = Captioner(str(path), device=args.device)
+    cap = load_captioner(str(path), device=args.device)
     ref = BlipForConditionalGeneration.from_pretrained(str(path)).to(cap.model.device, cap.torch_dtype).eval()
     proc = BlipProcessor.from_pretrained(str(path))
     images = [make_image(i, (640, 480)) for i in range(args.n)]

@@ -1,0 +1,136 @@
+"""The captioner interface: one checkpoint family per module, loaded through ``load_captioner``.
+
+A captioner turns preprocessed pixels (from decode workers, or ``preprocess``) plus an optional
+prompt into text with ``model.generate``. Batches share one prompt, so every image's prompt
+tokens are identical and nothing is padded: batched and one-by-one results agree.
+Instruction-following families (InstructBLIP, LLaVA) return only the newly generated tokens,
+decoded without special tokens; they can also score yes/no questions from the first generated
+token's logits (``first_token_logits``, used by models/vqa.py).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+
+from models.base import ImagePreprocessor
+from models.loading import from_pretrained, resolve_source
+from models.runtime import input_side, pick_device, pick_dtype
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 30
+    num_beams: int = 1  # 1 = greedy
+    prompt: str | None = None  # BLIP: a prefix to continue ("a photography of"); InstructBLIP/LLaVA: the instruction
+    min_new_tokens: int | None = None  # benchmarks fix the length so every run does the same work
+
+    def generate_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams, "do_sample": False}
+        if self.min_new_tokens is not None:
+            kw["min_new_tokens"] = self.min_new_tokens
+        return kw
+
+
+class Captioner(ABC):
+    family: ClassVar[str]
+    model_types: ClassVar[tuple[str, ...]]  # config.model_type values this class loads
+    architecture: ClassVar[str]  # the transformers class name (for messages and the memory check)
+    supports_vqa: ClassVar[bool] = False
+    default_prompt: ClassVar[str | None] = None  # used when --prompt is not given
+
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 16,
+        config: Any = None,
+        memory_headroom: float | None = 1.2,
+    ) -> None:
+        import transformers
+        from transformers import AutoConfig, AutoProcessor
+
+        from models.registry import _quiet_transformers
+
+        _quiet_transformers()
+        if config is None:
+            config = from_pretrained(AutoConfig, source, "caption model config")
+        cls = getattr(transformers, self.architecture)
+        dev = pick_device(device)
+        self.torch_dtype = pick_dtype(dtype, dev)
+        self.model_id = resolve_source(source)
+        if memory_headroom is not None:  # before any weight is downloaded or allocated
+            from models.memory import check_fits
+
+            check_fits(self.model_id, config, cls, self.torch_dtype, dev, headroom=memory_headroom)
+        self.model: Any = from_pretrained(cls, source, "caption model", dtype=self.torch_dtype).to(dev).eval()
+        self.processor: Any = from_pretrained(AutoProcessor, source, "caption processor")
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def input_size(self) -> int | None:
+        return input_side(self.processor)
+
+    def preprocessor(self) -> ImagePreprocessor:
+        return ImagePreprocessor(self.processor.image_processor)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.preprocessor()(images)
+
+    @abstractmethod
+    def text_inputs(self, pixel_values: np.ndarray, prompt: str | None) -> dict[str, torch.Tensor]:
+        """The processor's text-side inputs for these images and one shared prompt (CPU tensors)."""
+
+    def model_inputs(self, pixel_values: np.ndarray, prompt: str | None) -> dict[str, torch.Tensor]:
+        """Everything ``generate`` takes: what ``processor(images=…, text=…)`` would give, on the device."""
+        text = self.text_inputs(pixel_values, prompt or self.default_prompt)
+        inputs = {k: v.to(self.device) for k, v in text.items()}
+        inputs["pixel_values"] = torch.as_tensor(pixel_values).to(self.device, self.torch_dtype)
+        return inputs
+
+    def new_tokens(self, out: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Only the generated tokens: decoder-only models echo the prompt ids first."""
+        ids = inputs.get("input_ids")
+        if ids is not None and out.shape[1] >= ids.shape[1] and torch.equal(out[:, : ids.shape[1]], ids):
+            return out[:, ids.shape[1] :]
+        return out
+
+    def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
+        inputs = self.model_inputs(pixel_values, decoding.prompt)
+        with torch.inference_mode():
+            out = self.model.generate(**inputs, **decoding.generate_kwargs())
+        texts = self.processor.batch_decode(self.new_tokens(out, inputs), skip_special_tokens=True)
+        return [t.strip() for t in texts]
+
+    def first_token_logits(self, pixel_values: np.ndarray, prompt: str) -> torch.Tensor:
+        """[n, vocab] float32 logits of the first generated token (greedy ``generate``'s raw logits)."""
+        inputs = self.model_inputs(pixel_values, prompt)
+        with torch.inference_mode():
+            out = self.model.generate(
+                **inputs, max_new_tokens=1, do_sample=False, num_beams=1, output_logits=True,
+                return_dict_in_generate=True,
+            )  # fmt: skip
+        return out.logits[0].float().cpu()
+
+    def caption(self, images: Sequence[Image.Image], decoding: Decoding = Decoding()) -> list[str]:
+        out: list[str] = []
+        for i in range(0, len(images), self.batch_size):
+            out += self.caption_pixels(self.preprocess(images[i : i + self.batch_size]), decoding)
+        return out
+
+    def describe(self) -> dict[str, object]:
+        return {"model_id": self.model_id, "family": self.family, "vqa": self.supports_vqa}
