@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
+    # -- issue #15: BLIP text pre-processing --
+    text_preprocess: str = Field(
+        default="blip",
+        pattern="^(blip|none)$",
+        description="BLIP-family query and ITM texts: 'blip' (BLIP's pre_caption) or 'none' (as given).",
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url
