@@ -197,6 +197,20 @@ def test_search_time_texts_get_pre_caption_unless_none(tiny_models, blip_embedde
         scorer.score_image_vs_texts(tokens, ["A Red SQUARE."]), scorer.score_image_vs_texts(tokens, ["a red square"]),
         atol=1e-6,
     )  # fmt: skip
+    # The setting reaches the model from the edge; bad values are refused.
+    from blipsearch.config import Settings
+    from blipsearch.errors import ConfigError
+    from search.service import load_model
+
+    assert (
+        load_model(Settings(device="cpu", text_preprocess="none"), str(tiny_models["blip-itm"])).text_preprocess
+        == "none"
+    )
+    assert load_model(Settings(device="cpu"), str(tiny_models["blip2-itm"])).text_preprocess == "blip"
+    with pytest.raises(ValueError, match="text_preprocess"):
+        Settings(text_preprocess="lower")
+    with pytest.raises(ConfigError, match="Unknown text pre-processing"):
+        load_embedder(str(tiny_models["blip-itm"]), device="cpu", text_preprocess="lower")
     raw_scorer = load_itm(plain)
     shouted = raw_scorer.score_image_vs_texts(tokens, ["A Red SQUARE."])
     assert np.abs(shouted - raw_scorer.score_image_vs_texts(tokens, ["a red square"])).max() > 1e-4
