@@ -110,7 +110,7 @@ def load_annotations(
     ``split`` filters records that carry a ``split`` field (Karpathy, JSONL); BLIP / LAVIS files
     are one split per file and have none, so every entry is read."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # a byte-order mark, if any, is not content
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"Cannot read annotations {path}: {exc}") from exc
     kind = detect_format(raw)
