@@ -119,6 +119,13 @@ class Settings(BaseSettings):
         default=1.2, ge=1.0, le=10.0, description="Parameter bytes × this must fit in free memory."
     )
 
+    # -- issue #15: BLIP text pre-processing --
+    text_preprocess: str = Field(
+        default="blip",
+        pattern="^(blip|none)$",
+        description="BLIP-family query and ITM texts: 'blip' (BLIP's pre_caption) or 'none' (as given).",
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

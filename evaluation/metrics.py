@@ -49,7 +49,8 @@ def mrr(ranks: np.ndarray) -> float:
 def retrieval_metrics(
     tr_ranked: np.ndarray, ir_ranked: np.ndarray, img_to_txts: Sequence[set[int]], txt_to_img: Sequence[int]
 ) -> dict[str, float]:
-    """The LAVIS metric set from ranked lists: tr_r1..tr_r10, ir_r1..ir_r10, r_mean, and MRRs."""
+    """The metric set from ranked lists: tr_r1..tr_r10, ir_r1..ir_r10, their means, r_mean and MRRs,
+    plus the same recalls under the names LAVIS reports (``txt_r1``.. ``img_r_mean``, ``r_mean``)."""
     tr = first_relevant_rank(tr_ranked, img_to_txts)
     ir = first_relevant_rank(ir_ranked, [{i} for i in txt_to_img])
     tr_r, ir_r = recall_at(tr), recall_at(ir)
@@ -59,4 +60,11 @@ def retrieval_metrics(
     out["r_mean"] = (out["tr_mean"] + out["ir_mean"]) / 2
     out["tr_mrr"] = mrr(tr)
     out["ir_mrr"] = mrr(ir)
+    return out | lavis_keys(out)
+
+
+def lavis_keys(m: dict[str, float]) -> dict[str, float]:
+    """LAVIS's names (``_report_metrics`` of its retrieval tasks): txt = TR (image→text), img = IR."""
+    out = {f"txt_r{k}": m[f"tr_r{k}"] for k in KS} | {f"img_r{k}": m[f"ir_r{k}"] for k in KS}
+    out["txt_r_mean"], out["img_r_mean"], out["r_mean"] = m["tr_mean"], m["ir_mean"], m["r_mean"]
     return out

@@ -4,6 +4,12 @@ Both directions are ranked through FAISS indexes of the chosen spec (exact ``Fla
 default), so quality can be compared across index types; an ANN index that misses a ground
 truth within its search depth counts it as a miss. ITM re-ranking uses the LAVIS score:
 ITM match logit + ITC similarity, for the top ``k_test`` candidates of each query.
+
+Captions go through BLIP's ``pre_caption`` (``text_preprocess="blip"``, at most ``max_words``
+words, 30 as in BLIP's retrieval evaluation) before both ITC and ITM, as the papers' protocol
+does. Images are decoded in full unless ``draft`` (the model's input side) asks for JPEG draft
+decoding. The result's ``mode`` says which ran: ``exact`` (fp32 weights, full decode: the
+reference computation) or ``fast`` (anything else).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from evaluation.metrics import retrieval_metrics
 from media.decode import decode_image, read_file
 from models.base import Embedder
 from models.itm import ItmScorer
+from models.text_preprocess import DEFAULT_MAX_WORDS, TextPreprocessor
 from search.vector_index import VectorIndex
 
 
@@ -34,11 +41,14 @@ class _Timer:
         return out
 
 
-def _embed_images(embedder: Embedder, data: RetrievalSet, keep_tokens: bool) -> tuple[np.ndarray, list[np.ndarray]]:
+def _embed_images(
+    embedder: Embedder, data: RetrievalSet, keep_tokens: bool, draft: int | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     embs: list[np.ndarray] = []
     tokens: list[np.ndarray] = []
     for s in range(0, len(data.images), embedder.batch_size):
-        imgs = [decode_image(read_file(p, 1 << 30).data, 10**9).image for p in data.images[s : s + embedder.batch_size]]
+        paths = data.images[s : s + embedder.batch_size]
+        imgs = [decode_image(read_file(p, 1 << 30).data, 10**9, draft=draft).image for p in paths]
         px = embedder.preprocess(imgs)
         if keep_tokens:
             e, t = embedder.embed_pixels_with_tokens(px)
@@ -74,11 +84,17 @@ def evaluate(
     scorer: ItmScorer | None = None,
     k_test: int = 128,
     index_spec: str = "Flat",
+    text_preprocess: str = "blip",
+    max_words: int | None = DEFAULT_MAX_WORDS,
+    draft: int | None = None,
 ) -> dict[str, Any]:
     timer = _Timer()
     n_img, n_txt = len(data.images), len(data.texts)
-    img_emb, tokens = timer.run("embed_images", lambda: _embed_images(embedder, data, scorer is not None))
-    txt_emb = timer.run("embed_texts", lambda: embedder.embed_texts(data.texts))
+    dtype = str(getattr(embedder, "torch_dtype", "float32")).removeprefix("torch.")
+    prepare = TextPreprocessor(text_preprocess, max_words)
+    texts = [prepare(t) for t in data.texts]
+    img_emb, tokens = timer.run("embed_images", lambda: _embed_images(embedder, data, scorer is not None, draft))
+    txt_emb = timer.run("embed_texts", lambda: embedder.embed_texts(texts))
     vpi = embedder.vectors_per_image
 
     def build() -> tuple[VectorIndex, VectorIndex]:
@@ -101,6 +117,11 @@ def evaluate(
         "model_id": embedder.model_id,
         "index_spec": index_spec,
         "k_test": k_test,
+        "mode": "exact" if dtype == "float32" and draft is None else "fast",
+        "dtype": dtype,
+        "jpeg_draft": draft is not None,
+        "text_preprocess": text_preprocess,
+        "max_words": max_words,
         "itc": retrieval_metrics(tr_ids, ir_ids, data.img_to_txts, data.txt_to_img),
     }
     if scorer is not None:
@@ -111,7 +132,7 @@ def evaluate(
             for i in range(n_img):
                 cand = tr_ids[i, :kt_tr]
                 tok = torch.from_numpy(np.asarray(tokens[i]))[None]
-                logits = scorer.score_image_vs_texts(tok, [data.texts[c] for c in cand])
+                logits = scorer.score_image_vs_texts(tok, [texts[c] for c in cand])
                 out[i] = _rerank(tr_ids[i], tr_sc[i], logits[:, 1])
             return out
 
@@ -120,7 +141,7 @@ def evaluate(
             for t in range(n_txt):
                 cand = ir_ids[t, :kt_ir]
                 tok = torch.from_numpy(np.stack([np.asarray(tokens[c]) for c in cand]))
-                logits = scorer.score_text_vs_images(data.texts[t], tok)
+                logits = scorer.score_text_vs_images(texts[t], tok)
                 out[t] = _rerank(ir_ids[t], ir_sc[t], logits[:, 1])
             return out
 
@@ -136,6 +157,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines = [
         f"{result['n_images']} images, {result['n_texts']} texts, "
         f"index {result['index_spec']}, k_test {result['k_test']}",
+        f"mode {result['mode']} ({result['dtype']}, {'JPEG draft' if result['jpeg_draft'] else 'full'} decode), "
+        f"captions: {result['text_preprocess']} pre-processing, max {result['max_words']} words",
         f"{'':<10}" + "".join(f"{c:>9}" for c in cols),
     ]
     for stage in ("itc", "itm"):

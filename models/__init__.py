@@ -14,11 +14,32 @@ if TYPE_CHECKING:
 __all__ = ["load_embedder", "load_itm"]
 
 
-def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> Embedder:
-    """Load a BLIP or BLIP-2 retrieval checkpoint (hub id or local directory) as an Embedder."""
+def load_embedder(
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 32,
+    text_preprocess: str = "blip",
+    text_max_words: int | None = 30,
+) -> Embedder:
+    """Load a BLIP or BLIP-2 retrieval checkpoint (hub id or local directory) as an Embedder.
+
+    ``text_preprocess="blip"`` runs query and ITM texts through BLIP's ``pre_caption``
+    (``models/text_preprocess.py``, at most ``text_max_words`` words) before tokenizing, as the
+    models were trained; ``"none"`` tokenizes texts as given. ITM scorers from ``load_itm``
+    share the embedder's tokenizer path, so they get the same pre-processing.
+    """
     from models.registry import load_embedder as _load
 
-    return _load(source, device=device, dtype=dtype, batch_size=batch_size)
+    return _load(
+        source,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
+        text_preprocess=text_preprocess,
+        text_max_words=text_max_words,
+    )
 
 
 def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:

@@ -41,6 +41,7 @@ class Embedder(ABC):
     vectors_per_image: int = 1
     batch_size: int = 32
     device: str = "cpu"
+    text_preprocess: str = "none"  # "blip": texts go through BLIP's pre_caption before tokenizing
 
     @property
     def input_size(self) -> int | None:

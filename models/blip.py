@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from models.fast_vision import use_sdpa
 from models.loading import from_pretrained
 from models.runtime import fingerprint
+from models.text_preprocess import DEFAULT_MAX_WORDS
 from models.torch_embedder import TorchEmbedder
 
 
@@ -24,10 +25,19 @@ class BlipEmbedder(TorchEmbedder):
     family = "blip"
     vectors_per_image = 1
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        text_preprocess: str = "blip",
+        text_max_words: int | None = DEFAULT_MAX_WORDS,
+    ) -> None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        dev = self._setup(source, device, dtype, batch_size)
+        dev = self._setup(source, device, dtype, batch_size, text_preprocess, text_max_words)
         model = from_pretrained(BlipForImageTextRetrieval, source, "BLIP retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(BlipProcessor, source, "BLIP processor")
         self.fingerprint = fingerprint(

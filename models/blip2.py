@@ -17,16 +17,26 @@ import torch.nn.functional as F
 
 from models.loading import from_pretrained
 from models.runtime import fingerprint
+from models.text_preprocess import DEFAULT_MAX_WORDS
 from models.torch_embedder import TorchEmbedder
 
 
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        source: str,
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int = 32,
+        text_preprocess: str = "blip",
+        text_max_words: int | None = DEFAULT_MAX_WORDS,
+    ) -> None:
         from transformers import Blip2ForImageTextRetrieval, Blip2Processor
 
-        dev = self._setup(source, device, dtype, batch_size)
+        dev = self._setup(source, device, dtype, batch_size, text_preprocess, text_max_words)
         model = from_pretrained(Blip2ForImageTextRetrieval, source, "BLIP-2 retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(Blip2Processor, source, "BLIP-2 processor")
         self.fingerprint = fingerprint(

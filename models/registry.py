@@ -7,6 +7,7 @@ import logging
 from blipsearch.errors import ModelLoadError
 from models.base import Embedder
 from models.loading import from_pretrained
+from models.text_preprocess import DEFAULT_MAX_WORDS, check_mode
 
 
 def _quiet_transformers() -> None:
@@ -18,8 +19,18 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> Embedder:
+def load_embedder(
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    batch_size: int = 32,
+    text_preprocess: str = "blip",
+    text_max_words: int | None = DEFAULT_MAX_WORDS,
+) -> Embedder:
     from transformers import AutoConfig
+
+    check_mode(text_preprocess)  # a bad value fails before any weights load
 
     _quiet_transformers()
     config = from_pretrained(AutoConfig, source, "model config")
@@ -27,11 +38,25 @@ def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", bat
     if model_type == "blip":
         from models.blip import BlipEmbedder
 
-        return BlipEmbedder(source, device=device, dtype=dtype, batch_size=batch_size)
+        return BlipEmbedder(
+            source,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            text_preprocess=text_preprocess,
+            text_max_words=text_max_words,
+        )
     if model_type == "blip-2":
         from models.blip2 import Blip2Embedder
 
-        return Blip2Embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+        return Blip2Embedder(
+            source,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+            text_preprocess=text_preprocess,
+            text_max_words=text_max_words,
+        )
     raise ModelLoadError(
         f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with BLIP "
         "(BlipForImageTextRetrieval, e.g. Salesforce/blip-itm-base-coco) or BLIP-2 "

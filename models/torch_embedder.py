@@ -14,6 +14,7 @@ import torch
 from models.base import Embedder, ImagePreprocessor
 from models.loading import resolve_source
 from models.runtime import input_side, pick_device, pick_dtype
+from models.text_preprocess import DEFAULT_MAX_WORDS, TextPreprocessor
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -25,9 +26,20 @@ class TorchEmbedder(Embedder):
     torch_dtype: torch.dtype
     max_text_tokens: int
 
-    def _setup(self, source: str, device: str, dtype: str, batch_size: int) -> torch.device:
+    def _setup(
+        self,
+        source: str,
+        device: str,
+        dtype: str,
+        batch_size: int,
+        text_preprocess: str = "blip",
+        text_max_words: int | None = DEFAULT_MAX_WORDS,
+    ) -> torch.device:
         self.model_id = resolve_source(source)  # local directories are recorded as absolute paths
         self.batch_size = batch_size
+        # BLIP-family models see texts as their training did: BLIP's pre_caption (models/text_preprocess.py).
+        self.prepare_text = TextPreprocessor(text_preprocess, text_max_words)
+        self.text_preprocess = text_preprocess
         dev = pick_device(device)
         self.torch_dtype = pick_dtype(dtype, dev)
         self.device = str(dev)
@@ -68,8 +80,13 @@ class TorchEmbedder(Embedder):
 
     # -- texts --------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Pre-process (``text_preprocess``) and tokenize: the one path for ITC and ITM texts."""
         enc = self.processor.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_text_tokens, return_tensors="pt"
+            [self.prepare_text(t) for t in texts],
+            padding=True,
+            truncation=True,
+            max_length=self.max_text_tokens,
+            return_tensors="pt",
         )
         dev = self.model.device
         return {"input_ids": enc["input_ids"].to(dev), "attention_mask": enc["attention_mask"].to(dev)}

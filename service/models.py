@@ -18,14 +18,22 @@ def load_model(settings: Settings, source: str) -> Embedder:
     """The ITC embedder for ``source`` (hub id or local directory)."""
     from models import load_embedder
 
-    return load_embedder(source, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
+    return load_embedder(
+        source,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        text_preprocess=settings.text_preprocess,
+    )
 
 
 def model_loader(settings: Settings) -> Callable[..., Embedder]:
     """A picklable ``(source, device=...) -> Embedder`` (for Ray model actors)."""
     from models import load_embedder
 
-    return functools.partial(load_embedder, dtype=settings.dtype, batch_size=settings.batch_size)
+    return functools.partial(
+        load_embedder, dtype=settings.dtype, batch_size=settings.batch_size, text_preprocess=settings.text_preprocess
+    )
 
 
 def load_scorer(settings: Settings, embedder: Embedder) -> ItmScorer:

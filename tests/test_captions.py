@@ -51,8 +51,19 @@ def test_captions_equal_model_generate(tiny_models, captioner, decoding, family)
     for img, got in zip(images, ours, strict=True):
         inputs = processor(images=img, text=decoding.prompt, return_tensors="pt")
         with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=decoding.max_new_tokens, num_beams=decoding.num_beams)
-        assert got == processor.decode(out[0], skip_special_tokens=True).strip()
+            out = model.generate(
+                **inputs,
+                max_new_tokens=decoding.max_new_tokens,
+                num_beams=decoding.num_beams,
+                output_scores=True,
+                return_dict_in_generate=True,
+            )
+        if decoding.num_beams == 1:
+            # Not a float tie: at every greedy step the chosen token's logit leads the runner-up's
+            # by far more than kernels (CPU instruction sets, batch sizes) can move it, so our
+            # batched decoding must pick the same tokens.
+            assert min(float(-torch.topk(sc[0], 2).values.diff()) for sc in out.scores) > 1e-3
+        assert got == processor.decode(out.sequences[0], skip_special_tokens=True).strip()
     assert len(set(ours)) > 1  # different images, different captions
     if decoding.prompt and family == "blip":
         assert all(c.startswith(decoding.prompt) for c in ours)

@@ -11,9 +11,10 @@ from typer.testing import CliRunner
 from blipsearch.synthetic import write_images
 from cli.main import app
 from evaluation.data import load_annotations
-from evaluation.metrics import rank_from_scores, retrieval_metrics
+from evaluation.metrics import mrr, rank_from_scores, retrieval_metrics
 from evaluation.retrieval import evaluate
 from models import load_itm
+from tests.helpers import rank_bounds, recall_bounds
 
 COLORS = ["red", "green", "blue", "yellow", "black"]
 
@@ -46,13 +47,37 @@ def dataset(tmp_path_factory):
     return root, ann, karpathy
 
 
-def _brute_force(embedder, data):
+def _similarity(embedder, data):
     from PIL import Image
 
     img = embedder.embed_images([Image.open(p).convert("RGB") for p in data.images])
     txt = embedder.embed_texts(data.texts)
-    sim = np.einsum("nvd,td->ntv", img.reshape(len(img), -1, img.shape[-1]), txt).max(axis=2)  # max over queries
-    return retrieval_metrics(rank_from_scores(sim), rank_from_scores(sim.T), data.img_to_txts, data.txt_to_img)
+    return np.einsum("nvd,td->ntv", img.reshape(len(img), -1, img.shape[-1]), txt).max(axis=2)  # max over queries
+
+
+def assert_metrics_match(got: dict, sim: np.ndarray, data) -> None:
+    """``got`` equals the brute-force metrics of ``sim`` [images, texts], up to float ties: each
+    recall lies within the bounds any tie order gives (tests/helpers.py), and equals the brute
+    force's wherever those bounds agree; the MRRs lie within theirs; the means follow."""
+    ref = retrieval_metrics(rank_from_scores(sim), rank_from_scores(sim.T), data.img_to_txts, data.txt_to_img)
+    assert got.keys() == ref.keys()
+    for prefix, scores, relevant in (
+        ("tr", sim, data.img_to_txts),
+        ("ir", sim.T, [{i} for i in data.txt_to_img]),
+    ):
+        low, high = recall_bounds(scores, relevant)
+        for k in (1, 5, 10):
+            key = f"{prefix}_r{k}"
+            assert low[k] - 1e-9 <= got[key] <= high[k] + 1e-9, (key, low[k], got[key], high[k])
+            if low[k] == high[k]:
+                assert got[key] == pytest.approx(ref[key], abs=1e-9), key
+        lo_rank, hi_rank = rank_bounds(scores, relevant)
+        assert mrr(hi_rank) - 1e-9 <= got[f"{prefix}_mrr"] <= mrr(lo_rank) + 1e-9
+        assert got[f"{prefix}_mean"] == pytest.approx(np.mean([got[f"{prefix}_r{k}"] for k in (1, 5, 10)]))
+    assert got["r_mean"] == pytest.approx((got["tr_mean"] + got["ir_mean"]) / 2)
+    for k in (1, 5, 10):  # LAVIS's names for the same numbers
+        assert got[f"txt_r{k}"] == got[f"tr_r{k}"] and got[f"img_r{k}"] == got[f"ir_r{k}"]
+    assert got["txt_r_mean"] == got["tr_mean"] and got["img_r_mean"] == got["ir_mean"]
 
 
 @pytest.mark.parametrize("fixture", ["blip_embedder", "blip2_embedder"])
@@ -62,10 +87,8 @@ def test_itc_metrics_equal_brute_force(request, fixture, dataset):
     data = load_annotations(ann, root / "images", split=None)
     assert len(data.images) == 50 and len(data.texts) == 250
     got = evaluate(embedder, data, k_test=256)
-    ref = _brute_force(embedder, data)
-    assert got["itc"].keys() == ref.keys()
-    for key, value in ref.items():
-        assert got["itc"][key] == pytest.approx(value, abs=1e-9), key
+    assert got["mode"] == "exact" and got["text_preprocess"] == "blip" and got["max_words"] == 30
+    assert_metrics_match(got["itc"], _similarity(embedder, data), data)
     assert {"embed_images", "embed_texts", "build_index", "itc_search_tr", "itc_search_ir"} <= got["timing_s"].keys()
 
 

@@ -154,7 +154,11 @@ def test_process_pool_decode_equals_thread_decode(settings, blip_embedder, tmp_p
     threads, procs = _by_sha(settings, "thread"), _by_sha(settings, "process")
     assert set(threads) == set(procs)
     for sha in threads:
-        np.testing.assert_array_equal(np.asarray(threads[sha]["embedding"]), np.asarray(procs[sha]["embedding"]))
+        # The same pixels: equal embeddings, up to the kernels' rounding when decode order puts an
+        # image in a batch of another size (different pixels would move them by far more).
+        np.testing.assert_allclose(
+            np.asarray(threads[sha]["embedding"]), np.asarray(procs[sha]["embedding"]), atol=1e-6, rtol=0
+        )
         assert threads[sha]["width"] == procs[sha]["width"]
 
 
