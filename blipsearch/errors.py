@@ -149,3 +149,10 @@ class MissingDependencyError(ConfigError):
         super().__init__(
             f"{feature} needs the optional package '{package}'. Install it with: pip install 'blipsearch[{extra}]'"
         )
+
+
+class NoItmModelError(InvalidInputError):
+    """ITM re-ranking or confirmation was asked for, but the model has no ITM head and no ITM
+    model was named (issue #17: CLIP, SigLIP and ALIGN embed only)."""
+
+    code = "no_itm_model"

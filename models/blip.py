@@ -22,6 +22,7 @@ from models.torch_embedder import TorchEmbedder
 
 class BlipEmbedder(TorchEmbedder):
     family = "blip"
+    has_itm = True
     vectors_per_image = 1
 
     def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:

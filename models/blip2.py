@@ -22,6 +22,7 @@ from models.torch_embedder import TorchEmbedder
 
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
+    has_itm = True
 
     def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
         from transformers import Blip2ForImageTextRetrieval, Blip2Processor
