@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
+from blipsearch.commands import (
+    captioning,
+    families,
+    index_stats,
+    indexing,
+    maintenance,
+    querying,
+    reembedding,
+    serving,
+)
 from blipsearch.commands.evaluating import eval_app
 from blipsearch.commands.jobs import jobs_app
 from blipsearch.commands.keys import keys_app
@@ -37,6 +46,7 @@ app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)
 app.command()(serving.serve)
+app.command("models")(families.models)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

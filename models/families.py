@@ -37,6 +37,8 @@ class Family:
             "family": self.name,
             "model_types": list(self.model_types),
             "capabilities": list(self.capabilities),
+            # the reference (first example) checkpoint's embedding dimension; per checkpoint in examples
+            "dim": next(iter(self.examples.values()), None) if self.can("embed") else None,
             "transformers_class": self.transformers_class,
             "examples": [{"checkpoint": k, "dim": v} for k, v in self.examples.items()],
             "notes": self.notes,

@@ -18,6 +18,7 @@ Example::
       threshold: 0.92
       action: block
       mirror: true              # also match horizontally flipped copies (one more forward)
+    itm_model: ./models/blip-itm-base-coco  # optional: ITM for a CLIP/SigLIP/ALIGN model (else ITC-only)
 
 Errors name the field: ``categories[0].itm_threshold: must be within [0, 1]``.
 """
@@ -78,6 +79,9 @@ class Policy(_Strict):
     categories: list[Category] = Field(min_length=1, max_length=256)
     consistency: Consistency | None = None
     blocklist: Blocklist | None = None
+    # issue #17: the BLIP / BLIP-2 ITM checkpoint confirming screened categories when the ITC
+    # model has no ITM head (CLIP, SigLIP, ALIGN); without one such a policy is ITC-only.
+    itm_model: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @field_validator("version", mode="before")
     @classmethod

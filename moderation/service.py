@@ -36,11 +36,15 @@ def build_moderator(
     embedder: Embedder | None = None,
     shared_kv: bool = True,
 ) -> Moderator:
-    from models import load_itm
+    from search.service import load_itm_scorer
 
     if embedder is None:
         embedder = load_model(settings, model or settings.model)
-    scorer = load_itm(embedder, first_token=settings.itm_first_token, batch_size=settings.itm_batch_size)
+    # The policy's itm_model, else the model's own ITM head; CLIP / SigLIP / ALIGN without an
+    # itm_model moderate ITC-only (moderation/checks.py).
+    scorer = None
+    if policy.itm_model is not None or embedder.has_itm:
+        scorer = load_itm_scorer(settings, embedder, policy.itm_model)
     blocklist = None
     if policy.blocklist is not None:
         from search.service import open_engine

@@ -36,7 +36,9 @@ def _response(collection: str, res: SearchResult) -> SearchResponse:
 
 @router.post("/text", response_model=SearchResponse)
 def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
-    engine = request.app.state.blip.engine(body.collection)
+    state = request.app.state.blip
+    engine = state.engine(body.collection)
+    reranker = state.reranker(body.collection, body.rerank_model) if body.rerank and body.rerank_model else None
     res = engine.search_text(
         body.query,
         body.k,
@@ -45,6 +47,7 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
         fusion=body.fusion,
         mode=body.mode,
         options=body.options(),
+        reranker=reranker,
     )
     return _response(body.collection, res)
 
@@ -65,6 +68,7 @@ async def search_image(
     target: Annotated[Literal["images", "texts", "captions"], Form()] = "images",
     rerank: Annotated[bool, Form()] = False,
     rerank_k: Annotated[int, Form(ge=1, le=MAX_RERANK_K)] = 64,
+    rerank_model: Annotated[str | None, Form(min_length=1, max_length=1000)] = None,
     filters: Annotated[str | None, Form(max_length=10_000, description="Filters as a JSON object")] = None,
     min_score: Annotated[float | None, Form()] = None,
     nprobe: Annotated[int | None, Form(ge=1, le=65536)] = None,
@@ -79,7 +83,8 @@ async def search_image(
         engine = state.engine(collection)
         if target == "captions":
             return engine.captions_for_image(image, k)
-        return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options)
+        reranker = state.reranker(collection, rerank_model) if rerank and rerank_model else None
+        return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options, reranker=reranker)
 
     from starlette.concurrency import run_in_threadpool
 

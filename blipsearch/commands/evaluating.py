@@ -37,7 +37,9 @@ def retrieval(
     settings = settings_for(None)
     data = load_annotations(annotations, images, split or None, limit)
     embedder = load_model(settings, model or settings.model)
-    scorer = None if no_itm else load_itm(embedder, first_token=settings.itm_first_token)
+    if not no_itm and not embedder.has_itm:  # CLIP, SigLIP, ALIGN: the ITC stage only
+        typer.echo(f"note: the {embedder.family} model has no ITM head; evaluating the ITC stage only", err=True)
+    scorer = None if no_itm or not embedder.has_itm else load_itm(embedder, first_token=settings.itm_first_token)
     result = evaluate(embedder, data, scorer=scorer, k_test=k_test, index_spec=index_spec)
     if output:
         output.write_text(json.dumps(result, indent=2))
