@@ -36,7 +36,11 @@ def clip_tokenizer(words: list[str], vocab_size: int) -> Any:
         initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"),
         show_progress=False,
     )
-    bpe.train_from_iterator([" ".join(words)] * 4, trainer)
+    # every character alone and inside words, so that none is unknown (CLIP's unknown token is its
+    # end-of-text token, which is where the text tower pools)
+    chars = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
+    extra = [" ".join(chars), " ".join(a + b for a in chars for b in chars[:12])]
+    bpe.train_from_iterator([" ".join(words)] * 4 + extra, trainer)
     model = json.loads(bpe.to_str())["model"]
     return CLIPTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]], model_max_length=77)
 
