@@ -237,7 +237,8 @@ class _LazyTokens:
     """An image's tokens from the ITM model's own vision encoder, computed on first use."""
 
     def __init__(self, scorer: ItmScorer | None, image: Image.Image) -> None:
-        self.scorer, self.image, self._tokens = scorer, image, None
+        self.scorer, self.image = scorer, image
+        self._tokens: Any = None
 
     def get(self) -> Any:
         if self._tokens is None:
