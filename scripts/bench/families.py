@@ -67,6 +67,22 @@ def checkpoints(families: list[str]) -> dict[str, Path]:
     return paths
 
 
+def make_jpegs(folder: Path, n: int) -> list[Path]:
+    """The index_throughput benchmark's images (generated JPEGs, 640×480 to 1600×1200)."""
+    import numpy as np
+
+    from blipsearch.synthetic import make_image
+
+    rng = np.random.default_rng(0)
+    sizes = [(640, 480), (1024, 768), (1280, 960), (1600, 1200)]
+    paths = []
+    for i in range(n):
+        p = folder / f"{i:05d}.jpg"
+        make_image(i, sizes[int(rng.integers(0, len(sizes)))]).save(p, "JPEG", quality=90)
+        paths.append(p)
+    return paths
+
+
 def image_flops(embedder: Any, pixels: Any) -> float:
     """FLOPs of one image through the image tower (embed_pixels), per image."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -84,7 +100,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from index_throughput import make_jpegs
     from PIL import Image
 
     from blipsearch.config import Settings
