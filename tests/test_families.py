@@ -163,6 +163,7 @@ def test_rerank_model_over_clip_collection_equals_blip_itm(cli, tiny_models, tmp
     assert "add --rerank" in cli("search", "x", "-c", "c", "--rerank-model", blip, code=2)["stderr"]
 
 
+@pytest.mark.slow
 def test_rerank_model_on_blip2_collection_and_image_to_text(cli, tiny_models, tmp_path):
     """A BLIP ITM head over a BLIP-2 collection's shortlist, and over a CLIP text collection (image→text)."""
     write_images(tmp_path / "imgs", 6)
@@ -201,6 +202,7 @@ def test_clip_collection_filters_hybrid_and_cache_refusal(cli, tiny_models, tmp_
     assert "no ITM head" in err
 
 
+@pytest.mark.slow
 def test_reembed_blip_to_clip_and_back(cli, tiny_models, tmp_path):
     write_images(tmp_path / "imgs", 8)
     cli("index", str(tmp_path / "imgs"), "-c", "r", "--cache-itm-features", "--json")  # BLIP, with ITM tokens
