@@ -16,6 +16,12 @@ class TextSearchRequest(BaseModel):
     k: int = Field(default=10, ge=1, le=MAX_K)
     rerank: bool = False
     rerank_k: int = Field(default=64, ge=1, le=MAX_RERANK_K)
+    rerank_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="BLIP / BLIP-2 ITM checkpoint to re-rank with (BLIPSEARCH_ALLOWED_MODELS or the default model).",
+    )
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
     fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
     filters: Filters | None = None
@@ -175,7 +181,7 @@ def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 class ModerationCheck(BaseModel):
     policy: str
     version: str
-    models: dict[str, str]
+    models: dict[str, str | None]
     decision: Literal["allow", "flag", "review", "block"]
     categories: list[dict[str, Any]]
     triggers: list[dict[str, Any]]

@@ -16,13 +16,13 @@ import numpy as np
 from api.decoding import DecodeGate
 from api.jobs import JobRunner
 from blipsearch.config import Settings
-from blipsearch.errors import BlipsearchError
+from blipsearch.errors import BlipsearchError, InvalidInputError
 from models.base import Embedder
 from search.batcher import MicroBatcher
 from search.budget import CostBudget
 from search.engine import SearchEngine
-from service.engines import open_engine
-from service.models import load_captioner, load_model
+from service.engines import make_reranker, open_engine
+from service.models import load_captioner, load_itm_scorer, load_model
 from storage.collection import Collection
 
 
@@ -36,6 +36,8 @@ class AppState:
         self._engines: dict[str, tuple[Any, SearchEngine]] = {}
         self._captioner: Any = None
         self._batchers: dict[str, MicroBatcher[Any, np.ndarray]] = {}  # "text_encode/<model>" -> batcher
+        self._itm_scorers: dict[str, Any] = {}  # rerank_model -> ItmScorer
+        self._rerankers: dict[tuple[str, str], tuple[SearchEngine, Any]] = {}
         self._moderators: dict[str, tuple[tuple[str, int], Any]] = {}
         self.on_batch: Callable[[str, str, int], None] | None = None  # (model, kind, size): metrics
         self.jobs = JobRunner(settings)
@@ -70,11 +72,42 @@ class AppState:
                 again = self._engines.get(name)
             if again is not None and again[0] == coll.manifest.created_at:
                 return again[1]
+            # CLIP / SigLIP / ALIGN have no ITM head: their engines re-rank only with a named
+            # rerank_model (AppState.reranker); asking for --rerank without one is a 422.
             encode = self.text_batcher(embedder).submit if self.settings.microbatch else None
-            engine = open_engine(self.settings, name, embedder=embedder, rerank=True, encode_text=encode)
+            engine = open_engine(self.settings, name, embedder=embedder, rerank=embedder.has_itm, encode_text=encode)
             with self._lock:
                 self._engines[name] = (coll.manifest.created_at, engine)
         return engine
+
+    def itm_scorer(self, model_id: str) -> Any:
+        """A BLIP / BLIP-2 ITM model by name: BLIPSEARCH_ALLOWED_MODELS or the default model only."""
+        s = self.settings
+        if model_id not in {s.model, *s.allowed_models}:
+            raise InvalidInputError(
+                f"rerank_model {model_id!r} is not allowed here: use {s.model!r} or a model listed in "
+                "BLIPSEARCH_ALLOWED_MODELS."
+            )
+        with self._lock:
+            scorer = self._itm_scorers.get(model_id)
+        if scorer is None:
+            scorer = load_itm_scorer(s, self.embedder(model_id), model_id)
+            with self._lock:
+                self._itm_scorers[model_id] = scorer
+        return scorer
+
+    def reranker(self, name: str, rerank_model: str) -> Any:
+        """The collection's re-ranker with ``rerank_model``'s ITM head (cross-family re-ranking)."""
+        engine = self.engine(name)
+        key = (name, rerank_model)
+        with self._lock:
+            cached = self._rerankers.get(key)
+        if cached is not None and cached[0] is engine:
+            return cached[1]
+        reranker = make_reranker(self.settings, engine.coll, engine.embedder, self.itm_scorer(rerank_model))
+        with self._lock:
+            self._rerankers[key] = (engine, reranker)
+        return reranker
 
     def text_batcher(self, embedder: Embedder) -> MicroBatcher[Any, np.ndarray]:
         """The model's shared micro-batcher of text → ITC query vector."""

@@ -155,3 +155,10 @@ class InsufficientMemoryError(ModelLoadError):
     """A checkpoint is too large for the memory free on its device (refused before loading)."""
 
     code = "insufficient_memory"
+
+
+class NoItmModelError(InvalidInputError):
+    """ITM re-ranking or confirmation was asked for, but the model has no ITM head and no ITM
+    model was named (issue #17: CLIP, SigLIP and ALIGN embed only)."""
+
+    code = "no_itm_model"

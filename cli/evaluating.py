@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for
 from blipsearch.errors import InvalidInputError
+from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval quality on labelled data.")
 
@@ -62,7 +62,9 @@ def retrieval(
     # evaluate() pre-processes the captions itself (--max-words), so the model takes them as given.
     load_as = {"text_preprocess": "none"} | ({"dtype": "fp32"} if precision == "exact" else {})
     embedder = load_model(settings.model_copy(update=load_as), model or settings.model)
-    scorer = None if no_itm else load_scorer(settings, embedder)
+    if not no_itm and not embedder.has_itm:  # CLIP, SigLIP, ALIGN: the ITC stage only
+        typer.echo(f"note: the {embedder.family} model has no ITM head; evaluating the ITC stage only", err=True)
+    scorer = None if no_itm or not embedder.has_itm else load_scorer(settings, embedder)
     draft = embedder.input_size if precision == "fast" and settings.jpeg_draft else None
     result = evaluate(
         embedder,

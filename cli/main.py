@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cli import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
+from cli import captioning, families, index_stats, indexing, maintenance, querying, reembedding, serving
 from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
@@ -39,6 +39,7 @@ app.command()(querying.collections)
 app.command()(captioning.caption)
 app.command()(serving.serve)
 app.command()(embed)
+app.command("models")(families.models)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

@@ -31,6 +31,13 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Number of results.")] = 10,
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
     rerank_k: Annotated[int, typer.Option("--rerank-k", min=1, max=1024, help="ITC shortlist size to re-rank.")] = 64,
+    rerank_model: Annotated[
+        str | None,
+        typer.Option(
+            "--rerank-model",
+            help="BLIP / BLIP-2 ITM checkpoint to re-rank with (any collection; default: the collection's own ITM).",
+        ),
+    ] = None,
     fusion: Annotated[str, typer.Option("--fusion", help="itm+itc (LAVIS, default), itm, or itc.")] = "itm+itc",
     mode: Annotated[
         str, typer.Option("--mode", help="Text queries: vector (ITC), keyword, or hybrid (RRF).")
@@ -93,8 +100,10 @@ def search(
 
     if (text is None) == (image is None):
         raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
+    if rerank_model is not None and not rerank:
+        raise InvalidInputError("--rerank-model names the ITM model for --rerank; add --rerank.")
     settings = settings_for(data_dir)
-    engine = open_engine(settings, collection, model=model, rerank=rerank)
+    engine = open_engine(settings, collection, model=model, rerank=rerank, rerank_model=rerank_model)
     if image is not None:
         from media.decode import decode_image, read_file
 
@@ -115,6 +124,7 @@ def search(
         "query": text if image is None else str(image),
         "rerank": rerank,
         "fusion": fusion if rerank else "itc",
+        "rerank_model": getattr(engine.reranker, "model_id", None) if rerank else None,
         "mode": mode if image is None else None,
         "target": target if image is not None else None,
         "results": [h.to_dict() for h in result.hits],

@@ -189,7 +189,7 @@ def _find_or_start(settings: Settings, live: Collection, live_version: str, embe
         src.kind,
         next_id=src.next_id,
         next_shard=src.next_shard,
-        itm_features=src.itm_features,
+        itm_features=src.itm_features if embedder.has_itm else None,  # CLIP & co. have no ITM tokens
         index_spec=src.index_spec,
         reembed={"source": live_version, "done": []},
     )

@@ -20,7 +20,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from blipsearch.errors import CancelledError
+from blipsearch.errors import CancelledError, NoItmModelError
 from indexer.pipeline import IndexReport
 from indexer.sources import open_sources
 from indexer.sources.base import SourceItem
@@ -93,6 +93,11 @@ def create_image_collection(
 ) -> Collection:
     """Create (or open, if it exists for the same model) an image collection and register it
     in the catalog."""
+    if cache_itm_features and not embedder.has_itm:
+        raise NoItmModelError(
+            f"--cache-itm-features stores the ITM model's vision tokens, but the {embedder.family} model "
+            f"{embedder.model_id!r} has no ITM head; index without it (re-rank with --rerank-model)."
+        )
     features = {"dtype": "float16", "note": "vision-encoder tokens for ITM re-ranking"} if cache_itm_features else None
     coll = Collection.create(data_dir, name, model=embedder.describe(), itm_features=features)
     catalog.upsert_collection(coll.name, "images", embedder.describe())

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from models.base import Embedder
     from models.itm import ItmScorer
 
-__all__ = ["load_embedder", "load_itm"]
+__all__ = ["load_embedder", "load_itm", "load_itm_model"]
 
 
 def load_embedder(
@@ -23,7 +23,8 @@ def load_embedder(
     text_preprocess: str = "blip",
     text_max_words: int | None = 30,
 ) -> Embedder:
-    """Load a BLIP or BLIP-2 retrieval checkpoint (hub id or local directory) as an Embedder.
+    """Load a retrieval checkpoint (hub id or local directory) of any embedding family as an Embedder:
+    BLIP, BLIP-2, CLIP, SigLIP or ALIGN, chosen by its ``config.model_type`` (models/families.py).
 
     ``text_preprocess="blip"`` runs query and ITM texts through BLIP's ``pre_caption``
     (``models/text_preprocess.py``, at most ``text_max_words`` words) before tokenizing, as the
@@ -43,16 +44,16 @@ def load_embedder(
 
 
 def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:
-    """The ITM scorer sharing ``embedder``'s loaded model (BLIP or BLIP-2)."""
-    from models.blip import BlipEmbedder
-    from models.blip2 import Blip2Embedder
+    """The ITM scorer sharing ``embedder``'s loaded model (BLIP or BLIP-2); NoItmModelError otherwise."""
+    from models.registry import itm_for
 
-    if isinstance(embedder, BlipEmbedder):
-        from models.blip_itm import BlipItmScorer
+    return itm_for(embedder, first_token=first_token, batch_size=batch_size)
 
-        return BlipItmScorer(embedder, first_token=first_token, batch_size=batch_size)
-    if isinstance(embedder, Blip2Embedder):
-        from models.blip2_itm import Blip2ItmScorer
 
-        return Blip2ItmScorer(embedder, batch_size=batch_size)
-    raise TypeError(f"No ITM head for {type(embedder).__name__}")
+def load_itm_model(
+    source: str, *, device: str = "auto", dtype: str = "auto", first_token: str = "enc", batch_size: int = 32
+) -> ItmScorer:
+    """A BLIP / BLIP-2 ITM scorer loaded from its own checkpoint, for any collection's shortlist."""
+    from models.registry import load_itm_model as _load
+
+    return _load(source, device=device, dtype=dtype, first_token=first_token, batch_size=batch_size)

@@ -37,6 +37,7 @@ class Embedder(ABC):
     model_id: str
     fingerprint: str
     family: str
+    has_itm: bool = False  # an ITM head shares this model (BLIP, BLIP-2); see models/families.py
     dim: int = 256
     vectors_per_image: int = 1
     batch_size: int = 32
@@ -101,5 +102,6 @@ class Embedder(ABC):
             "family": self.family,
             "dim": self.dim,
             "vectors_per_image": self.vectors_per_image,
+            "has_itm": self.has_itm,
             "device": self.device,
         }

@@ -23,6 +23,7 @@ from models.torch_embedder import TorchEmbedder
 
 class BlipEmbedder(TorchEmbedder):
     family = "blip"
+    has_itm = True
     vectors_per_image = 1
 
     def __init__(

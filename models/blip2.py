@@ -23,6 +23,7 @@ from models.torch_embedder import TorchEmbedder
 
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
+    has_itm = True
 
     def __init__(
         self,

@@ -17,6 +17,7 @@ from models.itm import ItmScorer
 
 class Blip2ItmScorer(ItmScorer):
     family = "blip2"
+    embedder: Blip2Embedder
 
     def __init__(self, embedder: Blip2Embedder, *, batch_size: int = 32) -> None:
         self.embedder = embedder

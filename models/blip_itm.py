@@ -26,6 +26,7 @@ from models.itm import ItmScorer
 
 class BlipItmScorer(ItmScorer):
     family = "blip"
+    embedder: BlipEmbedder
 
     def __init__(self, embedder: BlipEmbedder, *, first_token: str = "enc", batch_size: int = 32) -> None:
         self.embedder = embedder

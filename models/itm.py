@@ -9,14 +9,34 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+from models.base import Embedder
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class ItmScorer(ABC):
     family: str
     batch_size: int = 32
+    embedder: Embedder  # the loaded BLIP / BLIP-2 model whose vision encoder and processor ITM uses
+
+    @property
+    def model_id(self) -> str:
+        return self.embedder.model_id
+
+    def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Pixels as THIS model's vision encoder expects them (its own processor and input size)."""
+        return self.embedder.preprocess(images)
+
+    def shares_vision_with(self, embedder: Embedder) -> bool:
+        """Whether ``embedder``'s vision tokens are this scorer's (same checkpoint): then the
+        collection's ITM feature cache and one shared ViT forward can be used."""
+        return embedder is self.embedder or embedder.fingerprint == self.embedder.fingerprint
 
     @abstractmethod
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:

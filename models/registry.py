@@ -1,13 +1,20 @@
-"""Pick the embedder class from a checkpoint's config (BLIP or BLIP-2)."""
+"""Load embedders and ITM scorers by the checkpoint's ``config.model_type``, through the family
+registry (models/families.py)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
+from typing import TYPE_CHECKING, Any
 
-from blipsearch.errors import ModelLoadError
+from blipsearch.errors import ModelLoadError, NoItmModelError
 from models.base import Embedder
+from models.families import FAMILIES, Family, family_for_model_type, load_class, supported
 from models.loading import from_pretrained
 from models.text_preprocess import DEFAULT_MAX_WORDS, check_mode
+
+if TYPE_CHECKING:
+    from models.itm import ItmScorer
 
 
 def _quiet_transformers() -> None:
@@ -19,6 +26,39 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
+def model_type_of(source: str) -> str | None:
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    config = from_pretrained(AutoConfig, source, "model config")
+    return getattr(config, "model_type", None)
+
+
+def inspect_checkpoint(source: str) -> dict[str, Any]:
+    """A checkpoint's family, capabilities and embedding dimension, from its config alone (no weights)."""
+    from transformers import AutoConfig
+
+    _quiet_transformers()
+    config = from_pretrained(AutoConfig, source, "model config")
+    model_type = getattr(config, "model_type", None)
+    fam = family_for_model_type(model_type)
+    if fam is None:
+        raise ModelLoadError(f"Model {source!r} has model_type {model_type!r}, which no blipsearch family loads.")
+    vpi = fam.vectors_per_image
+    return {
+        "checkpoint": source,
+        "model_type": model_type,
+        "family": fam.name,
+        "capabilities": list(fam.capabilities),
+        "dim": fam.dim(config) if fam.dim is not None else None,
+        "vectors_per_image": vpi(config) if callable(vpi) else vpi,
+    }
+
+
+def _names(families: list[Family]) -> str:
+    return ", ".join(f"{f.name} ({f.transformers_class.split(' ')[0]})" for f in families)
+
+
 def load_embedder(
     source: str,
     *,
@@ -28,37 +68,51 @@ def load_embedder(
     text_preprocess: str = "blip",
     text_max_words: int | None = DEFAULT_MAX_WORDS,
 ) -> Embedder:
-    from transformers import AutoConfig
-
+    """``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
+    tokenize texts as their own processors do."""
     check_mode(text_preprocess)  # a bad value fails before any weights load
-
-    _quiet_transformers()
-    config = from_pretrained(AutoConfig, source, "model config")
-    model_type = getattr(config, "model_type", None)
-    if model_type == "blip":
-        from models.blip import BlipEmbedder
-
-        return BlipEmbedder(
-            source,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            text_preprocess=text_preprocess,
-            text_max_words=text_max_words,
+    model_type = model_type_of(source)
+    fam = family_for_model_type(model_type, "embed")
+    if fam is None or fam.embedder is None:
+        raise ModelLoadError(
+            f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with {_names(supported('embed'))} "
+            "checkpoints (see `blipsearch models`)."
         )
-    if model_type == "blip-2":
-        from models.blip2 import Blip2Embedder
+    cls = load_class(fam.embedder)
+    kwargs: dict[str, Any] = {}
+    if "text_preprocess" in inspect.signature(cls).parameters:
+        kwargs = {"text_preprocess": text_preprocess, "text_max_words": text_max_words}
+    embedder: Embedder = cls(source, device=device, dtype=dtype, batch_size=batch_size, **kwargs)
+    return embedder
 
-        return Blip2Embedder(
-            source,
-            device=device,
-            dtype=dtype,
-            batch_size=batch_size,
-            text_preprocess=text_preprocess,
-            text_max_words=text_max_words,
+
+def itm_for(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:
+    """The ITM scorer sharing ``embedder``'s loaded model; NoItmModelError for families without one."""
+    fam = FAMILIES.get(embedder.family)
+    if fam is None or fam.itm is None:
+        raise NoItmModelError(
+            f"The {embedder.family} model {embedder.model_id!r} has no image-text matching (ITM) head; "
+            f"name an ITM checkpoint of {_names(supported('itm'))} to re-rank or confirm with "
+            "(search --rerank-model, API rerank_model, policy itm_model)."
         )
-    raise ModelLoadError(
-        f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with BLIP "
-        "(BlipForImageTextRetrieval, e.g. Salesforce/blip-itm-base-coco) or BLIP-2 "
-        "(Blip2ForImageTextRetrieval, e.g. Salesforce/blip2-itm-vit-g) retrieval checkpoints."
-    )
+    cls = load_class(fam.itm)
+    kwargs: dict[str, Any] = {"batch_size": batch_size}
+    if fam.name == "blip":
+        kwargs["first_token"] = first_token
+    scorer: ItmScorer = cls(embedder, **kwargs)
+    return scorer
+
+
+def load_itm_model(
+    source: str, *, device: str = "auto", dtype: str = "auto", first_token: str = "enc", batch_size: int = 32
+) -> ItmScorer:
+    """A BLIP / BLIP-2 ITM scorer loaded from its own checkpoint (cross-family re-ranking)."""
+    model_type = model_type_of(source)
+    fam = family_for_model_type(model_type, "itm")
+    if fam is None:
+        raise NoItmModelError(
+            f"{source!r} (model_type {model_type!r}) is not an ITM checkpoint; re-ranking takes "
+            f"{_names(supported('itm'))} retrieval checkpoints, e.g. Salesforce/blip-itm-base-coco."
+        )
+    embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+    return itm_for(embedder, first_token=first_token, batch_size=batch_size)

@@ -18,6 +18,13 @@
 
 The decision is the most severe action hit (block > review > flag), else ``allow``.
 Decisions follow the thresholds exactly: a score equal to its threshold is a hit.
+
+Models without an ITM head (CLIP, SigLIP, ALIGN; issue #17): the ITM confirmation runs on the
+policy's ``itm_model`` (a BLIP / BLIP-2 ITM checkpoint, its own vision encoder computing the
+image's tokens, only for images that pass a screen). Without one the moderator is **ITC-only**:
+a category is hit when its screen score reaches ``itc_threshold`` (``itm_threshold`` is not
+used, ``itm`` stays null, ``models.itm`` is null); the consistency check and calibration need ITM
+and answer NoItmModelError (exit 2 / HTTP 422).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from blipsearch.errors import NoItmModelError
 from models.base import Embedder
 from models.itm import ItmScorer, softmax_match
 from models.vqa import VisualQuestionScorer
@@ -73,7 +81,7 @@ class Moderator:
         self,
         policy: Policy,
         embedder: Embedder,
-        scorer: ItmScorer,
+        scorer: ItmScorer | None,
         *,
         blocklist: SearchEngine | None = None,
         shared_kv: bool = True,
@@ -94,11 +102,19 @@ class Moderator:
             blocklist.coll.check_model(embedder.fingerprint, embedder.model_id)
 
     @property
-    def model_ids(self) -> dict[str, str]:
-        ids = {"itc": self.embedder.model_id, "itm": self.embedder.model_id}
+    def model_ids(self) -> dict[str, str | None]:
+        ids: dict[str, str | None] = {
+            "itc": self.embedder.model_id,
+            "itm": self.scorer.model_id if self.scorer is not None else None,
+        }
         if self.vqa is not None:
             ids["vqa"] = self.vqa.model_id
         return ids
+
+    @property
+    def _shared_vision(self) -> bool:
+        """ITM uses the ITC model's own vision tokens (BLIP / BLIP-2 with their own head)."""
+        return self.scorer is not None and self.scorer.shares_vision_with(self.embedder)
 
     def check_images(
         self, images: list[Image.Image], texts: list[str | None] | None = None, *, screen: bool = True
@@ -108,8 +124,14 @@ class Moderator:
         if not images:
             return []
         t0 = time.perf_counter()
-        tokens = self.embedder.vision_tokens(self.embedder.preprocess(images))
-        emb = self.embedder.embed_tokens(tokens)  # [n, d] or [n, 32, d]
+        tokens: list[Any]
+        if self._shared_vision:
+            shared = self.embedder.vision_tokens(self.embedder.preprocess(images))
+            emb = self.embedder.embed_tokens(shared)  # [n, d] or [n, 32, d]
+            tokens = [shared[i : i + 1] for i in range(len(images))]
+        else:  # ITC model without ITM: the ITM model's tokens only when an image needs them
+            emb = self.embedder.embed_pixels(self.embedder.preprocess(images))
+            tokens = [_LazyTokens(self.scorer, im) for im in images]
         encode_ms = (time.perf_counter() - t0) * 1e3 / len(images)
         texts = texts or [None] * len(images)
         mirrored = None
@@ -120,7 +142,7 @@ class Moderator:
         out = []
         for i in range(len(images)):
             extra = None if mirrored is None else mirrored[i]
-            res = self.check_tokens(tokens[i : i + 1], emb[i], texts[i], screen=screen, mirror_emb=extra)
+            res = self.check_tokens(tokens[i], emb[i], texts[i], screen=screen, mirror_emb=extra)
             res.timing_ms = {"encode": round(encode_ms, 3), **res.timing_ms}
             out.append(res)
         if self.vqa is not None:
@@ -136,7 +158,9 @@ class Moderator:
         screen: bool = True,
         mirror_emb: np.ndarray | None = None,
     ) -> CheckResult:
-        """One image from its vision tokens [1, T, W] and ITC embedding [d] or [q, d]."""
+        """One image from its vision tokens [1, T, W] (for ITM; may be lazy) and ITC embedding [d] or [q, d]."""
+        if not screen and self.scorer is None:
+            raise self._no_itm("calibration scores every category by ITM")
         t0 = time.perf_counter()
         vecs = np.asarray(emb, np.float32).reshape(-1, self.prompt_emb.shape[1])
         itc = (vecs @ self.prompt_emb.T).max(axis=0)  # [P]: max over BLIP-2 query vectors
@@ -151,7 +175,18 @@ class Moderator:
                 confirm.extend(idx.tolist())
         timing = {"itc": _ms(t0)}
         triggers: list[dict[str, Any]] = []
-        if confirm:
+        if confirm and self.scorer is None:  # ITC-only: the screen decides
+            for cat, score in zip(self.policy.categories, cats, strict=True):
+                if cat.itm_threshold is None:  # a questions-only category: its questions decide
+                    continue
+                score.hit = score.screened
+                if score.hit:
+                    triggers.append(
+                        {"check": "policy", "category": cat.name, "prompt": score.itc_prompt,
+                         "score": float(screen_score(score.itc)), "threshold": cat.itc_threshold,
+                         "action": cat.action, "stage": "itc"}
+                    )  # fmt: skip
+        elif confirm:
             t1 = time.perf_counter()
             probs = self._itm(tokens, [self.prompts[j] for j in confirm])
             timing["itm"] = _ms(t1)
@@ -228,7 +263,17 @@ class Moderator:
             results[i].timing_ms["vqa"] = per_image
             results[i].decision = _decide(results[i].triggers)
 
+    def _no_itm(self, why: str) -> NoItmModelError:
+        return NoItmModelError(
+            f"{why}, but the {self.embedder.family} model {self.embedder.model_id!r} has no ITM head: set "
+            "itm_model in the policy to a BLIP or BLIP-2 ITM checkpoint."
+        )
+
     def _itm(self, tokens: Any, texts: list[str]) -> np.ndarray:
+        if self.scorer is None:
+            raise self._no_itm("the consistency check needs ITM")
+        if isinstance(tokens, _LazyTokens):
+            tokens = tokens.get()
         if self.shared_kv:
             logits = self.scorer.score_image_vs_texts(tokens, texts)
         else:  # the naive forward: the image repeated once per text
@@ -249,6 +294,20 @@ class Moderator:
 
 def _decide(triggers: list[dict[str, Any]]) -> str:
     return max((t["action"] for t in triggers), key=SEVERITY.__getitem__, default="allow")
+
+
+class _LazyTokens:
+    """An image's tokens from the ITM model's own vision encoder, computed on first use."""
+
+    def __init__(self, scorer: ItmScorer | None, image: Image.Image) -> None:
+        self.scorer, self.image = scorer, image
+        self._tokens: Any = None
+
+    def get(self) -> Any:
+        if self._tokens is None:
+            assert self.scorer is not None
+            self._tokens = self.scorer.vision_tokens(self.scorer.preprocess([self.image]))
+        return self._tokens
 
 
 def screen_score(cosine: float | np.ndarray) -> Any:

@@ -21,6 +21,7 @@ Example::
       threshold: 0.92
       action: block
       mirror: true              # also match horizontally flipped copies (one more forward)
+    itm_model: ./models/blip-itm-base-coco  # optional: ITM for a CLIP/SigLIP/ALIGN model (else ITC-only)
 
 A category is confirmed by ITM (``itm_threshold``), by visual questions (``questions`` +
 ``vqa_threshold``, answered by the policy's ``vqa_model``: InstructBLIP or LLaVA), or both (a hit
@@ -99,6 +100,9 @@ class Policy(_Strict):
     consistency: Consistency | None = None
     blocklist: Blocklist | None = None
     vqa_model: str | None = Field(default=None, min_length=1, max_length=512)
+    # issue #17: the BLIP / BLIP-2 ITM checkpoint confirming screened categories when the ITC
+    # model has no ITM head (CLIP, SigLIP, ALIGN); without one such a policy is ITC-only.
+    itm_model: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @field_validator("version", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ def save_results(
     catalog: Catalog,
     collection: str,
     policy: Policy,
-    models: dict[str, str],
+    models: dict[str, str | None],
     results: Iterable[tuple[int, CheckResult]],
 ) -> int:
     """Insert results; a (record, policy name, version) already stored is left as it is.
@@ -41,7 +41,7 @@ def save_results(
             "policy_name": policy.name,
             "policy_version": policy.version,
             "itc_model": models["itc"],
-            "itm_model": models["itm"],
+            "itm_model": models["itm"] or "",  # "" = ITC-only (a model without an ITM head)
             "decision": res.decision,
             "scores": [vars(c) for c in res.categories],
             "triggers": res.triggers,

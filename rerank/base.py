@@ -37,6 +37,14 @@ class Reranker(ABC):
 
     name: str
 
+    def shares_vision_with(self, embedder: Any) -> bool:
+        """Whether the collection model's vision tokens are this re-ranker's (same checkpoint)."""
+        return True
+
+    def query_tokens(self, image: Any) -> Any:
+        """A query image's tokens from the re-ranker's own vision encoder (cross-family re-ranking)."""
+        raise NotImplementedError
+
     @abstractmethod
     def rerank_images(self, text: str, candidates: Sequence[Candidate], fusion: str) -> RerankOutcome:
         """Text → image: one text against candidate images (by record id)."""

@@ -8,6 +8,10 @@
 
 Cached tokens are used when present; the rest are recomputed. Candidates whose image is gone
 or unreadable are dropped with the reason.
+
+Tokens always come from the ITM scorer's own vision encoder, with its own preprocessing: the
+collection may have been embedded by another family (CLIP, SigLIP, ALIGN; issue #17), in
+which case the feature cache (the collection model's tokens) is not used.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class ImageTokenSource:
         self.embedder = embedder
         self.scorer = scorer
         self.features = FeatureStore(collection, cache_items)
+        # the cache holds the collection model's tokens: only the same checkpoint's ITM may use them
+        self.use_cache = self.features.enabled and scorer.embedder.fingerprint == collection.manifest.model_fingerprint
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
 
@@ -53,7 +59,7 @@ class ImageTokenSource:
         got: dict[int, Any] = {}
         dropped: list[dict[str, Any]] = []
         missing: list[int] = []
-        if self.features.enabled:
+        if self.use_cache:
             for rid in ids:
                 cached = self.features.get(int(rid))
                 if cached is None:
@@ -72,7 +78,7 @@ class ImageTokenSource:
                         raise ImageDecodeError("record not found (deleted?)")
                     raw = read_uri(rec["uri"], self.max_bytes)
                     img = decode_image(raw.data, self.max_pixels).image
-                    pixels.append(self.embedder.preprocess([img])[0])
+                    pixels.append(self.scorer.preprocess([img])[0])
                     pix_ids.append(rid)
                 except ImageDecodeError as exc:
                     log.warning("re-rank: dropping candidate %s: %s", rid, exc)

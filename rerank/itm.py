@@ -1,4 +1,9 @@
-"""The ITM re-ranker: BLIP or BLIP-2 ITM head (models/), image tokens from an ImageTokenSource."""
+"""The ITM re-ranker: BLIP or BLIP-2 ITM head (models/), image tokens from an ImageTokenSource.
+
+The ITM model may be the collection's own (a BLIP / BLIP-2 collection) or another checkpoint
+(cross-family re-ranking, ``--rerank-model``): then every image token is computed by the ITM
+model's vision encoder from its own preprocessing, never taken from the collection's model.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,18 @@ class ItmReranker(Reranker):
         self.scorer = scorer
         self.tokens = tokens
         self.name = f"{scorer.family}-itm"
+
+    @property
+    def model_id(self) -> str:
+        return self.scorer.model_id
+
+    def shares_vision_with(self, embedder: Any) -> bool:
+        """Whether ``embedder``'s vision tokens can be fed to this ITM head (the same checkpoint)."""
+        return self.scorer.shares_vision_with(embedder)
+
+    def query_tokens(self, image: Any) -> Any:
+        """A query image's tokens [1, T, D] from the ITM model's own vision encoder."""
+        return self.scorer.vision_tokens(self.scorer.preprocess([image]))
 
     def rerank_images(self, text: str, candidates: Sequence[Candidate], fusion: str) -> RerankOutcome:
         check_fusion(fusion)

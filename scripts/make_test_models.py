@@ -10,8 +10,12 @@ benchmarks.
     python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0]
 
 Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
-(Blip2ForImageTextRetrieval; tiny only), ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration)
-and ``OUT_DIR/blip2-caption`` (Blip2ForConditionalGeneration with OPT; tiny only).
+(Blip2ForImageTextRetrieval; tiny only), ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration),
+``OUT_DIR/blip2-caption`` (Blip2ForConditionalGeneration with OPT; tiny only), and the dual
+encoders of issue #17 (scripts/model_families.py): ``OUT_DIR/clip`` (CLIPModel), ``OUT_DIR/siglip``
+(SiglipModel) and ``OUT_DIR/align`` (AlignModel); tiny only here (base-size ones, with the shapes
+of clip-vit-base-patch16, siglip-base-patch16-224 and align-base, come from
+``model_families.make_dual_encoders(..., size="base")``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import random
 import string
 import tempfile
 from pathlib import Path
+
+from model_families import make_dual_encoders
 
 # The tiny vision tower shared by the BLIP and BLIP-2 test checkpoints. BlipVisionConfig's
 # default initializer_range (1e-10) would make every image embed alike.
@@ -236,6 +242,8 @@ def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path
             paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
             paths["blip2-caption"] = make_blip2_caption(out_dir / "blip2-caption", seed + 3, tokenizer)
         paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
+        if size == "tiny":  # base-size dual encoders: make_dual_encoders (scripts/bench/families.py)
+            paths.update(make_dual_encoders(out_dir, size, seed + 10, tokenizer))
     return paths
 
 

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blipsearch.errors import CollectionReplacedError, InvalidInputError, RecordNotFoundError, StorageError
+from blipsearch.errors import (
+    CollectionReplacedError,
+    InvalidInputError,
+    NoItmModelError,
+    RecordNotFoundError,
+    StorageError,
+)
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import RRF_K, check_fusion, rrf
@@ -156,8 +162,11 @@ class SearchEngine:
         mode: str = "vector",
         rrf_k: int = RRF_K,
         options: QueryOptions | None = None,
+        reranker: Reranker | None = None,
     ) -> SearchResult:
-        """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF)."""
+        """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF).
+
+        ``reranker`` overrides the engine's own for this call (another model's ITM head)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("The text query is empty.")
         if self.kind != "images":
@@ -181,7 +190,7 @@ class SearchEngine:
         # Re-rank by ITM; ITC must be the true cosine for every candidate (keyword hits too).
         itc = self.index.item_scores(q, np.array([c.id for c in cands[:depth]], dtype=np.int64))
         cands = [Candidate(c.id, float(s)) for c, s in zip(cands[:depth], itc, strict=True)]
-        outcome = self._reranker().rerank_images(text, cands, fusion)
+        outcome = self._reranker(reranker).rerank_images(text, cands, fusion)
         return _finish(self._from_outcome(outcome, k, timing), options)
 
     def search_image(
@@ -193,24 +202,28 @@ class SearchEngine:
         rerank_k: int = 64,
         fusion: str = "itm+itc",
         options: QueryOptions | None = None,
+        reranker: Reranker | None = None,
     ) -> SearchResult:
         """Image → image on image collections, image → text on text collections."""
         self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
         pixels = self.embedder.preprocess([image])
         reranking = rerank and fusion != "itc" and self.kind == "texts"
-        if reranking:  # one ViT forward serves both the ITC query and the ITM re-rank
+        if reranking and self._reranker(reranker).shares_vision_with(self.embedder):
+            # one ViT forward serves both the ITC query and the ITM re-rank
             tokens = self.embedder.vision_tokens(pixels)
             q = self.embedder.embed_tokens(tokens)[0]
         else:
             q = self.embedder.embed_pixels(pixels)[0]
+            if reranking:  # another model's ITM head (cross-family): its own vision encoder
+                tokens = self._reranker(reranker).query_tokens(image)
         timing = {"encode": _ms(t0)}
         cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._selection(options, timing))
         if not reranking:
             return _finish(self._plain(cands[:k], timing), options)
         records = self.coll.get_records([c.id for c in cands])
         texts = {rid: r["text"] for rid, r in records.items()}
-        outcome = self._reranker().rerank_texts(tokens[:1], texts, cands, fusion)
+        outcome = self._reranker(reranker).rerank_texts(tokens[:1], texts, cands, fusion)
         return _finish(self._from_outcome(outcome, k, timing, records), options)
 
     def search_similar(self, rid: int, k: int = 10, options: QueryOptions | None = None) -> SearchResult:
@@ -286,8 +299,16 @@ class SearchEngine:
         return [Candidate(rid, score) for rid, score in fused[:depth]]
 
     # -- helpers ------------------------------------------------------------------------
-    def _reranker(self) -> Any:
+    def _reranker(self, override: Reranker | None = None) -> Any:
+        if override is not None:
+            return override
         if self.reranker is None:
+            if not self.embedder.has_itm:
+                raise NoItmModelError(
+                    f"Re-ranking needs an image-text matching (ITM) model: {self.coll.name!r} was embedded with "
+                    f"the {self.embedder.family} model {self.embedder.model_id!r}, which has none. Name a BLIP or "
+                    "BLIP-2 ITM checkpoint (search --rerank-model DIR, API rerank_model)."
+                )
             raise InvalidInputError("Re-ranking was requested but no re-ranker is loaded.")
         return self.reranker
 

@@ -4,14 +4,38 @@ moderation decisions and the query encoder, all passed to ``SearchEngine``'s con
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from blipsearch.config import Settings
 from models.base import Embedder
 from search.engine import SearchEngine
-from service.models import load_model, load_scorer
+from service.models import load_itm_scorer, load_model
 from storage.collection import Collection
+
+if TYPE_CHECKING:
+    from models.itm import ItmScorer
+    from rerank.itm import ItmReranker
+
+
+def make_reranker(settings: Settings, coll: Collection, embedder: Embedder, scorer: ItmScorer) -> ItmReranker:
+    """An ITM re-ranker over ``coll``'s shortlist with ``scorer``'s head; image tokens from the
+    feature cache (the collection's own model only) or recomputed by the scorer's vision encoder."""
+    from rerank.image_tokens import ImageTokenSource
+    from rerank.itm import ItmReranker
+
+    tokens = None
+    if coll.manifest.kind == "images":
+        tokens = ImageTokenSource(
+            coll,
+            embedder,
+            scorer,
+            max_pixels=settings.max_image_pixels,
+            max_bytes=settings.max_file_bytes,
+            cache_items=settings.itm_cache_items,
+        )
+    return ItmReranker(scorer, tokens)
 
 
 def open_engine(
@@ -22,8 +46,14 @@ def open_engine(
     embedder: Embedder | None = None,
     rerank: bool = False,
     encode_text: Callable[[str], np.ndarray] | None = None,
+    rerank_model: str | None = None,
+    itm_scorer: ItmScorer | None = None,
 ) -> SearchEngine:
-    """The collection's engine; the model defaults to the one the collection was built with."""
+    """The collection's engine; the model defaults to the one the collection was built with.
+
+    ``rerank``: load an ITM re-ranker, the collection model's own head unless ``rerank_model``
+    (or an already loaded ``itm_scorer``) names a BLIP / BLIP-2 ITM checkpoint.
+    """
     from moderation.store import DecisionCache
     from storage.catalog import open_catalog
     from storage.fulltext import KeywordIndex
@@ -32,22 +62,9 @@ def open_engine(
     if embedder is None:
         embedder = load_model(settings, model or coll.manifest.model_id)
     reranker = None
-    if rerank:
-        from rerank.image_tokens import ImageTokenSource
-        from rerank.itm import ItmReranker
-
-        scorer = load_scorer(settings, embedder)
-        tokens = None
-        if coll.manifest.kind == "images":
-            tokens = ImageTokenSource(
-                coll,
-                embedder,
-                scorer,
-                max_pixels=settings.max_image_pixels,
-                max_bytes=settings.max_file_bytes,
-                cache_items=settings.itm_cache_items,
-            )
-        reranker = ItmReranker(scorer, tokens)
+    if rerank or itm_scorer is not None:
+        scorer = itm_scorer or load_itm_scorer(settings, embedder, rerank_model)
+        reranker = make_reranker(settings, coll, embedder, scorer)
     catalog = open_catalog(settings.catalog_url())
     return SearchEngine.open(
         coll,

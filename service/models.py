@@ -36,11 +36,23 @@ def model_loader(settings: Settings) -> Callable[..., Embedder]:
     )
 
 
+def load_itm_scorer(settings: Settings, embedder: Embedder, rerank_model: str | None = None) -> ItmScorer:
+    """The ITM scorer: ``rerank_model``'s (a BLIP / BLIP-2 ITM checkpoint, for any collection),
+    else the embedder's own head (NoItmModelError for CLIP, SigLIP, ALIGN)."""
+    from models import load_itm, load_itm_model
+    from models.loading import resolve_source
+
+    first, size = settings.itm_first_token, settings.itm_batch_size
+    if rerank_model is None or (embedder.has_itm and resolve_source(rerank_model) == embedder.model_id):
+        return load_itm(embedder, first_token=first, batch_size=size)
+    return load_itm_model(
+        rerank_model, device=settings.device, dtype=settings.dtype, first_token=first, batch_size=size
+    )
+
+
 def load_scorer(settings: Settings, embedder: Embedder) -> ItmScorer:
     """The ITM head sharing ``embedder``'s loaded model."""
-    from models import load_itm
-
-    return load_itm(embedder, first_token=settings.itm_first_token, batch_size=settings.itm_batch_size)
+    return load_itm_scorer(settings, embedder)
 
 
 def load_captioner(settings: Settings, model: str | None = None) -> Captioner:

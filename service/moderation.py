@@ -12,7 +12,7 @@ from models.vqa import VisualQuestionScorer
 from moderation.checks import Moderator
 from moderation.policy import Policy, load_policy
 from service.engines import open_engine
-from service.models import load_model, load_scorer
+from service.models import load_itm_scorer, load_model
 
 
 def policy_path(settings: Settings, name: str) -> Path:
@@ -42,7 +42,11 @@ def build_moderator(
 ) -> Moderator:
     if embedder is None:
         embedder = load_model(settings, model or settings.model)
-    scorer = load_scorer(settings, embedder)
+    # The policy's itm_model, else the model's own ITM head; CLIP / SigLIP / ALIGN without an
+    # itm_model moderate ITC-only (moderation/checks.py).
+    scorer = None
+    if policy.itm_model is not None or embedder.has_itm:
+        scorer = load_itm_scorer(settings, embedder, policy.itm_model)
     blocklist = None
     if policy.blocklist is not None:
         blocklist = open_engine(settings, policy.blocklist.collection, embedder=embedder)

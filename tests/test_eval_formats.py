@@ -11,9 +11,9 @@ import torch
 from transformers import BlipForImageTextRetrieval, BlipProcessor
 from typer.testing import CliRunner
 
-from cli.main import app
 from blipsearch.errors import InvalidInputError
 from blipsearch.synthetic import write_images
+from cli.main import app
 from evaluation.data import detect_format, load_annotations
 from evaluation.metrics import rank_from_scores, retrieval_metrics
 from evaluation.retrieval import evaluate

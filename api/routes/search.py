@@ -55,6 +55,7 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
     state = request.app.state.blip
     cost = _rerank_cost(request, body.k, body.rerank_k) if body.rerank and body.fusion != "itc" else 0
     engine = state.engine(body.collection)
+    reranker = state.reranker(body.collection, body.rerank_model) if body.rerank and body.rerank_model else None
     with state.rerank_budget.take(cost):  # 503 + Retry-After while too much re-ranking is in flight
         res = engine.search_text(
             body.query,
@@ -64,6 +65,7 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
             fusion=body.fusion,
             mode=body.mode,
             options=body.options(),
+            reranker=reranker,
         )
     return _response(body.collection, res)
 
@@ -84,6 +86,7 @@ async def search_image(
     target: Annotated[Literal["images", "texts", "captions"], Form()] = "images",
     rerank: Annotated[bool, Form()] = False,
     rerank_k: Annotated[int, Form(ge=1, le=MAX_RERANK_K)] = 64,
+    rerank_model: Annotated[str | None, Form(min_length=1, max_length=1000)] = None,
     filters: Annotated[str | None, Form(max_length=10_000, description="Filters as a JSON object")] = None,
     min_score: Annotated[float | None, Form()] = None,
     nprobe: Annotated[int | None, Form(ge=1, le=65536)] = None,
@@ -106,8 +109,9 @@ async def search_image(
         if target == "captions":
             return engine.captions_for_image(image, k)
         cost = _rerank_cost(request, k, rerank_k) if rerank and engine.kind == "texts" else 0
+        reranker = state.reranker(collection, rerank_model) if rerank and rerank_model else None
         with state.rerank_budget.take(cost):
-            return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options)
+            return engine.search_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options, reranker=reranker)
 
     from starlette.concurrency import run_in_threadpool
 
