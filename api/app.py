@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems
+from api import problems, security
 from api.metrics import Metrics
 from api.routes import collections, jobs, moderation, search, system, writes
 from api.state import AppState
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     state.on_batch = metrics.observe_batch
     problems.install(app)
+    security.install(app)
     s = state.settings
     body_limit = s.max_upload_bytes * s.max_upload_files + (1 << 20)
 

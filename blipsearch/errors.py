@@ -149,3 +149,16 @@ class MissingDependencyError(ConfigError):
         super().__init__(
             f"{feature} needs the optional package '{package}'. Install it with: pip install 'blipsearch[{extra}]'"
         )
+
+
+class SourceUnavailableError(RecordNotFoundError):
+    """A record's stored original is gone, or is no longer a regular file reached without
+    symbolic links (media/safe_read.py)."""
+
+    code = "source_unavailable"
+
+
+class SourceChangedError(ConflictError):
+    """A record's stored original no longer has the content (sha256) that was indexed."""
+
+    code = "source_changed"

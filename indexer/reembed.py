@@ -32,11 +32,11 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from blipsearch.config import Settings
-from blipsearch.errors import ConflictError, ImageDecodeError, InvalidInputError, StorageError
+from blipsearch.errors import ConflictError, InvalidInputError, SourceChangedError, StorageError
 from indexer.control import JobWatch, recorded
 from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
-from indexer.sources.uri import read_uri
 from indexer.stages import StageTimer
+from media.safe_read import READ_ERRORS, read_verified
 from models.base import Embedder
 from search import index_store
 from search.service import load_model
@@ -59,6 +59,7 @@ class Reembedder:
         self.target = target
         self.embedder = embedder
         self.skip_missing = skip_missing
+        self.aliases = live.uri_aliases()
         self.timer = StageTimer()
         self.dropped: list[dict[str, Any]] = []
         self.copied = 0
@@ -72,13 +73,13 @@ class Reembedder:
         """The record's preprocessed pixels, or why it cannot be re-embedded."""
         try:
             with self.timer.time("read"):
-                raw = read_uri(row["uri"], self.settings.max_file_bytes)
-            if raw.sha256 != row["sha256"]:
-                return "changed: the file at this uri no longer has the indexed content"
+                data = read_verified(row["uri"], row["sha256"], self.settings.max_file_bytes, aliases=self.aliases)
             with self.timer.time("decode"):
-                return self.decoder(raw.data).pixels
-        except ImageDecodeError as exc:
-            return f"{exc.reason}: {exc}"
+                return self.decoder(data).pixels
+        except SourceChangedError:
+            return "changed: the file at this uri no longer has the indexed content"
+        except READ_ERRORS as exc:
+            return f"{getattr(exc, 'reason', exc.code)}: {exc}"
 
     def _embed_images(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
         """Re-read, check, decode and embed a shard's rows, a few batches at a time (pixels of

@@ -1,0 +1,1 @@
+"""Reading and decoding media: image bytes from files, tar members and uploads."""
