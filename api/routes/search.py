@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from pydantic import ValidationError
 
 from api.auth import READ
 from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
-from blipsearch.errors import InvalidInputError
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
 from search.filters import Filters
 
@@ -20,10 +18,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], re
 def _parse_filters(raw: str | None) -> Filters | None:
     if not raw:
         return None
-    try:
-        return Filters.model_validate_json(raw)
-    except ValidationError as exc:
-        raise InvalidInputError(f"Invalid filters: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+    return Filters.parse(raw)  # InvalidInputError (422) naming the field
 
 
 def _response(collection: str, res: SearchResult) -> SearchResponse:
