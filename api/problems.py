@@ -22,8 +22,14 @@ def problem(status: int, title: str, detail: str, code: str, **extra: object) ->
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
-    async def _domain(_: Request, err: BlipsearchError) -> JSONResponse:
-        response = problem(err.http_status, type(err).__name__, str(err), err.code)
+    async def _domain(request: Request, err: BlipsearchError) -> JSONResponse:
+        detail = str(err)
+        state = getattr(request.app.state, "blip", None)
+        if state is not None:  # no absolute server paths in messages (api/paths.py)
+            from api.paths import PathView
+
+            detail = PathView(state.settings).text(detail) or detail
+        response = problem(err.http_status, type(err).__name__, detail, err.code)
         if isinstance(err, OverloadedError):
             response.headers["Retry-After"] = str(err.retry_after)
         elif isinstance(err, UnauthorizedError):

@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from PIL import Image
 
 from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
-from indexer.decode import DecodedImage, decode_image
+from indexer.decode import DecodedImage, allow_pixels, decode_image
 
 # What a declared Content-Type / extension may be, for each format Pillow detects.
 _ALIASES = {
@@ -37,6 +37,7 @@ def sniff_and_decode(data: bytes, filename: str | None, content_type: str | None
     """Decode by content; refuse a declared type or extension that contradicts the content."""
     if not data:
         raise ImageDecodeError("empty upload")
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

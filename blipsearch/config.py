@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
+    # -- issue #14: hardening (paths hidden from API clients) --
+    expose_paths: bool = Field(
+        default=False,
+        description="Show absolute server paths in API record uris, job failures, messages and /readyz "
+        "(default: relative to an import root or the data dir, else the file name).",
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -24,7 +24,9 @@ from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 MAX_STORED_FAILURES = 10_000
-RESUMABLE = ("pending", "running", "failed", "cancelled")  # a killed job is left "running"
+# A job killed with -9 is marked "interrupted" by the next reader on its host (storage/owners.py);
+# "running" stays resumable for owners on other hosts.
+RESUMABLE = ("pending", "running", "interrupted", "failed", "cancelled")
 
 
 def model_for_collection(settings: Settings, name: str, model: str | None) -> str:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import READ
+from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.errors import ImageDecodeError, RecordNotFoundError, SourceUnavailableError
@@ -60,6 +61,7 @@ def get_collection(name: str, request: Request) -> CollectionInfo:
 def get_record(name: str, rid: int, request: Request) -> Record:
     _, rec = _record(request, name, rid)
     rec = {k: v for k, v in rec.items() if k in Record.model_fields}
+    rec["uri"] = PathView(request.app.state.blip.settings).show(rec.get("uri"))
     rec["added_at"] = str(rec.get("added_at"))
     rec["metadata"] = json.loads(rec["metadata"]) if rec.get("metadata") else {}
     return Record(**rec)

@@ -7,6 +7,7 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 
 from api.auth import READ, WRITE
+from api.paths import PathView
 from api.schemas import ERRORS, IndexJobRequest, JobInfo
 from storage.catalog import JobRow
 
@@ -17,7 +18,7 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def job_info(job: JobRow) -> JobInfo:
+def job_info(job: JobRow, paths: PathView) -> JobInfo:
     return JobInfo(
         id=job.id,
         kind=job.kind,
@@ -25,9 +26,9 @@ def job_info(job: JobRow) -> JobInfo:
         state=job.state,
         model_id=job.model_id,
         counts=job.counts or {},
-        failures=job.failures or [],
+        failures=[{**f, "path": paths.show(f["path"]) or ""} if "path" in f else f for f in job.failures or []],
         timings=job.timings or {},
-        error=job.error,
+        error=paths.text(job.error),
         created_at=_iso(job.created_at),
         started_at=_iso(job.started_at),
         finished_at=_iso(job.finished_at),
@@ -39,14 +40,14 @@ def start_index_job(body: IndexJobRequest, request: Request) -> JobInfo:
     """Index server-side folders or files (inside BLIPSEARCH_IMPORT_ROOTS) in the background."""
     state = request.app.state.blip
     job_id = state.jobs.submit_index(body.collection, body.paths, state.embedder)
-    return job_info(state.jobs.get(job_id))
+    return job_info(state.jobs.get(job_id), PathView(state.settings))
 
 
 @router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
 def get_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.get(job_id))
+    return job_info(request.app.state.blip.jobs.get(job_id), PathView(request.app.state.blip.settings))
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])
 def cancel_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.cancel(job_id))
+    return job_info(request.app.state.blip.jobs.cancel(job_id), PathView(request.app.state.blip.settings))

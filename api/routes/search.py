@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, File, Form, Request, UploadFile
 
 from api.auth import READ
+from api.paths import PathView
 from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
@@ -21,10 +22,11 @@ def _parse_filters(raw: str | None) -> Filters | None:
     return Filters.parse(raw)  # InvalidInputError (422) naming the field
 
 
-def _response(collection: str, res: SearchResult) -> SearchResponse:
+def _response(collection: str, res: SearchResult, paths: PathView) -> SearchResponse:
     results = []
     for h in res.hits:
         d = h.to_dict()
+        d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
     return SearchResponse(collection=collection, results=results, dropped=res.dropped, timing_ms=res.timing_ms)
 
@@ -41,14 +43,18 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
         mode=body.mode,
         options=body.options(),
     )
-    return _response(body.collection, res)
+    return _response(body.collection, res, PathView(request.app.state.blip.settings))
 
 
 @router.post("/similar", response_model=SearchResponse)
 def search_similar(body: SimilarRequest, request: Request) -> SearchResponse:
     """More like this: the nearest records to a stored record (by its own embedding)."""
     engine = request.app.state.blip.engine(body.collection)
-    return _response(body.collection, engine.search_similar(body.id, body.k, QueryOptions(filters=body.filters)))
+    return _response(
+        body.collection,
+        engine.search_similar(body.id, body.k, QueryOptions(filters=body.filters)),
+        PathView(request.app.state.blip.settings),
+    )
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -78,4 +84,4 @@ async def search_image(
 
     from starlette.concurrency import run_in_threadpool
 
-    return _response(collection, await run_in_threadpool(run))
+    return _response(collection, await run_in_threadpool(run), PathView(request.app.state.blip.settings))
