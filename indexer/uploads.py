@@ -36,7 +36,7 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
     # Through DATA_DIR/collections/<name>, not the version folder: record uris stay valid across
     # re-embeds (each version holds the same uploads; storage/versions.py). Readers map this
     # server-owned link to the version folder before their no-symlink walk (media/safe_read.py).
-    folder = Collection.path_for(Path(settings.data_dir).absolute(), coll.name) / "uploads"
+    folder = Collection.path_for(Path(settings.data_dir).resolve(), coll.name) / "uploads"
     paths: list[Path] = []
     for blob in blobs:
         sha = hashlib.sha256(blob.data).hexdigest()
