@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems
+from api import problems, security
 from api.guard import RequestGuard
 from api.metrics import Metrics
 from api.routes import clip_retrieval, collections, embed, jobs, moderation, search, system, writes
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     state.on_batch = metrics.observe_batch
     problems.install(app)
+    security.install(app)
     s = state.settings
     # Before any route reads a body: authenticate from the headers, cap the bytes read (api/guard.py).
     # Added first, so metrics and CORS (added after, so outside it) still see its answers.

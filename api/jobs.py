@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def confine(paths: list[str], roots: list[Path]) -> list[Path]:
+def confine(paths: list[str], roots: list[Path], *, expose: bool = False) -> list[Path]:
     """Resolved ``paths``, each inside one of ``roots``; ForbiddenError otherwise."""
     if not roots:
         raise ForbiddenError(
@@ -41,7 +41,8 @@ def confine(paths: list[str], roots: list[Path]) -> list[Path]:
             raise InvalidInputError(f"Not a server path: {raw!r} (URLs are never fetched).")
         path = Path(raw).expanduser().resolve()
         if not any(path == r or path.is_relative_to(r) for r in allowed):
-            raise ForbiddenError(f"{raw!r} is outside the import roots {[str(r) for r in allowed]}.")
+            listed = f" {[str(r) for r in allowed]}" if expose else ""
+            raise ForbiddenError(f"{raw!r} is outside the import roots{listed}.")
         if not path.exists():
             raise InvalidInputError(f"{raw!r} does not exist on the server.")
         out.append(path)
@@ -64,7 +65,7 @@ class JobRunner:
         validate_name(collection)
         if not paths:
             raise InvalidInputError("paths is empty.")
-        resolved = confine(paths, self.settings.import_roots)
+        resolved = confine(paths, self.settings.import_roots, expose=self.settings.expose_paths)
         model = collection_model(self.settings, collection)
         job_id: str = self.catalog.create_job(
             "index", collection, model, {"paths": [str(p) for p in resolved]}, state="pending"

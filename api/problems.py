@@ -30,9 +30,26 @@ def for_error(err: BlipsearchError) -> JSONResponse:
     return response
 
 
+def _with_detail(response: JSONResponse, err: BlipsearchError, detail: str) -> JSONResponse:
+    """``response`` with ``detail`` in place of the error's own message (headers kept)."""
+    out = problem(err.http_status, type(err).__name__, detail, err.code)
+    for name in ("Retry-After", "WWW-Authenticate"):
+        if name in response.headers:
+            out.headers[name] = response.headers[name]
+    return out
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
-    async def _domain(_: Request, err: BlipsearchError) -> JSONResponse:
+    async def _domain(request: Request, err: BlipsearchError) -> JSONResponse:
+        state = getattr(request.app.state, "blip", None)
+        if state is not None:  # no absolute server paths in messages (api/paths.py)
+            from api.paths import PathView
+
+            detail = PathView(state.settings).text(str(err))
+            if detail and detail != str(err):
+                response = for_error(err)
+                return _with_detail(response, err, detail)
         return for_error(err)
 
     @app.exception_handler(RequestValidationError)

@@ -9,7 +9,7 @@ from fastapi import UploadFile
 from PIL import Image
 
 from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
-from media.decode import DecodedImage, decode_image
+from media.decode import DecodedImage, allow_pixels, decode_image
 
 # What a declared Content-Type / extension may be, for each format Pillow detects.
 _ALIASES = {
@@ -44,6 +44,7 @@ def sniff_and_decode(
     ``draft``: the model's input side, to decode large images reduced (indexer/decode.py)."""
     if not data:
         raise ImageDecodeError("empty upload")
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

@@ -126,6 +126,13 @@ class Settings(BaseSettings):
         description="BLIP-family query and ITM texts: 'blip' (BLIP's pre_caption) or 'none' (as given).",
     )
 
+    # -- issue #14: hardening (paths hidden from API clients) --
+    expose_paths: bool = Field(
+        default=False,
+        description="Show absolute server paths in API record uris, job failures, messages and /readyz "
+        "(default: relative to an import root or the data dir, else the file name).",
+    )
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -162,3 +162,16 @@ class NoItmModelError(InvalidInputError):
     model was named (issue #17: CLIP, SigLIP and ALIGN embed only)."""
 
     code = "no_itm_model"
+
+
+class SourceUnavailableError(RecordNotFoundError):
+    """A record's stored original is gone, or is no longer a regular file reached without
+    symbolic links (media/safe_read.py)."""
+
+    code = "source_unavailable"
+
+
+class SourceChangedError(ConflictError):
+    """A record's stored original no longer has the content (sha256) that was indexed."""
+
+    code = "source_changed"

@@ -80,21 +80,18 @@ def search(
         if not sep or not key:
             raise InvalidInputError(f"--where takes FIELD=VALUE, got {clause!r}.")
         fields[key] = value.split(",") if "," in value else value
-    try:
-        filters = Filters.model_validate(
-            {
-                "uri_prefix": uri_prefix,
-                "added_after": added_after,
-                "added_before": added_before,
-                "min_width": min_width,
-                "max_width": max_width,
-                "min_height": min_height,
-                "max_height": max_height,
-                "fields": fields,
-            }
-        )
-    except ValueError as exc:
-        raise InvalidInputError(f"Invalid filter: {exc}") from None
+    filters = Filters.parse(
+        {
+            "uri_prefix": uri_prefix,
+            "added_after": added_after,
+            "added_before": added_before,
+            "min_width": min_width,
+            "max_width": max_width,
+            "min_height": min_height,
+            "max_height": max_height,
+            "fields": fields,
+        }
+    )
     options = QueryOptions(filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search)
     from service.engines import open_engine
 

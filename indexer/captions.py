@@ -16,21 +16,22 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from blipsearch.errors import ImageDecodeError, InvalidInputError
+from blipsearch.errors import InvalidInputError
 from media.decode import decode_image
-from media.uri import read_uri
+from media.safe_read import READ_ERRORS, read_verified
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 
 
-def _pending(coll: Collection, model_id: str) -> list[tuple[str, list[tuple[int, str]]]]:
+def _pending(coll: Collection, model_id: str) -> list[tuple[str, list[tuple[int, str, str]]]]:
     out = []
     for shard in coll.manifest.shards:
-        t = pq.read_table(coll.shard_path(shard), columns=["id", "uri", "caption", "caption_model"]).to_pylist()
+        t = pq.read_table(coll.shard_path(shard), columns=["id", "uri", "sha256", "caption", "caption_model"])
+        t = t.to_pylist()
         todo = [
-            (r["id"], r["uri"])
+            (r["id"], r["uri"], r["sha256"])
             for r in t
             if (r["caption"] is None or r["caption_model"] != model_id) and not shard.is_deleted(r["id"])
         ]
@@ -61,12 +62,14 @@ def caption_collection(
         "failures": [],
     }
 
-    def load(item: tuple[int, str]) -> tuple[int, Any]:
-        rid, uri = item
+    aliases = coll.uri_aliases()
+
+    def load(item: tuple[int, str, str]) -> tuple[int, Any]:
+        rid, uri, sha = item
         try:
-            img = decode_image(read_uri(uri, max_bytes).data, max_pixels).image
+            img = decode_image(read_verified(uri, sha, max_bytes, aliases=aliases), max_pixels).image
             return rid, captioner.preprocess([img])[0]
-        except ImageDecodeError as exc:
+        except READ_ERRORS as exc:
             return rid, exc
 
     total = sum(len(t) for _, t in work)

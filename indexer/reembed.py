@@ -32,10 +32,10 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from blipsearch.config import Settings
-from blipsearch.errors import ConflictError, ImageDecodeError, InvalidInputError, StorageError
+from blipsearch.errors import ConflictError, InvalidInputError, SourceChangedError, StorageError
 from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
 from indexer.stages import StageTimer
-from media.uri import read_uri
+from media.safe_read import READ_ERRORS, read_verified
 from models.base import Embedder
 from search import index_store
 from storage import versions
@@ -58,6 +58,7 @@ class Reembedder:
         self.target = target
         self.embedder = embedder
         self.skip_missing = skip_missing
+        self.aliases = live.uri_aliases()
         self.timer = StageTimer()
         self.dropped: list[dict[str, Any]] = []
         self.copied = 0
@@ -71,13 +72,13 @@ class Reembedder:
         """The record's preprocessed pixels, or why it cannot be re-embedded."""
         try:
             with self.timer.time("read"):
-                raw = read_uri(row["uri"], self.settings.max_file_bytes)
-            if raw.sha256 != row["sha256"]:
-                return "changed: the file at this uri no longer has the indexed content"
+                data = read_verified(row["uri"], row["sha256"], self.settings.max_file_bytes, aliases=self.aliases)
             with self.timer.time("decode"):
-                return self.decoder(raw.data).pixels
-        except ImageDecodeError as exc:
-            return f"{exc.reason}: {exc}"
+                return self.decoder(data).pixels
+        except SourceChangedError:
+            return "changed: the file at this uri no longer has the indexed content"
+        except READ_ERRORS as exc:
+            return f"{getattr(exc, 'reason', exc.code)}: {exc}"
 
     def _embed_images(self, table: pa.Table) -> tuple[pa.Table, np.ndarray, np.ndarray | None]:
         """Re-read, check, decode and embed a shard's rows, a few batches at a time (pixels of

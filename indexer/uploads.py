@@ -1,4 +1,5 @@
-"""Index uploaded image bytes: store each original under ``DATA_DIR/<name>/uploads/<sha256>.<ext>``
+"""Index uploaded image bytes: store each original under
+``DATA_DIR/collections/<name>/uploads/<sha256>.<ext>``
 (content-addressed, written atomically, never overwritten), then run the same pipeline as
 bulk jobs on those files, so uploads and jobs produce identical records."""
 
@@ -34,9 +35,10 @@ class UploadOutcome:
 
 
 def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs: list[Blob]) -> UploadOutcome:
-    # Through DATA_DIR/<name>, not the version folder: record uris stay valid across re-embeds
-    # (each version holds the same uploads; storage/versions.py).
-    folder = Collection.path_for(settings.data_dir, coll.name) / "uploads"
+    # Through DATA_DIR/collections/<name>, not the version folder: record uris stay valid across
+    # re-embeds (each version holds the same uploads; storage/versions.py). Readers map this
+    # server-owned link to the version folder before their no-symlink walk (media/safe_read.py).
+    folder = Collection.path_for(Path(settings.data_dir).resolve(), coll.name) / "uploads"
     paths: list[Path] = []
     for blob in blobs:
         sha = hashlib.sha256(blob.data).hexdigest()

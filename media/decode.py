@@ -50,6 +50,17 @@ def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int)
     return read_file(path, max_bytes)
 
 
+def allow_pixels(max_pixels: int) -> None:
+    """Let Pillow open images up to ``max_pixels`` (BLIPSEARCH_MAX_IMAGE_PIXELS): Pillow refuses
+    anything over twice its own ``MAX_IMAGE_PIXELS`` on open, so a setting above that default had
+    no effect. Only ever raised (never lowered, so another caller's larger limit still holds);
+    our own per-call check in ``decode_image`` enforces each caller's limit. Called where images
+    are decoded, not at import."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and current < max_pixels:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F", "I;16"}
 
 
@@ -67,6 +78,7 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)", "empty")
+    allow_pixels(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below

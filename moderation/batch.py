@@ -13,9 +13,8 @@ from typing import Any
 from tqdm import tqdm
 
 from blipsearch.config import Settings
-from blipsearch.errors import ImageDecodeError
 from media.decode import decode_image
-from media.uri import read_uri
+from media.safe_read import READ_ERRORS, read_verified
 from moderation.checks import Moderator
 from moderation.store import done_ids, save_results
 from storage.catalog import Catalog, utcnow
@@ -29,10 +28,11 @@ def moderate_collection(
     settings: Settings, catalog: Catalog, coll: Collection, moderator: Moderator, *, progress: bool = True
 ) -> dict[str, Any]:
     policy = moderator.policy
-    table = coll.read_table(["id", "uri"])
+    table = coll.read_table(["id", "uri", "sha256"])
     done = done_ids(catalog, coll.name, policy)
-    todo = [(int(r), u) for r, u in zip(table.column("id").to_pylist(), table.column("uri").to_pylist(), strict=True)]
-    todo = [(r, u) for r, u in todo if r not in done]
+    cols = (table.column(c).to_pylist() for c in ("id", "uri", "sha256"))
+    todo = [(int(r), u, sha) for r, u, sha in zip(*cols, strict=True) if int(r) not in done]
+    aliases = coll.uri_aliases()
     job_id = catalog.create_job(
         "moderate", coll.name, moderator.embedder.model_id, {"policy": policy.name, "version": policy.version}
     )
@@ -44,12 +44,12 @@ def moderate_collection(
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
             images, ids = [], []
-            for rid, uri in chunk:
+            for rid, uri, sha in chunk:
                 try:
-                    raw = read_uri(uri, settings.max_file_bytes)
-                    images.append(decode_image(raw.data, settings.max_image_pixels).image)
+                    data = read_verified(uri, sha, settings.max_file_bytes, aliases=aliases)
+                    images.append(decode_image(data, settings.max_image_pixels).image)
                     ids.append(rid)
-                except ImageDecodeError as exc:
+                except READ_ERRORS as exc:
                     failures.append({"id": str(rid), "path": str(uri), "error": str(exc)})
             results = moderator.check_images(images)
             save_results(catalog, coll.name, policy, moderator.model_ids, zip(ids, results, strict=True))

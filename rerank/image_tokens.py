@@ -25,7 +25,7 @@ import torch
 
 from blipsearch.errors import ImageDecodeError
 from media.decode import decode_image
-from media.uri import read_uri
+from media.safe_read import READ_ERRORS, read_verified
 from models.base import Embedder
 from models.itm import ItmScorer
 from storage.collection import Collection
@@ -70,17 +70,18 @@ class ImageTokenSource:
             missing = [int(r) for r in ids]
         if missing:
             records = self.coll.get_records(missing)
+            aliases = self.coll.uri_aliases()
             pixels, pix_ids = [], []
             for rid in missing:
                 rec = records.get(rid)
                 try:
                     if rec is None:
                         raise ImageDecodeError("record not found (deleted?)")
-                    raw = read_uri(rec["uri"], self.max_bytes)
-                    img = decode_image(raw.data, self.max_pixels).image
+                    data = read_verified(rec["uri"], rec.get("sha256"), self.max_bytes, aliases=aliases)
+                    img = decode_image(data, self.max_pixels).image
                     pixels.append(self.scorer.preprocess([img])[0])
                     pix_ids.append(rid)
-                except ImageDecodeError as exc:
+                except READ_ERRORS as exc:
                     log.warning("re-rank: dropping candidate %s: %s", rid, exc)
                     dropped.append({"id": rid, "reason": str(exc)})
             for i in range(0, len(pixels), self.scorer.batch_size):

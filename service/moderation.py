@@ -28,7 +28,7 @@ def policy_path(settings: Settings, name: str) -> Path:
         path = folder / f"{name}{ext}"
         if path.is_file():
             return path
-    raise NotFoundError(f"No policy {name!r} in {folder} (NAME.yaml, NAME.yml or NAME.json).")
+    raise NotFoundError(f"No policy {name!r} in the policy folder (NAME.yaml, NAME.yml or NAME.json).")
 
 
 def build_moderator(

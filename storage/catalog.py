@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from blipsearch.errors import ConfigError, MissingDependencyError, NotFoundError
+from storage import owners
 
 
 def utcnow() -> datetime:
@@ -56,6 +57,20 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class JobOwnerRow(Base):
+    """The process that runs (or queued) a job: dead owners' jobs become ``interrupted``
+    (storage/owners.py)."""
+
+    __tablename__ = "job_owners"
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    started: Mapped[str] = mapped_column(String(128), default="")
+
+
+ACTIVE_STATES = ("pending", "running", "cancelling")
 
 
 class ApiKeyRow(Base):
@@ -185,7 +200,45 @@ class Catalog:
             )
             s.add(job)
             s.flush()
+            if state in ACTIVE_STATES:
+                self._claim(s, job.id)
             return job.id
+
+    @staticmethod
+    def _claim(s: Session, job_id: str) -> None:
+        """Record this process as the owner of ``job_id``."""
+        me = owners.current()
+        row = s.get(JobOwnerRow, job_id)
+        if row is None:
+            s.add(JobOwnerRow(job_id=job_id, pid=me.pid, host=me.host, started=me.started))
+        else:
+            row.pid, row.host, row.started = me.pid, me.host, me.started
+
+    def _reap(self, jobs: list[JobRow]) -> list[JobRow]:
+        """Mark active jobs whose owner process on this host is gone ``interrupted``; returns
+        ``jobs`` as they are now."""
+        active = [j.id for j in jobs if j.state in ACTIVE_STATES]
+        if not active:
+            return jobs
+        with self.session() as s:
+            rows = list(s.scalars(select(JobOwnerRow).where(JobOwnerRow.job_id.in_(active))))
+        dead = [r for r in rows if not owners.is_alive(owners.ProcessId(r.pid, r.host, r.started))]
+        changed = {
+            r.job_id
+            for r in dead
+            if self.transition(
+                r.job_id,
+                ACTIVE_STATES,
+                "interrupted",
+                finished_at=utcnow(),
+                error=f"the process that ran this job (pid {r.pid}) ended without finishing it; "
+                "resume it with: blipsearch jobs resume ID",
+            )
+        }
+        if not changed:
+            return jobs
+        with self.session() as s:
+            return [(s.get(JobRow, j.id) or j) if j.id in changed else j for j in jobs]
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         with self.session() as s:
@@ -194,6 +247,8 @@ class Catalog:
                 raise NotFoundError(f"No job {job_id!r}")
             for k, v in fields.items():
                 setattr(job, k, v)
+            if fields.get("state") == "running":
+                self._claim(s, job_id)
 
     def transition(self, job_id: str, from_states: tuple[str, ...], to_state: str, **fields: Any) -> bool:
         """Set a job's state only if it is in ``from_states`` (one atomic UPDATE). True if done."""
@@ -205,21 +260,25 @@ class Catalog:
                 .where(JobRow.id == job_id, JobRow.state.in_(from_states))
                 .values(state=to_state, **fields)
             )
-            return bool(getattr(res, "rowcount", 0))
+            done = bool(getattr(res, "rowcount", 0))
+            if done and to_state == "running":
+                self._claim(s, job_id)
+            return done
 
     def get_job(self, job_id: str) -> JobRow:
         with self.session() as s:
             job = s.get(JobRow, job_id)
             if job is None:
                 raise NotFoundError(f"No job {job_id!r}. List jobs with: blipsearch jobs list")
-            return job
+        return self._reap([job])[0]
 
     def list_jobs(self, collection: str | None = None, limit: int = 50) -> list[JobRow]:
         with self.session() as s:
             q = select(JobRow).order_by(JobRow.created_at.desc()).limit(limit)
             if collection:
                 q = q.where(JobRow.collection == collection)
-            return list(s.scalars(q))
+            jobs = list(s.scalars(q))
+        return self._reap(jobs)
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,6 +1,6 @@
 """An image collection on disk: immutable Parquet shards + a manifest + derived index files.
 
-Layout of ``DATA_DIR/<name>/``::
+Layout of ``DATA_DIR/collections/<name>/`` (storage/versions.py)::
 
     manifest.json            the commit point (storage/manifest.py)
     shard-00000000.parquet   immutable record shards, named by a sequence number
@@ -50,7 +50,7 @@ from blipsearch.errors import (
     ModelMismatchError,
     StorageError,
 )
-from storage import versions
+from storage import layout, versions
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
@@ -62,12 +62,20 @@ __all__ = ["Collection", "CollectionReads", "_read_meta", "_save_npy", "live_mas
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
-def validate_name(name: str) -> str:
+def validate_name(name: str, *, new: bool = True) -> str:
+    """``name`` if it may name a collection. Syntax errors raise InvalidInputError; a name
+    reserved for the data dir's own files (storage/layout.py) too when ``new`` (creating),
+    else CollectionNotFoundError (no collection can have it)."""
     if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
         raise InvalidInputError(
             f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit."
         )
+    why = layout.reserved_reason(name)
+    if why and new:
+        raise InvalidInputError(f"Invalid collection name {name!r}: {why}.")
+    if why:
+        raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
     return name
 
 
@@ -83,12 +91,18 @@ class Collection(CollectionReads):
 
     # -- lifecycle ----------------------------------------------------------------------
     @staticmethod
-    def path_for(data_dir: Path, name: str) -> Path:
-        return Path(data_dir) / validate_name(name)
+    def path_for(data_dir: Path, name: str, *, new: bool = False) -> Path:
+        """``DATA_DIR/collections/<name>`` (a data dir of the earlier layout is moved first)."""
+        validate_name(name, new=new)
+        layout.ensure_layout(data_dir)
+        return versions.live_path(data_dir, name)
 
     @classmethod
     def exists(cls, data_dir: Path, name: str) -> bool:
-        return (cls.path_for(data_dir, name) / MANIFEST_NAME).is_file()
+        try:
+            return (cls.path_for(data_dir, name) / MANIFEST_NAME).is_file()
+        except CollectionNotFoundError:  # a reserved name: no collection has it
+            return False
 
     @classmethod
     def open(cls, data_dir: Path, name: str) -> Collection:
@@ -100,7 +114,7 @@ class Collection(CollectionReads):
             manifest = Manifest.load(real / MANIFEST_NAME)
         except FileNotFoundError:
             raise CollectionNotFoundError(
-                f"Collection {name!r} does not exist in {Path(data_dir).resolve()}. "
+                f"Collection {name!r} does not exist. "
                 "Create it by indexing images: blipsearch index PATH --collection NAME"
             ) from None
         return cls(real, manifest)
@@ -117,7 +131,7 @@ class Collection(CollectionReads):
     ) -> Collection:
         """Create (or open, if it exists with the same model) a collection for ``model``.
         A new collection starts as the first version of the versioned layout."""
-        root = cls.path_for(data_dir, name)
+        root = cls.path_for(data_dir, name, new=True)
         with writer_lock(versions.versions_dir(data_dir, name) / ".create.lock"):
             if (root / MANIFEST_NAME).is_file():
                 coll = cls.open(data_dir, name)
@@ -131,7 +145,7 @@ class Collection(CollectionReads):
             folder.mkdir(parents=True)
             manifest.save(folder / MANIFEST_NAME)
             if root.is_dir() and not root.is_symlink():  # a leftover folder without a manifest
-                trash = Path(data_dir) / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+                trash = versions.trash_dir(data_dir) / f"{name}-{uuid.uuid4().hex[:8]}"
                 trash.parent.mkdir(parents=True, exist_ok=True)
                 root.rename(trash)
             versions.link(data_dir, name, version)
@@ -183,7 +197,7 @@ class Collection(CollectionReads):
         if not (root / MANIFEST_NAME).is_file():
             raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
         real = root.resolve()
-        trash = Path(data_dir) / ".trash" / f"{name}-{uuid.uuid4().hex[:8]}"
+        trash = versions.trash_dir(data_dir) / f"{name}-{uuid.uuid4().hex[:8]}"
         trash.mkdir(parents=True)
         with writer_lock(real / ".writer.lock"):
             if root.is_symlink():
@@ -194,6 +208,16 @@ class Collection(CollectionReads):
             else:
                 root.rename(trash / "legacy")
         shutil.rmtree(trash, ignore_errors=True)
+
+    def uri_aliases(self) -> dict[Path, Path]:
+        """Server-owned links a stored uri may pass through, mapped to this version's folder:
+        uploads are stored through ``DATA_DIR/collections/<name>`` (and, before the collections
+        namespace, ``DATA_DIR/<name>``), which follows re-embeds (media/safe_read.py)."""
+        real = self.root / "uploads"
+        if self.root.parent.name != self.name or self.root.parent.parent.name != versions.VERSIONS:
+            return {}  # an unversioned folder: its uris are real paths already
+        coll_dir = self.root.parents[2]
+        return {coll_dir / self.name / "uploads": real, coll_dir.parent / self.name / "uploads": real}
 
     @property
     def lock_path(self) -> Path:

@@ -21,7 +21,7 @@ from tests.helpers import write_bad_files, write_images
 
 def _committed(data_dir: Path, name: str) -> int:
     try:
-        return json.loads((data_dir / name / "manifest.json").read_text())["next_id"]
+        return json.loads((data_dir / "collections" / name / "manifest.json").read_text())["next_id"]
     except (FileNotFoundError, ValueError, KeyError):
         return 0
 

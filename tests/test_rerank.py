@@ -112,8 +112,9 @@ def test_feature_cache_serves_tokens_without_the_files(settings, blip_embedder, 
     got = {h.id: h.itm_score for h in engine.search_text("a black cat", 12, rerank=True, rerank_k=12).hits}
     assert ref.keys() == got.keys()
     assert max(abs(ref[i] - got[i]) for i in ref) < 5e-3
-    files = sorted(p.name for p in (settings.data_dir / "cached").iterdir() if p.name.startswith("itmfeat-"))
-    assert files and np.load(settings.data_dir / "cached" / files[0]).dtype == np.float16
+    folder = settings.data_dir / "collections" / "cached"
+    files = sorted(p.name for p in folder.iterdir() if p.name.startswith("itmfeat-"))
+    assert files and np.load(folder / files[0]).dtype == np.float16
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])

@@ -84,7 +84,9 @@ class MetadataRequest(BaseModel):
 
 
 def collection_names(data_dir: Path) -> list[str]:
-    return sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.json")) if Path(data_dir).is_dir() else []
+    from storage.layout import list_names
+
+    return list_names(data_dir)
 
 
 def _indice(request: Request, name: str | None) -> str:

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from api.auth import READ
+from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
-from blipsearch.errors import ImageDecodeError, RecordNotFoundError
+from api.security import file_headers
+from blipsearch.errors import ImageDecodeError, RecordNotFoundError, SourceUnavailableError
+from media.safe_read import read_verified
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
+from storage.layout import list_names
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[READ], responses=ERRORS)
 THUMB_SIZE = 256
@@ -34,7 +37,7 @@ def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
 @router.get("", response_model=CollectionList)
 def list_collections(request: Request) -> CollectionList:
     data_dir = request.app.state.blip.settings.data_dir
-    names = sorted(p.parent.name for p in Path(data_dir).glob("*/manifest.json")) if Path(data_dir).is_dir() else []
+    names = list_names(data_dir)
     return CollectionList(collections=[collection_info(Collection.open(data_dir, n)) for n in names])
 
 
@@ -51,30 +54,32 @@ def get_collection(name: str, request: Request) -> CollectionInfo:
 def get_record(name: str, rid: int, request: Request) -> Record:
     _, rec = _record(request, name, rid)
     rec = {k: v for k, v in rec.items() if k in Record.model_fields}
+    rec["uri"] = PathView(request.app.state.blip.settings).show(rec.get("uri"))
     rec["added_at"] = str(rec.get("added_at"))
     rec["metadata"] = json.loads(rec["metadata"]) if rec.get("metadata") else {}
     return Record(**rec)
 
 
+def _original(coll: Collection, rec: dict, request: Request) -> bytes:
+    """The record's original bytes, only if still the regular file (or tar member) that was
+    indexed: 404 when gone or a symlink, 409 when changed (media/safe_read.py)."""
+    settings = request.app.state.blip.settings
+    try:
+        return read_verified(
+            rec.get("uri") or "", rec.get("sha256"), settings.max_file_bytes, aliases=coll.uri_aliases()
+        )
+    except SourceUnavailableError as exc:
+        raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
+    except ImageDecodeError as exc:
+        raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
+
+
 @router.get("/{name}/images/{rid}/file", response_model=None)
 def get_file(name: str, rid: int, request: Request) -> Response:
-    from media.uri import split_tar_uri
-
-    _, rec = _record(request, name, rid)
-    uri = rec.get("uri") or ""
-    if split_tar_uri(uri) is not None:  # a member of a WebDataset shard
-        from media.uri import read_uri
-
-        try:
-            data = read_uri(uri, request.app.state.blip.settings.max_file_bytes).data
-        except ImageDecodeError:
-            raise RecordNotFoundError(f"The original of record {rid} can no longer be read from {uri}.") from None
-        fmt = rec.get("format")
-        return Response(data, media_type=f"image/{fmt.lower()}" if fmt else "application/octet-stream")
-    path = Path(uri)
-    if not path.is_file():
-        raise RecordNotFoundError(f"The original file of record {rid} is no longer at {path}.")
-    return FileResponse(path)
+    coll, rec = _record(request, name, rid)
+    data = _original(coll, rec, request)
+    media_type, headers = file_headers(rec.get("format"), rid)
+    return Response(data, media_type=media_type, headers=headers)
 
 
 @router.get("/{name}/images/{rid}/thumbnail")
@@ -83,10 +88,9 @@ def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     thumb = coll.root / "thumbs" / f"{rid}.jpg"
     if not thumb.is_file():
         from media.decode import decode_image
-        from media.uri import read_uri
 
         settings = request.app.state.blip.settings
-        img = decode_image(read_uri(rec["uri"], settings.max_file_bytes).data, settings.max_image_pixels).image
+        img = decode_image(_original(coll, rec, request), settings.max_image_pixels).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from api.auth import READ, WRITE
+from api.paths import PathView
 from api.schemas import ERRORS, IndexJobRequest, JobInfo, JobList
 from storage.catalog import JobRow
 
@@ -18,7 +19,7 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
-def job_info(job: JobRow) -> JobInfo:
+def job_info(job: JobRow, paths: PathView) -> JobInfo:
     return JobInfo(
         id=job.id,
         kind=job.kind,
@@ -26,9 +27,9 @@ def job_info(job: JobRow) -> JobInfo:
         state=job.state,
         model_id=job.model_id,
         counts=job.counts or {},
-        failures=job.failures or [],
+        failures=[{**f, "path": paths.show(f["path"]) or ""} if "path" in f else f for f in job.failures or []],
         timings=job.timings or {},
-        error=job.error,
+        error=paths.text(job.error),
         created_at=_iso(job.created_at),
         started_at=_iso(job.started_at),
         finished_at=_iso(job.finished_at),
@@ -40,7 +41,7 @@ def start_index_job(body: IndexJobRequest, request: Request) -> JobInfo:
     """Index server-side folders or files (inside BLIPSEARCH_IMPORT_ROOTS) in the background."""
     state = request.app.state.blip
     job_id = state.jobs.submit_index(body.collection, body.paths, state.embedder)
-    return job_info(state.jobs.get(job_id))
+    return job_info(state.jobs.get(job_id), PathView(state.settings))
 
 
 @router.get("", response_model=JobList, dependencies=[READ])
@@ -49,26 +50,28 @@ def list_jobs(
     collection: Annotated[str | None, Query(max_length=64)] = None,
     kind: Annotated[str | None, Query(max_length=32, description="index, moderate, caption, …")] = None,
     state: Annotated[
-        Literal["pending", "running", "cancelling", "cancelled", "failed", "succeeded"] | None, Query()
+        Literal["pending", "running", "cancelling", "cancelled", "failed", "succeeded", "interrupted"] | None, Query()
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
     """Recent jobs (index, moderation, captions), newest first, with progress, rate and ETA in ``counts``."""
-    return JobList(jobs=[job_info(j) for j in request.app.state.blip.jobs.recent(collection, kind, state, limit)])
+    blip = request.app.state.blip
+    view = PathView(blip.settings)
+    return JobList(jobs=[job_info(j, view) for j in blip.jobs.recent(collection, kind, state, limit)])
 
 
 @router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
 def get_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.get(job_id))
+    return job_info(request.app.state.blip.jobs.get(job_id), PathView(request.app.state.blip.settings))
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])
 def cancel_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.cancel(job_id))
+    return job_info(request.app.state.blip.jobs.cancel(job_id), PathView(request.app.state.blip.settings))
 
 
 @router.post("/{job_id}/resume", response_model=JobInfo, status_code=202, dependencies=[WRITE])
 def resume_job(job_id: str, request: Request) -> JobInfo:
     """Run an interrupted, failed or cancelled index job again in the background (committed images are skipped)."""
     state = request.app.state.blip
-    return job_info(state.jobs.resume(job_id, state.embedder))
+    return job_info(state.jobs.resume(job_id, state.embedder), PathView(state.settings))

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from PIL import Image
-from pydantic import ValidationError
 
 from api.auth import READ, caller_scope
 from api.decoding import check_request_pixels
+from api.paths import PathView
 from api.schemas import ERRORS, Result, SearchResponse, SimilarRequest, TextSearchRequest
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
@@ -22,10 +22,7 @@ router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], re
 def _parse_filters(raw: str | None) -> Filters | None:
     if not raw:
         return None
-    try:
-        return Filters.model_validate_json(raw)
-    except ValidationError as exc:
-        raise InvalidInputError(f"Invalid filters: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+    return Filters.parse(raw)  # InvalidInputError (422) naming the field
 
 
 def _rerank_cost(request: Request, k: int, rerank_k: int) -> int:
@@ -42,10 +39,11 @@ def _rerank_cost(request: Request, k: int, rerank_k: int) -> int:
     return depth
 
 
-def _response(collection: str, res: SearchResult) -> SearchResponse:
+def _response(collection: str, res: SearchResult, paths: PathView) -> SearchResponse:
     results = []
     for h in res.hits:
         d = h.to_dict()
+        d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
     return SearchResponse(collection=collection, results=results, dropped=res.dropped, timing_ms=res.timing_ms)
 
@@ -67,14 +65,18 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
             options=body.options(),
             reranker=reranker,
         )
-    return _response(body.collection, res)
+    return _response(body.collection, res, PathView(state.settings))
 
 
 @router.post("/similar", response_model=SearchResponse)
 def search_similar(body: SimilarRequest, request: Request) -> SearchResponse:
     """More like this: the nearest records to a stored record (by its own embedding)."""
     engine = request.app.state.blip.engine(body.collection)
-    return _response(body.collection, engine.search_similar(body.id, body.k, QueryOptions(filters=body.filters)))
+    return _response(
+        body.collection,
+        engine.search_similar(body.id, body.k, QueryOptions(filters=body.filters)),
+        PathView(request.app.state.blip.settings),
+    )
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -115,4 +117,4 @@ async def search_image(
 
     from starlette.concurrency import run_in_threadpool
 
-    return _response(collection, await run_in_threadpool(run))
+    return _response(collection, await run_in_threadpool(run), PathView(request.app.state.blip.settings))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -22,7 +23,16 @@ def healthz() -> Health:
 
 @router.get("/readyz", response_model=Health)
 def readyz(request: Request) -> Health:
-    return Health(status="ready", detail=request.app.state.blip.loaded())
+    """Ready. Open to all, so it says no more than a reader may know: nothing in key mode (reads
+    need a key), and model names without server paths otherwise (api/paths.py)."""
+    state = request.app.state.blip
+    settings = state.settings
+    if settings.read_access == "key":
+        return Health(status="ready")
+    loaded = state.loaded()
+    if not settings.expose_paths:
+        loaded["models"] = [Path(m).name if Path(m).is_absolute() else m for m in loaded.get("models", [])]
+    return Health(status="ready", detail=loaded)
 
 
 @router.get("/metrics", include_in_schema=False, dependencies=[READ])

@@ -1,0 +1,51 @@
+"""What the API shows of server paths: by default no absolute path leaves the server.
+
+A record's ``uri`` (and a job failure's ``path``) is shown relative to the import root or the
+data dir it lies in, or as its file name alone when it lies in neither (a CLI-indexed folder);
+a tar member keeps its ``#member``. ``BLIPSEARCH_EXPOSE_PATHS=true`` shows them unchanged
+(a trusted deployment whose clients filter by ``uri_prefix`` on absolute paths).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from blipsearch.config import Settings
+
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+
+
+class PathView:
+    def __init__(self, settings: Settings) -> None:
+        self.expose = settings.expose_paths
+        bases: list[Path] = [*settings.import_roots, settings.data_dir]
+        seen: list[Path] = []
+        for b in bases:
+            for form in (Path(os.path.abspath(b.expanduser())), b.expanduser().resolve()):
+                if form not in seen:
+                    seen.append(form)
+        self.bases: Sequence[Path] = seen
+
+    def show(self, uri: str | None) -> str | None:
+        if uri is None or self.expose:
+            return uri
+        head, sep, member = uri.rpartition("#")
+        if not (sep and member and head.lower().endswith(TAR_SUFFIXES)):
+            head, sep, member = uri, "", ""
+        path = Path(head)
+        shown = path.name
+        for base in self.bases:
+            if path.is_absolute() and path.is_relative_to(base) and path != base:
+                shown = str(path.relative_to(base))
+                break
+        return f"{shown}{sep}{member}"
+
+    def text(self, message: str | None) -> str | None:
+        """``message`` with absolute paths under the known bases shortened (best effort)."""
+        if message is None or self.expose:
+            return message
+        for base in sorted(self.bases, key=lambda b: len(str(b)), reverse=True):
+            message = message.replace(str(base) + os.sep, "").replace(str(base), "<root>")
+        return message

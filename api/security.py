@@ -1,0 +1,66 @@
+"""Response headers that keep stored content from running as code in a browser.
+
+* ``/file`` serves a record's original with the media type of its stored, decoded ``format``
+  (never guessed from the file name), so a GIF/HTML polyglot named ``poly.html`` stays an
+  image; formats browsers do not render as images are downloads (``Content-Disposition:
+  attachment``).
+* Every response gets ``X-Content-Type-Options: nosniff`` and a restrictive
+  ``Content-Security-Policy``: the page loads only its own script, style and images (no inline
+  code, no frames, no plugins); API responses may not load anything at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request, Response
+
+# Pillow's decoded format -> the image type browsers render inline.
+RASTER_TYPES = {
+    "JPEG": "image/jpeg",
+    "MPO": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "BMP": "image/bmp",
+    "ICO": "image/x-icon",
+    "AVIF": "image/avif",
+}
+# Stored formats that are images but that browsers do not display: served as downloads.
+DOWNLOAD_TYPES = {"TIFF": "image/tiff"}
+
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+# An original opened on its own: the browser's image viewer may show it, nothing may run.
+FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox"
+
+
+def file_headers(fmt: str | None, rid: int) -> tuple[str, dict[str, str]]:
+    """(media type, extra headers) for serving an original whose decoded format is ``fmt``."""
+    fmt = (fmt or "").upper()
+    if fmt in RASTER_TYPES:
+        disposition = f'inline; filename="{rid}.{fmt.lower()}"'
+        return RASTER_TYPES[fmt], {"Content-Disposition": disposition, "Content-Security-Policy": FILE_CSP}
+    media = DOWNLOAD_TYPES.get(fmt, "application/octet-stream")
+    return media, {"Content-Disposition": f'attachment; filename="{rid}.bin"', "Content-Security-Policy": FILE_CSP}
+
+
+def _is_page(path: str) -> bool:
+    return path == "/" or path.startswith("/static/")
+
+
+def install(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        path = request.url.path
+        if path in ("/docs", "/redoc"):  # FastAPI's interactive docs load their own CDN assets
+            return response
+        response.headers.setdefault("Content-Security-Policy", PAGE_CSP if _is_page(path) else API_CSP)
+        if not _is_page(path):
+            response.headers.setdefault("Referrer-Policy", "no-referrer")
+        return response
