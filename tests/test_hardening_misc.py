@@ -18,7 +18,8 @@ from PIL import Image
 from api.app import create_app
 from api.uploads import sniff_and_decode
 from blipsearch.config import Settings
-from indexer.runner import RESUMABLE, index_paths
+from indexer.runner import RESUMABLE
+from service.indexing import index_paths
 from media.decode import decode_image
 from storage import owners
 from storage.api_keys import create_key
