@@ -66,6 +66,10 @@ class CollectionInfo(BaseModel):
     index: str | None
     itm_features: bool
     created_at: str
+    precision: str | None = Field(
+        default=None, description="Precision mode the embeddings were built with: exact, fast or mixed (issue #16)."
+    )
+    embed_dtype: str | None = Field(default=None, description="What the embedding forward computed in: fp32, bf16.")
 
 
 class CollectionList(BaseModel):

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
 import typer
 
+from blipsearch.cli_common import PrecisionOpt
 from blipsearch.commands import captioning, index_stats, indexing, maintenance, querying, reembedding, serving
 from blipsearch.commands.evaluating import eval_app
 from blipsearch.commands.jobs import jobs_app
@@ -18,7 +20,15 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal i
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    precision: PrecisionOpt = None,
+) -> None:
+    if precision is not None:
+        if precision not in ("exact", "fast"):
+            raise typer.BadParameter("use 'exact' or 'fast'", param_hint="--precision")
+        # Every command (and `serve`'s workers) builds its settings from the environment.
+        os.environ["BLIPSEARCH_PRECISION"] = precision
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

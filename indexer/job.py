@@ -109,7 +109,7 @@ def index_paths(
         on_progress=on_progress,
         captioner=captioner,
         decoding=decoding,
-        jpeg_draft=settings.jpeg_draft,
+        jpeg_draft=settings.decode_draft(),
         decode_mode=resolve_mode(settings.decode_mode, total),
     )
     with bar, recorded(catalog, job_id, lambda: {"timings": pipeline.timer.report()}):

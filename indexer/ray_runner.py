@@ -91,10 +91,10 @@ class ReadDecode:
 class EmbedActor:
     """Ray Data stage: one model replica per actor; embeds rows that decoded."""
 
-    def __init__(self, source: str, device: str, dtype: str, batch_size: int) -> None:
+    def __init__(self, source: str, device: str, dtype: str, batch_size: int, precision: str = "exact") -> None:
         from models import load_embedder
 
-        self.embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+        self.embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size, precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ok = (batch["error"] == "") & ~batch["duplicate"] & (batch["source_error"] == "")
@@ -164,7 +164,8 @@ def index_with_ray(
     ctx.enable_progress_bars = False
     gpus = int(ray.cluster_resources().get("GPU", 0))
     side = embedder.input_size or 384
-    cfg = DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, side if settings.jpeg_draft else None)
+    draft = side if settings.decode_draft() else None
+    cfg = DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, draft)
     known_ref = ray.put(coll.known_hashes())
     bs = settings.batch_size
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // bs, 512))) if items else None
@@ -190,6 +191,7 @@ def index_with_ray(
                     "device": "cuda" if gpus else "cpu",
                     "dtype": settings.dtype,
                     "batch_size": bs,
+                    "precision": settings.precision,
                 },
                 batch_size=bs,
                 compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),

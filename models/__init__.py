@@ -14,11 +14,16 @@ if TYPE_CHECKING:
 __all__ = ["load_embedder", "load_itm"]
 
 
-def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> Embedder:
-    """Load a BLIP or BLIP-2 retrieval checkpoint (hub id or local directory) as an Embedder."""
+def load_embedder(
+    source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32, precision: str = "exact"
+) -> Embedder:
+    """Load a BLIP or BLIP-2 retrieval checkpoint (hub id or local directory) as an Embedder.
+
+    ``precision``: "exact" (fp32, the transformers forward) or "fast" (models/precision.py).
+    """
     from models.registry import load_embedder as _load
 
-    return _load(source, device=device, dtype=dtype, batch_size=batch_size)
+    return _load(source, device=device, dtype=dtype, batch_size=batch_size, precision=precision)
 
 
 def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:

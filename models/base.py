@@ -41,6 +41,11 @@ class Embedder(ABC):
     vectors_per_image: int = 1
     batch_size: int = 32
     device: str = "cpu"
+    precision: str = "exact"  # "exact" or "fast" (models/precision.py)
+
+    def stage_dtypes(self) -> dict[str, str]:
+        """What each model stage computes in: {"image": "bf16", "text": "fp32", ...}."""
+        return {"image": "fp32", "text": "fp32", "itm": "fp32"}
 
     @property
     def input_size(self) -> int | None:
@@ -101,4 +106,6 @@ class Embedder(ABC):
             "dim": self.dim,
             "vectors_per_image": self.vectors_per_image,
             "device": self.device,
+            "precision": self.precision,
+            "stage_dtypes": self.stage_dtypes(),
         }

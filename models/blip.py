@@ -24,10 +24,12 @@ class BlipEmbedder(TorchEmbedder):
     family = "blip"
     vectors_per_image = 1
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32, precision: str = "exact"
+    ) -> None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        dev = self._setup(source, device, dtype, batch_size)
+        dev = self._setup(source, device, dtype, batch_size, precision)
         model = from_pretrained(BlipForImageTextRetrieval, source, "BLIP retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(BlipProcessor, source, "BLIP processor")
         self.fingerprint = fingerprint(
@@ -41,7 +43,7 @@ class BlipEmbedder(TorchEmbedder):
         self.max_text_tokens = self._text_limit(model.config.text_config.max_position_embeddings)
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("image"):
             feats = F.normalize(self.model.vision_proj(tokens[:, 0, :]).float(), dim=-1)
         return feats.cpu().numpy()
 

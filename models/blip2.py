@@ -23,10 +23,12 @@ from models.torch_embedder import TorchEmbedder
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32, precision: str = "exact"
+    ) -> None:
         from transformers import Blip2ForImageTextRetrieval, Blip2Processor
 
-        dev = self._setup(source, device, dtype, batch_size)
+        dev = self._setup(source, device, dtype, batch_size, precision)
         model = from_pretrained(Blip2ForImageTextRetrieval, source, "BLIP-2 retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(Blip2Processor, source, "BLIP-2 processor")
         self.fingerprint = fingerprint(
@@ -44,7 +46,7 @@ class Blip2Embedder(TorchEmbedder):
         self.max_text_tokens = self._text_limit(model.config.qformer_config.max_position_embeddings)
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("image"):
             image_embeds = tokens.float()
             mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
             queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)

@@ -18,6 +18,7 @@ import torch
 from blipsearch.errors import ModelLoadError
 from models.base import ImagePreprocessor
 from models.loading import from_pretrained, resolve_source
+from models.precision import plan_precision
 from models.runtime import input_side, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -41,7 +42,9 @@ class Decoding:
 
 
 class Captioner:
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16) -> None:
+    def __init__(
+        self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16, precision: str = "exact"
+    ) -> None:
         from transformers import AutoConfig, AutoProcessor, Blip2ForConditionalGeneration, BlipForConditionalGeneration
 
         from models.registry import _quiet_transformers
@@ -56,7 +59,9 @@ class Captioner:
                 f"use e.g. {DEFAULT_CAPTION_MODEL} or Salesforce/blip2-opt-2.7b."
             )
         dev = pick_device(device)
-        self.torch_dtype = pick_dtype(dtype, dev)
+        self.plan = plan_precision(precision, dev, None if dtype == "auto" else pick_dtype(dtype, dev))
+        self.torch_dtype = self.plan.weights
+        self.precision = precision
         self.model: Any = from_pretrained(cls, source, "caption model", dtype=self.torch_dtype).to(dev).eval()
         self.processor: Any = from_pretrained(AutoProcessor, source, "caption processor")
         self.model_id = resolve_source(source)
@@ -88,7 +93,7 @@ class Captioner:
                 mask = torch.cat([torch.ones((n, nq), dtype=mask.dtype), mask], dim=1)
             inputs["input_ids"] = ids.to(self.model.device)
             inputs["attention_mask"] = mask.to(self.model.device)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("caption"):
             out = self.model.generate(**inputs, **decoding.generate_kwargs())
         texts = self.processor.batch_decode(out, skip_special_tokens=True)
         return [t.strip() for t in texts]

@@ -7,8 +7,10 @@ feature cache.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,6 +19,12 @@ import torch
 class ItmScorer(ABC):
     family: str
     batch_size: int = 32
+    embedder: Any  # the TorchEmbedder whose model (and precision plan) the scorer shares
+
+    def _itm_precision(self) -> contextlib.AbstractContextManager[None]:
+        """The ``itm`` stage's precision (autocast in ``fast`` mode where it holds the bound)."""
+        plan = getattr(self.embedder, "plan", None)
+        return plan.run("itm") if plan is not None else contextlib.nullcontext()
 
     @abstractmethod
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
@@ -37,7 +45,7 @@ class ItmScorer(ABC):
         for i in range(0, image_tokens.shape[0], self.batch_size):
             chunk = image_tokens[i : i + self.batch_size]
             n = chunk.shape[0]
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(chunk, ids.expand(n, -1), mask.expand(n, -1)).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
@@ -53,7 +61,7 @@ class ItmScorer(ABC):
         out = []
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenize(texts[i : i + self.batch_size])
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(image_tokens[:1], ids, mask).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
@@ -63,7 +71,7 @@ class ItmScorer(ABC):
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenize(texts[i : i + self.batch_size])
             chunk = image_tokens[i : i + self.batch_size]
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(chunk.contiguous(), ids, mask).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 

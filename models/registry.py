@@ -18,7 +18,9 @@ def _quiet_transformers() -> None:
     logging.getLogger("transformers").setLevel(logging.ERROR)
 
 
-def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> Embedder:
+def load_embedder(
+    source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32, precision: str = "exact"
+) -> Embedder:
     from transformers import AutoConfig
 
     _quiet_transformers()
@@ -27,11 +29,11 @@ def load_embedder(source: str, *, device: str = "auto", dtype: str = "auto", bat
     if model_type == "blip":
         from models.blip import BlipEmbedder
 
-        return BlipEmbedder(source, device=device, dtype=dtype, batch_size=batch_size)
+        return BlipEmbedder(source, device=device, dtype=dtype, batch_size=batch_size, precision=precision)
     if model_type == "blip-2":
         from models.blip2 import Blip2Embedder
 
-        return Blip2Embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+        return Blip2Embedder(source, device=device, dtype=dtype, batch_size=batch_size, precision=precision)
     raise ModelLoadError(
         f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with BLIP "
         "(BlipForImageTextRetrieval, e.g. Salesforce/blip-itm-base-coco) or BLIP-2 "

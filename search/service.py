@@ -11,7 +11,13 @@ from storage.collection import Collection
 def load_model(settings: Settings, source: str) -> Embedder:
     from models import load_embedder
 
-    return load_embedder(source, device=settings.device, dtype=settings.dtype, batch_size=settings.batch_size)
+    return load_embedder(
+        source,
+        device=settings.device,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
+    )
 
 
 def open_engine(

@@ -31,6 +31,8 @@ def collection_info(coll: Collection) -> CollectionInfo:
         index=m.index.spec if m.index else None,
         itm_features=m.itm_features is not None,
         created_at=m.created_at.isoformat(),
+        precision=m.precision,
+        embed_dtype=m.embed_dtype,
     )
 
 

@@ -26,6 +26,7 @@ def load_captioner(settings: Any, model: str | None) -> Any:
         device=settings.device,
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,
+        precision=settings.precision,
     )
 
 

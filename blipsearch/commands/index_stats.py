@@ -15,6 +15,7 @@ def _human(p: dict[str, Any]) -> str:
         f"{p['collection']}: {p['records']} records, {p['vectors']} vectors, index {p['spec']} "
         f"({'automatic' if p['auto'] else 'explicit'}), ~{p['memory_bytes'] / 2**20:.1f} MiB",
         f"  search defaults: {p['search_defaults'] or '-'}; automatic choice now: {p['recommended_spec']}",
+        f"  precision: {p['precision'] or 'unrecorded'} (embeddings computed in {p['embed_dtype'] or '?'})",
     ]
     rec = p.get("recall")
     if rec:
@@ -53,6 +54,8 @@ def index_stats(
         "vectors": n,
         "dim": m.dim,
         "model_id": m.model_id,
+        "precision": m.precision,
+        "embed_dtype": m.embed_dtype,
         "spec": info.spec,
         "auto": info.auto,
         "explicit_spec": m.index_spec,

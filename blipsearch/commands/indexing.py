@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.cli_common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from blipsearch.cli_common import (
+    CollectionOpt,
+    DataDirOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    emit,
+    handle_errors,
+    settings_for,
+)
 from blipsearch.commands.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt, load_captioner
 from blipsearch.errors import InvalidInputError
 
@@ -40,6 +49,7 @@ def index(
     decode: Annotated[
         str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
     ] = None,
+    precision: PrecisionOpt = None,
     input_format: Annotated[
         str, typer.Option("--input-format", help="auto (by extension), files, list, manifest or webdataset.")
     ] = "auto",
@@ -76,7 +86,12 @@ def index(
     from storage.collection import Collection
 
     settings = settings_for(
-        data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers, decode_mode=decode
+        data_dir,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        decode_workers=workers,
+        decode_mode=decode,
+        precision=precision,
     )
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
     if runner not in ("local", "ray"):

@@ -144,6 +144,8 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
                 "model_id": m.model_id,
                 "dim": m.dim,
                 "vectors_per_item": m.vectors_per_item,
+                "precision": m.precision,
+                "embed_dtype": m.embed_dtype,
                 "index": m.index.spec if m.index else None,
                 "itm_features": m.itm_features is not None,
                 "created_at": m.created_at.isoformat(),
@@ -153,6 +155,9 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     def human(p: dict[str, Any]) -> str:
         if not p["collections"]:
             return "no collections yet: blipsearch index PATH --collection NAME"
-        return "\n".join(f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['model_id']}" for c in p["collections"])
+        return "\n".join(
+            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['precision'] or '-':<6} {c['model_id']}"
+            for c in p["collections"]
+        )
 
     emit({"collections": rows}, as_json, human)
