@@ -145,3 +145,34 @@ def test_collection_records_precision_and_searches_across_modes(settings, blip_e
     index_paths(settings, [tmp_path / "b"], "mixed", embedder=blip_embedder, progress=False)
     m = Collection.open(settings.data_dir, "mixed").manifest
     assert m.count == 10 and m.precision == "mixed"
+
+
+def test_cli_precision_flag_and_reports(tmp_path, monkeypatch, tiny_models):
+    import json
+
+    from typer.testing import CliRunner
+
+    from blipsearch.cli import app
+    from tests.helpers import write_images
+
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
+    monkeypatch.setenv("BLIPSEARCH_PRECISION", "exact")  # restored after the test (the flag sets it)
+    write_images(tmp_path / "a", 4)
+    write_images(tmp_path / "b", 3, start=20)
+    runner = CliRunner()
+
+    def run(*args: str, code: int = 0) -> dict:
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == code, (result.stdout, result.stderr)
+        return json.loads(result.stdout) if "--json" in args else {}
+
+    run("index", str(tmp_path / "a"), "-c", "p", "--precision", "fast", "--json")
+    cols = run("collections", "--json")["collections"]
+    assert (cols[0]["precision"], cols[0]["embed_dtype"]) == ("fast", "bf16" if NATIVE else "fp32")
+    stats = run("index-stats", "-c", "p", "--json")
+    assert stats["precision"] == "fast"
+    run("--precision", "exact", "index", str(tmp_path / "b"), "-c", "p", "--json")
+    assert run("index-stats", "-c", "p", "--json")["precision"] == "mixed"
+    run("index", str(tmp_path / "b"), "-c", "q", "--precision", "turbo", "--json", code=2)
+    run("--precision", "turbo", "collections", code=2)
