@@ -174,6 +174,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="tiny model (plumbing check, numbers meaningless)")
     ap.add_argument("--no-static", action="store_true", help="skip static int8 quantization")
+    ap.add_argument("--device", default="cpu", help="accepted for run_all.py; a CPU benchmark")
     ap.add_argument("--base-dir", type=Path, default=None)
     args = ap.parse_args()
 
