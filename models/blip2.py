@@ -16,12 +16,14 @@ import torch
 import torch.nn.functional as F
 
 from models.loading import from_pretrained
+from models.precision import BLIP2_FAST_STAGES
 from models.runtime import fingerprint
 from models.torch_embedder import TorchEmbedder
 
 
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
+    fast_stages = BLIP2_FAST_STAGES
 
     def __init__(
         self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32, precision: str = "exact"

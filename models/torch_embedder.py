@@ -13,7 +13,7 @@ import torch
 
 from models.base import Embedder, ImagePreprocessor
 from models.loading import resolve_source
-from models.precision import PrecisionPlan, plan_precision
+from models.precision import DEFAULT_FAST_STAGES, PrecisionPlan, plan_precision
 from models.runtime import input_side, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -26,12 +26,14 @@ class TorchEmbedder(Embedder):
     torch_dtype: torch.dtype
     max_text_tokens: int
     plan: PrecisionPlan
+    fast_stages: frozenset[str] = DEFAULT_FAST_STAGES  # stages that held the fidelity bound for this family
 
     def _setup(self, source: str, device: str, dtype: str, batch_size: int, precision: str) -> torch.device:
         self.model_id = resolve_source(source)  # local directories are recorded as absolute paths
         self.batch_size = batch_size
         dev = pick_device(device)
-        self.plan = plan_precision(precision, dev, None if dtype == "auto" else pick_dtype(dtype, dev))
+        weights = None if dtype == "auto" else pick_dtype(dtype, dev)
+        self.plan = plan_precision(precision, dev, weights, fast_stages=self.fast_stages)
         self.torch_dtype = self.plan.weights
         self.precision = precision
         self.device = str(dev)

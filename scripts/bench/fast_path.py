@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[16, 64])
     ap.add_argument("--quick", action="store_true", help="n = 8, k = 16, 3 samples, no captions")
     ap.add_argument("--no-captions", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on an oversubscribed machine)")
     ap.add_argument("--device", default="cpu", help="accepted for run_all.py; a CPU benchmark")
     ap.add_argument("--base-dir", type=Path, default=None)
     args = ap.parse_args()
@@ -92,6 +93,8 @@ def main() -> None:
     from models.precision import cpu_flags
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"})
+    if args.threads:
+        torch.set_num_threads(args.threads)
     path = base_model(args.base_dir)
     res: dict[str, Any] = {"cpu_flags": flags, "n": args.n}
     res["gemm_gflops"] = {"fp32": gemm(torch.float32), "bf16": gemm(torch.bfloat16)}
