@@ -133,6 +133,19 @@ class Settings(BaseSettings):
         "(default: relative to an import root or the data dir, else the file name).",
     )
 
+    # -- issue #16: precision modes (models/precision.py) --
+    precision: str = Field(
+        default="fast",
+        pattern="^(exact|fast)$",
+        description="'exact': fp32 and full image decodes, equal to the transformers forward. 'fast': bf16 where "
+        "the CPU has native bf16 (fp32 elsewhere; bf16/fp16 on CUDA) and JPEG draft decoding, within the "
+        "fidelity bound of scripts/bench/fidelity.py.",
+    )
+
+    def decode_draft(self) -> bool:
+        """JPEG draft decoding is part of ``fast`` only: ``exact`` always decodes in full."""
+        return self.jpeg_draft and self.precision == "fast"
+
     def catalog_url(self) -> str:
         if self.database_url:
             return self.database_url

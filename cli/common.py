@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from blipsearch.config import Settings, get_settings
-from blipsearch.errors import BlipsearchError
+from blipsearch.errors import BlipsearchError, InvalidInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,6 +22,14 @@ ModelOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (BLIPSEARCH_DATA_DIR).")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        help="exact (fp32, full decode: equals the transformers forward) or fast (bf16 where the CPU has native "
+        "bf16, JPEG draft decoding); default BLIPSEARCH_PRECISION, else fast.",
+    ),
+]
 
 
 def emit(payload: dict[str, Any], as_json: bool, human: Callable[[dict[str, Any]], str]) -> None:
@@ -51,4 +59,6 @@ def handle_errors(fn: F) -> F:
 
 
 def settings_for(data_dir: Path | None, **extra: Any) -> Settings:
+    if extra.get("precision") not in (None, "exact", "fast"):
+        raise InvalidInputError(f"Unknown precision {extra['precision']!r}: use 'exact' or 'fast'.")
     return get_settings(data_dir=data_dir, **extra)

@@ -10,7 +10,7 @@ import typer
 
 from blipsearch.errors import InvalidInputError
 from cli.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt
-from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, PrecisionOpt, emit, handle_errors, settings_for
 
 
 def _human_report(p: dict[str, Any]) -> str:
@@ -40,6 +40,7 @@ def index(
     decode: Annotated[
         str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
     ] = None,
+    precision: PrecisionOpt = None,
     input_format: Annotated[
         str, typer.Option("--input-format", help="auto (by extension), files, list, manifest or webdataset.")
     ] = "auto",
@@ -77,7 +78,12 @@ def index(
     from service.models import load_captioner
 
     settings = settings_for(
-        data_dir, batch_size=batch_size, shard_size=shard_size, decode_workers=workers, decode_mode=decode
+        data_dir,
+        batch_size=batch_size,
+        shard_size=shard_size,
+        decode_workers=workers,
+        decode_mode=decode,
+        precision=precision,
     )
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
     if runner not in ("local", "ray"):

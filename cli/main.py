@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
 import typer
 
 from cli import captioning, families, index_stats, indexing, maintenance, querying, reembedding, serving
+from cli.common import PrecisionOpt
 from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
@@ -19,7 +21,15 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal i
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    precision: PrecisionOpt = None,
+) -> None:
+    if precision is not None:
+        if precision not in ("exact", "fast"):
+            raise typer.BadParameter("use 'exact' or 'fast'", param_hint="--precision")
+        # Every command (and `serve`'s workers) builds its settings from the environment.
+        os.environ["BLIPSEARCH_PRECISION"] = precision
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -141,6 +141,9 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     def human(p: dict[str, Any]) -> str:
         if not p["collections"]:
             return "no collections yet: blipsearch index PATH --collection NAME"
-        return "\n".join(f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['model_id']}" for c in p["collections"])
+        return "\n".join(
+            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['precision'] or '-':<6} {c['model_id']}"
+            for c in p["collections"]
+        )
 
     emit({"collections": rows}, as_json, human)

@@ -55,7 +55,7 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         max_pixels=settings.max_image_pixels,
         max_bytes=settings.max_upload_bytes,
         track_paths=True,
-        jpeg_draft=settings.jpeg_draft,
+        jpeg_draft=settings.decode_draft(),
         update_changed=False,  # content-addressed paths: a uri never holds new content
     )
     report = pipeline.run(paths)

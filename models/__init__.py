@@ -22,6 +22,7 @@ def load_embedder(
     batch_size: int = 32,
     text_preprocess: str = "blip",
     text_max_words: int | None = 30,
+    precision: str = "exact",
 ) -> Embedder:
     """Load a retrieval checkpoint (hub id or local directory) of any embedding family as an Embedder:
     BLIP, BLIP-2, CLIP, SigLIP or ALIGN, chosen by its ``config.model_type`` (models/families.py).
@@ -30,6 +31,8 @@ def load_embedder(
     (``models/text_preprocess.py``, at most ``text_max_words`` words) before tokenizing, as the
     models were trained; ``"none"`` tokenizes texts as given. ITM scorers from ``load_itm``
     share the embedder's tokenizer path, so they get the same pre-processing.
+
+    ``precision``: "exact" (fp32, the transformers forward) or "fast" (models/precision.py).
     """
     from models.registry import load_embedder as _load
 
@@ -40,6 +43,7 @@ def load_embedder(
         batch_size=batch_size,
         text_preprocess=text_preprocess,
         text_max_words=text_max_words,
+        precision=precision,
     )
 
 

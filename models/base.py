@@ -43,6 +43,11 @@ class Embedder(ABC):
     batch_size: int = 32
     device: str = "cpu"
     text_preprocess: str = "none"  # "blip": texts go through BLIP's pre_caption before tokenizing
+    precision: str = "exact"  # "exact" or "fast" (models/precision.py)
+
+    def stage_dtypes(self) -> dict[str, str]:
+        """What each model stage computes in: {"image": "bf16", "text": "fp32", ...}."""
+        return {"image": "fp32", "text": "fp32", "itm": "fp32"}
 
     @property
     def input_size(self) -> int | None:
@@ -104,4 +109,6 @@ class Embedder(ABC):
             "vectors_per_image": self.vectors_per_image,
             "has_itm": self.has_itm,
             "device": self.device,
+            "precision": self.precision,
+            "stage_dtypes": self.stage_dtypes(),
         }

@@ -35,10 +35,13 @@ class BlipEmbedder(TorchEmbedder):
         batch_size: int = 32,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
+        precision: str = "exact",
     ) -> None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
-        dev = self._setup(source, device, dtype, batch_size, text_preprocess, text_max_words)
+        dev = self._setup(
+            source, device, dtype, batch_size, precision, text_preprocess=text_preprocess, text_max_words=text_max_words
+        )
         model = from_pretrained(BlipForImageTextRetrieval, source, "BLIP retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(BlipProcessor, source, "BLIP processor")
         self.fingerprint = fingerprint(
@@ -52,7 +55,7 @@ class BlipEmbedder(TorchEmbedder):
         self.max_text_tokens = self._text_limit(model.config.text_config.max_position_embeddings)
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("image"):
             feats = F.normalize(self.model.vision_proj(tokens[:, 0, :]).float(), dim=-1)
         return feats.cpu().numpy()
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from models.loading import from_pretrained
+from models.precision import BLIP2_FAST_STAGES
 from models.runtime import fingerprint
 from models.text_preprocess import DEFAULT_MAX_WORDS
 from models.torch_embedder import TorchEmbedder
@@ -24,6 +25,7 @@ from models.torch_embedder import TorchEmbedder
 class Blip2Embedder(TorchEmbedder):
     family = "blip2"
     has_itm = True
+    fast_stages = BLIP2_FAST_STAGES
 
     def __init__(
         self,
@@ -34,10 +36,13 @@ class Blip2Embedder(TorchEmbedder):
         batch_size: int = 32,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
+        precision: str = "exact",
     ) -> None:
         from transformers import Blip2ForImageTextRetrieval, Blip2Processor
 
-        dev = self._setup(source, device, dtype, batch_size, text_preprocess, text_max_words)
+        dev = self._setup(
+            source, device, dtype, batch_size, precision, text_preprocess=text_preprocess, text_max_words=text_max_words
+        )
         model = from_pretrained(Blip2ForImageTextRetrieval, source, "BLIP-2 retrieval model", dtype=torch.float32)
         self.processor: Any = from_pretrained(Blip2Processor, source, "BLIP-2 processor")
         self.fingerprint = fingerprint(
@@ -55,7 +60,7 @@ class Blip2Embedder(TorchEmbedder):
         self.max_text_tokens = self._text_limit(model.config.qformer_config.max_position_embeddings)
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("image"):
             image_embeds = tokens.float()
             mask = torch.ones(image_embeds.shape[:-1], dtype=torch.long, device=image_embeds.device)
             queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)

@@ -25,7 +25,7 @@ class Blip2ItmScorer(ItmScorer):
         self.batch_size = batch_size
 
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
-        return self.embedder.vision_tokens(pixel_values)
+        return self.embedder.vision_tokens(pixel_values, stage="itm")
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.embedder.tokenize(texts)

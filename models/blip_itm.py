@@ -40,7 +40,7 @@ class BlipItmScorer(ItmScorer):
         self.first_token = "enc" if self.first_token_id is not None else "cls"
 
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
-        return self.embedder.vision_tokens(pixel_values)
+        return self.embedder.vision_tokens(pixel_values, stage="itm")
 
     def tokenize(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         enc = self.embedder.tokenize(texts)

@@ -81,7 +81,7 @@ class DualEncoderEmbedder(TorchEmbedder):
             "ITM checkpoint to re-rank or confirm with (search --rerank-model, API rerank_model, policy itm_model)."
         )
 
-    def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor, stage: str = "image") -> torch.Tensor:
         raise self._no_itm()
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:

@@ -7,9 +7,10 @@ feature cache.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 class ItmScorer(ABC):
     family: str
     batch_size: int = 32
-    embedder: Embedder  # the loaded BLIP / BLIP-2 model whose vision encoder and processor ITM uses
+    embedder: Any  # the loaded BLIP / BLIP-2 TorchEmbedder whose vision encoder, processor and precision plan ITM uses
 
     @property
     def model_id(self) -> str:
@@ -37,6 +38,11 @@ class ItmScorer(ABC):
         """Whether ``embedder``'s vision tokens are this scorer's (same checkpoint): then the
         collection's ITM feature cache and one shared ViT forward can be used."""
         return embedder is self.embedder or embedder.fingerprint == self.embedder.fingerprint
+
+    def _itm_precision(self) -> contextlib.AbstractContextManager[None]:
+        """The ``itm`` stage's precision (autocast in ``fast`` mode where it holds the bound)."""
+        plan = getattr(self.embedder, "plan", None)
+        return plan.run("itm") if plan is not None else contextlib.nullcontext()
 
     @abstractmethod
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
@@ -57,7 +63,7 @@ class ItmScorer(ABC):
         for i in range(0, image_tokens.shape[0], self.batch_size):
             chunk = image_tokens[i : i + self.batch_size]
             n = chunk.shape[0]
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(chunk, ids.expand(n, -1), mask.expand(n, -1)).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
@@ -73,7 +79,7 @@ class ItmScorer(ABC):
         out = []
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenize(texts[i : i + self.batch_size])
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(image_tokens[:1], ids, mask).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
@@ -83,7 +89,7 @@ class ItmScorer(ABC):
         for i in range(0, len(texts), self.batch_size):
             ids, mask = self.tokenize(texts[i : i + self.batch_size])
             chunk = image_tokens[i : i + self.batch_size]
-            with torch.inference_mode():
+            with torch.inference_mode(), self._itm_precision():
                 out.append(self._logits(chunk.contiguous(), ids, mask).float().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 

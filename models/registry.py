@@ -67,6 +67,7 @@ def load_embedder(
     batch_size: int = 32,
     text_preprocess: str = "blip",
     text_max_words: int | None = DEFAULT_MAX_WORDS,
+    precision: str = "exact",
 ) -> Embedder:
     """``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
     tokenize texts as their own processors do."""
@@ -80,8 +81,11 @@ def load_embedder(
         )
     cls = load_class(fam.embedder)
     kwargs: dict[str, Any] = {}
-    if "text_preprocess" in inspect.signature(cls).parameters:
+    params = inspect.signature(cls).parameters
+    if "text_preprocess" in params:
         kwargs = {"text_preprocess": text_preprocess, "text_max_words": text_max_words}
+    if "precision" in params:
+        kwargs["precision"] = precision
     embedder: Embedder = cls(source, device=device, dtype=dtype, batch_size=batch_size, **kwargs)
     return embedder
 
@@ -104,7 +108,14 @@ def itm_for(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 3
 
 
 def load_itm_model(
-    source: str, *, device: str = "auto", dtype: str = "auto", first_token: str = "enc", batch_size: int = 32
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    first_token: str = "enc",
+    batch_size: int = 32,
+    precision: str = "exact",
+    text_preprocess: str = "blip",
 ) -> ItmScorer:
     """A BLIP / BLIP-2 ITM scorer loaded from its own checkpoint (cross-family re-ranking)."""
     model_type = model_type_of(source)
@@ -114,5 +125,7 @@ def load_itm_model(
             f"{source!r} (model_type {model_type!r}) is not an ITM checkpoint; re-ranking takes "
             f"{_names(supported('itm'))} retrieval checkpoints, e.g. Salesforce/blip-itm-base-coco."
         )
-    embedder = load_embedder(source, device=device, dtype=dtype, batch_size=batch_size)
+    embedder = load_embedder(
+        source, device=device, dtype=dtype, batch_size=batch_size, precision=precision, text_preprocess=text_preprocess
+    )
     return itm_for(embedder, first_token=first_token, batch_size=batch_size)

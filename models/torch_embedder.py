@@ -13,6 +13,7 @@ import torch
 
 from models.base import Embedder, ImagePreprocessor
 from models.loading import resolve_source
+from models.precision import DEFAULT_FAST_STAGES, PrecisionPlan, plan_precision
 from models.runtime import input_side, pick_device, pick_dtype
 from models.text_preprocess import DEFAULT_MAX_WORDS, TextPreprocessor
 
@@ -25,6 +26,8 @@ class TorchEmbedder(Embedder):
     processor: Any
     torch_dtype: torch.dtype
     max_text_tokens: int
+    plan: PrecisionPlan
+    fast_stages: frozenset[str] = DEFAULT_FAST_STAGES  # stages that held the fidelity bound for this family
 
     def _setup(
         self,
@@ -32,6 +35,8 @@ class TorchEmbedder(Embedder):
         device: str,
         dtype: str,
         batch_size: int,
+        precision: str = "exact",
+        *,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
     ) -> torch.device:
@@ -41,13 +46,19 @@ class TorchEmbedder(Embedder):
         self.prepare_text = TextPreprocessor(text_preprocess, text_max_words)
         self.text_preprocess = text_preprocess
         dev = pick_device(device)
-        self.torch_dtype = pick_dtype(dtype, dev)
+        weights = None if dtype == "auto" else pick_dtype(dtype, dev)
+        self.plan = plan_precision(precision, dev, weights, fast_stages=self.fast_stages)
+        self.torch_dtype = self.plan.weights
+        self.precision = precision
         self.device = str(dev)
         return dev
 
     @property
     def input_size(self) -> int | None:
         return input_side(self.processor)
+
+    def stage_dtypes(self) -> dict[str, str]:
+        return {k: v for k, v in self.plan.describe().items() if k not in ("mode", "caption")}
 
     def _text_limit(self, max_positions: int) -> int:
         return int(min(self.processor.tokenizer.model_max_length, max_positions))
@@ -59,13 +70,16 @@ class TorchEmbedder(Embedder):
     def preprocess(self, images: Sequence[Image.Image]) -> np.ndarray:
         return self.preprocessor()(images)
 
-    def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """The vision encoder's full token output [n, tokens, width] (what ITM attends to)."""
+    def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor, stage: str = "image") -> torch.Tensor:
+        """The vision encoder's full token output [n, tokens, width] (what ITM attends to).
+
+        ``stage``: whose precision the forward runs in ("image", or "itm" for re-ranking).
+        """
         pixels = torch.as_tensor(pixel_values)
         if self.model.device.type == "cuda" and not pixels.is_cuda:
             pixels = pixels.pin_memory()  # page-locked, so the copy below is asynchronous
         pixels = pixels.to(self.model.device, self.torch_dtype, non_blocking=True)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run(stage):
             return self.model.vision_model(pixel_values=pixels).last_hidden_state
 
     @abstractmethod
@@ -98,6 +112,6 @@ class TorchEmbedder(Embedder):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = []
         for i in range(0, len(texts), self.batch_size):
-            with torch.inference_mode():
+            with torch.inference_mode(), self.plan.run("text"):
                 out.append(self._text_features(self.tokenize(texts[i : i + self.batch_size])).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)

@@ -67,6 +67,8 @@ def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, que
         "vectors": n,
         "dim": m.dim,
         "model_id": m.model_id,
+        "precision": m.precision,
+        "embed_dtype": m.embed_dtype,
         "spec": info.spec,
         "auto": info.auto,
         "explicit_spec": m.index_spec,

@@ -52,7 +52,7 @@ def executor_for(
                 workers=settings.decode_workers,
                 max_pixels=settings.max_image_pixels,
                 max_bytes=settings.max_file_bytes,
-                jpeg_draft=settings.jpeg_draft,
+                jpeg_draft=settings.decode_draft(),
                 decode_mode=settings.decode_mode,
                 captioner=captioner,
                 decoding=decoding or Decoding(),
@@ -71,7 +71,7 @@ def executor_for(
             decode_workers=settings.decode_workers,
             max_pixels=settings.max_image_pixels,
             max_bytes=settings.max_file_bytes,
-            jpeg_draft=settings.jpeg_draft,
+            jpeg_draft=settings.decode_draft(),
         )
         return RayExecutor(options, model_loader(settings))
     raise InvalidInputError(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")

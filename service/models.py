@@ -24,6 +24,7 @@ def load_model(settings: Settings, source: str) -> Embedder:
         dtype=settings.dtype,
         batch_size=settings.batch_size,
         text_preprocess=settings.text_preprocess,
+        precision=settings.precision,
     )
 
 
@@ -32,7 +33,11 @@ def model_loader(settings: Settings) -> Callable[..., Embedder]:
     from models import load_embedder
 
     return functools.partial(
-        load_embedder, dtype=settings.dtype, batch_size=settings.batch_size, text_preprocess=settings.text_preprocess
+        load_embedder,
+        dtype=settings.dtype,
+        batch_size=settings.batch_size,
+        text_preprocess=settings.text_preprocess,
+        precision=settings.precision,
     )
 
 
@@ -66,4 +71,5 @@ def load_captioner(settings: Settings, model: str | None = None) -> Captioner:
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,
         memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
+        precision=settings.precision,
     )

@@ -65,6 +65,7 @@ def load_vqa(settings: Settings, model: str) -> VisualQuestionScorer:
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,
         memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
+        precision=settings.precision,
     )
     return VisualQuestionScorer(captioner)
 

@@ -88,6 +88,8 @@ class Collection(CollectionReads):
         self._hashed_shards: dict[str, int] = {}  # shard file -> tombstones seen when hashed
         self._thread_lock = threading.Lock()
         self._swept = False
+        # (precision, embed_dtype) of the writer that opened this collection with Collection.create
+        self.writer_precision: tuple[str | None, str | None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     @staticmethod
@@ -138,6 +140,8 @@ class Collection(CollectionReads):
                 coll.check_model(model["fingerprint"], model["model_id"])
                 if coll.manifest.kind != kind:
                     raise ConflictError(f"Collection {name!r} holds {coll.manifest.kind}, not {kind}.")
+                mine = Manifest.for_model(name, model, kind)  # what this writer's records are built with
+                coll.writer_precision = (mine.precision, mine.embed_dtype)
                 return coll
             manifest = Manifest.for_model(name, model, kind, itm_features=itm_features)
             version = versions.new_version_id(model["fingerprint"])
@@ -312,6 +316,8 @@ class Collection(CollectionReads):
                     self.manifest.save(self.root / MANIFEST_NAME)
                 return aligned
             m = self.manifest
+            if self.writer_precision is not None:
+                m.note_writer(*self.writer_precision)
             self._tombstone(doomed, known)
             ids = np.arange(m.next_id, m.next_id + len(keep), dtype=np.int64)
             now = datetime.now(timezone.utc)

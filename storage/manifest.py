@@ -83,6 +83,11 @@ class Manifest(BaseModel):
     superseded_by: str | None = None  # set when a re-embedded version replaced this one (storage/versions.py)
     reembed: dict[str, Any] | None = None  # while being built by reembed: {"source": version, "done": [shards]}
     retired: list[str] = Field(default_factory=list)  # files of merged shards, removed at the next merge
+    # The precision mode the embeddings were built with ("exact", "fast", or "mixed" once writers
+    # in both modes appended), and what the embedding forward computed in ("fp32", "bf16", ...).
+    # None: built before blipsearch recorded it.
+    precision: str | None = None
+    embed_dtype: str | None = None
 
     @classmethod
     def for_model(cls, collection: str, model: dict[str, Any], kind: str = "images", **fields: Any) -> Manifest:
@@ -95,8 +100,27 @@ class Manifest(BaseModel):
             dim=model["dim"],
             vectors_per_item=model["vectors_per_image"] if kind == "images" else 1,
             kind=kind,
+            precision=model.get("precision"),
+            embed_dtype=(model.get("stage_dtypes") or {}).get("text" if kind == "texts" else "image"),
             **fields,
         )
+
+    def note_writer(self, precision: str | None, embed_dtype: str | None) -> bool:
+        """Record that a writer with this precision appends; True if the manifest changed.
+
+        An empty collection takes the writer's values; a different writer on a non-empty one
+        makes it "mixed" (search still works: the vectors are the same model's).
+        """
+        if precision is None or (self.precision, self.embed_dtype) == (precision, embed_dtype):
+            return False
+        if not self.shards:
+            self.precision, self.embed_dtype = precision, embed_dtype
+            return True
+        if self.precision is None or self.precision == "mixed":
+            return False
+        self.precision = "mixed"
+        self.embed_dtype = None if self.embed_dtype != embed_dtype else self.embed_dtype
+        return True
 
     @property
     def count(self) -> int:
@@ -119,6 +143,8 @@ class Manifest(BaseModel):
             "index": self.index.spec if self.index else None,
             "itm_features": self.itm_features is not None,
             "created_at": self.created_at.isoformat(),
+            "precision": self.precision,
+            "embed_dtype": self.embed_dtype,
         }
 
     @classmethod

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+
+# The suite's exactness contracts (1e-5 / 1e-4 against the transformers forward) hold in the
+# ``exact`` precision mode; the product default is ``fast`` (bf16 on CPUs with native bf16).
+# Every Settings() built by a test, and every `blipsearch` subprocess a test starts, runs
+# exact unless the test asks for fast (tests/test_precision.py does).
+os.environ.setdefault("BLIPSEARCH_PRECISION", "exact")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,14 +38,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def blip_embedder(tiny_models: dict[str, Path]):
     from models import load_embedder
 
-    return load_embedder(str(tiny_models["blip-itm"]), device="cpu", batch_size=8)
+    return load_embedder(str(tiny_models["blip-itm"]), device="cpu", batch_size=8, precision="exact")
 
 
 @pytest.fixture(scope="session")
 def blip2_embedder(tiny_models: dict[str, Path]):
     from models import load_embedder
 
-    return load_embedder(str(tiny_models["blip2-itm"]), device="cpu", batch_size=8)
+    return load_embedder(str(tiny_models["blip2-itm"]), device="cpu", batch_size=8, precision="exact")
 
 
 @pytest.fixture
@@ -48,7 +55,9 @@ def settings(tmp_path: Path):
     # Exactness tests compare stored embeddings with the model run on the fully decoded image,
     # so they pin the full decode; JPEG draft decoding has its own tolerance tests
     # (tests/test_decode_draft.py).
-    return Settings(data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2, jpeg_draft=False)
+    return Settings(
+        data_dir=tmp_path / "data", batch_size=8, shard_size=16, decode_workers=2, jpeg_draft=False, precision="exact"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -19,8 +19,8 @@ from api.app import create_app
 from api.uploads import sniff_and_decode
 from blipsearch.config import Settings
 from indexer.runner import RESUMABLE
-from service.indexing import index_paths
 from media.decode import decode_image
+from service.indexing import index_paths
 from storage import owners
 from storage.api_keys import create_key
 from storage.catalog import JobOwnerRow, open_catalog

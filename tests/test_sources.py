@@ -144,7 +144,7 @@ def test_truncated_tar_shard_is_a_recorded_failure_not_a_crash(settings, blip_em
 def test_process_pool_decode_equals_thread_decode(settings, blip_embedder, tmp_path):
     write_images(tmp_path / "imgs", 10)
     make_image(99, (900, 700)).save(tmp_path / "imgs" / "big.jpg", "JPEG")  # takes the JPEG draft path
-    drafted = settings.model_copy(update={"jpeg_draft": True})
+    drafted = settings.model_copy(update={"jpeg_draft": True, "precision": "fast"})  # drafts are fast-mode only
     for mode in ("thread", "process"):
         s = drafted.model_copy(update={"decode_mode": mode})
         report = index_paths(s, [tmp_path / "imgs"], mode, embedder=blip_embedder, progress=False)

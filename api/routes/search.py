@@ -101,7 +101,7 @@ async def search_image(
     check_request_pixels([data], s.max_request_pixels)
 
     def decode() -> Image.Image:  # off the event loop, reduced to the model's input side
-        side = state.engine(collection).embedder.input_size if s.jpeg_draft else None
+        side = state.engine(collection).embedder.input_size if s.decode_draft() else None
         return sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
 
     image = await state.decodes.run(decode)

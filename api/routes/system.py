@@ -58,7 +58,7 @@ async def caption(
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels)
     captioner = await run_in_threadpool(state.captioner)
-    side = captioner.input_size if s.jpeg_draft else None
+    side = captioner.input_size if s.decode_draft() else None
     image = await state.decodes.run(
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
     )

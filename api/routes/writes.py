@@ -82,7 +82,7 @@ async def upload_images(
             failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
     check_request_pixels([data for _, data in read], settings.max_request_pixels)  # 413 before any decode
     side = None
-    if settings.jpeg_draft and read:
+    if settings.decode_draft() and read:
         side = (await run_in_threadpool(state.embedder, coll.manifest.model_id)).input_size
     for f, data in read:
         try:  # off the event loop, a bounded number at a time, reduced to the model's input side

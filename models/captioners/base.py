@@ -20,6 +20,7 @@ import torch
 
 from models.base import ImagePreprocessor
 from models.loading import from_pretrained, resolve_source
+from models.precision import plan_precision
 from models.runtime import input_side, pick_device, pick_dtype
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Captioner(ABC):
         batch_size: int = 16,
         config: Any = None,
         memory_headroom: float | None = 1.2,
+        precision: str = "exact",
     ) -> None:
         import transformers
         from transformers import AutoConfig, AutoProcessor
@@ -67,7 +69,11 @@ class Captioner(ABC):
             config = from_pretrained(AutoConfig, source, "caption model config")
         cls = getattr(transformers, self.architecture)
         dev = pick_device(device)
-        self.torch_dtype = pick_dtype(dtype, dev)
+        # models/precision.py: "exact" is fp32; "fast" keeps captions fp32 on CPU (they missed the
+        # fidelity bound) and uses bf16 weights (fp16 where bf16 is unsupported) on CUDA.
+        self.plan = plan_precision(precision, dev, None if dtype == "auto" else pick_dtype(dtype, dev))
+        self.precision = precision
+        self.torch_dtype = self.plan.weights
         self.model_id = resolve_source(source)
         if memory_headroom is not None:  # before any weight is downloaded or allocated
             from models.memory import check_fits
@@ -111,7 +117,7 @@ class Captioner(ABC):
 
     def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
         inputs = self.model_inputs(pixel_values, decoding.prompt)
-        with torch.inference_mode():
+        with torch.inference_mode(), self.plan.run("caption"):
             out = self.model.generate(**inputs, **decoding.generate_kwargs())
         texts = self.processor.batch_decode(self.new_tokens(out, inputs), skip_special_tokens=True)
         return [t.strip() for t in texts]

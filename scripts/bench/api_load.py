@@ -2,6 +2,10 @@
 """Load test of POST /v1/search/text over real HTTP: QPS and p50/p95/p99, micro-batching off vs on.
 
     python scripts/bench/api_load.py [--quick] [--clients 1 8 32] [--seconds 15]
+    python scripts/bench/api_load.py --precision exact fast --microbatch on --models base --clients 16
+
+``--precision exact fast`` compares the precision modes (issue #16) in one run instead: its
+results go to bench-results/api_load_precision.json and their own BENCHMARKS.md section.
 
 For a tiny model and then a base-size random BLIP model (the FLOPs of blip-itm-base-coco), it
 indexes generated images into a collection, starts `uvicorn api.app:create_app` in a separate
@@ -56,10 +60,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, microbatch: bool) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(data_dir: Path, microbatch: bool, precision: str | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **os.environ,
+        **({"BLIPSEARCH_PRECISION": precision} if precision else {}),
         "BLIPSEARCH_DATA_DIR": str(data_dir),
         "BLIPSEARCH_MICROBATCH": "1" if microbatch else "0",
         "PYTHONPATH": str(ROOT),
@@ -146,9 +151,13 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--models", nargs="+", default=["tiny", "base"], choices=["tiny", "base"])
     ap.add_argument("--device", default="cpu", help="accepted for run_all.py; the server uses BLIPSEARCH_DEVICE")
+    ap.add_argument("--precision", nargs="+", choices=["exact", "fast"], default=None, help="compare precision modes")
+    ap.add_argument("--microbatch", nargs="+", choices=["off", "on"], default=["off", "on"])
     args = ap.parse_args()
     if args.quick:
         args.clients, args.seconds = [1, 16], 6.0
+    if args.precision:
+        return compare_precision(args)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
@@ -194,6 +203,47 @@ machine as the server. Machine: {machine_line(m)}. Result: `{path.relative_to(RO
 {table}
 
 QPS with micro-batching on / off: {"; ".join(gains)}.
+""",
+    )
+
+
+def compare_precision(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            model = tiny_model() if name == "tiny" else base_model()
+            data_dir = Path(tmp) / name / "data"
+            prepare(data_dir, model, args.images)
+            for microbatch in (m == "on" for m in args.microbatch):
+                for precision in args.precision:
+                    proc, url = start_server(data_dir, microbatch, precision)
+                    try:
+                        for clients in args.clients:
+                            row = {"model": name, "microbatch": microbatch, "precision": precision}
+                            row |= drive(url, clients, args.seconds)
+                            print(row, flush=True)
+                            rows.append(row)
+                    finally:
+                        proc.terminate()
+                        proc.wait(30)
+    m = machine()
+    path = write_result("api_load_precision", {"settings": vars(args), "rows": rows})
+    table = "\n".join(
+        f"| {r['model']} | {'on' if r['microbatch'] else 'off'} | {r['precision']} | {r['clients']} | {r['qps']} | "
+        f"{r['p50_ms']} | {r['p95_ms']} | {r['overloaded_503']} | {r['errors']} |"
+        for r in rows
+    )
+    update_markdown(
+        "api_load_precision",
+        f"""### HTTP search load: `exact` vs `fast` (`scripts/bench/api_load.py --precision exact fast`)
+
+POST /v1/search/text as above ({args.seconds:.0f} s per point, k = 10 over {args.images} images), the
+server started with BLIPSEARCH_PRECISION=exact and then =fast. Machine: {machine_line(m)}; shared
+with other engineers' jobs while it ran (noisy). Result: `{path.relative_to(ROOT)}`.
+
+| model | micro-batching | precision | clients | QPS | p50 ms | p95 ms | 503s | errors |
+|---|---|---|---|---|---|---|---|---|
+{table}
 """,
     )
 
