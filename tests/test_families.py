@@ -233,7 +233,9 @@ def test_api_rerank_model_allowed_list_and_no_itm(tiny_models, settings, tmp_pat
     clip = load_embedder(str(tiny_models["clip"]), device="cpu")
     index_paths(settings, [tmp_path / "imgs"], "c", embedder=clip, progress=False)
     blip = str(tiny_models["blip-itm"].resolve())
-    s = settings.model_copy(update={"model": str(tiny_models["blip2-itm"].resolve()), "allowed_models": [blip]})
+    s = settings.model_copy(
+        update={"model": str(tiny_models["blip2-itm"].resolve()), "allowed_models": [blip], "expose_paths": True}
+    )
     with TestClient(create_app(s)) as client:
         body = {"query": "a red square", "collection": "c", "k": 3}
         assert client.post("/v1/search/text", json=body).status_code == 200

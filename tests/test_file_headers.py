@@ -70,7 +70,7 @@ def test_page_and_api_responses_carry_a_restrictive_csp(env):
     assert "frame-ancestors 'none'" in csp and "object-src 'none'" in csp
     assert page.headers["x-content-type-options"] == "nosniff"
     for path in (
-        "/static/app.js",
+        "/static/js/main.js",
         "/v1/collections",
         "/v1/collections/c",
         f"/v1/collections/c/images/{ids['poly.html']}",

@@ -182,7 +182,7 @@ def test_rerank_drops_candidates_whose_file_became_a_symlink(served, tmp_path, b
 
 def test_captions_skip_a_symlinked_original(served, tiny_models):
     from indexer.captions import caption_collection
-    from models.captioner import Captioner
+    from models.captioner import load_captioner
 
     _, settings, ids = served
     path0, rid0 = next(iter(ids.items()))
@@ -190,7 +190,7 @@ def test_captions_skip_a_symlinked_original(served, tiny_models):
     path0.rename(target)
     path0.symlink_to(target)
     coll = Collection.open(settings.data_dir, "c")
-    captioner = Captioner(str(tiny_models["blip-caption"]), device="cpu", batch_size=4)
+    captioner = load_captioner(str(tiny_models["blip-caption"]), device="cpu", batch_size=4)
     report = caption_collection(coll, captioner, progress=False)
     assert report["failed"] == 1 and report["captioned"] == 5
     assert [f["id"] for f in report["failures"]] == [rid0]
