@@ -182,7 +182,7 @@ def test_blocked_ground_truth_equals_exact_search(tmp_path):
     from search import recall
 
     coll = _collection(tmp_path, 2500)
-    qids, qvecs, truth = recall._blocked_truth(coll, 60, 10, seed=0)
+    qids, _, truth = recall._blocked_truth(coll, 60, 10, seed=0)
     ref_ids, ref_vecs, exact = recall._sample(coll, 60, seed=0)
     assert sorted(qids.tolist()) == sorted(ref_ids.tolist())
     ref = {int(r): recall._topk(exact, q, int(r), 10, None) for r, q in zip(ref_ids, ref_vecs, strict=True)}
