@@ -187,3 +187,37 @@ def test_blocked_ground_truth_equals_exact_search(tmp_path):
     assert sorted(qids.tolist()) == sorted(ref_ids.tolist())
     ref = {int(r): recall._topk(exact, q, int(r), 10, None) for r, q in zip(ref_ids, ref_vecs, strict=True)}
     assert all(ref[int(r)] == t for r, t in zip(qids, truth, strict=True))
+
+
+def test_cli_on_disk_answers_like_in_memory(tmp_path, monkeypatch, tiny_models):
+    """`index --on-disk` and `reindex --in-memory`: the same results for text and image queries."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.helpers import write_images
+
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    runner = CliRunner()
+
+    def cli(*args: str) -> dict:
+        result = runner.invoke(app, [*args, "--json"])
+        assert result.exit_code == 0, (result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    write_images(tmp_path / "imgs", 12)
+    cli("index", str(tmp_path / "imgs"), "-c", "p", "--index-spec", "IVF2,Flat", "--on-disk")
+    stats = cli("index-stats", "-c", "p")
+    assert stats["on_disk"] and stats["disk_bytes"] > 0 and stats["spec"] == "IDMap2,IVF2,Flat"
+    img = str(tmp_path / "imgs" / "img_00003.jpg")
+    queries = [("a red square",), ("--image", img)]
+    disk = [cli("search", *q, "-c", "p", "-k", "5", "--nprobe", "2")["results"] for q in queries]
+    info = cli("reindex", "-c", "p", "--in-memory")["index"]
+    assert info["data_file"] is None and info["ntotal"] == 12
+    mem = [cli("search", *q, "-c", "p", "-k", "5", "--nprobe", "2")["results"] for q in queries]
+    for a, b in zip(disk, mem, strict=True):
+        assert [r["id"] for r in a] == [r["id"] for r in b]
+        np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
+    result = runner.invoke(app, ["reindex", "-c", "p", "--index-spec", "HNSW16", "--on-disk", "--json"])
+    assert result.exit_code == 2 and "IVF" in result.stdout + result.stderr

@@ -177,9 +177,14 @@ def phase_serve(args: argparse.Namespace) -> dict[str, Any]:
             got = [one(q, nprobe, rerank) for q in xq]
             dt = time.perf_counter() - t2
             recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / K for g, t in zip(got, truth)]))
-            rows.append({"nprobe": nprobe, "rerank": RERANK if rerank else 0, "recall_at_10": recall, "qps": len(xq) / dt})
-            print(f"  {'rerank' if rerank else 'pq':<6} nprobe {nprobe:<4} recall@10 {recall:.3f} {rows[-1]['qps']:8.0f} qps",
-                  file=sys.stderr, flush=True)
+            rows.append(
+                {"nprobe": nprobe, "rerank": RERANK if rerank else 0, "recall_at_10": recall, "qps": len(xq) / dt}
+            )
+            print(
+                f"  {'rerank' if rerank else 'pq':<6} nprobe {nprobe:<4} recall@10 {recall:.3f} {rows[-1]['qps']:8.0f} qps",
+                file=sys.stderr,
+                flush=True,
+            )
             if recall >= 0.999:
                 break
     return {
@@ -196,10 +201,29 @@ def phase_serve(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def child(phase: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--phase", phase, "--work", str(args.work), "--vectors", str(args.vectors),
-           "--spec", args.spec, "--train", str(args.train), "--memory-gb", str(args.memory_gb),
-           "--threads", str(args.threads), "--serve-nprobe", str(args.serve_nprobe),
-           "--serve-queries", str(args.serve_queries), *extra]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--phase",
+        phase,
+        "--work",
+        str(args.work),
+        "--vectors",
+        str(args.vectors),
+        "--spec",
+        args.spec,
+        "--train",
+        str(args.train),
+        "--memory-gb",
+        str(args.memory_gb),
+        "--threads",
+        str(args.threads),
+        "--serve-nprobe",
+        str(args.serve_nprobe),
+        "--serve-queries",
+        str(args.serve_queries),
+        *extra,
+    ]
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -216,15 +240,17 @@ def extrapolate(n: int, nlist: int, disk_bytes: int, serve: dict[str, Any], targ
         nl = 2 ** round(math.log2(4 * math.sqrt(big)))
         qps = best["qps"] * math.sqrt(n / big)
         scanned = best["nprobe"] * big / nl * per_vector  # bytes of lists read per query
-        out.append({
-            "vectors": big,
-            "nlist": nl,
-            "disk_gb": big * per_vector / 1e9,
-            "ram_fixed_gb": (nl * D * 4 + nl * 24) / 1e9 + serve["rss_base_gb"],
-            "bytes_read_per_query_mb": scanned / 1e6,
-            "qps_per_node": qps,
-            "nodes_for_target": math.ceil(target_qps / qps),
-        })
+        out.append(
+            {
+                "vectors": big,
+                "nlist": nl,
+                "disk_gb": big * per_vector / 1e9,
+                "ram_fixed_gb": (nl * D * 4 + nl * 24) / 1e9 + serve["rss_base_gb"],
+                "bytes_read_per_query_mb": scanned / 1e6,
+                "qps_per_node": qps,
+                "nodes_for_target": math.ceil(target_qps / qps),
+            }
+        )
     return out
 
 
@@ -280,12 +306,28 @@ def main() -> None:
     table = extrapolate(n, nlist, disk, serve, args.target_qps)
     m = machine()
     result = {
-        "settings": {"n": n, "dim": D, "spec": args.spec, "train": args.train, "queries": len(xq), "k": K,
-                     "memory_gb": args.memory_gb, "threads": args.threads, "rerank": RERANK,
-                     "serve_queries": args.serve_queries, "serve_nprobe": args.serve_nprobe,
-                     "target_qps": args.target_qps, "note": "machine shared with other jobs (noisy)"},
-        "generate_s": gen_s, "ground_truth_s": truth_s, "build": build, "disk_bytes": disk,
-        "vectors_bytes": args.vectors.stat().st_size, "serve_on_disk": serve, "serve_in_memory": baseline,
+        "settings": {
+            "n": n,
+            "dim": D,
+            "spec": args.spec,
+            "train": args.train,
+            "queries": len(xq),
+            "k": K,
+            "memory_gb": args.memory_gb,
+            "threads": args.threads,
+            "rerank": RERANK,
+            "serve_queries": args.serve_queries,
+            "serve_nprobe": args.serve_nprobe,
+            "target_qps": args.target_qps,
+            "note": "machine shared with other jobs (noisy)",
+        },
+        "generate_s": gen_s,
+        "ground_truth_s": truth_s,
+        "build": build,
+        "disk_bytes": disk,
+        "vectors_bytes": args.vectors.stat().st_size,
+        "serve_on_disk": serve,
+        "serve_in_memory": baseline,
         "extrapolation": table,
     }
     write_result(f"scale_{n}", result)
@@ -321,7 +363,9 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         other = base.get((row["nprobe"], row["rerank"]))
         lines.append(
             f"| {row['nprobe']} | {'yes' if row['rerank'] else 'no'} | {row['recall_at_10']:.3f} | {row['qps']:.0f} | "
-            f"{other['qps']:.0f} |" if other else f"| {row['nprobe']} | {'yes' if row['rerank'] else 'no'} | "
+            f"{other['qps']:.0f} |"
+            if other
+            else f"| {row['nprobe']} | {'yes' if row['rerank'] else 'no'} | "
             f"{row['recall_at_10']:.3f} | {row['qps']:.0f} | - |"
         )
     c = on["chosen"]
