@@ -176,12 +176,15 @@ def phase_serve(args: argparse.Namespace) -> dict[str, Any]:
             t2 = time.perf_counter()
             got = [one(q, nprobe, rerank) for q in xq]
             dt = time.perf_counter() - t2
-            recall = float(np.mean([len(set(g.tolist()) & set(t.tolist())) / K for g, t in zip(got, truth)]))
+            recall = float(
+                np.mean([len(set(g.tolist()) & set(t.tolist())) / K for g, t in zip(got, truth, strict=True)])
+            )
             rows.append(
                 {"nprobe": nprobe, "rerank": RERANK if rerank else 0, "recall_at_10": recall, "qps": len(xq) / dt}
             )
             print(
-                f"  {'rerank' if rerank else 'pq':<6} nprobe {nprobe:<4} recall@10 {recall:.3f} {rows[-1]['qps']:8.0f} qps",
+                f"  {'rerank' if rerank else 'pq':<6} nprobe {nprobe:<4} recall@10 {recall:.3f}"
+                f" {rows[-1]['qps']:8.0f} qps",
                 file=sys.stderr,
                 flush=True,
             )
@@ -376,7 +379,8 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         f"scaled by sqrt(N/{n:,}) since nlist = 4·sqrt(N); target {s['target_qps']:.0f} QPS, one index "
         "replica per node, same 2-core class of node):",
         "",
-        "| vectors | nlist | index on disk | RAM per node (fixed) | lists read per query | QPS per node | nodes for target |",
+        "| vectors | nlist | index on disk | RAM per node (fixed) | lists read per query | QPS per node "
+        "| nodes for target |",
         "|---|---|---|---|---|---|---|",
     ]
     for t in r["extrapolation"]:
