@@ -113,7 +113,7 @@ class ShardedIndex(VectorIndex):
         return self._ntotal
 
     @property
-    def kind(self) -> str:  # type: ignore[override]
+    def kind(self) -> str:
         return "flat"
 
     def make_params(self, nprobe: int | None = None, ef_search: int | None = None) -> Any | None:
