@@ -168,6 +168,7 @@ def phase_serve(args: argparse.Namespace) -> dict[str, Any]:
     else:
         index = faiss.read_index(str(work / "index.faiss"), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
     open_s = time.perf_counter() - t0
+    rss_open = rss_mb()
     nlist = faiss.extract_index_ivf(index).nlist
 
     def one(q: np.ndarray, nprobe: int, rerank: bool) -> np.ndarray:
@@ -213,6 +214,7 @@ def phase_serve(args: argparse.Namespace) -> dict[str, Any]:
         "in_memory": bool(args.in_memory),
         "open_s": open_s,
         "rss_before_open_mb": base_rss,
+        "rss_after_open_mb": rss_open,
         "rss_after_serving_mb": rss_after,
         "rss_after_sweep_mb": rss_mb(),
         "serve_queries": len(serve_q),
@@ -250,25 +252,33 @@ def child(phase: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def extrapolate(n: int, nlist: int, disk_bytes: int, serve: dict[str, Any], target_qps: float) -> list[dict[str, Any]]:
-    """100M / 1B on paper. Per-vector disk cost as measured; RAM: centroids + PQ tables (scale
-    with nlist) + list directory, plus the page cache for the lists queries touch; QPS per node:
-    the measured QPS at the chosen setting times sqrt(n / N) (nlist = 4 sqrt(N): a query scans
-    nprobe * N / nlist vectors, which grows with sqrt(N), as does the coarse quantizer's cost)."""
+def query_units(n: int, nlist: int, nprobe: int, pq_bytes: int) -> float:
+    """Work of one query: the coarse quantizer (nlist x D), the PQ scan of the probed lists
+    (nprobe x n/nlist codes x pq_bytes table lookups) and the exact re-rank (RERANK x D)."""
+    return nlist * D + nprobe * (n / nlist) * pq_bytes + RERANK * D
+
+
+def extrapolate(
+    n: int, nlist: int, pq_bytes: int, disk_bytes: int, serve: dict[str, Any], target_qps: float
+) -> list[dict[str, Any]]:
+    """100M / 1B on paper, from the measured per-vector disk cost and the measured QPS at the
+    chosen setting, scaled by ``query_units`` at nlist = 4 sqrt(N) and the same nprobe. RAM:
+    centroids + list directory + the serving process's base, plus page cache for the lists
+    queries touch (the OS sizes it to what is free)."""
     per_vector = disk_bytes / n
     best = serve["chosen"]
+    measured = query_units(n, nlist, best["nprobe"], pq_bytes)
     out = []
     for big in (100_000_000, 1_000_000_000):
         nl = 2 ** round(math.log2(4 * math.sqrt(big)))
-        qps = best["qps"] * math.sqrt(n / big)
-        scanned = best["nprobe"] * big / nl * per_vector  # bytes of lists read per query
+        qps = best["qps"] * measured / query_units(big, nl, best["nprobe"], pq_bytes)
         out.append(
             {
                 "vectors": big,
                 "nlist": nl,
                 "disk_gb": big * per_vector / 1e9,
                 "ram_fixed_gb": (nl * D * 4 + nl * 24) / 1e9 + serve["rss_base_gb"],
-                "bytes_read_per_query_mb": scanned / 1e6,
+                "bytes_read_per_query_mb": best["nprobe"] * big / nl * per_vector / 1e6,
                 "qps_per_node": qps,
                 "nodes_for_target": math.ceil(target_qps / qps),
             }
@@ -325,7 +335,8 @@ def main() -> None:
     chosen = next((r for r in rr_rows if r["recall_at_10"] >= 0.9), rr_rows[-1] if rr_rows else pq_rows[-1])
     serve["chosen"] = chosen
     serve["rss_base_gb"] = serve["rss_before_open_mb"] / 1024
-    table = extrapolate(n, nlist, disk, serve, args.target_qps)
+    pq_bytes = int(args.spec.split("PQ")[1].split("x")[0]) if "PQ" in args.spec else D * 4
+    table = extrapolate(n, nlist, pq_bytes, disk, serve, args.target_qps)
     m = machine()
     result = {
         "settings": {
@@ -356,6 +367,16 @@ def main() -> None:
     write_markdown(result, m)
 
 
+def reproduce(s: dict[str, Any]) -> str:
+    out = " --quick" if s["n"] == 1_000_000 else "" if s["n"] == 10_000_000 else f" --n {s['n']}"
+    default = "IVF1024,PQ64" if s["n"] <= 2_000_000 else "IVF4096,PQ64"
+    if s["spec"] != default:
+        out += f" --spec {s['spec']}"
+    if s["train"] != min(s["n"], 50 * int(s["spec"].split(",")[0][3:])):
+        out += f" --train {s['train']}"
+    return out
+
+
 def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
     s, b, on, mem = r["settings"], r["build"], r["serve_on_disk"], r["serve_in_memory"]
     n = s["n"]
@@ -364,9 +385,9 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         "",
         f"Machine: {machine_line(m)}; shared with other engineers' jobs while it ran (noisy timings). "
         f"{n:,} structured 256-d vectors (near-duplicate clusters, as index_types), memory-mapped from a "
-        f"{r['vectors_bytes'] / 1e9:.1f} GB file; index {s['spec']} trained on {s['train']:,}; {s['threads']} FAISS "
-        f"threads; build budget {s['memory_gb']} GB. Reproduce: `python scripts/bench/scale.py"
-        f"{' --quick' if n == 1_000_000 else '' if n == 10_000_000 else f' --n {n}'}`.",
+        f"{r['vectors_bytes'] / 1e9:.1f} GB file; index {s['spec']} trained on {s['train']:,}; "
+        f"FAISS threads: {s['threads']}; build budget {s['memory_gb']} GB. Reproduce: "
+        f"`python scripts/bench/scale.py{reproduce(s)}`.",
         "",
         f"* Build: {b['build_s']:.0f} s (training {b['train_s']:.0f} s), peak RSS {b['peak_rss_mb']:.0f} MB "
         f"(blocks of {b['block_vectors']:,} vectors merged on disk); index on disk "
@@ -374,7 +395,8 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         f"* Serving (fresh process, after {on['serve_queries']} queries at nprobe {on['serve_nprobe']}): RSS "
         f"{on['rss_after_serving_mb']:.0f} MB memory-mapped vs {mem['rss_after_serving_mb']:.0f} MB with the lists "
         f"in RAM (baseline, same run); the process holds {on['rss_before_open_mb']:.0f} MB before opening "
-        f"(Python, numpy, FAISS). Single-query QPS at that nprobe: {on['serve_qps']:.0f} on disk, "
+        f"(Python, numpy, FAISS) and {on.get('rss_after_open_mb', float('nan')):.0f} MB right after opening the "
+        f"on-disk index. Single-query QPS at that nprobe: {on['serve_qps']:.0f} on disk, "
         f"{mem['serve_qps']:.0f} in RAM.",
         "",
         "| nprobe | exact re-rank of top 100 | recall@10 | QPS on disk | QPS lists in RAM |",
@@ -395,7 +417,8 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         "",
         f"Extrapolated (on paper, from the measured {r['disk_bytes'] / n:.1f} B/vector on disk and "
         f"{c['qps']:.0f} QPS at nprobe {c['nprobe']} with re-rank, recall@10 {c['recall_at_10']:.3f}; QPS "
-        f"scaled by sqrt(N/{n:,}) since nlist = 4·sqrt(N); target {s['target_qps']:.0f} QPS, one index "
+        "scaled by the work per query (coarse quantizer nlist·D + PQ scan nprobe·N/nlist codes + re-rank) at "
+        f"nlist = 4·sqrt(N), same nprobe; target {s['target_qps']:.0f} QPS, one index "
         "replica per node, same 2-core class of node):",
         "",
         "| vectors | nlist | index on disk | RAM per node (fixed) | lists read per query | QPS per node "
