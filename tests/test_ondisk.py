@@ -221,3 +221,25 @@ def test_cli_on_disk_answers_like_in_memory(tmp_path, monkeypatch, tiny_models):
         np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
     result = runner.invoke(app, ["reindex", "-c", "p", "--index-spec", "HNSW16", "--on-disk", "--json"])
     assert result.exit_code == 2 and "IVF" in result.stdout + result.stderr
+
+
+def test_blip2_multi_vector_records_on_disk(settings, blip2_embedder, tmp_path):
+    """BLIP-2 records (32 vectors each): the on-disk index ranks records like the in-memory one,
+    deletes drop whole records, and re-rank depth scores come from the records' own vectors."""
+    from service.indexing import index_paths
+    from storage.collection import Collection
+    from tests.helpers import write_images
+
+    write_images(tmp_path / "a", 8)
+    index_paths(settings, [tmp_path / "a"], "c", embedder=blip2_embedder, progress=False)
+    coll = Collection.open(settings.data_dir, "c")
+    mem = index_store.build(coll, "IVF4,Flat")
+    disk = index_store.build(coll, "IVF4,Flat", on_disk=True)
+    q = blip2_embedder.embed_texts(["a red square"])[0]
+    _same(mem, disk, q[None], 4)
+    ids, emb = coll.all_embeddings()  # [8, 32, dim]
+    expected = (emb @ q.reshape(-1, emb.shape[-1]).T).reshape(len(ids), -1).max(axis=1)
+    np.testing.assert_allclose(disk.item_scores(q, ids), expected, atol=1e-5)
+    disk.remove(np.array([3]))
+    got, _ = disk.search(q, 8, params=disk.make_params(nprobe=4))
+    assert 3 not in got.tolist() and len(got) == 7
