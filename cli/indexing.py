@@ -58,6 +58,13 @@ def index(
     index_spec: Annotated[
         str | None, typer.Option("--index-spec", help="FAISS index spec (default: chosen by size, see index-stats).")
     ] = None,
+    on_disk: Annotated[
+        bool | None,
+        typer.Option(
+            "--on-disk/--in-memory",
+            help="IVF inverted lists in a memory-mapped file (default: on disk past BLIPSEARCH_INDEX_MEMORY_GB).",
+        ),
+    ] = None,
     cache_itm_features: Annotated[
         bool, typer.Option("--cache-itm-features", help="Store fp16 vision tokens for fast ITM re-ranking.")
     ] = False,
@@ -103,6 +110,7 @@ def index(
         path_column=path_column,
         metadata_columns=meta_cols,
         index_spec=index_spec,
+        on_disk=on_disk,
         runner=runner,
         address=address,
     )
@@ -142,12 +150,26 @@ def reindex(
     index_spec: Annotated[
         str | None, typer.Option("--index-spec", help="FAISS factory spec (default exact Flat).")
     ] = None,
+    on_disk: Annotated[
+        bool | None,
+        typer.Option(
+            "--on-disk/--in-memory",
+            help="IVF inverted lists in a memory-mapped file (default: on disk past BLIPSEARCH_INDEX_MEMORY_GB).",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Rebuild the collection's FAISS index from its Parquet records."""
     from service.collections import reindex as run
 
-    info = run(settings_for(data_dir), collection, index_spec)
+    info = run(settings_for(data_dir), collection, index_spec, on_disk)
     payload = {"collection": collection, "index": json.loads(info.model_dump_json())}
-    emit(payload, as_json, lambda p: f"{collection}: rebuilt {info.spec} index with {info.ntotal} vectors")
+    emit(
+        payload,
+        as_json,
+        lambda p: (
+            f"{collection}: rebuilt {info.spec} index with {info.ntotal} vectors"
+            + (" (on disk)" if info.on_disk else "")
+        ),
+    )

@@ -130,5 +130,6 @@ def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
         path_column=saved.get("path_column"),
         metadata_columns=saved.get("metadata_columns"),
         index_spec=saved.get("index_spec"),
+        on_disk=saved.get("on_disk"),
     )
     emit(_row(catalog.get_job(job_id)), as_json, lambda p: f"job {p['id']}: {p['state']}, added {report.added}")

@@ -65,6 +65,7 @@ class IndexRequest:
     path_column: str | None = None
     metadata_columns: Sequence[str] | None = None
     index_spec: str | None = None
+    on_disk: bool | None = None  # --on-disk / --in-memory (None: the collection's, or by size)
     roots: Sequence[Path] | None = None  # confine files named by lists/manifests (API jobs)
     cache_itm_features: bool = False
 
@@ -76,6 +77,7 @@ class IndexRequest:
             "path_column": self.path_column,
             "metadata_columns": list(self.metadata_columns) if self.metadata_columns is not None else None,
             "index_spec": self.index_spec,
+            "on_disk": self.on_disk,
         }
 
 
@@ -157,7 +159,7 @@ class IndexRunner:
         with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
             report = self.executor.run(coll, embedder, sources, on_progress)
             with timer.time("index"):
-                index_store.refresh(coll, spec=request.index_spec, policy=self.policy)
+                index_store.refresh(coll, spec=request.index_spec, policy=self.policy, on_disk=request.on_disk)
             report.timings = timer.report()
         done = report.total
         catalog.update_job(

@@ -36,10 +36,11 @@ def _gpu_resources() -> Any:
     return faiss().StandardGpuResources()
 
 
-def new_index(spec: str, dim: int) -> Any:
-    """An inner-product index from a factory spec; IDs are mapped with IDMap2 if not already."""
+def new_index(spec: str, dim: int, id_map: bool = True) -> Any:
+    """An inner-product index from a factory spec; IDs are mapped with IDMap2 if not already
+    (``id_map=False``: the spec as given, e.g. an IVF index storing ids in its lists)."""
     f = faiss()
-    full = spec if spec.startswith("IDMap") else f"IDMap2,{spec}"
+    full = spec if spec.startswith("IDMap") or not id_map else f"IDMap2,{spec}"
     try:
         return f.index_factory(dim, full, f.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -72,8 +73,8 @@ def write(index: Any, path: Path) -> None:
     faiss().write_index(index, str(path))
 
 
-def read(path: Path) -> Any:
+def read(path: Path, flags: int = 0) -> Any:
     try:
-        return faiss().read_index(str(path))
+        return faiss().read_index(str(path), flags)
     except RuntimeError as exc:
         raise StorageError(f"Cannot read FAISS index {path}: {exc}") from exc

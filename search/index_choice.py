@@ -5,6 +5,9 @@
   fit the budget, else ``IVF{nlist},PQ{m}`` (``m`` bytes a vector);
 * ``nlist`` ≈ 4·√n, a power of two, with at least 39 training points per list.
 
+Past the budget (nothing fits in RAM), the index goes on disk: an IVF-PQ whose inverted lists
+are a memory-mapped file (search/ondisk.py); ``--on-disk`` / ``--in-memory`` force the placement.
+
 HNSW is available through an explicit ``--index-spec "HNSW32"``; it is never chosen
 automatically because it cannot remove vectors, which deletes and updates need (an HNSW
 index is rebuilt on delete instead).
@@ -63,6 +66,35 @@ def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_00
         f"{n} vectors of dim {dim} do not fit a {memory_budget_bytes / 2**30:.1f} GiB index budget even as "
         "IVF-PQ; raise BLIPSEARCH_INDEX_MEMORY_GB or give --index-spec."
     )
+
+
+def on_disk_spec(n: int, dim: int) -> str:
+    """The on-disk default: IVF-PQ with dim/4 bytes a vector (only centroids and PQ tables in RAM)."""
+    m = next((m for m in (dim // 4, dim // 8, dim // 16) if m and dim % m == 0), 0)
+    return f"IDMap2,IVF{nlist_for(n)},PQ{m}" if m else f"IDMap2,IVF{nlist_for(n)},Flat"
+
+
+def choose_placement(
+    n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_000_000, on_disk: bool | None = None
+) -> tuple[str, bool]:
+    """(spec, on_disk) for ``n`` vectors: in memory while some index fits the budget, else an
+    on-disk IVF-PQ (search/ondisk.py). ``on_disk`` True/False forces the placement; on disk the
+    index is IVF (IVF-Flat when its raw vectors fit the budget, else IVF-PQ)."""
+    if on_disk is False:
+        return choose_spec(n, dim, memory_budget_bytes, flat_max), False
+    if on_disk:
+        try:
+            return choose_spec(n, dim, memory_budget_bytes, flat_max=-1), True
+        except InvalidInputError:
+            return on_disk_spec(n, dim), True
+    try:
+        return choose_spec(n, dim, memory_budget_bytes, flat_max), False
+    except InvalidInputError:
+        return on_disk_spec(n, dim), True
+
+
+def is_ivf(spec: str) -> bool:
+    return family(spec).upper().startswith("IVF")
 
 
 def family(spec: str) -> str:

@@ -17,9 +17,10 @@ from datetime import datetime, timezone
 import numpy as np
 
 from blipsearch.config import Settings
-from blipsearch.errors import ModelMismatchError, StorageError
+from blipsearch.errors import InvalidInputError, ModelMismatchError, StorageError
 from search import faiss_backend as fb
-from search.index_choice import choose_spec, needs_rebuild
+from search import ondisk
+from search.index_choice import choose_placement, family, is_ivf, memory_bytes, needs_rebuild
 from search.recall import tune
 from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_bytes, atomic_write_with
@@ -57,6 +58,7 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
     for shard, (ids, emb) in zip(missing, coll.iter_embeddings(missing), strict=True):
         index.add(ids, emb)
         index.synced[shard.file] = len(shard.deleted)
+    index.after_sync(m.shards)
     return bool(removals or missing)
 
 
@@ -96,26 +98,90 @@ def normalise(spec: str) -> str:
 
 def wanted_spec(coll: Collection, policy: IndexPolicy) -> tuple[str, bool]:
     """(spec, auto): the manifest's explicit spec, else the automatic choice for its size."""
+    spec, auto, _ = wanted(coll, policy)
+    return spec, auto
+
+
+def wanted(coll: Collection, policy: IndexPolicy) -> tuple[str, bool, bool]:
+    """(spec, auto, on_disk): the explicit spec / placement (--index-spec, --on-disk) where given,
+    else chosen by size and the memory budget (an explicit IVF spec over budget goes on disk)."""
     m = coll.manifest
+    n = m.count * m.vectors_per_item
     if m.index_spec:
-        return normalise(m.index_spec), False
-    return choose_spec(m.count * m.vectors_per_item, m.dim, policy.memory_bytes, policy.flat_max), True
+        spec = normalise(m.index_spec)
+        disk = m.index_on_disk
+        if disk is None:
+            disk = is_ivf(spec) and memory_bytes(spec, n, m.dim) > policy.memory_bytes
+        return spec, False, bool(disk)
+    spec, disk = choose_placement(n, m.dim, policy.memory_bytes, policy.flat_max, m.index_on_disk)
+    return spec, True, disk
 
 
-def build(coll: Collection, spec: str | None = None, policy: IndexPolicy | None = None) -> VectorIndex:
+def build(
+    coll: Collection, spec: str | None = None, policy: IndexPolicy | None = None, on_disk: bool | None = None
+) -> VectorIndex:
     """A fresh index over every live record: ``spec``, else the collection's (explicit or
     automatic) spec. Quantizers train on a sample; nprobe/efSearch defaults are tuned to the
-    policy's target recall@10 on held-out records."""
+    policy's target recall@10 on held-out records. ``on_disk`` (default: the collection's
+    placement when no spec is given, else in memory) builds an on-disk IVF index."""
     policy = policy or IndexPolicy()
     m = coll.manifest
-    chosen = normalise(spec) if spec else wanted_spec(coll, policy)[0]
-    index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
-    if not index.cpu.is_trained:
-        index.train(coll.sample_vectors(TRAIN_SAMPLE))
-    sync(coll, index)
+    if spec:
+        chosen, disk = normalise(spec), bool(on_disk)
+    else:
+        chosen, _, disk = wanted(coll, policy)
+        disk = disk if on_disk is None else on_disk
+    if disk:
+        index: VectorIndex = build_on_disk(coll, chosen, policy)
+    else:
+        index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
+        if not index.cpu.is_trained:
+            index.train(coll.sample_vectors(TRAIN_SAMPLE))
+        sync(coll, index)
     if index.kind != "flat":
         index.defaults = tune(coll, index, policy.target_recall)
     return index
+
+
+def build_on_disk(coll: Collection, spec: str, policy: IndexPolicy) -> ondisk.OnDiskIndex:
+    """Train on a sample, add the shards block by block (each block within the memory budget),
+    merge the blocks' lists into a new ``index-<seq>.ivfdata`` file and map it read-only."""
+    m = coll.manifest
+    if not is_ivf(spec):
+        raise InvalidInputError(f"An on-disk index needs an IVF spec (e.g. IVF4096,PQ64), not {spec!r}.")
+    trained = fb.new_index(family(spec), m.dim, id_map=False)
+    sample = coll.sample_vectors(TRAIN_SAMPLE)
+    if len(sample) == 0:
+        raise InvalidInputError(f"Index spec {spec!r} needs training data; the collection is empty.")
+    trained.train(np.ascontiguousarray(sample, dtype=np.float32))
+    del sample
+    shards = list(m.shards)
+    seq = _seq()
+    data = coll.root / f"index-{seq}.ivfdata"
+    header = coll.root / f"index-{seq}.faiss.build.tmp"
+    v = m.vectors_per_item
+
+    def fids(ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, np.int64)
+        return ids if v == 1 else (ids[:, None] * v + np.arange(v, dtype=np.int64)[None, :]).reshape(-1)
+
+    block = ondisk.block_vectors(policy.memory_bytes, m.dim, v)
+    merged = ondisk.build_files(trained, coll.iter_embeddings(shards), fids, m.dim, block, data)
+    try:
+        fb.write(merged, header)
+        del merged
+        index = ondisk.OnDiskIndex.open(
+            header, m.dim, v, spec, data_file=data.name, base_shards=[s.file for s in shards], lookup=coll.embeddings_of
+        )
+    finally:
+        header.unlink(missing_ok=True)
+    index.synced = {s.file: len(s.deleted) for s in shards}
+    sync(coll, index)  # shards committed meanwhile go to the delta
+    return index
+
+
+def _seq() -> int:
+    return int(datetime.now(timezone.utc).timestamp() * 1e6)
 
 
 def covered(index: VectorIndex, coll: Collection) -> list[str]:
@@ -144,7 +210,7 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
             f"The saved index of {coll.name!r} was built for model {info.model_id!r}, not the collection's "
             f"model {m.model_id!r}. Rebuild it with: blipsearch reindex --collection {coll.name}"
         )
-    index = _read_saved(coll, info) or build(coll, info.spec)
+    index = _read_saved(coll, info) or build(coll, info.spec, on_disk=info.on_disk)
     return index, covered(index, coll)
 
 
@@ -156,15 +222,29 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
     if not path.is_file() or not set(info.covered_shards) <= set(live):
         log.warning("Index of %s is missing or refers to unknown shards; rebuilding from records", coll.name)
         return None
+    index: VectorIndex
     try:
-        cpu = fb.read(path)
+        if info.data_file is not None:
+            if not (coll.root / info.data_file).is_file():
+                raise StorageError(f"the on-disk lists {info.data_file} are missing")
+            index = ondisk.OnDiskIndex.open(
+                path,
+                m.dim,
+                m.vectors_per_item,
+                info.spec,
+                data_file=info.data_file,
+                base_shards=info.base_shards,
+                lookup=coll.embeddings_of,
+            )
+        else:
+            index = VectorIndex(fb.read(path), m.dim, m.vectors_per_item, info.spec)
     except StorageError as exc:  # unreadable, or replaced by a concurrent writer meanwhile
         log.warning("%s; rebuilding the index of %s from records", exc, coll.name)
         return None
-    if cpu.ntotal != info.ntotal or cpu.d != m.dim:
+    cpu = index.cpu
+    if (info.data_file is None and cpu.ntotal != info.ntotal) or cpu.d != m.dim:
         log.warning("Index of %s has %d vectors, its header says %d; rebuilding", coll.name, cpu.ntotal, info.ntotal)
         return None
-    index = VectorIndex(cpu, m.dim, m.vectors_per_item, info.spec)
     index.defaults = dict(info.search_defaults)
     index.synced = {f: -1 for f in info.covered_shards}  # tombstones: re-applied (idempotent)
     try:
@@ -182,9 +262,20 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
 def save(coll: Collection, index: VectorIndex, auto: bool = True) -> IndexInfo:
     """Persist ``index`` as the collection's index (caller holds the writer lock)."""
     m = coll.manifest
-    seq = int(datetime.now(timezone.utc).timestamp() * 1e6)
+    seq = _seq()
     name = f"index-{seq}.faiss"
-    atomic_write_with(coll.root / name, lambda p: fb.write(index.cpu, p))
+    data_file: str | None = None
+    base_shards: list[str] = []
+    if isinstance(index, ondisk.OnDiskIndex):
+        data_file, base_shards = index.data_file, index.base_shards
+        if index.delta.ntotal:  # adds since the build: merged with the base into a new lists file
+            data_file, base_shards = f"index-{seq}.ivfdata", covered(index, coll)
+            merged_data = coll.root / data_file
+            atomic_write_with(coll.root / name, lambda p: ondisk.write_merged(index, p, merged_data))
+        else:
+            atomic_write_with(coll.root / name, lambda p: fb.write(index.cpu, p))
+    else:
+        atomic_write_with(coll.root / name, lambda p: fb.write(index.cpu, p))
     info = IndexInfo(
         file=name,
         spec=index.spec,
@@ -197,6 +288,8 @@ def save(coll: Collection, index: VectorIndex, auto: bool = True) -> IndexInfo:
         built_at=datetime.now(timezone.utc),
         auto=auto,
         search_defaults=index.defaults,
+        data_file=data_file,
+        base_shards=base_shards,
     )
     # A sidecar so the index file is self-describing outside the manifest too.
     atomic_write_bytes(coll.root / "index.json", info.model_dump_json(indent=2).encode())
@@ -205,29 +298,47 @@ def save(coll: Collection, index: VectorIndex, auto: bool = True) -> IndexInfo:
 
 
 def refresh(
-    coll: Collection, *, rebuild: bool = False, spec: str | None = None, policy: IndexPolicy | None = None
+    coll: Collection,
+    *,
+    rebuild: bool = False,
+    spec: str | None = None,
+    policy: IndexPolicy | None = None,
+    on_disk: bool | None = None,
 ) -> IndexInfo:
     """Bring the saved index up to date with the records (or rebuild it) and persist it.
 
     ``spec``: an explicit index spec, remembered by the collection (``"auto"`` forgets it).
+    ``on_disk``: an explicit placement (True: on-disk IVF lists, False: in memory), remembered too.
     An automatically chosen index is rebuilt when the collection's size calls for another
     type (search/index_choice.py), e.g. Flat → IVF past ``flat_max`` vectors.
     """
     policy = policy or IndexPolicy()
     with writer_lock(coll.lock_path):
         m = coll.reload_for_write()
+        changed = False
         if spec is not None:
             explicit = None if spec.strip().lower() == "auto" else normalise(spec.strip())
             if explicit:
                 fb.new_index(explicit, m.dim)  # a bad spec fails here, before anything is stored
             if m.index_spec != explicit:
                 m.index_spec = explicit
-                m.save(coll.root / MANIFEST_NAME)
+                changed = True
             rebuild = True
-        wanted, auto = wanted_spec(coll, policy)
+        if on_disk is not None and m.index_on_disk != on_disk:
+            m.index_on_disk = on_disk
+            changed = rebuild = True
+        wanted_now, auto, disk = wanted(coll, policy)
+        if disk and not is_ivf(wanted_now):
+            raise InvalidInputError(
+                f"--on-disk needs an IVF index spec (e.g. IVF1024,Flat or IVF4096,PQ64), not {wanted_now!r}."
+            )
+        if changed:  # validated: remember the explicit choices
+            m.save(coll.root / MANIFEST_NAME)
         live = [sh.file for sh in m.shards]
         stale_type = m.index is not None and (
-            (auto and m.index.auto and needs_rebuild(m.index.spec, wanted)) or (not auto and m.index.spec != wanted)
+            (auto and m.index.auto and needs_rebuild(m.index.spec, wanted_now))
+            or (not auto and m.index.spec != wanted_now)
+            or m.index.on_disk != disk
         )
         if (
             not rebuild
@@ -239,9 +350,9 @@ def refresh(
         ):
             return m.index  # already up to date
         if rebuild or stale_type or m.index is None:
-            index = build(coll, wanted, policy)
+            index = build(coll, wanted_now, policy, on_disk=disk)
         else:
             index = load(coll)[0]
         info = save(coll, index, auto=auto)
-    log.info("index of %s: %d vectors (%s)", coll.name, info.ntotal, info.spec)
+    log.info("index of %s: %d vectors (%s%s)", coll.name, info.ntotal, info.spec, ", on disk" if info.on_disk else "")
     return info

@@ -3,7 +3,8 @@
 Held-out queries: ``n`` records drawn at random are used as queries (their own stored
 vectors; BLIP-2 records query with all 32). The record itself is dropped from both result
 lists, so recall@k measures how many of its k true nearest *other* records the index finds.
-Ground truth is an exact inner-product search over every live vector.
+Ground truth is an exact inner-product search over every live vector (for on-disk indexes a
+blocked pass over the shards, one at a time).
 """
 
 from __future__ import annotations
@@ -32,6 +33,35 @@ def _sample(coll: Collection, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
     return ids[pick], emb[pick], exact
 
 
+def _blocked_truth(coll: Collection, n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[set[int]]]:
+    """(query ids, their vectors, exact top-``k`` other records) by a blocked brute-force pass,
+    one shard at a time: memory is the queries plus one shard (for on-disk indexes)."""
+    m = coll.manifest
+    total = sum(s.live_rows for s in m.shards)
+    pick = np.sort(np.random.default_rng(seed).choice(total, min(n, total), replace=False))
+    qids = np.zeros(len(pick), np.int64)
+    qvecs = np.zeros((len(pick), m.vectors_per_item, m.dim), np.float32)
+    start = 0
+    for ids, emb in coll.iter_embeddings():
+        lo, hi = np.searchsorted(pick, [start, start + len(ids)])
+        qids[lo:hi] = ids[pick[lo:hi] - start]
+        qvecs[lo:hi] = emb.reshape(len(ids), m.vectors_per_item, m.dim)[pick[lo:hi] - start]
+        start += len(ids)
+    best_s = np.full((len(qids), k + 1), -np.inf, np.float32)
+    best_i = np.full((len(qids), k + 1), -1, np.int64)
+    flat_q = qvecs.reshape(-1, m.dim)
+    for ids, emb in coll.iter_embeddings():
+        sims = emb.reshape(-1, m.dim) @ flat_q.T  # [n*v, nq*v]
+        sims = sims.reshape(len(ids), m.vectors_per_item, len(qids), m.vectors_per_item).max(axis=(1, 3)).T
+        all_s = np.concatenate([best_s, sims], axis=1)
+        all_i = np.concatenate([best_i, np.broadcast_to(ids, sims.shape)], axis=1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, : k + 1]
+        best_s, best_i = np.take_along_axis(all_s, top, 1), np.take_along_axis(all_i, top, 1)
+    truth = [set([int(i) for i in row if i != r and i >= 0][:k]) for r, row in zip(qids, best_i, strict=True)]
+    squeeze = qvecs[:, 0] if m.vectors_per_item == 1 else qvecs
+    return qids, squeeze, truth
+
+
 def _topk(index: VectorIndex, q: np.ndarray, rid: int, k: int, params: Any) -> set[int]:
     got, _ = index.search(q, k + 1, params=params)
     return set([int(i) for i in got if int(i) != rid and i >= 0][:k])
@@ -52,8 +82,11 @@ def eval_recall(
     """recall@k and QPS of ``index`` for each value of its search knob (nprobe / efSearch)."""
     if coll.manifest.count < 2:
         return {"queries": 0, "k": k, "rows": [], "note": "fewer than 2 records: nothing to measure"}
-    qids, qvecs, exact = _sample(coll, queries, seed)
-    truth = [_topk(exact, q, int(r), k, None) for r, q in zip(qids, qvecs, strict=True)]
+    if index.gpu_capable:
+        qids, qvecs, exact = _sample(coll, queries, seed)
+        truth = [_topk(exact, q, int(r), k, None) for r, q in zip(qids, qvecs, strict=True)]
+    else:  # an on-disk index: the collection may not fit in memory
+        qids, qvecs, truth = _blocked_truth(coll, queries, k, seed)
     knob, values = knob_values(index)
     rows = []
     tried: list[int | None] = list(values) if values else [None]

@@ -21,6 +21,8 @@ from search.topk import topk_owners
 
 
 class VectorIndex:
+    gpu_capable = True  # on-disk indexes (search/ondisk.py) are CPU only
+
     def __init__(self, cpu_index: Any, dim: int, vectors_per_item: int, spec: str) -> None:
         self.cpu = cpu_index
         self.dim = dim
@@ -29,7 +31,7 @@ class VectorIndex:
         self._lock = threading.RLock()
         # Tuned per-index defaults ({"nprobe": 16} / {"efSearch": 64}), used when a query names none.
         self.defaults: dict[str, int] = {}
-        self.gpu: Any | None = fb.to_gpu(cpu_index)
+        self.gpu: Any | None = fb.to_gpu(cpu_index) if self.gpu_capable else None
         # Which shards this index holds, and how many of each shard's tombstones it has applied
         # (maintained by search/index_store.py; -1 = not yet checked).
         self.synced: dict[str, int] = {}
@@ -37,6 +39,9 @@ class VectorIndex:
     @classmethod
     def empty(cls, spec: str, dim: int, vectors_per_item: int) -> VectorIndex:
         return cls(fb.new_index(spec, dim), dim, vectors_per_item, spec)
+
+    def after_sync(self, shards: list[Any]) -> None:
+        """Called by ``index_store.sync`` with the manifest's shards (on-disk indexes recount)."""
 
     @property
     def ntotal(self) -> int:

@@ -31,9 +31,9 @@ def list_collections(settings: Settings) -> list[dict[str, Any]]:
     return rows
 
 
-def reindex(settings: Settings, name: str, spec: str | None = None) -> IndexInfo:
+def reindex(settings: Settings, name: str, spec: str | None = None, on_disk: bool | None = None) -> IndexInfo:
     coll = open_collection(settings, name)
-    return index_store.refresh(coll, rebuild=True, spec=spec, policy=policy(settings))
+    return index_store.refresh(coll, rebuild=True, spec=spec, policy=policy(settings), on_disk=on_disk)
 
 
 def delete_records(settings: Settings, name: str, ids: Sequence[int]) -> dict[str, Any]:
@@ -75,6 +75,8 @@ def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, que
         "recommended_spec": index_store.wanted_spec(coll, policy(settings))[0],
         "search_defaults": info.search_defaults,
         "memory_bytes": memory_bytes(info.spec, n, m.dim),
+        "on_disk": info.on_disk,
+        "disk_bytes": (coll.root / info.data_file).stat().st_size if info.data_file else None,
         "on_gpu": index.on_gpu,
         "index": json.loads(info.model_dump_json()),
     }

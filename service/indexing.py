@@ -93,6 +93,7 @@ def index_paths(
     path_column: str | None = None,
     metadata_columns: Sequence[str] | None = None,
     index_spec: str | None = None,
+    on_disk: bool | None = None,
     roots: Sequence[Path] | None = None,
     runner: str = "local",
     address: str | None = None,
@@ -113,6 +114,7 @@ def index_paths(
         path_column=path_column,
         metadata_columns=metadata_columns,
         index_spec=index_spec,
+        on_disk=on_disk,
         roots=roots,
         cache_itm_features=cache_itm_features,
     )

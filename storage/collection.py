@@ -237,6 +237,8 @@ class Collection(CollectionReads):
         live |= set(self.manifest.retired)  # merged away, kept for readers of the previous manifest
         if self.manifest.index:
             live.add(self.manifest.index.file)
+            if self.manifest.index.data_file:
+                live.add(self.manifest.index.data_file)
         removed = []
         for path in self.root.iterdir():
             n = path.name
@@ -419,8 +421,9 @@ class Collection(CollectionReads):
         self.reload_for_write()
         if self.manifest.index and self.manifest.index.file != previous_file:
             raise ConflictError(f"The index of {self.name!r} changed while it was being rebuilt; retry.")
-        old = self.manifest.index.file if self.manifest.index else None
+        previous = self.manifest.index
         self.manifest.index = info
         self.manifest.save(self.root / MANIFEST_NAME)
-        if old and old != info.file:
-            (self.root / old).unlink(missing_ok=True)
+        for old in (previous.file, previous.data_file) if previous else ():
+            if old and old not in (info.file, info.data_file):
+                (self.root / old).unlink(missing_ok=True)  # a server mapping it keeps its pages until it reopens

@@ -62,6 +62,14 @@ class IndexInfo(BaseModel):
     built_at: datetime
     auto: bool = True  # chosen by size (search/index_choice.py), not by an explicit --index-spec
     search_defaults: dict[str, int] = Field(default_factory=dict)  # e.g. {"nprobe": 16}, tuned at build
+    # On-disk IVF (search/ondisk.py): the memory-mapped inverted-lists file beside ``file``, and the
+    # shards it holds (their tombstones are skipped at search time until a rebuild).
+    data_file: str | None = None
+    base_shards: list[str] = Field(default_factory=list)
+
+    @property
+    def on_disk(self) -> bool:
+        return self.data_file is not None
 
 
 class Manifest(BaseModel):
@@ -80,6 +88,7 @@ class Manifest(BaseModel):
     index: IndexInfo | None = None
     itm_features: dict[str, Any] | None = None  # {"tokens": N, "width": D, "dtype": "float16"} when cached
     index_spec: str | None = None  # an explicit --index-spec, kept across rebuilds (None: automatic)
+    index_on_disk: bool | None = None  # an explicit --on-disk / --in-memory (None: by size and memory budget)
     superseded_by: str | None = None  # set when a re-embedded version replaced this one (storage/versions.py)
     reembed: dict[str, Any] | None = None  # while being built by reembed: {"source": version, "done": [shards]}
     retired: list[str] = Field(default_factory=list)  # files of merged shards, removed at the next merge

@@ -87,12 +87,49 @@ class CollectionReads:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def sample_vectors(self, n: int, seed: int = 0) -> np.ndarray:
-        """Up to ``n`` vectors, drawn uniformly from all records (for training quantizers)."""
-        _, emb = self.all_embeddings()
-        vecs = emb.reshape(-1, self.manifest.dim)
-        if len(vecs) <= n:
-            return vecs
-        return vecs[np.random.default_rng(seed).choice(len(vecs), n, replace=False)]
+        """Up to ``n`` vectors, drawn uniformly from all records (for training quantizers).
+
+        Reads one shard at a time (memory: the sample plus one shard), so it also serves
+        collections larger than RAM; the draw equals sampling the concatenated vectors."""
+        m = self.manifest
+        total = sum(s.live_rows for s in m.shards) * m.vectors_per_item
+        if total <= n:
+            return self.all_embeddings()[1].reshape(-1, m.dim)
+        pick = np.random.default_rng(seed).choice(total, n, replace=False)
+        order = np.argsort(pick, kind="stable")
+        wanted = pick[order]
+        out = np.empty((n, m.dim), np.float32)
+        start = 0
+        for _, emb in self.iter_embeddings():
+            vecs = emb.reshape(-1, m.dim)
+            lo, hi = np.searchsorted(wanted, [start, start + len(vecs)])
+            out[order[lo:hi]] = vecs[wanted[lo:hi] - start]
+            start += len(vecs)
+        return out
+
+    def embeddings_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Stored embeddings of record ``ids`` ([n, dim] or [n, v, dim]), reading only the shards
+        that hold them. Raises KeyError for an id no live record has."""
+        m = self.manifest
+        ids = np.asarray(ids, dtype=np.int64)
+        shape = (len(ids), m.dim) if m.vectors_per_item == 1 else (len(ids), m.vectors_per_item, m.dim)
+        out = np.empty(shape, np.float32)
+        shards = m.shards
+        pos = np.searchsorted(np.array([s.min_id for s in shards], np.int64), ids, side="right") - 1
+        for p in np.unique(pos):
+            rows = np.flatnonzero(pos == p)
+            if p < 0:
+                raise KeyError(int(ids[rows[0]]))
+            t = pq.read_table(self.shard_path(shards[p]), columns=["id", "embedding"])
+            col = t.column("id").to_numpy()
+            at = np.searchsorted(col, ids[rows])
+            at = np.minimum(at, len(col) - 1)
+            bad = (col[at] != ids[rows]) | ~live_mask(shards[p], ids[rows])
+            if bad.any():
+                raise KeyError(int(ids[rows][bad][0]))
+            emb = embeddings_from_arrow(t.column("embedding").take(pa.array(at)), m.dim, m.vectors_per_item)
+            out[rows] = emb
+        return out
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         """Live records (tombstones dropped) of every shard, in id order."""

@@ -1,0 +1,158 @@
+"""One collection's vectors split over N index shards, searched as one index.
+
+Each shard holds a part of the records (whole Parquet shards, dealt round-robin). A query fans
+out to every shard and the shards' top-k lists are merged by score: for exact (Flat) shards the
+merge of exact per-shard top-k is the exact global top-k, so a sharded collection answers with
+the same ids and scores as one index over everything. ``ShardedIndex`` is a ``VectorIndex``,
+so ``SearchEngine`` applies filters, ``min_score``, moderation exclusion and re-ranking on top
+unchanged; exact vectors (re-rank depth, "more like this") come from the records.
+
+A shard that does not answer within ``timeout_s`` either fails the query with
+``ShardUnavailableError`` (HTTP 503) or, in ``partial`` mode, is left out and the missing shard
+numbers are reported through ``missing_shards()``: never a silent loss.
+
+This is the merge layer a multi-machine deployment (one shard per process or node) plugs its
+shard clients into; ``LocalShard`` is the in-process client.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import Any, Protocol
+
+import numpy as np
+
+from blipsearch.errors import OverloadedError
+from search.vector_index import VectorIndex
+from storage.collection import Collection
+from storage.manifest import ShardInfo
+
+_missing: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("missing_shards", default=())
+
+
+class ShardUnavailableError(OverloadedError):
+    """A shard of the index did not answer in time."""
+
+    code = "shard_unavailable"
+
+
+def missing_shards() -> tuple[int, ...]:
+    """Shards left out of the last search in this context (``partial`` mode)."""
+    return _missing.get()
+
+
+class ShardClient(Protocol):
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class LocalShard:
+    """An in-process shard: an exact index over some of the collection's Parquet shards."""
+
+    def __init__(self, index: VectorIndex) -> None:
+        self.index = index
+
+    @classmethod
+    def build(cls, coll: Collection, shards: Sequence[ShardInfo], spec: str = "IDMap2,Flat") -> LocalShard:
+        m = coll.manifest
+        index = VectorIndex.empty(spec, m.dim, m.vectors_per_item)
+        for ids, emb in coll.iter_embeddings(shards):
+            index.add(ids, emb)
+        return cls(index)
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(queries, k, allowed=allowed, excluded=excluded)
+
+
+def split(shards: Sequence[ShardInfo], n: int) -> list[list[ShardInfo]]:
+    """Deal Parquet shards round-robin over ``n`` index shards."""
+    return [list(shards[i::n]) for i in range(n)]
+
+
+def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top ``k`` (ids, scores) of several top-k lists (score descending, then id)."""
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    ids = np.concatenate([np.asarray(p[0], np.int64) for p in parts])
+    scores = np.concatenate([np.asarray(p[1], np.float32) for p in parts])
+    keep = ids >= 0
+    ids, scores = ids[keep], scores[keep]
+    order = np.lexsort((ids, -scores))[:k]
+    return ids[order], scores[order]
+
+
+class ShardedIndex(VectorIndex):
+    gpu_capable = False
+
+    def __init__(
+        self,
+        shards: Sequence[ShardClient],
+        dim: int,
+        vectors_per_item: int,
+        *,
+        ntotal: int,
+        lookup: Callable[[np.ndarray], np.ndarray],
+        timeout_s: float = 10.0,
+        partial: bool = False,
+    ) -> None:
+        super().__init__(None, dim, vectors_per_item, f"Sharded{len(shards)},Flat")
+        self.shards = list(shards)
+        self._ntotal = ntotal
+        self.lookup = lookup
+        self.timeout_s = timeout_s
+        self.partial = partial
+        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.shards)), thread_name_prefix="shard")
+
+    @property
+    def ntotal(self) -> int:
+        return self._ntotal
+
+    @property
+    def kind(self) -> str:
+        return "flat"
+
+    def make_params(self, nprobe: int | None = None, ef_search: int | None = None) -> Any | None:
+        return None
+
+    def add(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
+        raise NotImplementedError("a sharded index is rebuilt from the records, not added to")
+
+    def remove(self, ids: np.ndarray) -> int:
+        raise NotImplementedError("a sharded index is rebuilt from the records")
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: Any | None = None,
+        allowed: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        futures = [self._pool.submit(s.search, queries, k, allowed, excluded) for s in self.shards]
+        done, _ = wait(futures, timeout=self.timeout_s)
+        missing = tuple(i for i, f in enumerate(futures) if f not in done or f.exception() is not None)
+        if missing and not self.partial:
+            raise ShardUnavailableError(
+                f"Index shard(s) {list(missing)} did not answer within {self.timeout_s:g} s; try again."
+            )
+        _missing.set(missing)
+        return merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
+
+    def _stored(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)
+
+    def vectors_of(self, rid: int) -> np.ndarray:
+        return self._stored(np.array([rid], np.int64))
+
+    def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.zeros(0, np.float32)
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1, self.dim)
+        sims = self._stored(ids).reshape(len(ids), self.vectors_per_item, self.dim) @ q.T
+        return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)

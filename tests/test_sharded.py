@@ -1,0 +1,69 @@
+"""A collection split over index shards answers like one index over everything
+(search/sharded.py); a shard that does not answer fails the query or is reported missing."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from search import index_store
+from search.sharded import LocalShard, ShardedIndex, ShardUnavailableError, merge_topk, missing_shards, split
+from tests.test_index_choice import _clustered, _collection
+
+
+def _sharded(coll, n: int, **kw) -> ShardedIndex:
+    m = coll.manifest
+    shards = [LocalShard.build(coll, part) for part in split(m.shards, n)]
+    return ShardedIndex(shards, m.dim, m.vectors_per_item, ntotal=m.count, lookup=coll.embeddings_of, **kw)
+
+
+def test_two_shards_equal_one_index(tmp_path):
+    coll = _collection(tmp_path, 4000)  # 4 Parquet shards: 2 per index shard
+    single = index_store.build(coll, "Flat")
+    sharded = _sharded(coll, 2)
+    assert [s.index.ntotal for s in sharded.shards] == [2000, 2000]
+    for q in _clustered(15, seed=4):
+        for kw in ({}, {"allowed": np.arange(1, 4000, 3)}, {"excluded": np.arange(0, 4000, 2)}):
+            a_ids, a_scores = single.search(q, 10, **kw)
+            b_ids, b_scores = sharded.search(q, 10, **kw)
+            np.testing.assert_array_equal(b_ids, a_ids)
+            np.testing.assert_allclose(b_scores, a_scores, atol=1e-6)
+        assert missing_shards() == ()
+    ids = np.array([5, 1999, 3001])
+    np.testing.assert_allclose(sharded.item_scores(q, ids), single.item_scores(q, ids), atol=1e-6)
+    np.testing.assert_allclose(sharded.vectors_of(42), single.vectors_of(42), atol=1e-6)
+
+
+def test_merge_topk_orders_by_score_then_id():
+    ids, scores = merge_topk([(np.array([3, 1, -1]), np.array([0.9, 0.5, 0])), (np.array([2, 7]), [0.9, 0.7])], 3)
+    assert ids.tolist() == [2, 3, 7] and np.allclose(scores, [0.9, 0.9, 0.7])
+
+
+class _Stuck:
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def search(self, *args):
+        self.release.wait(5)
+        raise RuntimeError("shard lost")
+
+
+def test_a_shard_that_does_not_answer_is_never_lost_silently(tmp_path):
+    coll = _collection(tmp_path, 2000)
+    good = LocalShard.build(coll, coll.manifest.shards[:1])
+    stuck = _Stuck()
+    m = coll.manifest
+    strict = ShardedIndex([good, stuck], m.dim, 1, ntotal=m.count, lookup=coll.embeddings_of, timeout_s=0.2)
+    q = _clustered(1, seed=2)[0]
+    with pytest.raises(ShardUnavailableError, match=r"\[1\]") as err:
+        strict.search(q, 5)
+    assert err.value.http_status == 503
+    partial = ShardedIndex(
+        [good, stuck], m.dim, 1, ntotal=m.count, lookup=coll.embeddings_of, timeout_s=0.2, partial=True
+    )
+    ids, _ = partial.search(q, 5)
+    assert missing_shards() == (1,)
+    np.testing.assert_array_equal(ids, good.search(q, 5, None, None)[0])
+    stuck.release.set()
