@@ -41,6 +41,11 @@ def new_index(spec: str, dim: int, id_map: bool = True) -> Any:
     (``id_map=False``: the spec as given, e.g. an IVF index storing ids in its lists)."""
     f = faiss()
     full = spec if spec.startswith("IDMap") or not id_map else f"IDMap2,{spec}"
+    if full.startswith("IDMap2,IVF"):
+        # IVF lists store the ids themselves. IDMap2 around an IVF breaks on deletes: IDMap
+        # compacts its id table assuming the inner index renumbers, which IVF does not, so every
+        # later hit maps to the wrong record. The spec keeps its name; the index holds ids natively.
+        full = full.removeprefix("IDMap2,")
     try:
         return f.index_factory(dim, full, f.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:
@@ -74,7 +79,17 @@ def write(index: Any, path: Path) -> None:
 
 
 def read(path: Path, flags: int = 0) -> Any:
+    f = faiss()
     try:
-        return faiss().read_index(str(path), flags)
+        index = f.read_index(str(path), flags)
     except RuntimeError as exc:
         raise StorageError(f"Cannot read FAISS index {path}: {exc}") from exc
+    if isinstance(index, f.IndexIDMap2):
+        try:
+            f.extract_index_ivf(index.index)
+        except (RuntimeError, TypeError):  # not IVF inside: a valid IDMap2 index
+            return index
+        # Written before IVF indexes held their ids natively (see new_index): its id table may
+        # be wrong after deletes, so it is rebuilt from the records.
+        raise StorageError(f"FAISS index {path.name} is an IDMap2-wrapped IVF index (an older layout)")
+    return index

@@ -35,6 +35,7 @@ class VectorIndex:
         # Which shards this index holds, and how many of each shard's tombstones it has applied
         # (maintained by search/index_store.py; -1 = not yet checked).
         self.synced: dict[str, int] = {}
+        self._direct_map_ready = False
 
     @classmethod
     def empty(cls, spec: str, dim: int, vectors_per_item: int) -> VectorIndex:
@@ -53,8 +54,9 @@ class VectorIndex:
 
     def _inner(self) -> Any:
         f = fb.faiss()
-        inner = f.downcast_index(self.cpu.index) if hasattr(self.cpu, "index") else self.cpu
-        return inner
+        if self.cpu is None:
+            return None
+        return f.downcast_index(self.cpu.index) if hasattr(self.cpu, "index") else f.downcast_index(self.cpu)
 
     @functools.cached_property
     def kind(self) -> str:
@@ -134,6 +136,7 @@ class VectorIndex:
             return 0
         selector = fb.faiss().IDSelectorBatch(np.ascontiguousarray(self.faiss_ids(ids)))
         with self._lock:
+            self._drop_direct_map()  # FAISS removes through IDMap2 only without one; rebuilt on next use
             try:
                 removed = int(self.cpu.remove_ids(selector))
             except RuntimeError as exc:
@@ -155,9 +158,37 @@ class VectorIndex:
                     raise
                 return self.cpu.search(queries, kk, params=params)  # a GPU index refusing these params
 
+    def _ensure_direct_map(self) -> None:
+        """IVF indexes reconstruct stored vectors (re-rank depth scores, "more like this") through
+        a direct map, which FAISS does not build by default: build it on first use, as a hashtable
+        (which, unlike an array, still allows ``remove_ids``); adds keep it up to date."""
+        if self._direct_map_ready:
+            return
+        f = fb.faiss()
+        try:
+            ivf = f.extract_index_ivf(self._inner())
+        except (RuntimeError, TypeError):  # not an IVF index: Flat and HNSW reconstruct by themselves
+            ivf = None
+        if ivf is not None and ivf.direct_map.type == f.DirectMap.NoMap:
+            ivf.set_direct_map_type(f.DirectMap.Hashtable)
+        self._direct_map_ready = True
+
+    def _drop_direct_map(self) -> None:
+        if not self._direct_map_ready:
+            return
+        f = fb.faiss()
+        try:
+            ivf = f.extract_index_ivf(self._inner())
+        except (RuntimeError, TypeError):
+            ivf = None
+        if ivf is not None and ivf.direct_map.type != f.DirectMap.NoMap:
+            ivf.set_direct_map_type(f.DirectMap.NoMap)
+        self._direct_map_ready = False
+
     def vectors_of(self, rid: int) -> np.ndarray:
         """The stored vectors of record ``rid``: [vectors_per_item, dim]."""
         with self._lock:
+            self._ensure_direct_map()
             return self.cpu.reconstruct_batch(self.faiss_ids(np.array([rid], dtype=np.int64)))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
@@ -166,6 +197,7 @@ class VectorIndex:
         if ids.size == 0:
             return np.zeros((0, self.vectors_per_item, self.dim), np.float32)
         with self._lock:
+            self._ensure_direct_map()
             vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
         return np.asarray(vecs, dtype=np.float32).reshape(len(ids), self.vectors_per_item, self.dim)
 
@@ -176,6 +208,7 @@ class VectorIndex:
             return np.zeros(0, np.float32)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1, self.dim)
         with self._lock:
+            self._ensure_direct_map()
             vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
         sims = vecs.reshape(len(ids), self.vectors_per_item, self.dim) @ q.T  # [n, v, nq]
         return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
