@@ -19,6 +19,7 @@ One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -96,7 +97,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     path = base_model(args.base_dir)
-    res: dict[str, Any] = {"cpu_flags": flags, "n": args.n}
+    res: dict[str, Any] = {"cpu_flags": flags, "n": args.n, "loadavg_start": os.getloadavg()[0]}
     res["gemm_gflops"] = {"fp32": gemm(torch.float32), "bf16": gemm(torch.bfloat16)}
     print(res, flush=True)
     embs = {p: load_embedder(str(path), device="cpu", batch_size=8, precision=p) for p in ("exact", "fast")}
@@ -152,6 +153,7 @@ def main() -> None:
         for b in (1, 8)
     }
     print(res["text_latency"], flush=True)
+    res["loadavg_end"] = os.getloadavg()[0]
     write_result("fast_path", res)  # partial results survive an interrupted run
 
     # -- ITM re-rank ------------------------------------------------------------------------
@@ -174,6 +176,7 @@ def main() -> None:
             )
             print(p, k, itm[f"{p} k={k} recomputed"], itm[f"{p} k={k} cached"], flush=True)
     res["itm_latency"] = itm
+    res["loadavg_end"] = os.getloadavg()[0]
     write_result("fast_path", res)
 
     # -- captions ---------------------------------------------------------------------------
@@ -197,6 +200,7 @@ def main() -> None:
         res["captions_per_s_b8"] = caps
 
     m = machine()
+    res["loadavg_end"] = os.getloadavg()[0]
     write_result("fast_path", res)
     update_markdown("fast_path", markdown(res, m, args))
 
@@ -207,9 +211,9 @@ def markdown(r: dict[str, Any], m: dict[str, Any], args: argparse.Namespace) -> 
         "### `exact` vs `fast`, every stage (scripts/bench/fast_path.py)",
         "",
         f"Machine: {machine_line(m)}; CPU flags: {', '.join(r['cpu_flags'])}. Base-size random BLIP. "
-        f"**Shared machine**: other engineers' tests and benchmarks ran at the same time (load average well "
-        f"above the 2 cores), so absolute numbers are low and noisy; ratios within the run are what to read. "
-        f"Fast plan: {r['fast_plan']}.",
+        f"Load average (1 min) before the run: {r.get('loadavg_start', float('nan')):.2f}, after it: "
+        f"{r.get('loadavg_end', float('nan')):.2f} (the run's own threads count; well above the core count means "
+        f"other work shared the machine and absolute numbers are low). Fast plan: {r['fast_plan']}.",
         "",
         f"GEMM ceiling (2048³ torch.mm): fp32 {g['fp32']:.0f} GFLOP/s, bf16 {g['bf16']:.0f} GFLOP/s "
         f"({g['bf16'] / g['fp32']:.2f}×). ViT-B/16 at 384 px: {r['vit_gflop_per_image']:.1f} GFLOP per image.",
