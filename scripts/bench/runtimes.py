@@ -22,6 +22,7 @@ Needs ``pip install -e .[onnx,openvino]``.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -273,6 +274,7 @@ def main() -> None:
         "reps": args.reps,
         "threads": threads,
         "cpu_flags": flags,
+        "loadavg_start": os.getloadavg()[0],
         "export_s": export_s,
         "quantize_s": quant_s,
         "rows": rows,
@@ -288,8 +290,9 @@ def markdown(p: dict[str, Any], m: dict[str, Any]) -> str:
         "### CPU runtimes: vision and text towers (scripts/bench/runtimes.py)",
         "",
         f"Machine: {machine_line(m)}; CPU flags: {', '.join(p['cpu_flags'])}. {p['model']}, vision batch "
-        f"{p['batch']}, median of {p['reps']} after a warm-up, {p['threads']} threads. Shared machine (other "
-        "engineers' jobs ran at the same time): ratios within one run are the meaningful numbers.",
+        f"{p['batch']}, median of {p['reps']} after a warm-up, {p['threads']} threads. Load average (1 min) "
+        f"at the start: {p.get('loadavg_start', float('nan')):.2f} (above the core count: other work shared "
+        "the machine; read ratios within the run).",
         "",
         "| runtime | vision img/s | × fp32 | vision min cos | text b8 texts/s | text b1 ms | text min cos |",
         "|---|---|---|---|---|---|---|",
