@@ -203,6 +203,7 @@ def main() -> None:
         "text8": {"input_ids": ids, "attention_mask": mask},
         "text1": {"input_ids": ids[:1], "attention_mask": mask[:1]},
     }
+    load_start = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     refs: dict[str, np.ndarray] = {}
 
@@ -274,7 +275,8 @@ def main() -> None:
         "reps": args.reps,
         "threads": threads,
         "cpu_flags": flags,
-        "loadavg_start": os.getloadavg()[0],
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg()[0],
         "export_s": export_s,
         "quantize_s": quant_s,
         "rows": rows,
@@ -291,7 +293,8 @@ def markdown(p: dict[str, Any], m: dict[str, Any]) -> str:
         "",
         f"Machine: {machine_line(m)}; CPU flags: {', '.join(p['cpu_flags'])}. {p['model']}, vision batch "
         f"{p['batch']}, median of {p['reps']} after a warm-up, {p['threads']} threads. Load average (1 min) "
-        f"at the start: {p.get('loadavg_start', float('nan')):.2f} (above the core count: other work shared "
+        f"at the start of the timings: {p.get('loadavg_start', float('nan')):.2f}, at the end: "
+        f"{p.get('loadavg_end', float('nan')):.2f} (above the core count: other work shared "
         "the machine; read ratios within the run).",
         "",
         "| runtime | vision img/s | × fp32 | vision min cos | text b8 texts/s | text b1 ms | text min cos |",
