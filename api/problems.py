@@ -20,9 +20,10 @@ def problem(status: int, title: str, detail: str, code: str, **extra: object) ->
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
-def for_error(err: BlipsearchError) -> JSONResponse:
-    """The problem response of a domain error (with Retry-After / WWW-Authenticate)."""
-    response = problem(err.http_status, type(err).__name__, str(err), err.code)
+def for_error(err: BlipsearchError, detail: str | None = None) -> JSONResponse:
+    """The problem response of a domain error (with Retry-After / WWW-Authenticate); ``detail``
+    replaces the error's own message (e.g. with server paths hidden)."""
+    response = problem(err.http_status, type(err).__name__, detail or str(err), err.code)
     if isinstance(err, OverloadedError):
         response.headers["Retry-After"] = str(err.retry_after)
     elif isinstance(err, UnauthorizedError):
@@ -30,27 +31,15 @@ def for_error(err: BlipsearchError) -> JSONResponse:
     return response
 
 
-def _with_detail(response: JSONResponse, err: BlipsearchError, detail: str) -> JSONResponse:
-    """``response`` with ``detail`` in place of the error's own message (headers kept)."""
-    out = problem(err.http_status, type(err).__name__, detail, err.code)
-    for name in ("Retry-After", "WWW-Authenticate"):
-        if name in response.headers:
-            out.headers[name] = response.headers[name]
-    return out
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
     async def _domain(request: Request, err: BlipsearchError) -> JSONResponse:
         state = getattr(request.app.state, "blip", None)
-        if state is not None:  # no absolute server paths in messages (api/paths.py)
-            from api.paths import PathView
+        if state is None:
+            return for_error(err)
+        from api.paths import PathView  # no absolute server paths in messages
 
-            detail = PathView(state.settings).text(str(err))
-            if detail and detail != str(err):
-                response = for_error(err)
-                return _with_detail(response, err, detail)
-        return for_error(err)
+        return for_error(err, PathView(state.settings).text(str(err)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:

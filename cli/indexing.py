@@ -22,6 +22,15 @@ def _human_report(p: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+OnDiskOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--on-disk/--in-memory",
+        help="IVF inverted lists in a memory-mapped file (default: on disk past BLIPSEARCH_INDEX_MEMORY_GB).",
+    ),
+]
+
+
 @handle_errors
 def index(
     paths: Annotated[
@@ -58,13 +67,7 @@ def index(
     index_spec: Annotated[
         str | None, typer.Option("--index-spec", help="FAISS index spec (default: chosen by size, see index-stats).")
     ] = None,
-    on_disk: Annotated[
-        bool | None,
-        typer.Option(
-            "--on-disk/--in-memory",
-            help="IVF inverted lists in a memory-mapped file (default: on disk past BLIPSEARCH_INDEX_MEMORY_GB).",
-        ),
-    ] = None,
+    on_disk: OnDiskOpt = None,
     cache_itm_features: Annotated[
         bool, typer.Option("--cache-itm-features", help="Store fp16 vision tokens for fast ITM re-ranking.")
     ] = False,
@@ -150,13 +153,7 @@ def reindex(
     index_spec: Annotated[
         str | None, typer.Option("--index-spec", help="FAISS factory spec (default exact Flat).")
     ] = None,
-    on_disk: Annotated[
-        bool | None,
-        typer.Option(
-            "--on-disk/--in-memory",
-            help="IVF inverted lists in a memory-mapped file (default: on disk past BLIPSEARCH_INDEX_MEMORY_GB).",
-        ),
-    ] = None,
+    on_disk: OnDiskOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

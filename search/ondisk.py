@@ -185,17 +185,6 @@ class OnDiskIndex(VectorIndex):
             raise RuntimeError("on-disk index opened without a record lookup")
         return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)
 
-    def vectors_of(self, rid: int) -> np.ndarray:
-        return self._stored(np.array([rid], np.int64))
-
-    def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size == 0:
-            return np.zeros(0, np.float32)
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1, self.dim)
-        sims = self._stored(ids).reshape(len(ids), self.vectors_per_item, self.dim) @ q.T
-        return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
-
 
 def block_vectors(budget_bytes: int, dim: int, vectors_per_item: int) -> int:
     """Vectors per build block: a block's float input and its codes stay within a quarter of

@@ -161,45 +161,45 @@ class VectorIndex:
     def _ensure_direct_map(self) -> None:
         """IVF indexes reconstruct stored vectors (re-rank depth scores, "more like this") through
         a direct map, which FAISS does not build by default: build it on first use, as a hashtable
-        (which, unlike an array, still allows ``remove_ids``); adds keep it up to date."""
+        (adds keep it up to date; ``remove`` drops it first, and the next use rebuilds it)."""
         if self._direct_map_ready:
             return
-        f = fb.faiss()
-        try:
-            ivf = f.extract_index_ivf(self._inner())
-        except (RuntimeError, TypeError):  # not an IVF index: Flat and HNSW reconstruct by themselves
-            ivf = None
-        if ivf is not None and ivf.direct_map.type == f.DirectMap.NoMap:
-            ivf.set_direct_map_type(f.DirectMap.Hashtable)
+        ivf = self._ivf()
+        if ivf is not None and ivf.direct_map.type == fb.faiss().DirectMap.NoMap:
+            ivf.set_direct_map_type(fb.faiss().DirectMap.Hashtable)
         self._direct_map_ready = True
 
     def _drop_direct_map(self) -> None:
         if not self._direct_map_ready:
             return
-        f = fb.faiss()
-        try:
-            ivf = f.extract_index_ivf(self._inner())
-        except (RuntimeError, TypeError):
-            ivf = None
-        if ivf is not None and ivf.direct_map.type != f.DirectMap.NoMap:
-            ivf.set_direct_map_type(f.DirectMap.NoMap)
+        ivf = self._ivf()
+        if ivf is not None and ivf.direct_map.type != fb.faiss().DirectMap.NoMap:
+            ivf.set_direct_map_type(fb.faiss().DirectMap.NoMap)
         self._direct_map_ready = False
+
+    def _ivf(self) -> Any | None:
+        try:
+            return fb.faiss().extract_index_ivf(self._inner())
+        except (RuntimeError, TypeError):  # not an IVF index: Flat and HNSW reconstruct by themselves
+            return None
+
+    def _stored(self, ids: np.ndarray) -> np.ndarray:
+        """The stored vectors of records ``ids`` as [n * vectors_per_item, dim] float32. Here
+        reconstructed from the index; on-disk and sharded indexes read them from the records."""
+        with self._lock:
+            self._ensure_direct_map()
+            return np.asarray(self.cpu.reconstruct_batch(self.faiss_ids(ids)), dtype=np.float32)
 
     def vectors_of(self, rid: int) -> np.ndarray:
         """The stored vectors of record ``rid``: [vectors_per_item, dim]."""
-        with self._lock:
-            self._ensure_direct_map()
-            return self.cpu.reconstruct_batch(self.faiss_ids(np.array([rid], dtype=np.int64)))
+        return self._stored(np.array([rid], dtype=np.int64))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        """The stored vectors of records ``ids``: [n, vectors_per_item, dim] (reconstructed)."""
+        """The stored vectors of records ``ids``: [n, vectors_per_item, dim]."""
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             return np.zeros((0, self.vectors_per_item, self.dim), np.float32)
-        with self._lock:
-            self._ensure_direct_map()
-            vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
-        return np.asarray(vecs, dtype=np.float32).reshape(len(ids), self.vectors_per_item, self.dim)
+        return self._stored(ids).reshape(len(ids), self.vectors_per_item, self.dim)
 
     def item_scores(self, query: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Exact max-sim of ``query`` ([dim] or [nq, dim]) against the stored vectors of ``ids``."""
@@ -207,10 +207,7 @@ class VectorIndex:
         if ids.size == 0:
             return np.zeros(0, np.float32)
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(-1, self.dim)
-        with self._lock:
-            self._ensure_direct_map()
-            vecs = self.cpu.reconstruct_batch(self.faiss_ids(ids))
-        sims = vecs.reshape(len(ids), self.vectors_per_item, self.dim) @ q.T  # [n, v, nq]
+        sims = self.vectors(ids) @ q.T  # [n, v, nq]
         return sims.reshape(len(ids), -1).max(axis=1).astype(np.float32)
 
     def search(
