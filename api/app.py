@@ -17,12 +17,15 @@ from api.routes import clip_retrieval, collections, embed, jobs, moderation, sea
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
+from search.engine import IndexLoader
 
 STATIC = Path(__file__).parent / "static"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    state = AppState(settings or get_settings())
+def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | None = None) -> FastAPI:
+    """The API. ``index_loader``: collections' indexes come from it (sharded serving,
+    api/ray_serve.py) instead of their saved FAISS indexes."""
+    state = AppState(settings or get_settings(), index_loader)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

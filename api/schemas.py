@@ -60,6 +60,10 @@ class SearchResponse(BaseModel):
     results: list[Result]
     dropped: list[dict[str, Any]] = Field(default_factory=list)
     timing_ms: dict[str, float]
+    # Sharded serving with BLIPSEARCH_SHARD_PARTIAL: index shards that did not answer in time were
+    # left out, and the results are the other shards' only (else such a query answers 503).
+    partial: bool = False
+    missing_shards: list[int] = Field(default_factory=list)
 
 
 class CollectionInfo(BaseModel):

@@ -20,15 +20,16 @@ from blipsearch.errors import BlipsearchError, InvalidInputError
 from models.base import Embedder
 from search.batcher import MicroBatcher
 from search.budget import CostBudget
-from search.engine import SearchEngine
+from search.engine import IndexLoader, SearchEngine
 from service.engines import make_reranker, open_engine
 from service.models import load_captioner, load_itm_scorer, load_model
 from storage.collection import Collection
 
 
 class AppState:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, index_loader: IndexLoader | None = None) -> None:
         self.settings = settings
+        self.index_loader = index_loader  # None: each collection's saved index (else: sharded serving)
         self._lock = threading.Lock()
         self._embedders: dict[str, Embedder] = {}
         self._open_lock = threading.Lock()
@@ -75,7 +76,14 @@ class AppState:
             # CLIP / SigLIP / ALIGN have no ITM head: their engines re-rank only with a named
             # rerank_model (AppState.reranker); asking for --rerank without one is a 422.
             encode = self.text_batcher(embedder).submit if self.settings.microbatch else None
-            engine = open_engine(self.settings, name, embedder=embedder, rerank=embedder.has_itm, encode_text=encode)
+            engine = open_engine(
+                self.settings,
+                name,
+                embedder=embedder,
+                rerank=embedder.has_itm,
+                encode_text=encode,
+                index_loader=self.index_loader,
+            )
             with self._lock:
                 self._engines[name] = (coll.manifest.created_at, engine)
         return engine

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
+    # -- issue #20: sharded serving on Ray Serve (blipsearch serve --runner ray) --
+    shard_timeout_s: float = Field(
+        default=10.0, gt=0, le=600, description="Seconds a query waits for each index shard to answer."
+    )
+    shard_partial: bool = Field(
+        default=False,
+        description="When a shard does not answer in time: answer with the other shards' results, flagged "
+        "partial (response fields partial / missing_shards), instead of 503.",
+    )
+    ray_shard_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves for each shard replica.")
+    ray_router_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves for each router replica.")
+
     # -- issue #18: POST /v1/embed and the clip-retrieval back-end protocol --
     embed_max_items: int = Field(default=64, ge=1, le=4096, description="Texts or images per POST /v1/embed.")
     clip_retrieval_api: bool = Field(

@@ -1,4 +1,4 @@
-"""``blipsearch serve``: the HTTP API and the web page, with uvicorn."""
+"""``blipsearch serve``: the HTTP API and the web page, with uvicorn, or sharded on Ray Serve."""
 
 from __future__ import annotations
 
@@ -6,19 +6,59 @@ from typing import Annotated
 
 import typer
 
-from cli.common import DataDirOpt, settings_for
+from blipsearch.errors import InvalidInputError
+from cli.common import DataDirOpt, handle_errors, settings_for
+
+RUNNERS = ("local", "ray")
 
 
+@handle_errors
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each loads the models).")] = 1,
+    runner: Annotated[
+        str,
+        typer.Option(
+            "--runner",
+            help="local: one uvicorn server. ray: Ray Serve, the index split over --shards shard deployments "
+            "behind a router (the same HTTP API).",
+        ),
+    ] = "local",
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster to deploy on (e.g. auto, or HOST:6379); default: a new local Ray."),
+    ] = None,
+    shards: Annotated[int, typer.Option("--shards", help="Index shards (--runner ray).")] = 1,
+    replicas: Annotated[int, typer.Option("--replicas", help="Replicas of each shard (--runner ray).")] = 1,
+    router_replicas: Annotated[
+        int, typer.Option("--router-replicas", help="Replicas of the router, which runs the models (--runner ray).")
+    ] = 1,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Serve the search API on HOST:PORT (OpenAPI at /docs)."""
+    if runner not in RUNNERS:
+        raise InvalidInputError(f"Unknown --runner {runner!r}: use local or ray.")
+    if runner == "local" and (address is not None or shards != 1 or replicas != 1 or router_replicas != 1):
+        raise InvalidInputError("--address, --shards, --replicas and --router-replicas need --runner ray.")
+    if runner == "ray" and workers != 1:
+        raise InvalidInputError("--workers is for --runner local; on Ray use --router-replicas.")
+    settings = settings_for(data_dir)
+    if runner == "ray":
+        from api.ray_serve import run
+
+        run(
+            settings,
+            shards=shards,
+            replicas=replicas,
+            router_replicas=router_replicas,
+            host=host,
+            port=port,
+            address=address,
+        )
+        return
     import uvicorn
 
-    settings = settings_for(data_dir)
     if workers == 1:
         from api.app import create_app
 

@@ -7,13 +7,14 @@ ITM head, fused (rerank/fusion/), then cut to ``k``. Image→image has no ITM; i
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import RRF_K, check_fusion, rrf
 from search import index_store
 from search.filters import Filters, allowed_ids
+from search.sharded import missing_shards, reset_missing
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
@@ -79,6 +81,26 @@ class SearchResult:
     hits: list[Hit]
     timing_ms: dict[str, float]
     dropped: list[dict[str, Any]] = field(default_factory=list)
+    # Index shards that did not answer in time, left out by a sharded index in ``partial`` mode
+    # (search/sharded.py): the results are then those of the other shards only.
+    missing_shards: tuple[int, ...] = ()
+
+
+IndexLoader = Callable[[Collection], VectorIndex]
+_F = TypeVar("_F", bound=Callable[..., SearchResult])
+
+
+def _tracks_shards(method: _F) -> _F:
+    """Report, on the result, the index shards a partial sharded search left out."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> SearchResult:
+        reset_missing()
+        result = method(*args, **kwargs)
+        result.missing_shards = missing_shards()
+        return result
+
+    return wrapper  # type: ignore[return-value]
 
 
 class SearchEngine:
@@ -92,6 +114,7 @@ class SearchEngine:
         *,
         decisions: Callable[[set[str]], np.ndarray] | None = None,
         encode_text: Callable[[str], np.ndarray] | None = None,
+        index_loader: IndexLoader | None = None,
     ):
         collection.check_model(embedder.fingerprint, embedder.model_id)
         self.coll = collection
@@ -105,6 +128,8 @@ class SearchEngine:
         self.decisions = decisions
         # text -> ITC query vector; the API passes a micro-batched encoder (search/batcher.py)
         self.encode_text: Callable[[str], np.ndarray] = encode_text or (lambda t: embedder.embed_texts([t])[0])
+        # collection -> its index, instead of the saved FAISS index (a sharded server's index)
+        self.index_loader = index_loader
 
     @classmethod
     def open(
@@ -116,10 +141,24 @@ class SearchEngine:
         *,
         decisions: Callable[[set[str]], np.ndarray] | None = None,
         encode_text: Callable[[str], np.ndarray] | None = None,
+        index_loader: IndexLoader | None = None,
     ) -> SearchEngine:
+        """The engine over ``collection``'s saved index, or over ``index_loader(collection)``."""
         collection.check_model(embedder.fingerprint, embedder.model_id)
-        index, _ = index_store.load(collection, embedder.fingerprint)
-        return cls(collection, embedder, index, reranker, keyword, decisions=decisions, encode_text=encode_text)
+        if index_loader is not None:
+            index = index_loader(collection)
+        else:
+            index, _ = index_store.load(collection, embedder.fingerprint)
+        return cls(
+            collection,
+            embedder,
+            index,
+            reranker,
+            keyword,
+            decisions=decisions,
+            encode_text=encode_text,
+            index_loader=index_loader,
+        )
 
     def sync(self) -> bool:
         """Catch up with commits made since this engine was opened (uploads, deletes, a new
@@ -135,6 +174,10 @@ class SearchEngine:
                 raise CollectionReplacedError(
                     f"Collection {self.coll.name!r} was re-embedded (version {m.superseded_by}); reopen it."
                 )
+            if self.index_loader is not None:  # an index made from the manifest: make it again
+                self.index = self.index_loader(self.coll)
+                self._manifest_stamp = stamp
+                return True
             try:
                 if m.index is not None and m.index.spec != self.index.spec:
                     raise index_store.StaleIndexError("the index spec changed")
@@ -151,6 +194,7 @@ class SearchEngine:
         return self.coll.manifest.kind
 
     # -- queries ------------------------------------------------------------------------
+    @_tracks_shards
     def search_text(
         self,
         text: str,
@@ -193,6 +237,7 @@ class SearchEngine:
         outcome = self._reranker(reranker).rerank_images(text, cands, fusion)
         return _finish(self._from_outcome(outcome, k, timing), options)
 
+    @_tracks_shards
     def search_image(
         self,
         image: Image.Image,
@@ -226,6 +271,7 @@ class SearchEngine:
         outcome = self._reranker(reranker).rerank_texts(tokens[:1], texts, cands, fusion)
         return _finish(self._from_outcome(outcome, k, timing, records), options)
 
+    @_tracks_shards
     def search_similar(self, rid: int, k: int = 10, options: QueryOptions | None = None) -> SearchResult:
         """ "More like this": nearest records to record ``rid``'s own stored vectors (itself excluded)."""
         self._check(k, 1, "itc")
@@ -246,6 +292,7 @@ class SearchEngine:
         timing: dict[str, float] = {}
         return self._shortlist(query, n, timing, self._selection(options, timing))
 
+    @_tracks_shards
     def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""
         if self.kind != "images":

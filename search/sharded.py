@@ -11,15 +11,16 @@ A shard that does not answer within ``timeout_s`` either fails the query with
 ``ShardUnavailableError`` (HTTP 503) or, in ``partial`` mode, is left out and the missing shard
 numbers are reported through ``missing_shards()``: never a silent loss.
 
-This is the merge layer a multi-machine deployment (one shard per process or node) plugs its
-shard clients into; ``LocalShard`` is the in-process client.
+This is the merge layer a multi-machine deployment plugs its shard clients into: ``LocalShard``
+is the in-process client; ``api/ray_serve.py`` plugs in Ray Serve shard deployments, each running a
+``search/shard_server.py`` ``ShardServer``.
 """
 
 from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,8 +40,13 @@ class ShardUnavailableError(OverloadedError):
 
 
 def missing_shards() -> tuple[int, ...]:
-    """Shards left out of the last search in this context (``partial`` mode)."""
+    """Shards left out of the searches in this context since ``reset_missing`` (``partial`` mode)."""
     return _missing.get()
+
+
+def reset_missing() -> None:
+    """Start a new query: forget the shards earlier searches in this context left out."""
+    _missing.set(())
 
 
 class ShardClient(Protocol):
@@ -99,6 +105,7 @@ class ShardedIndex(VectorIndex):
         lookup: Callable[[np.ndarray], np.ndarray],
         timeout_s: float = 10.0,
         partial: bool = False,
+        pool: Executor | None = None,
     ) -> None:
         super().__init__(None, dim, vectors_per_item, f"Sharded{len(shards)},Flat")
         self.shards = list(shards)
@@ -106,7 +113,9 @@ class ShardedIndex(VectorIndex):
         self.lookup = lookup
         self.timeout_s = timeout_s
         self.partial = partial
-        self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.shards)), thread_name_prefix="shard")
+        # Fan-out threads; a server passes one pool shared by all its sharded indexes (they are
+        # re-made at every commit) and sized for its concurrent queries.
+        self._pool = pool or ThreadPoolExecutor(max_workers=max(1, len(self.shards)), thread_name_prefix="shard")
 
     @property
     def ntotal(self) -> int:
@@ -140,7 +149,8 @@ class ShardedIndex(VectorIndex):
             raise ShardUnavailableError(
                 f"Index shard(s) {list(missing)} did not answer within {self.timeout_s:g} s; try again."
             )
-        _missing.set(missing)
+        if missing:  # one query may search several times (filters, hybrid): keep every miss
+            _missing.set(tuple(sorted({*_missing.get(), *missing})))
         return merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
 
     def _stored(self, ids: np.ndarray) -> np.ndarray:

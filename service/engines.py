@@ -17,6 +17,7 @@ from storage.collection import Collection
 if TYPE_CHECKING:
     from models.itm import ItmScorer
     from rerank.itm import ItmReranker
+    from search.engine import IndexLoader
 
 
 def make_reranker(settings: Settings, coll: Collection, embedder: Embedder, scorer: ItmScorer) -> ItmReranker:
@@ -48,11 +49,14 @@ def open_engine(
     encode_text: Callable[[str], np.ndarray] | None = None,
     rerank_model: str | None = None,
     itm_scorer: ItmScorer | None = None,
+    index_loader: IndexLoader | None = None,
 ) -> SearchEngine:
     """The collection's engine; the model defaults to the one the collection was built with.
 
     ``rerank``: load an ITM re-ranker, the collection model's own head unless ``rerank_model``
     (or an already loaded ``itm_scorer``) names a BLIP / BLIP-2 ITM checkpoint.
+    ``index_loader``: the collection's index comes from it instead of the saved FAISS index
+    (a sharded server's fan-out index, api/ray_serve.py).
     """
     from moderation.store import DecisionCache
     from storage.catalog import open_catalog
@@ -73,4 +77,5 @@ def open_engine(
         KeywordIndex(catalog.engine),
         decisions=DecisionCache(catalog, coll.name).ids,
         encode_text=encode_text,
+        index_loader=index_loader,
     )

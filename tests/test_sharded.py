@@ -8,8 +8,10 @@ import threading
 import numpy as np
 import pytest
 
+from blipsearch.errors import CollectionReplacedError
 from search import index_store
 from search.sharded import LocalShard, ShardedIndex, ShardUnavailableError, merge_topk, missing_shards, split
+from storage.compaction import compact
 from tests.test_index_choice import _clustered, _collection
 
 
@@ -67,3 +69,47 @@ def test_a_shard_that_does_not_answer_is_never_lost_silently(tmp_path):
     assert missing_shards() == (1,)
     np.testing.assert_array_equal(ids, good.search(q, 5, None, None)[0])
     stuck.release.set()
+
+
+def test_shard_server_follows_adds_deletes_and_compaction(tmp_path):
+    """A shard serves exactly the router's view: new Parquet shards are added, tombstones
+    removed, merged shards rebuilt; its answers equal a Flat index over its part."""
+    from search.shard_server import ShardServer
+
+    coll = _collection(tmp_path, 3000)
+    server = ShardServer(tmp_path, 1, 2)
+    q = _clustered(5, seed=9)
+
+    def check(c) -> None:
+        part = split(c.manifest.shards, 2)[1]
+        ref = LocalShard.build(c, part)
+        for qq in q:
+            got = server.search(c.name, c.root.name, [s.model_dump() for s in part], qq, 7)
+            want = ref.search(qq, 7, None, None)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_allclose(got[1], want[1], atol=1e-6)
+
+    check(coll)
+    assert server.stats()["collections"][coll.name]["vectors"] == 1000  # Parquet shard 1 of 0, 1, 2
+    coll.delete(np.arange(1000, 1400))  # tombstones in that Parquet shard
+    check(coll)
+    assert server.stats()["collections"][coll.name]["vectors"] == 600
+    vecs = _clustered(2000, seed=3)
+    for start in (3000, 4000):  # two more Parquet shards: the 4th is this shard's
+        rows = {
+            "uri": [f"mem://{i}" for i in range(start, start + 1000)],
+            "sha256": [f"{i:064x}" for i in range(start, start + 1000)],
+            "width": [1] * 1000,
+            "height": [1] * 1000,
+            "bytes": [1] * 1000,
+        }
+        coll.append_aligned(rows, vecs[start - 3000 : start - 2000])
+    check(coll)
+    assert server.stats()["collections"][coll.name]["vectors"] == 1600
+    before = {s.file for s in coll.manifest.shards}
+    compact(coll)  # tombstones dropped: new Parquet files, rebuilt from the records
+    coll.reload()
+    assert {s.file for s in coll.manifest.shards} != before
+    check(coll)
+    with pytest.raises(CollectionReplacedError):
+        server.search(coll.name, "another-version", [], q[0], 3)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from api.uploads import sniff_and_decode
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
 from search.engine import SearchEngine
 from search.knn import KnnRequest, embedding_query, knn
+from search.sharded import missing_shards, reset_missing
 from storage.collection import Collection
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[READ], responses=ERRORS)
@@ -133,9 +134,10 @@ def _query_vector(engine: SearchEngine, body: KnnServiceRequest, image: Any) -> 
 
 
 @router.post("/knn-service", response_model=list[dict[str, Any]], openapi_extra=body_doc(KnnServiceRequest, *JSON_ANY))
-async def knn_service(request: Request) -> list[dict[str, Any]]:
+async def knn_service(request: Request, response: Response) -> list[dict[str, Any]]:
     """Nearest neighbours by text, image (base64) or embedding: a bare array sorted by similarity,
-    ``num_result_ids`` long; the first ``num_images`` carry the record's metadata."""
+    ``num_result_ids`` long; the first ``num_images`` carry the record's metadata. Under sharded
+    serving with partial results on, index shards left out are named in ``X-Missing-Shards``."""
     state = request.app.state.blip
     s = state.settings
     body = validate(KnnServiceRequest, await read_json(request, s.max_upload_bytes * 4 // 3 + (1 << 20)))
@@ -156,9 +158,10 @@ async def knn_service(request: Request) -> list[dict[str, Any]]:
         max_depth=s.clip_retrieval_max_results,
     )
 
-    def run() -> list[dict[str, Any]]:
+    def run() -> tuple[list[dict[str, Any]], tuple[int, ...]]:
         image = _decode_image(body.image, s) if not body.text and body.image else None
         engine = state.engine(name)
+        reset_missing()
         hits = knn(engine, _query_vector(engine, body, image), req)
         head = [h.id for h in hits[: body.num_images]]
         records = engine.coll.get_records(head)
@@ -169,9 +172,12 @@ async def knn_service(request: Request) -> list[dict[str, Any]]:
                 row.update(flat_metadata(request, name, records[h.id]))
             row.update({"id": h.id, "similarity": float(h.itc)})
             out.append(row)
-        return out
+        return out, missing_shards()
 
-    return await run_in_threadpool(run)
+    out, missing = await run_in_threadpool(run)
+    if missing:
+        response.headers["X-Missing-Shards"] = ",".join(map(str, missing))
+    return out
 
 
 @router.get("/indices-list", response_model=list[str])

@@ -45,7 +45,14 @@ def _response(collection: str, res: SearchResult, paths: PathView) -> SearchResp
         d = h.to_dict()
         d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
-    return SearchResponse(collection=collection, results=results, dropped=res.dropped, timing_ms=res.timing_ms)
+    return SearchResponse(
+        collection=collection,
+        results=results,
+        dropped=res.dropped,
+        timing_ms=res.timing_ms,
+        partial=bool(res.missing_shards),
+        missing_shards=list(res.missing_shards),
+    )
 
 
 @router.post("/text", response_model=SearchResponse)
