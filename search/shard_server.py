@@ -1,15 +1,20 @@
 """One index shard of every collection, as a shard process serves it (Ray Serve: api/ray_serve.py).
 
 A sharded server deals each collection's Parquet shards round-robin over N index shards
-(``search.sharded.split``). Shard number ``i`` keeps an exact (Flat) index over the records of
-the Parquet shards dealt to it, read from storage every node can read, and answers top-k
-searches over them; the router merges the N top-k lists exactly (``search.sharded.merge_topk``).
+(``search.sharded.split``). Shard number ``i`` answers exact top-k searches over the records of
+the Parquet shards dealt to it; the router merges the N top-k lists exactly
+(``search.sharded.merge_topk``).
+
+Storage: Parquet shards are immutable, so each one gets an exact (Flat) FAISS index of all its
+rows, written once beside the records (``<collection version>/flatcache/<shard>.faiss``, atomic,
+on the storage every node reads) and memory-mapped at open: a shard process's memory is page
+cache for the vectors its queries scan, not a private copy, and a replacement replica opens them
+without rebuilding. Tombstones are applied at query time (an ID selector), so a delete never
+rewrites an index file.
 
 The router sends, with every query, the Parquet shards (their manifest entries, tombstones
 included) it wants searched: the shard serves exactly the router's view of the collection, never
-a newer or older one. Between queries the shard catches up incrementally: new Parquet shards
-are added, new tombstones removed; a shard that disappeared (merged, compacted) or a re-embedded
-collection rebuilds the shard's index from the records.
+a newer or older one.
 """
 
 from __future__ import annotations
@@ -17,29 +22,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blipsearch.errors import CollectionReplacedError, InvalidInputError
+from search import faiss_backend as fb
+from search.sharded import merge_topk
 from search.vector_index import VectorIndex
+from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.manifest import ShardInfo
 
 log = logging.getLogger(__name__)
 SHARD_SPEC = "IDMap2,Flat"  # exact: the merge of exact per-shard top-k is the exact global top-k
-
-
-@dataclass
-class _Part:
-    """What one collection's part of this shard holds: the version folder, the Parquet shards
-    added (file -> tombstones applied), and the index over them."""
-
-    version: str
-    index: VectorIndex
-    files: dict[str, int] = field(default_factory=dict)
+CACHE_DIR = "flatcache"
 
 
 class ShardServer:
@@ -51,7 +49,8 @@ class ShardServer:
         self.data_dir = Path(data_dir)
         self.shard_no = shard_no
         self.n_shards = n_shards
-        self._parts: dict[str, _Part] = {}
+        # (collection, version folder) -> Parquet file -> its memory-mapped index
+        self._open: dict[tuple[str, str], dict[str, VectorIndex]] = {}
         self._lock = threading.Lock()
 
     def search(
@@ -64,43 +63,68 @@ class ShardServer:
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (ids, scores) over the records of ``shards`` of ``collection``'s ``version``."""
+        """Top-``k`` (ids, scores) over the live records of ``shards`` of ``collection``'s ``version``."""
         infos = [s if isinstance(s, ShardInfo) else ShardInfo.model_validate(s) for s in shards]
-        index = self._index(collection, version, infos)
-        return index.search(np.asarray(queries, np.float32), k, allowed=allowed, excluded=excluded)
+        indexes = self._indexes(collection, version, infos)
+        q = np.asarray(queries, np.float32)
+        parts = []
+        for info in infos:
+            dead = np.asarray(info.deleted, np.int64)
+            if allowed is not None:
+                kw: dict[str, Any] = {"allowed": np.setdiff1d(allowed, dead) if dead.size else allowed}
+            else:
+                gone = dead if excluded is None else np.union1d(dead, np.asarray(excluded, np.int64))
+                kw = {"excluded": gone if gone.size else None}
+            parts.append(indexes[info.file].search(q, k, **kw))
+        return merge_topk(parts, k)
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            held = {name: {"vectors": p.index.ntotal, "files": len(p.files)} for name, p in self._parts.items()}
+            held = {
+                name: {"files": len(files), "stored_vectors": sum(ix.ntotal for ix in files.values())}
+                for (name, _), files in self._open.items()
+            }
         return {"shard": self.shard_no, "shards": self.n_shards, "collections": held}
 
-    def _index(self, name: str, version: str, shards: list[ShardInfo]) -> VectorIndex:
-        with self._lock:  # one catch-up at a time; searches of a caught-up part take no lock in FAISS
-            part = self._parts.get(name)
-            wanted = {s.file: len(s.deleted) for s in shards}
-            if part is not None and part.version == version and part.files == wanted:
-                return part.index
+    def _indexes(self, name: str, version: str, shards: list[ShardInfo]) -> dict[str, VectorIndex]:
+        with self._lock:
+            opened = self._open.get((name, version))
+            if opened is not None and all(s.file in opened for s in shards):
+                return dict(opened)
             coll = Collection.open(self.data_dir, name)
             if coll.root.name != version:
                 raise CollectionReplacedError(
                     f"Collection {name!r} is now version {coll.root.name}, not {version}: the router reopens it."
                 )
-            if part is None or part.version != version or not set(part.files) <= set(wanted):
-                m = coll.manifest
-                part = _Part(version, VectorIndex.empty(SHARD_SPEC, m.dim, m.vectors_per_item))
-                log.info("shard %d/%d: building %s (%s)", self.shard_no, self.n_shards, name, version)
-            self._catch_up(coll, part, shards)
-            self._parts[name] = part
-            return part.index
+            for key in [key for key in self._open if key[0] == name and key[1] != version]:
+                del self._open[key]  # an older version: its files are no longer asked for
+            opened = self._open.setdefault((name, version), {})
+            wanted = {s.file for s in shards}
+            for file in [f for f in opened if f not in wanted]:
+                del opened[file]  # merged or compacted away
+            for shard in shards:
+                if shard.file not in opened:
+                    opened[shard.file] = self._open_file(coll, shard)
+            return dict(opened)  # a snapshot: a later view may drop files this query still searches
 
-    @staticmethod
-    def _catch_up(coll: Collection, part: _Part, shards: list[ShardInfo]) -> None:
-        """Add the Parquet shards ``part`` lacks; remove records tombstoned since."""
-        for shard in shards:
-            seen = part.files.get(shard.file)
-            if seen is None:
-                for ids, emb in coll.iter_embeddings([shard]):
-                    part.index.add(ids, emb)
-            elif seen < len(shard.deleted):
-                part.index.remove(np.asarray(shard.deleted, np.int64))
-            part.files[shard.file] = len(shard.deleted)
+    def _open_file(self, coll: Collection, shard: ShardInfo) -> VectorIndex:
+        """The memory-mapped Flat index of every row of Parquet ``shard`` (written on first use)."""
+        m = coll.manifest
+        path = coll.root / CACHE_DIR / (Path(shard.file).stem + ".faiss")
+        faiss = fb.faiss()
+        if path.is_file() and not path.is_symlink():
+            try:
+                cpu = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+                if cpu.ntotal == shard.rows * m.vectors_per_item and cpu.d == m.dim:
+                    return VectorIndex(cpu, m.dim, m.vectors_per_item, SHARD_SPEC)
+            except RuntimeError as exc:
+                log.warning("rebuilding the unreadable shard index %s: %s", path, exc)
+        index = VectorIndex.empty(SHARD_SPEC, m.dim, m.vectors_per_item)
+        everything = shard.model_copy(update={"deleted": []})  # all rows; tombstones apply per query
+        for ids, emb in coll.iter_embeddings([everything]):
+            index.add(ids, emb)
+        path.parent.mkdir(exist_ok=True)
+        atomic_write_with(path, lambda p: faiss.write_index(index.cpu, str(p)))
+        log.info("shard %d/%d: wrote %s (%d vectors)", self.shard_no, self.n_shards, path, index.ntotal)
+        cpu = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
+        return VectorIndex(cpu, m.dim, m.vectors_per_item, SHARD_SPEC)

@@ -167,14 +167,14 @@ def test_two_shards_answer_like_one_node(served, single):
     for name in ("photos", "captions"):
         parts = split(Collection.open(single.app.state.blip.settings.data_dir, name).manifest.shards, 2)
         for i in (0, 1):
-            want[i][name] = sum(s.live_rows for s in parts[i])
+            want[i][name] = sum(s.rows for s in parts[i])
     assert want[0]["photos"] and want[1]["photos"]
     for i in (0, 1):
         handle = serve.get_deployment_handle(f"shard-{i}", app_name="blipsearch")
         seen = [handle.stats.remote().result(timeout_s=60)["collections"] for _ in range(8)]  # either replica
         assert any(seen), i
         for held in seen:
-            assert all(c["vectors"] == want[i][name] for name, c in held.items()), (i, held)
+            assert all(c["stored_vectors"] == want[i][name] for name, c in held.items()), (i, held)
 
 
 def _replicas(deployment: str) -> list[str]:

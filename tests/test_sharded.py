@@ -90,10 +90,13 @@ def test_shard_server_follows_adds_deletes_and_compaction(tmp_path):
             np.testing.assert_allclose(got[1], want[1], atol=1e-6)
 
     check(coll)
-    assert server.stats()["collections"][coll.name]["vectors"] == 1000  # Parquet shard 1 of 0, 1, 2
-    coll.delete(np.arange(1000, 1400))  # tombstones in that Parquet shard
+    held = server.stats()["collections"][coll.name]
+    assert held == {"files": 1, "stored_vectors": 1000}  # Parquet shard 1 of 0, 1, 2
+    cache = coll.root / "flatcache"
+    written = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    coll.delete(np.arange(1000, 1400))  # tombstones in that Parquet shard: applied per query
     check(coll)
-    assert server.stats()["collections"][coll.name]["vectors"] == 600
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written  # nothing rewritten
     vecs = _clustered(2000, seed=3)
     for start in (3000, 4000):  # two more Parquet shards: the 4th is this shard's
         rows = {
@@ -105,7 +108,13 @@ def test_shard_server_follows_adds_deletes_and_compaction(tmp_path):
         }
         coll.append_aligned(rows, vecs[start - 3000 : start - 2000])
     check(coll)
-    assert server.stats()["collections"][coll.name]["vectors"] == 1600
+    assert server.stats()["collections"][coll.name] == {"files": 2, "stored_vectors": 2000}
+    # A new process (a replacement replica) maps the written files instead of rebuilding them.
+    again = ShardServer(tmp_path, 1, 2)
+    part = split(coll.manifest.shards, 2)[1]
+    got = again.search(coll.name, coll.root.name, [s.model_dump() for s in part], q[0], 7)
+    np.testing.assert_array_equal(got[0], server.search(coll.name, coll.root.name, part, q[0], 7)[0])
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}.items() >= written.items()
     before = {s.file for s in coll.manifest.shards}
     compact(coll)  # tombstones dropped: new Parquet files, rebuilt from the records
     coll.reload()
@@ -113,3 +122,28 @@ def test_shard_server_follows_adds_deletes_and_compaction(tmp_path):
     check(coll)
     with pytest.raises(CollectionReplacedError):
         server.search(coll.name, "another-version", [], q[0], 3)
+
+
+def test_shard_indexes_are_memory_mapped_and_a_bad_cache_file_is_rebuilt(tmp_path):
+    from pathlib import Path
+
+    from search.shard_server import ShardServer
+
+    coll = _collection(tmp_path, 2000)
+    part = split(coll.manifest.shards, 2)[0]
+    q = _clustered(1, seed=5)[0]
+    want = LocalShard.build(coll, part).search(q, 5, None, None)
+    server = ShardServer(tmp_path, 0, 2)
+    first = server.search(coll.name, coll.root.name, part, q, 5)
+    np.testing.assert_array_equal(first[0], want[0])
+    cached = coll.root / "flatcache" / (Path(part[0].file).stem + ".faiss")
+    maps = Path("/proc/self/maps")
+    if maps.exists():  # Linux: the vectors are a file mapping, not a private heap copy
+        assert str(cached.resolve()) in maps.read_text()
+    del server
+    cached.unlink()
+    cached.write_bytes(b"not a faiss index")  # e.g. a disk error
+    again = ShardServer(tmp_path, 0, 2).search(coll.name, coll.root.name, part, q, 5)
+    np.testing.assert_array_equal(again[0], want[0])
+    np.testing.assert_allclose(again[1], want[1], atol=1e-6)
+    assert cached.stat().st_size > 1000  # rewritten
