@@ -28,16 +28,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from blipsearch.config import Settings
 from blipsearch.errors import ConfigError, InvalidInputError
-from search.engine import IndexLoader
 from search.shard_server import ShardServer
 from search.sharded import ShardedIndex, split
 from storage.collection import Collection
+
+if TYPE_CHECKING:  # the shard replicas import this module: keep torch and the models out of them
+    from search.engine import IndexLoader
 
 log = logging.getLogger(__name__)
 APP_NAME = "blipsearch"
@@ -76,7 +78,19 @@ class ShardDeployment:
         return await asyncio.to_thread(self.server.search, collection, version, shards, queries, k, allowed, excluded)
 
     def stats(self) -> dict[str, Any]:
-        return self.server.stats()
+        """What this replica holds, and its memory (MB; Linux): file-backed pages are the mapped
+        vectors (page cache the kernel can drop), anonymous ones the process's own heap."""
+        out = self.server.stats()
+        out["pid"] = os.getpid()
+        try:
+            status = Path("/proc/self/status").read_text().splitlines()
+        except OSError:
+            return out
+        for line in status:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[f"{key}_mb"] = int(line.split()[1]) / 1024
+        return out
 
 
 class RayShardClient:
