@@ -19,6 +19,7 @@ is the in-process client; ``api/ray_serve.py`` plugs in Ray Serve shard deployme
 from __future__ import annotations
 
 import contextvars
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from search.vector_index import VectorIndex
 from storage.collection import Collection
 from storage.manifest import ShardInfo
 
+log = logging.getLogger(__name__)
 _missing: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("missing_shards", default=())
 
 
@@ -144,11 +146,18 @@ class ShardedIndex(VectorIndex):
     ) -> tuple[np.ndarray, np.ndarray]:
         futures = [self._pool.submit(s.search, queries, k, allowed, excluded) for s in self.shards]
         done, _ = wait(futures, timeout=self.timeout_s)
-        missing = tuple(i for i, f in enumerate(futures) if f not in done or f.exception() is not None)
+        late = [i for i, f in enumerate(futures) if f not in done]
+        failed = {i: f.exception() for i, f in enumerate(futures) if f in done and f.exception() is not None}
+        for i, exc in failed.items():
+            log.warning("index shard %d failed: %s: %s", i, type(exc).__name__, exc)
+        missing = tuple(sorted([*late, *failed]))
         if missing and not self.partial:
-            raise ShardUnavailableError(
-                f"Index shard(s) {list(missing)} did not answer within {self.timeout_s:g} s; try again."
-            )
+            why = []
+            if late:
+                why.append(f"{late} did not answer within {self.timeout_s:g} s")
+            if failed:
+                why.append(f"{sorted(failed)} failed")
+            raise ShardUnavailableError(f"Index shard(s) {list(missing)} unavailable ({'; '.join(why)}); try again.")
         if missing:  # one query may search several times (filters, hybrid): keep every miss
             _missing.set(tuple(sorted({*_missing.get(), *missing})))
         return merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
