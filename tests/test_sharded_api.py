@@ -4,8 +4,6 @@ sharding flags are checked at the edge."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -16,15 +14,7 @@ from search.sharded import LocalShard, ShardedIndex, split
 from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import write_images
-
-
-class _Stuck:
-    def __init__(self) -> None:
-        self.release = threading.Event()
-
-    def search(self, *args):
-        self.release.wait(10)
-        raise RuntimeError("shard lost")
+from tests.test_sharded import _Stuck
 
 
 @pytest.fixture(scope="module")
