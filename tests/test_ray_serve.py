@@ -210,3 +210,27 @@ def test_a_killed_shard_replica_is_replaced_and_queries_go_on(served, single):
             assert time.monotonic() < deadline, (now, statuses[-5:])
             time.sleep(0.5)
     assert statuses.count(200) >= 1
+
+
+def test_uploads_and_deletes_through_the_router_reach_the_shards(served, single, setup):
+    import httpx
+
+    from storage.api_keys import create_key
+    from storage.catalog import open_catalog
+
+    key = create_key(open_catalog(setup.catalog_url()), "ray-writer", "write")[0]
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as http:
+        files = [("files", (f"new{i}.jpg", _jpeg(500 + i), "image/jpeg")) for i in range(3)]
+        up = http.post(f"{served}/v1/collections/photos/images", files=files, timeout=120)
+        assert up.status_code == 200, up.text
+        new_ids = up.json()["ids"]
+        assert len(new_ids) == 3, up.json()
+        q = {"json": {"query": "a red circle", "collection": "photos", "k": 30}}
+        b = _post(http, served, "/v1/search/text", **q)
+        assert set(new_ids) <= {h["id"] for h in b["results"]}  # k covers the whole collection
+        _same(_post(single, "", "/v1/search/text", **q), b)
+        gone = http.delete(f"{served}/v1/collections/photos/images/{new_ids[0]}", timeout=60)
+        assert gone.status_code == 200, gone.text
+        b = _post(http, served, "/v1/search/text", **q)
+        assert new_ids[0] not in {h["id"] for h in b["results"]}
+        _same(_post(single, "", "/v1/search/text", **q), b)
