@@ -234,3 +234,10 @@ def test_uploads_and_deletes_through_the_router_reach_the_shards(served, single,
         b = _post(http, served, "/v1/search/text", **q)
         assert new_ids[0] not in {h["id"] for h in b["results"]}
         _same(_post(single, "", "/v1/search/text", **q), b)
+        # A manual block hides the record from both (moderation exclusion inside the shards).
+        top = b["results"][0]["id"]
+        decide = {"collection": "photos", "id": top, "decision": "block", "note": "test"}
+        assert http.post(f"{served}/v1/moderation/decisions", json=decide, timeout=60).status_code == 200
+        b = _post(http, served, "/v1/search/text", **q)
+        assert top not in {h["id"] for h in b["results"]} and len(b["results"]) == 23 + 3 - 2
+        _same(_post(single, "", "/v1/search/text", **q), b)
