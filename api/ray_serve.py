@@ -24,6 +24,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -197,6 +198,21 @@ def build_app(settings: Settings, shards: int, replicas: int, router_replicas: i
     return router.bind(settings, *bound)
 
 
+def check_reachable(address: str, timeout_s: float = 3.0) -> None:
+    """Fail fast, with a clear message, when nothing listens at a HOST:PORT (or ray://HOST:PORT)
+    address (Ray itself retries for minutes). ``auto`` and other forms are left to Ray."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"No Ray cluster answers at {address} ({exc.strerror or exc}). Start one there with "
+            "'ray start --head', or leave --address out to run on a new local Ray."
+        ) from exc
+
+
 def passed_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith(PASSED_ENV_PREFIXES)}
 
@@ -224,12 +240,17 @@ def run(
     connected = not ray.is_initialized()
     own_cluster = connected and address is None  # a Ray this call starts, and stops at the end
     if connected:
-        ray.init(
-            address=address,
-            runtime_env={"env_vars": passed_env()},
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        if address is not None:
+            check_reachable(address)
+        try:
+            ray.init(
+                address=address,
+                runtime_env={"env_vars": passed_env()},
+                include_dashboard=False,
+                log_to_driver=False,
+            )
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"Cannot start or join Ray (--address {address}): {exc}") from exc
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         if threading.current_thread() is threading.main_thread():

@@ -81,6 +81,7 @@ def test_serve_flags_are_checked(tmp_path):
         (["serve", "--runner", "bogus"], "Unknown --runner"),
         (["serve", "--runner", "ray", "--workers", "2"], "--router-replicas"),
         (["serve", "--runner", "ray", "--shards", "0"], "--shards must be between 1"),
+        (["serve", "--runner", "ray", "--address", "127.0.0.1:1"], "No Ray cluster answers at 127.0.0.1:1"),
     ):
         res = runner.invoke(cli_app, [*args, "--data-dir", str(tmp_path)])
         assert res.exit_code == 2, (args, res.output)
