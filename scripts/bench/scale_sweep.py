@@ -18,6 +18,7 @@ members spread over) and the list length; ``--n`` scales both.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, write_result
+from common import RESULTS, machine, write_result
 from scale import D, K, centres, draw
 
 NPROBES = (1, 2, 4, 8, 16, 32, 64)
@@ -112,6 +113,10 @@ def main() -> None:
     xq = draw(c, args.queries, seed=7)  # the same queries and vectors as scale.py at this n
     gt = truth(xb, xq)
     out = []
+    prior = RESULTS / f"scale_sweep_{args.n}.json"  # recipes of earlier runs at this n are kept
+    if prior.exists():
+        done = json.loads(prior.read_text()).get("recipes", [])
+        out = [r for r in done if f"{r['spec']}:{r['train']}" not in set(args.recipes)]
     for recipe in args.recipes:
         spec, train = recipe.split(":")
         res = sweep(spec, int(train), xb, xq, gt, args.threads)
