@@ -19,7 +19,8 @@ def _human(p: dict[str, Any]) -> str:
     ]
     rec = p.get("recall")
     if rec:
-        lines.append(f"  recall@{rec['k']} on {rec['queries']} held-out records (vs exact search):")
+        refined = f", exact re-rank of the top {rec['refine_k']}" if rec.get("refine_k") else ""
+        lines.append(f"  recall@{rec['k']} on {rec['queries']} held-out records (vs exact search{refined}):")
         for row in rec["rows"]:
             knob = f"{rec['knob']}={row[rec['knob']]}: " if rec.get("knob") else ""
             lines.append(f"    {knob}recall {row['recall_at_k']:.4f}, {row['qps']:.0f} queries/s")

@@ -144,8 +144,11 @@ def test_cli_and_api_refine_k(tmp_path, monkeypatch, tiny_models):
 
     write_images(tmp_path / "imgs", 12)
     cli("index", str(tmp_path / "imgs"), "-c", "p", "--index-spec", "IVF2,PQ4x2")
-    stats = cli("index-stats", "-c", "p")
+    stats = cli("index-stats", "-c", "p", "--eval-recall", "--queries", "5")
     assert stats["refine_k"] == 8 and stats["search_defaults"]["refine_k"] == 8
+    assert stats["recall"]["refine_k"] == 8  # recall measured as served: with the exact re-rank
+    human = runner.invoke(app, ["index-stats", "-c", "p"])
+    assert human.exit_code == 0 and "refine_k): 8" in human.stdout
     exact = cli("search", "a red square", "-c", "p", "-k", "3", "--nprobe", "2", "--refine-k", "12")["results"]
     bad = runner.invoke(app, ["search", "a red square", "-c", "p", "--refine-k", "-1", "--json"])
     assert bad.exit_code == 2 and "refine_k" in bad.stdout + bad.stderr
