@@ -334,14 +334,16 @@ def child(phase: str, args: argparse.Namespace, *extra: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def query_units(n: int, nlist: int, nprobe: int, pq_bytes: int, refine: int) -> float:
-    """Work of one query: the coarse quantizer (nlist x D), the PQ scan of the probed lists
+def query_units(n: int, nlist: int, nprobe: int, pq_bytes: int, refine: int, hnsw: bool = False) -> float:
+    """Work of one query: the coarse quantizer (flat: nlist x D; HNSW32: about max(16, nprobe)
+    candidates x 64 links x D, independent of nlist), the PQ scan of the probed lists
     (nprobe x n/nlist codes x pq_bytes table lookups) and the exact re-rank (refine x D)."""
-    return nlist * D + nprobe * (n / nlist) * pq_bytes + refine * D
+    coarse = max(16, nprobe) * 64 * D if hnsw else nlist * D
+    return coarse + nprobe * (n / nlist) * pq_bytes + refine * D
 
 
 def extrapolate(
-    n: int, nlist: int, pq_bytes: int, disk_bytes: int, serve: dict[str, Any], target_qps: float
+    n: int, nlist: int, pq_bytes: int, disk_bytes: int, serve: dict[str, Any], target_qps: float, hnsw: bool = False
 ) -> list[dict[str, Any]]:
     """100M / 1B on paper, from the measured per-vector disk cost and the measured QPS at the
     chosen setting, scaled by ``query_units`` at the same list length (vectors per list) and
@@ -350,23 +352,40 @@ def extrapolate(
     queries touch (the OS sizes it to what is free)."""
     per_vector = disk_bytes / n
     best = serve["chosen"]
-    measured = query_units(n, nlist, best["nprobe"], pq_bytes, best["rerank"])
+    measured = query_units(n, nlist, best["nprobe"], pq_bytes, best["rerank"], hnsw)
     out = []
     for big in (100_000_000, 1_000_000_000):
         nl = nlist * big // n
-        qps = best["qps"] * measured / query_units(big, nl, best["nprobe"], pq_bytes, best["rerank"])
+        qps = best["qps"] * measured / query_units(big, nl, best["nprobe"], pq_bytes, best["rerank"], hnsw)
         out.append(
             {
                 "vectors": big,
                 "nlist": nl,
                 "disk_gb": big * per_vector / 1e9,
-                "ram_fixed_gb": (nl * D * 4 + nl * 24) / 1e9 + serve["rss_base_gb"],
+                "ram_fixed_gb": (nl * D * 4 + nl * 24 + (nl * 64 * 4 if hnsw else 0)) / 1e9 + serve["rss_base_gb"],
                 "bytes_read_per_query_mb": (best["nprobe"] * big / nl * per_vector + best["rerank"] * D * 4) / 1e6,
                 "qps_per_node": qps,
                 "nodes_for_target": math.ceil(target_qps / qps),
             }
         )
     return out
+
+
+def report_again(n: int) -> None:
+    """The extrapolation and BENCHMARKS.md section again from a run's JSON (no measuring)."""
+    from common import RESULTS
+
+    path = RESULTS / f"scale_{n}.json"
+    r = json.loads(path.read_text())
+    s = r["settings"]
+    spec = s["spec"]
+    nlist = int(spec.split(",")[0][3:].split("_")[0])
+    pq_bytes = int(spec.split("PQ")[1].split("x")[0]) if "PQ" in spec else D * 4
+    r["extrapolation"] = extrapolate(
+        n, nlist, pq_bytes, r["disk_bytes"], r["serve_on_disk"], s["target_qps"], "HNSW" in spec
+    )
+    path.write_text(json.dumps(r, indent=2, default=str))
+    write_markdown(r, r["machine"])
 
 
 def default_spec(n: int) -> str:
@@ -398,10 +417,14 @@ def main() -> None:
     ap.add_argument("--vectors", default=None)
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--report-only", action="store_true", help="recompute the table and markdown from the JSON")
     args = ap.parse_args()
     if args.phase:
         fn = phase_build if args.phase == "build" else phase_serve
         print(json.dumps(fn(args)))
+        return
+    if args.report_only:
+        report_again(args.n or (1_000_000 if args.quick else 10_000_000))
         return
     n = args.n or (1_000_000 if args.quick else 10_000_000)
     args.spec = args.spec or default_spec(n)
@@ -438,7 +461,7 @@ def main() -> None:
     )
     serve["chosen"] = chosen
     serve["rss_base_gb"] = serve["rss_before_open_mb"] / 1024
-    table = extrapolate(n, nlist, pq_bytes, disk, serve, args.target_qps)
+    table = extrapolate(n, nlist, pq_bytes, disk, serve, args.target_qps, "HNSW" in args.spec)
     m = machine()
     result = {
         "settings": {
