@@ -409,7 +409,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=None, help=f"training sample (default n / {TRAIN_DIV})")
     ap.add_argument("--memory-gb", type=float, default=1.0, help="build memory budget (block size)")
     ap.add_argument(
-        "--kmeans", choices=("flat", "two-level"), default=None, help="coarse k-means (default: two-level past 4096)"
+        "--kmeans", choices=("flat", "two-level"), default=None, help="coarse k-means (two-level did worse at 10M)"
     )
     ap.add_argument("--threads", type=int, default=1, help="FAISS threads (1: OpenMP spins badly on a busy box)")
     ap.add_argument("--target-qps", type=float, default=1000.0)
@@ -430,7 +430,7 @@ def main() -> None:
     args.spec = args.spec or default_spec(n)
     nlist = int(args.spec.split(",")[0][3:].split("_")[0])
     args.train = args.train or default_train(n)
-    args.kmeans = args.kmeans or ("two-level" if nlist > 4096 else "flat")
+    args.kmeans = args.kmeans or "flat"
     args.serve_refine = args.refine if args.serve_refine is None else args.serve_refine
     work = Path(args.work) / f"n{n}"
     work.mkdir(parents=True, exist_ok=True)

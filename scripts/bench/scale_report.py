@@ -17,6 +17,8 @@ def reproduce(s: dict[str, Any]) -> str:
         out += f" --train {s['train']}"
     if s.get("refine", REFINE) != REFINE:
         out += f" --refine {s['refine']}"
+    if s.get("kmeans", "flat") != "flat":
+        out += f" --kmeans {s['kmeans']}"
     if s["serve_nprobe"] != SERVE_NPROBE:
         out += f" --serve-nprobe {s['serve_nprobe']}"
     return out
