@@ -17,6 +17,7 @@ the exact ones. Per call (``search(refine_k=...)``) or the index's tuned default
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ from search.index_choice import is_compressed
 from search.topk import topk_owners
 
 MAX_REFINE_K = 4096
+log = logging.getLogger(__name__)
 
 
 class VectorIndex:
@@ -263,7 +265,11 @@ class VectorIndex:
         ids, scores = self._search_items(queries, depth, params, allowed, excluded)
         if depth == k or ids.size == 0:
             return ids, scores
-        exact = self.item_scores(queries, ids)
+        try:
+            exact = self.item_scores(queries, ids)
+        except KeyError as exc:  # a record deleted since this index last synced: the codes' order
+            log.warning("exact re-rank skipped: record %s is gone; answering from the index's scores", exc)
+            return ids[:k], scores[:k]
         order = np.argsort(-exact, kind="stable")[:k]
         return ids[order], exact[order]
 

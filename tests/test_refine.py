@@ -102,6 +102,18 @@ def test_refine_is_per_call_and_off_for_exact_codes(built, tmp_path):
     for bad in (-1, 5000, 2.5, True):
         with pytest.raises(InvalidInputError, match="refine_k"):
             mem.search(q, 10, refine_k=bad)
+    saved = mem.lookup
+
+    def gone(ids):
+        raise KeyError(int(ids[0]))  # a record deleted since the index last synced
+
+    mem.lookup = gone
+    try:
+        ids, scores = mem.search(q, 10, params=mem.make_params(nprobe=8), refine_k=300)
+        assert len(ids) == 10  # the codes' own top-10 and scores, not an error
+        np.testing.assert_allclose(scores, plain[1], atol=1e-5)
+    finally:
+        mem.lookup = saved
     flat = index_store.build(coll, "IVF8,Flat", IndexPolicy(refine_k=300))
     assert not flat.compressed and "refine_k" not in flat.defaults  # exact codes: nothing to refine
     assert flat.refine_depth(10, 300) == 10
