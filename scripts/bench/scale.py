@@ -16,10 +16,11 @@ Baseline in the same run: the same index with its lists copied into RAM (what th
 index of the same spec costs).
 Finally a 100M / 1B table on paper from the measured per-vector costs.
 
-The recipe (issue #20, from scripts/bench/scale_sweep.py at 1M): ``nlist`` so that a list holds
-about 2,400 vectors (~10 of this data's near-duplicate clusters; 4,096 at 10M), a training
-sample of ``--train`` vectors (recall depends on the sample's points per data cluster far more
-than on nlist), PQ64, and an exact re-rank of the top ``--refine``.
+The default recipe (issue #20, from scripts/bench/scale_sweep.py at 1M): ``nlist`` so that a
+list holds about 2,400 vectors (512 at 1M, 4,096 at 10M), a training sample of n/20 (recall
+depends strongly on the sample's points per data cluster), PQ64, and an exact re-rank of the
+top ``--refine`` (100). It reaches recall@10 0.9 at 1M (nprobe 16) but not at 10M (0.87 at
+nprobe 128), where a list holds too many of the data's clusters (BENCHMARKS.md, scale notes).
 
     python scripts/bench/scale.py --quick          # 1M vectors
     python scripts/bench/scale.py                  # 10M vectors (about 11 GB of scratch disk)
