@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions
 from search.filters import Filters
+from search.vector_index import MAX_REFINE_K
 
 
 class TextSearchRequest(BaseModel):
@@ -29,10 +30,21 @@ class TextSearchRequest(BaseModel):
     sort: Literal["relevance", "added_at"] = "relevance"
     nprobe: int | None = Field(default=None, ge=1, le=65536, description="IVF lists to probe (approximate indexes).")
     ef_search: int | None = Field(default=None, ge=1, le=65536, description="HNSW search depth.")
+    refine_k: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_REFINE_K,
+        description="PQ/SQ indexes: shortlist re-scored exactly from the stored vectors, then cut to k (0/1: off).",
+    )
 
     def options(self) -> QueryOptions:
         return QueryOptions(
-            filters=self.filters, min_score=self.min_score, sort=self.sort, nprobe=self.nprobe, ef_search=self.ef_search
+            filters=self.filters,
+            min_score=self.min_score,
+            sort=self.sort,
+            nprobe=self.nprobe,
+            ef_search=self.ef_search,
+            refine_k=self.refine_k,
         )
 
 

@@ -154,6 +154,15 @@ class Settings(BaseSettings):
         "fidelity bound of scripts/bench/fidelity.py.",
     )
 
+    # -- issue #20: refine --
+    refine_k: int = Field(
+        default=100,
+        ge=0,
+        le=4096,
+        description="Compressed (PQ/SQ) indexes: default shortlist re-scored exactly from the records' stored "
+        "vectors, then cut to k (0 or 1: off). nprobe is tuned with it at build; per call: --refine-k / refine_k.",
+    )
+
     def decode_draft(self) -> bool:
         """JPEG draft decoding is part of ``fast`` only: ``exact`` always decodes in full."""
         return self.jpeg_draft and self.precision == "fast"

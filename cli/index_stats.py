@@ -14,11 +14,13 @@ def _human(p: dict[str, Any]) -> str:
         f"{p['collection']}: {p['records']} records, {p['vectors']} vectors, index {p['spec']} "
         f"({'automatic' if p['auto'] else 'explicit'}), ~{p['memory_bytes'] / 2**20:.1f} MiB",
         f"  search defaults: {p['search_defaults'] or '-'}; automatic choice now: {p['recommended_spec']}",
+        f"  exact re-rank (refine_k): {p['refine_k'] or 'off'}",
         f"  precision: {p['precision'] or 'unrecorded'} (embeddings computed in {p['embed_dtype'] or '?'})",
     ]
     rec = p.get("recall")
     if rec:
-        lines.append(f"  recall@{rec['k']} on {rec['queries']} held-out records (vs exact search):")
+        refined = f", exact re-rank of the top {rec['refine_k']}" if rec.get("refine_k") else ""
+        lines.append(f"  recall@{rec['k']} on {rec['queries']} held-out records (vs exact search{refined}):")
         for row in rec["rows"]:
             knob = f"{rec['knob']}={row[rec['knob']]}: " if rec.get("knob") else ""
             lines.append(f"    {knob}recall {row['recall_at_k']:.4f}, {row['qps']:.0f} queries/s")

@@ -66,6 +66,14 @@ def search(
     ef_search: Annotated[
         int | None, typer.Option("--ef-search", min=1, help="HNSW search depth (default: the tuned value).")
     ] = None,
+    refine_k: Annotated[
+        int | None,
+        typer.Option(
+            "--refine-k",
+            help="PQ/SQ indexes: shortlist re-scored exactly from the stored vectors "
+            "(default: the tuned value; 0/1 off).",
+        ),
+    ] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -92,7 +100,9 @@ def search(
             "fields": fields,
         }
     )
-    options = QueryOptions(filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search)
+    options = QueryOptions(
+        filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search, refine_k=refine_k
+    )
     from service.engines import open_engine
 
     if (text is None) == (image is None):

@@ -383,10 +383,13 @@ class SearchEngine:
             allowed, excluded = np.setdiff1d(allowed, excluded), None
         tuned = options is not None and (options.nprobe is not None or options.ef_search is not None)
         params = self.index.make_params(options.nprobe, options.ef_search) if tuned and options else None
-        if allowed is None and excluded is None and params is None:
+        refine_k = options.refine_k if options is not None else None
+        if refine_k is not None:
+            self.index.refine_depth(1, refine_k)  # a bad value is bad input even where refine does not apply
+        if allowed is None and excluded is None and params is None and refine_k is None:
             return None
         timing["filter"] = _ms(t0)
-        return Selection(allowed, excluded, params)
+        return Selection(allowed, excluded, params, refine_k)
 
     def _shortlist(
         self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
@@ -395,7 +398,8 @@ class SearchEngine:
         if sel is None:
             ids, scores = self.index.search(query, n)
         else:
-            ids, scores = self.index.search(query, n, sel.params, allowed=sel.allowed, excluded=sel.excluded)
+            extra = {} if sel.refine_k is None else {"refine_k": sel.refine_k}  # exact re-rank depth
+            ids, scores = self.index.search(query, n, sel.params, allowed=sel.allowed, excluded=sel.excluded, **extra)
         timing["search"] = _ms(t0)
         return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
@@ -433,6 +437,7 @@ class QueryOptions:
     include_blocked: bool = False
     nprobe: int | None = None  # IVF lists probed (approximate indexes; default: the tuned value)
     ef_search: int | None = None  # HNSW search depth (default: the tuned value)
+    refine_k: int | None = None  # exact re-rank depth of PQ/SQ indexes (default: the tuned value; 0/1 off)
 
 
 @dataclass
@@ -442,6 +447,7 @@ class Selection:
     allowed: np.ndarray | None
     excluded: np.ndarray | None
     params: Any = None  # per-call FAISS SearchParameters (nprobe / efSearch)
+    refine_k: int | None = None  # per-call exact re-rank depth (None: the index's default)
 
     @property
     def restricts(self) -> bool:

@@ -3,7 +3,10 @@
 * up to ``flat_max`` vectors (default 1M) and within budget: exact ``Flat``;
 * above: ``IVF{nlist},Flat`` (exact distances within the probed lists) when the raw vectors
   fit the budget, else ``IVF{nlist},PQ{m}`` (``m`` bytes a vector);
-* ``nlist`` ≈ 4·√n, a power of two, with at least 39 training points per list.
+* ``nlist`` ≈ 4·√n, a power of two, with at least 39 training points per list; the training
+  sample grows with nlist (``train_size``: 64 a list, at least 200,000), capped by the budget;
+* compressed codes (PQ) are searched with an exact re-rank of a shortlist (``refine_k``,
+  search/vector_index.py), tuned together with nprobe.
 
 Past the budget (nothing fits in RAM), the index goes on disk: an IVF-PQ whose inverted lists
 are a memory-mapped file (search/ondisk.py); ``--on-disk`` / ``--in-memory`` force the placement.
@@ -27,6 +30,8 @@ FLAT = "IDMap2,Flat"
 BYTES_PER_FLOAT = 4
 IDMAP_BYTES = 16  # id array + reverse map entry, per vector
 MIN_POINTS_PER_LIST = 39
+TRAIN_MIN = 200_000  # the fixed sample before issue #20
+TRAIN_PER_LIST = 64
 
 
 def nlist_for(n: int) -> int:
@@ -35,6 +40,16 @@ def nlist_for(n: int) -> int:
     while nlist > 1 and n < MIN_POINTS_PER_LIST * nlist:
         nlist //= 2
     return max(nlist, 1)
+
+
+def train_size(spec: str, dim: int, memory_budget_bytes: int) -> int:
+    """Training sample for ``spec``: at least TRAIN_MIN vectors and TRAIN_PER_LIST a list (k-means
+    of more lists needs more points, and a sample far below the data's cluster count merges
+    clusters), at most a quarter of the memory budget as float32."""
+    nl = re.search(r"IVF(\d+)", spec)
+    want = max(TRAIN_MIN, TRAIN_PER_LIST * int(nl.group(1))) if nl else TRAIN_MIN
+    cap = max(MIN_POINTS_PER_LIST, memory_budget_bytes // 4 // (dim * BYTES_PER_FLOAT))
+    return int(min(want, cap))
 
 
 def memory_bytes(spec: str, n: int, dim: int) -> int:
@@ -91,6 +106,12 @@ def choose_placement(
         return choose_spec(n, dim, memory_budget_bytes, flat_max), False
     except InvalidInputError:
         return on_disk_spec(n, dim), True
+
+
+def is_compressed(spec: str) -> bool:
+    """Whether ``spec`` stores lossy codes (PQ, SQ, RQ/LSQ, LSH), which an exact refine improves;
+    SQfp32 and Flat codes are exact."""
+    return bool(re.search(r"(?:^|,|_)(?:O?PQ|SQ(?!fp32)|RQ|LSQ|PRQ|PLSQ|LSH)", family(spec), re.IGNORECASE))
 
 
 def is_ivf(spec: str) -> bool:

@@ -20,7 +20,7 @@ from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError, ModelMismatchError, StorageError
 from search import faiss_backend as fb
 from search import ondisk
-from search.index_choice import choose_placement, family, is_ivf, memory_bytes, needs_rebuild
+from search.index_choice import choose_placement, family, is_ivf, memory_bytes, needs_rebuild, train_size
 from search.recall import tune
 from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_bytes, atomic_write_with
@@ -29,7 +29,7 @@ from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, ShardInfo
 
 log = logging.getLogger(__name__)
-TRAIN_SAMPLE = 200_000
+DEFAULT_REFINE_K = 100  # = Settings.refine_k's default
 
 
 class StaleIndexError(StorageError):
@@ -86,10 +86,11 @@ class IndexPolicy:
     memory_bytes: int = 16 * 2**30
     flat_max: int = 1_000_000
     target_recall: float = 0.95
+    refine_k: int = DEFAULT_REFINE_K  # exact re-rank depth of compressed indexes, tuned with nprobe
 
     @classmethod
     def from_settings(cls, s: Settings) -> IndexPolicy:
-        return cls(int(s.index_memory_gb * 2**30), s.flat_max_vectors, s.target_recall)
+        return cls(int(s.index_memory_gb * 2**30), s.flat_max_vectors, s.target_recall, s.refine_k)
 
 
 def normalise(spec: str) -> str:
@@ -135,11 +136,14 @@ def build(
         index: VectorIndex = build_on_disk(coll, chosen, policy)
     else:
         index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
+        index.lookup = coll.embeddings_of
         if not index.cpu.is_trained:
-            index.train(coll.sample_vectors(TRAIN_SAMPLE))
+            index.train(coll.sample_vectors(train_size(chosen, m.dim, policy.memory_bytes)))
         sync(coll, index)
     if index.kind != "flat":
-        index.defaults = tune(coll, index, policy.target_recall)
+        # nprobe is tuned with the exact re-rank in place: the pair reaches the target together
+        index.defaults = {"refine_k": policy.refine_k} if index.compressed and policy.refine_k > 1 else {}
+        index.defaults.update(tune(coll, index, policy.target_recall))
     return index
 
 
@@ -150,7 +154,7 @@ def build_on_disk(coll: Collection, spec: str, policy: IndexPolicy) -> ondisk.On
     if not is_ivf(spec):
         raise InvalidInputError(f"An on-disk index needs an IVF spec (e.g. IVF4096,PQ64), not {spec!r}.")
     trained = fb.new_index(family(spec), m.dim, id_map=False)
-    sample = coll.sample_vectors(TRAIN_SAMPLE)
+    sample = coll.sample_vectors(train_size(spec, m.dim, policy.memory_bytes))
     if len(sample) == 0:
         raise InvalidInputError(f"Index spec {spec!r} needs training data; the collection is empty.")
     trained.train(np.ascontiguousarray(sample, dtype=np.float32))
@@ -238,6 +242,7 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
             )
         else:
             index = VectorIndex(fb.read(path), m.dim, m.vectors_per_item, info.spec)
+            index.lookup = coll.embeddings_of
     except StorageError as exc:  # unreadable, or replaced by a concurrent writer meanwhile
         log.warning("%s; rebuilding the index of %s from records", exc, coll.name)
         return None

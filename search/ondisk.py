@@ -13,7 +13,8 @@ The file is written once and never changed (servers in other processes map it):
   index merges base and delta lists into a new file (``write_merged``);
 * **deletes** are tombstones: a search excludes them with an ID selector; a rebuild (``reindex``,
   or ``compact``, which renames shards) drops them physically;
-* ``vectors_of`` / ``item_scores`` read exact vectors from the records (no direct map in RAM).
+* ``vectors_of`` / ``item_scores`` read exact vectors from the records (no direct map in RAM);
+  so does the exact re-rank of a PQ shortlist (``refine_k``, search/vector_index.py).
 
 GPU: FAISS GPU indexes cannot hold on-disk lists, so an on-disk index always searches on the CPU.
 """
@@ -157,6 +158,7 @@ class OnDiskIndex(VectorIndex):
         params: Any | None = None,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        refine_k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         if self.tombstones.size:  # tombstoned vectors are record ids' vectors: exclude by record id
             dead = self.tombstones
@@ -164,7 +166,7 @@ class OnDiskIndex(VectorIndex):
                 allowed = np.setdiff1d(np.asarray(allowed, np.int64), dead)
             else:
                 excluded = dead if excluded is None else np.union1d(np.asarray(excluded, np.int64), dead)
-        return super().search(queries, k, params=params, allowed=allowed, excluded=excluded)
+        return super().search(queries, k, params=params, allowed=allowed, excluded=excluded, refine_k=refine_k)
 
     def _search_vectors(self, queries: np.ndarray, kk: int, params: Any | None) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:

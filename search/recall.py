@@ -102,7 +102,8 @@ def eval_recall(
         rows.append(row)
         if knob and recall >= 0.999:
             break
-    return {"queries": len(qids), "k": k, "knob": knob, "rows": rows}
+    refine = index.defaults.get("refine_k", 0) if index.compressed else 0  # measured with the exact re-rank
+    return {"queries": len(qids), "k": k, "knob": knob, "refine_k": refine, "rows": rows}
 
 
 def knob_arg(knob: str | None) -> str:

@@ -143,6 +143,7 @@ class ShardedIndex(VectorIndex):
         params: Any | None = None,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        refine_k: int | None = None,  # shards are Flat: exact already (issue #20 refine is for PQ/SQ)
     ) -> tuple[np.ndarray, np.ndarray]:
         futures = [self._pool.submit(s.search, queries, k, allowed, excluded) for s in self.shards]
         done, _ = wait(futures, timeout=self.timeout_s)
@@ -163,4 +164,5 @@ class ShardedIndex(VectorIndex):
         return merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
 
     def _stored(self, ids: np.ndarray) -> np.ndarray:
+        assert self.lookup is not None
         return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)

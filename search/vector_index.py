@@ -5,19 +5,32 @@ answers queries). One lock covers ``add`` and ``search``, so a search sees eithe
 none of an added batch.
 Search parameters (``k``, ``nprobe``, ``efSearch``) are passed per call as FAISS
 SearchParameters; the shared index is never mutated per request.
+
+Exact re-rank ("refine", issue #20): a compressed index (PQ / SQ codes) orders near-duplicates
+by approximate distances. With a refine depth ``refine_k`` > k, a search takes a shortlist of
+``refine_k`` from the index, re-scores it exactly against the records' stored vectors
+(``lookup``, else what the index reconstructs) and cuts it to k: the scores returned are then
+the exact ones. Per call (``search(refine_k=...)``) or the index's tuned default
+(``defaults["refine_k"]``); 0 or 1 is off; ignored for exact codes (Flat, IVF-Flat, HNSW-Flat).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from blipsearch.errors import InvalidInputError, StorageError
 from search import faiss_backend as fb
+from search.index_choice import is_compressed
 from search.topk import topk_owners
+
+MAX_REFINE_K = 4096
+log = logging.getLogger(__name__)
 
 
 class VectorIndex:
@@ -36,6 +49,9 @@ class VectorIndex:
         # (maintained by search/index_store.py; -1 = not yet checked).
         self.synced: dict[str, int] = {}
         self._direct_map_ready = False
+        # Record ids -> their stored (exact) vectors, from storage; used for compressed codes,
+        # which reconstruct only approximately (set by search/index_store.py).
+        self.lookup: Callable[[np.ndarray], np.ndarray] | None = None
 
     @classmethod
     def empty(cls, spec: str, dim: int, vectors_per_item: int) -> VectorIndex:
@@ -68,6 +84,21 @@ class VectorIndex:
         if isinstance(inner, f.IndexHNSW):
             return "hnsw"
         return "flat"
+
+    @functools.cached_property
+    def compressed(self) -> bool:
+        """Whether the index holds lossy codes (PQ / SQ ...), which an exact refine improves."""
+        return is_compressed(self.spec)
+
+    def refine_depth(self, k: int, refine_k: int | None = None) -> int:
+        """How many candidates a top-``k`` search takes before the exact re-rank: ``refine_k``
+        (per call) or the tuned default, when the index is compressed and it exceeds k; else k."""
+        value = refine_k if refine_k is not None else self.defaults.get("refine_k", 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_REFINE_K:
+            raise InvalidInputError(f"refine_k must be between 0 and {MAX_REFINE_K} (0 or 1: off), got {value!r}.")
+        if not self.compressed or value <= max(k, 1):
+            return k
+        return value
 
     @property
     def nlist(self) -> int:
@@ -185,7 +216,10 @@ class VectorIndex:
 
     def _stored(self, ids: np.ndarray) -> np.ndarray:
         """The stored vectors of records ``ids`` as [n * vectors_per_item, dim] float32. Here
-        reconstructed from the index; on-disk and sharded indexes read them from the records."""
+        reconstructed from the index (read from the records for compressed codes, which
+        reconstruct only approximately); on-disk and sharded indexes read them from the records."""
+        if self.compressed and self.lookup is not None:
+            return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)
         with self._lock:
             self._ensure_direct_map()
             return np.asarray(self.cpu.reconstruct_batch(self.faiss_ids(ids)), dtype=np.float32)
@@ -217,6 +251,7 @@ class VectorIndex:
         params: Any | None = None,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
+        refine_k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` record ids by max over (query vector, item vector) inner products.
 
@@ -224,7 +259,28 @@ class VectorIndex:
         restricts the search to those record ids, ``excluded`` removes record ids, both inside
         FAISS (an IDSelectorBatch, or its IDSelectorNot); give one or the other. ``params``:
         from ``make_params`` (per-call nprobe / efSearch); default: the index's tuned defaults.
+        ``refine_k``: exact re-rank depth for compressed indexes (module docstring).
         """
+        depth = self.refine_depth(k, refine_k)
+        ids, scores = self._search_items(queries, depth, params, allowed, excluded)
+        if depth == k or ids.size == 0:
+            return ids, scores
+        try:
+            exact = self.item_scores(queries, ids)
+        except KeyError as exc:  # a record deleted since this index last synced: the codes' order
+            log.warning("exact re-rank skipped: record %s is gone; answering from the index's scores", exc)
+            return ids[:k], scores[:k]
+        order = np.argsort(-exact, kind="stable")[:k]
+        return ids[order], exact[order]
+
+    def _search_items(
+        self,
+        queries: np.ndarray,
+        k: int,
+        params: Any | None,
+        allowed: np.ndarray | None,
+        excluded: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         ntotal = self.ntotal
         f = fb.faiss()

@@ -74,6 +74,7 @@ def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, que
         "explicit_spec": m.index_spec,
         "recommended_spec": index_store.wanted_spec(coll, policy(settings))[0],
         "search_defaults": info.search_defaults,
+        "refine_k": info.search_defaults.get("refine_k", 0) if index.compressed else 0,
         "memory_bytes": memory_bytes(info.spec, n, m.dim),
         "on_disk": info.on_disk,
         "disk_bytes": (coll.root / info.data_file).stat().st_size if info.data_file else None,

@@ -15,6 +15,7 @@ from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
 from search.filters import Filters
+from search.vector_index import MAX_REFINE_K
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
 
@@ -100,9 +101,12 @@ async def search_image(
     min_score: Annotated[float | None, Form()] = None,
     nprobe: Annotated[int | None, Form(ge=1, le=65536)] = None,
     ef_search: Annotated[int | None, Form(ge=1, le=65536)] = None,
+    refine_k: Annotated[int | None, Form(ge=0, le=MAX_REFINE_K)] = None,
 ) -> SearchResponse:
     state = request.app.state.blip
-    options = QueryOptions(filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search)
+    options = QueryOptions(
+        filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search, refine_k=refine_k
+    )
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels)
