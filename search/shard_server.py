@@ -34,10 +34,10 @@ from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.manifest import ShardInfo
+from storage.vector_cache import FLAT_CACHE_DIR
 
 log = logging.getLogger(__name__)
 SHARD_SPEC = "IDMap2,Flat"  # exact: the merge of exact per-shard top-k is the exact global top-k
-CACHE_DIR = "flatcache"
 
 
 class ShardServer:
@@ -110,7 +110,7 @@ class ShardServer:
     def _open_file(self, coll: Collection, shard: ShardInfo) -> VectorIndex:
         """The memory-mapped Flat index of every row of Parquet ``shard`` (written on first use)."""
         m = coll.manifest
-        path = coll.root / CACHE_DIR / (Path(shard.file).stem + ".faiss")
+        path = coll.root / FLAT_CACHE_DIR / (Path(shard.file).stem + ".faiss")
         faiss = fb.faiss()
         if path.is_file() and not path.is_symlink():
             try:

@@ -50,7 +50,7 @@ from blipsearch.errors import (
     ModelMismatchError,
     StorageError,
 )
-from storage import layout, versions
+from storage import layout, vector_cache, versions
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
@@ -246,6 +246,8 @@ class Collection(CollectionReads):
             if orphan and path.is_file():
                 path.unlink(missing_ok=True)
                 removed.append(n)
+        # Derived per-shard caches (exact vectors; a sharded server's Flat files) of shards gone.
+        removed += vector_cache.sweep(self.root, live, (vector_cache.CACHE_DIR, vector_cache.FLAT_CACHE_DIR))
         return removed
 
     def _refresh_hashes(self) -> set[str]:

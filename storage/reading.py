@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from storage.manifest import Manifest, ShardInfo
 from storage.schema import embeddings_from_arrow, record_schema
+from storage.vector_cache import shard_vectors
 
 
 @lru_cache(maxsize=256)
@@ -108,28 +109,27 @@ class CollectionReads:
         return out
 
     def embeddings_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Stored embeddings of record ``ids`` ([n, dim] or [n, v, dim]), reading only the shards
-        that hold them. Raises KeyError for an id no live record has."""
+        """Stored embeddings of record ``ids`` ([n, dim] or [n, v, dim]), one row read per id
+        from the shards' memory-mapped vector cache (storage/vector_cache.py). Raises KeyError
+        for an id no live record has."""
         m = self.manifest
         ids = np.asarray(ids, dtype=np.int64)
         shape = (len(ids), m.dim) if m.vectors_per_item == 1 else (len(ids), m.vectors_per_item, m.dim)
-        out = np.empty(shape, np.float32)
+        out = np.empty((len(ids), m.dim * m.vectors_per_item), np.float32)
         shards = m.shards
         pos = np.searchsorted(np.array([s.min_id for s in shards], np.int64), ids, side="right") - 1
         for p in np.unique(pos):
             rows = np.flatnonzero(pos == p)
             if p < 0:
                 raise KeyError(int(ids[rows[0]]))
-            t = pq.read_table(self.shard_path(shards[p]), columns=["id", "embedding"])
-            col = t.column("id").to_numpy()
-            at = np.searchsorted(col, ids[rows])
-            at = np.minimum(at, len(col) - 1)
+            col, vecs = shard_vectors(self.root, shards[p], m.dim, m.vectors_per_item)
+            at = np.minimum(np.searchsorted(col, ids[rows]), len(col) - 1)
             bad = (col[at] != ids[rows]) | ~live_mask(shards[p], ids[rows])
             if bad.any():
                 raise KeyError(int(ids[rows][bad][0]))
-            emb = embeddings_from_arrow(t.column("embedding").take(pa.array(at)), m.dim, m.vectors_per_item)
-            out[rows] = emb
-        return out
+            order = np.argsort(at, kind="stable")  # read the mapped rows in file order
+            out[rows[order]] = vecs[at[order]]
+        return out.reshape(shape)
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         """Live records (tombstones dropped) of every shard, in id order."""
