@@ -4,8 +4,10 @@
 A collection of N structured 256-d vectors (scale.py's near-duplicate clusters) in Parquet
 shards of ``--shard-size`` records, an in-memory IVF-PQ index over it; the same queries through
 ``VectorIndex.search`` with refine off (baseline, same run) and at each depth: recall@10 against
-exact search and latency. The re-rank reads the shortlist's vectors from the records' Parquet
-shards (``Collection.embeddings_of``), so its cost grows with the shards the shortlist touches.
+exact search and latency. The re-rank reads the shortlist's vectors by id
+(``Collection.embeddings_of``) from the shards' memory-mapped vector cache
+(storage/vector_cache.py): the first query that touches a shard writes its cache from the
+Parquet shard ("cold", measured once at the first depth), later ones read one row per candidate.
 
     python scripts/bench/refine_cost.py                 # 50,000 vectors in shards of 4,096
 """
@@ -63,13 +65,14 @@ def main() -> None:
         truth = [set(np.argsort(-(xb @ q))[:K].tolist()) for q in xq]  # record ids are 0..n-1 in order
         rows = []
         params = index.make_params(nprobe=args.nprobe)
-        for depth in args.depths:
+        cold = max(args.depths)
+        for depth, cache in [(cold, "cold"), *((d, "warm") for d in args.depths)]:
             t0 = time.perf_counter()
             got = [index.search(q, K, params=params, refine_k=depth)[0] for q in xq]
             ms = (time.perf_counter() - t0) * 1e3 / len(xq)
             recall = float(np.mean([len(set(g.tolist()) & t) / K for g, t in zip(got, truth, strict=True)]))
-            rows.append({"refine_k": depth, "recall_at_10": recall, "ms_per_query": ms})
-            print(f"refine_k {depth:<4} recall@10 {recall:.3f} {ms:8.1f} ms/query", file=sys.stderr, flush=True)
+            rows.append({"refine_k": depth, "cache": cache, "recall_at_10": recall, "ms_per_query": ms})
+            print(f"refine_k {depth:<4} ({cache}) recall@10 {recall:.3f} {ms:8.1f} ms/query", file=sys.stderr)
     write_result(
         "refine_cost",
         {
