@@ -8,12 +8,10 @@ ITM head, fused (rerank/fusion/), then cut to ``k``. Image→image has no ITM; i
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -29,7 +27,8 @@ from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import RRF_K, check_fusion, rrf
 from search import index_store
-from search.filters import Filters, allowed_ids
+from search.filters import allowed_ids
+from search.results import Hit, QueryOptions, SearchResult, Selection, finish
 from search.sharded import missing_shards, reset_missing
 from search.vector_index import VectorIndex
 from storage.collection import Collection
@@ -42,50 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MAX_K = 1000
 MAX_RERANK_K = 1024
-IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height")
-TEXT_FIELDS = ("external_id", "text")
 MODES = ("vector", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # each list contributes its top 100 to the fusion
-
-
-@dataclass
-class Hit:
-    id: int
-    score: float
-    itc_score: float
-    itm_score: float | None
-    record: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def uri(self) -> str | None:
-        return self.record.get("uri")
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "score": self.score,
-            "itc_score": self.itc_score,
-            "itm_score": self.itm_score,
-        }
-        if "text" in self.record:
-            out.update({k: self.record.get(k) for k in TEXT_FIELDS})
-        else:
-            out.update({k: self.record.get(k) for k in IMAGE_FIELDS})
-        meta = self.record.get("metadata")
-        out["metadata"] = json.loads(meta) if meta else {}
-        return out
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    timing_ms: dict[str, float]
-    dropped: list[dict[str, Any]] = field(default_factory=list)
-    # Index shards that did not answer in time, left out by a sharded index in ``partial`` mode
-    # (search/sharded.py): the results are then those of the other shards only.
-    missing_shards: tuple[int, ...] = ()
-
-
 IndexLoader = Callable[[Collection], VectorIndex]
 _F = TypeVar("_F", bound=Callable[..., SearchResult])
 
@@ -230,12 +187,12 @@ class SearchEngine:
                 text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, sel
             )
         if not (rerank and fusion != "itc"):
-            return _finish(self._plain(cands[:k], timing), options)
+            return finish(self._plain(cands[:k], timing), options)
         # Re-rank by ITM; ITC must be the true cosine for every candidate (keyword hits too).
         itc = self.index.item_scores(q, np.array([c.id for c in cands[:depth]], dtype=np.int64))
         cands = [Candidate(c.id, float(s)) for c, s in zip(cands[:depth], itc, strict=True)]
         outcome = self._reranker(reranker).rerank_images(text, cands, fusion)
-        return _finish(self._from_outcome(outcome, k, timing), options)
+        return finish(self._from_outcome(outcome, k, timing), options)
 
     @_tracks_shards
     def search_image(
@@ -265,11 +222,11 @@ class SearchEngine:
         timing = {"encode": _ms(t0)}
         cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._selection(options, timing))
         if not reranking:
-            return _finish(self._plain(cands[:k], timing), options)
+            return finish(self._plain(cands[:k], timing), options)
         records = self.coll.get_records([c.id for c in cands])
         texts = {rid: r["text"] for rid, r in records.items()}
         outcome = self._reranker(reranker).rerank_texts(tokens[:1], texts, cands, fusion)
-        return _finish(self._from_outcome(outcome, k, timing, records), options)
+        return finish(self._from_outcome(outcome, k, timing, records), options)
 
     @_tracks_shards
     def search_similar(self, rid: int, k: int = 10, options: QueryOptions | None = None) -> SearchResult:
@@ -282,7 +239,7 @@ class SearchEngine:
         timing = {"encode": _ms(t0)}
         sel = self._selection(options, timing)
         cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, sel) if c.id != rid][:k]
-        return _finish(self._plain(cands, timing), options)
+        return finish(self._plain(cands, timing), options)
 
     def search_vector(self, query: np.ndarray, n: int, options: QueryOptions | None = None) -> list[Candidate]:
         """Top-``n`` (id, ITC score) for a ready query vector ([dim] or [nq, dim]), records not
@@ -421,54 +378,6 @@ class SearchEngine:
         hits = [Hit(r.id, r.score, r.itc, r.itm_prob, records[r.id]) for r in top if r.id in records]
         timing["fetch"] = _ms(t0)
         return SearchResult(hits, timing, outcome.dropped)
-
-
-@dataclass
-class QueryOptions:
-    """Per-call options: filters (inside FAISS), a relevance cut-off, and the result order.
-
-    ``min_score`` applies to the ITM match probability when a result was re-ranked, to the
-    ITC score otherwise. ``sort`` is ``relevance`` or ``added_at`` (newest first).
-    """
-
-    filters: Filters | None = None
-    min_score: float | None = None
-    sort: str = "relevance"
-    include_blocked: bool = False
-    nprobe: int | None = None  # IVF lists probed (approximate indexes; default: the tuned value)
-    ef_search: int | None = None  # HNSW search depth (default: the tuned value)
-    refine_k: int | None = None  # exact re-rank depth of PQ/SQ indexes (default: the tuned value; 0/1 off)
-
-
-@dataclass
-class Selection:
-    """Record ids a search may return (``allowed``) or must not (``excluded``)."""
-
-    allowed: np.ndarray | None
-    excluded: np.ndarray | None
-    params: Any = None  # per-call FAISS SearchParameters (nprobe / efSearch)
-    refine_k: int | None = None  # per-call exact re-rank depth (None: the index's default)
-
-    @property
-    def restricts(self) -> bool:
-        return self.allowed is not None or self.excluded is not None
-
-
-def _finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:
-    if options is None:
-        return result
-    hits = result.hits
-    if options.min_score is not None:
-        cut = options.min_score
-        hits = [h for h in hits if (h.itm_score if h.itm_score is not None else h.itc_score) >= cut]
-    if options.sort == "added_at":
-        hits = sorted(
-            hits, key=lambda h: (h.record.get("added_at") is not None, h.record.get("added_at")), reverse=True
-        )
-    elif options.sort != "relevance":
-        raise InvalidInputError(f"Unknown sort {options.sort!r}: use relevance or added_at.")
-    result.hits = hits
-    return result
 
 
 def _stamp(coll: Collection) -> tuple[int, int]:
