@@ -142,6 +142,21 @@ class Settings(BaseSettings):
         "fidelity bound of scripts/bench/fidelity.py.",
     )
 
+    # -- issue #16: fast runtime --
+    fast_runtime: str = Field(
+        default="auto",
+        pattern="^(auto|torch|openvino)$",
+        description="What runs BLIP's image and text stages in 'fast' mode: 'auto' (OpenVINO with the bf16 hint "
+        "on a CPU with native bf16 when the [openvino] extra is installed, else torch), 'torch' (bf16 autocast "
+        "where native), or 'openvino'. 'exact' never uses OpenVINO.",
+    )
+    runtime_cache_dir: Path | None = Field(
+        default=None, description="Where converted OpenVINO models are cached (default: DATA_DIR/cache/openvino)."
+    )
+
+    def openvino_cache_dir(self) -> Path:
+        return self.runtime_cache_dir or self.data_dir / "cache" / "openvino"
+
     def decode_draft(self) -> bool:
         """JPEG draft decoding is part of ``fast`` only: ``exact`` always decodes in full."""
         return self.jpeg_draft and self.precision == "fast"
