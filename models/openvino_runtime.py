@@ -181,8 +181,10 @@ class OpenVinoTowers:
             if model is not None:
                 return model
         model = self._convert(ov, tower)
-        if folder is not None:
-            self._store(ov, model, folder)
+        if folder is not None and self._store(ov, model, folder):
+            # Compile what later processes will read: the saved IR compiles (bf16) to slightly
+            # different kernels than the in-memory conversion, and runs should agree.
+            return self._read_cached(ov, folder) or model
         return model
 
     def _read_cached(self, ov: Any, folder: Path) -> Any | None:
@@ -197,8 +199,9 @@ class OpenVinoTowers:
             shutil.rmtree(folder, ignore_errors=True)
             return None
 
-    def _store(self, ov: Any, model: Any, folder: Path) -> None:
-        """Write the IR to a temp folder next to ``folder`` and rename it into place."""
+    def _store(self, ov: Any, model: Any, folder: Path) -> bool:
+        """Write the IR to a temp folder next to ``folder`` and rename it into place; False if
+        the cache is not writable."""
         tmp = folder.parent / f".tmp-{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             tmp.mkdir(parents=True)
@@ -210,8 +213,10 @@ class OpenVinoTowers:
             except OSError:
                 if not folder.is_dir():  # not "another process stored it first"
                     raise
+            return True
         except OSError as exc:  # a read-only or full disk costs the cache, not the model
             log.warning("Could not cache the OpenVINO IR in %s: %s", folder, exc)
+            return False
         finally:
             with contextlib.suppress(OSError):
                 shutil.rmtree(tmp)
