@@ -113,23 +113,23 @@ class OpenVinoStages:
     def vision_tokens(self, pixel_values: np.ndarray | torch.Tensor, stage: str = "image") -> torch.Tensor:
         if self._ov is not None and stage in self.ov_stages:
             return torch.from_numpy(self._ov.image(pixel_values)[1])
-        return super().vision_tokens(pixel_values, stage)  # type: ignore[misc,no-any-return]
+        return super().vision_tokens(pixel_values, stage)  # type: ignore[misc]
 
     def embed_pixels(self, pixel_values: np.ndarray) -> np.ndarray:
         if self._ov is not None and "image" in self.ov_stages:
             return self._ov.image(pixel_values)[0]
-        return super().embed_pixels(pixel_values)  # type: ignore[misc,no-any-return]
+        return super().embed_pixels(pixel_values)  # type: ignore[misc]
 
     def embed_pixels_with_tokens(self, pixel_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._ov is not None and "image" in self.ov_stages:
             emb, tokens = self._ov.image(pixel_values)
             return emb, tokens.astype(np.float16)
-        return super().embed_pixels_with_tokens(pixel_values)  # type: ignore[misc,no-any-return]
+        return super().embed_pixels_with_tokens(pixel_values)  # type: ignore[misc]
 
     # -- text --------------------------------------------------------------------------------
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._ov is None or "text" not in self.ov_stages:
-            return super().embed_texts(texts)  # type: ignore[misc,no-any-return]
+            return super().embed_texts(texts)  # type: ignore[misc]
         out = []
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenize(texts[i : i + self.batch_size])  # type: ignore[attr-defined]

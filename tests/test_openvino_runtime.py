@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import models.openvino_runtime as ov_runtime
+import models.precision as precision
 from blipsearch.errors import ConfigError
+from models.openvino_runtime import CONVERSIONS
 from tests.helpers import assert_same_ranking, make_image
 
 pytest.importorskip("openvino", reason="the [openvino] extra (pip install -e .[openvino]) is not installed")
-
-import models.openvino_runtime as ov_runtime  # noqa: E402
-import models.precision as precision  # noqa: E402
-from models.openvino_runtime import CONVERSIONS  # noqa: E402
 
 AVX2_ONLY = {"fpu", "sse4_2", "avx", "avx2", "fma", "f16c"}
 ZEN4 = AVX2_ONLY | {"avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16"}
