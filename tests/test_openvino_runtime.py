@@ -267,3 +267,35 @@ def test_cli_fast_runtime_setting(tmp_path, monkeypatch, tiny_models):
     assert result.exit_code == 2 and "pip install -e .[openvino]" in result.stderr, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
     assert os.environ["BLIPSEARCH_FAST_RUNTIME"] == "openvino"
+
+
+def test_eval_retrieval_runs_exact_unless_asked(tmp_path, monkeypatch, tiny_models):
+    """`eval retrieval` is exact by default whatever BLIPSEARCH_PRECISION says; its own
+    --precision fast loads the fast model (here: OpenVINO, made unavailable)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.helpers import write_images
+
+    paths = write_images(tmp_path / "images", 4)
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(
+        "".join(json.dumps({"image": p.name, "captions": [f"shape {i}"]}) + "\n" for i, p in enumerate(paths))
+    )
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
+    monkeypatch.setenv("BLIPSEARCH_PRECISION", "fast")
+    monkeypatch.setenv("BLIPSEARCH_FAST_RUNTIME", "openvino")
+
+    def missing():
+        raise ImportError("No module named 'openvino'")
+
+    monkeypatch.setattr(ov_runtime, "import_openvino", missing)
+    args = ["eval", "retrieval", "--annotations", str(ann), "--images", str(tmp_path / "images"), "--split", ""]
+    args += ["--no-itm", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    result = CliRunner().invoke(app, [*args, "--precision", "fast"])
+    assert result.exit_code == 2 and "pip install -e .[openvino]" in result.stderr
