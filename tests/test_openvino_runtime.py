@@ -257,6 +257,8 @@ def test_cli_fast_runtime_setting(tmp_path, monkeypatch, tiny_models):
     stats = json.loads(runner.invoke(app, ["index-stats", "-c", "p", "--json"]).stdout)
     assert (stats["precision"], stats["embed_runtime"]) == ("fast", "openvino")
     assert "by openvino" in runner.invoke(app, ["index-stats", "-c", "p"]).stdout
+    bf16 = "bf16" if precision.has_native_bf16() else "fp32"
+    assert f"fast/{bf16}/openvino" in runner.invoke(app, ["collections"]).stdout
     assert (tmp_path / "data" / "cache" / "openvino").is_dir()
 
     def missing():
