@@ -120,6 +120,11 @@ class OpenVinoTowers:
     def image(self, pixel_values: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         """(L2-normalised [n, dim] embeddings, [n, tokens, width] vision tokens), float32."""
         pixels = np.ascontiguousarray(torch.as_tensor(pixel_values, dtype=torch.float32).cpu().numpy())
+        if len(pixels) == 0:
+            vc = self.model.config.vision_config
+            tokens = (vc.image_size // vc.patch_size) ** 2 + 1
+            dim = self.model.config.image_text_hidden_size
+            return np.zeros((0, dim), np.float32), np.zeros((0, tokens, vc.hidden_size), np.float32)
         out = self._request("image").infer([pixels])
         return np.asarray(out[0], dtype=np.float32), np.asarray(out[1], dtype=np.float32)
 

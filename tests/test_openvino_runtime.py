@@ -63,6 +63,9 @@ def test_openvino_embeddings_hold_the_bound(ov_embedder, blip_embedder):
     one = np.concatenate([ov_embedder.embed_pixels(ov_embedder.preprocess([im])) for im in images[:3]])
     txt = ov_embedder.embed_texts(TEXTS)  # batches of 4 and 2, padded to different lengths
     txt1 = np.concatenate([ov_embedder.embed_texts([t]) for t in TEXTS])  # batch 1: no padding
+    empty = blip_embedder.preprocess([make_image(0)])[:0]
+    got_empty, want_empty = ov_embedder.embed_pixels_with_tokens(empty), blip_embedder.embed_pixels_with_tokens(empty)
+    assert [a.shape for a in got_empty] == [b.shape for b in want_empty]
     for got, ref in ((img, ref_img), (one, ref_img[:3]), (txt, ref_txt), (txt1, ref_txt)):
         assert got.shape == ref.shape and got.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(got, axis=-1), 1.0, atol=1e-4)
