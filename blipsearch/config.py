@@ -169,5 +169,13 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit (non-None) overrides from the caller."""
+    from pydantic import ValidationError
+
+    from blipsearch.errors import ConfigError
+
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)  # type: ignore[arg-type]
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a bad BLIPSEARCH_* value: one line, not a traceback
+        bad = "; ".join(f"BLIPSEARCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid setting(s): {bad}.") from None

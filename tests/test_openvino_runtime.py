@@ -272,6 +272,10 @@ def test_cli_fast_runtime_setting(tmp_path, monkeypatch, tiny_models):
     assert result.exit_code == 2 and "pip install -e .[openvino]" in result.stderr, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
     assert os.environ["BLIPSEARCH_FAST_RUNTIME"] == "openvino"
+    monkeypatch.setenv("BLIPSEARCH_FAST_RUNTIME", "onnx")  # not a runtime: one line, exit 2
+    result = runner.invoke(app, ["collections"])
+    assert result.exit_code == 2 and "BLIPSEARCH_FAST_RUNTIME" in result.stderr, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_eval_retrieval_runs_exact_unless_asked(tmp_path, monkeypatch, tiny_models):
