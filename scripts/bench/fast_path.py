@@ -22,7 +22,9 @@ One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -104,6 +106,7 @@ def main() -> None:
     res["gemm_gflops"] = {"fp32": gemm(torch.float32), "bf16": gemm(torch.bfloat16)}
     print(res, flush=True)
     ov_cache = Path(tempfile.mkdtemp(prefix="ov-cache-"))
+    atexit.register(shutil.rmtree, ov_cache, True)
     embs = {
         "exact": load_embedder(str(path), device="cpu", batch_size=8, precision="exact"),
         "fast torch": load_embedder(str(path), device="cpu", batch_size=8, precision="fast", fast_runtime="torch"),

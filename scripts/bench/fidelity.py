@@ -26,9 +26,11 @@ TR@1/IR@1 within 0.5 points, ITM P(match) within 0.01, identical captions ≥ 95
 from __future__ import annotations
 
 import argparse
+import atexit
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -314,7 +316,9 @@ def main() -> None:
     flags = sorted(cpu_flags() & (NATIVE_BF16_FLAGS | {"avx2", "avx512f", "avx512_vnni", "amx_int8"}))
     rows = []
     # One OpenVINO IR cache for the run: the CLI evals read what the first load converted.
-    os.environ.setdefault("BLIPSEARCH_RUNTIME_CACHE_DIR", tempfile.mkdtemp(prefix="ov-cache-"))
+    if "BLIPSEARCH_RUNTIME_CACHE_DIR" not in os.environ:
+        os.environ["BLIPSEARCH_RUNTIME_CACHE_DIR"] = ov_cache = tempfile.mkdtemp(prefix="ov-cache-")
+        atexit.register(shutil.rmtree, ov_cache, True)
     if "base" in args.models:
         rows.append(
             run_model(
