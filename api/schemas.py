@@ -95,6 +95,9 @@ class CollectionInfo(BaseModel):
         default=None, description="Precision mode the embeddings were built with: exact, fast or mixed (issue #16)."
     )
     embed_dtype: str | None = Field(default=None, description="What the embedding forward computed in: fp32, bf16.")
+    embed_runtime: str | None = Field(
+        default=None, description="What ran the embedding forward: torch or openvino (BLIPSEARCH_FAST_RUNTIME)."
+    )
 
 
 class CollectionList(BaseModel):

@@ -163,6 +163,21 @@ class Settings(BaseSettings):
         "vectors, then cut to k (0 or 1: off). nprobe is tuned with it at build; per call: --refine-k / refine_k.",
     )
 
+    # -- issue #16: fast runtime --
+    fast_runtime: str = Field(
+        default="auto",
+        pattern="^(auto|torch|openvino)$",
+        description="What runs BLIP's image and text stages in 'fast' mode: 'auto' (OpenVINO with the bf16 hint "
+        "on a CPU with native bf16 when the [openvino] extra is installed, else torch), 'torch' (bf16 autocast "
+        "where native), or 'openvino'. 'exact' never uses OpenVINO.",
+    )
+    runtime_cache_dir: Path | None = Field(
+        default=None, description="Where converted OpenVINO models are cached (default: DATA_DIR/cache/openvino)."
+    )
+
+    def openvino_cache_dir(self) -> Path:
+        return self.runtime_cache_dir or self.data_dir / "cache" / "openvino"
+
     def decode_draft(self) -> bool:
         """JPEG draft decoding is part of ``fast`` only: ``exact`` always decodes in full."""
         return self.jpeg_draft and self.precision == "fast"
@@ -175,5 +190,13 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit (non-None) overrides from the caller."""
+    from pydantic import ValidationError
+
+    from blipsearch.errors import ConfigError
+
     clean = {k: v for k, v in overrides.items() if v is not None}
-    return Settings(**clean)  # type: ignore[arg-type]
+    try:
+        return Settings(**clean)  # type: ignore[arg-type]
+    except ValidationError as exc:  # a bad BLIPSEARCH_* value: one line, not a traceback
+        bad = "; ".join(f"BLIPSEARCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"Invalid setting(s): {bad}.") from None

@@ -60,7 +60,7 @@ def retrieval(
     settings = settings_for(None)
     data = load_annotations(annotations, images, split or None, limit)
     # evaluate() pre-processes the captions itself (--max-words), so the model takes them as given.
-    load_as = {"text_preprocess": "none"} | ({"dtype": "fp32"} if precision == "exact" else {})
+    load_as = {"text_preprocess": "none", "precision": precision} | ({"dtype": "fp32"} if precision == "exact" else {})
     embedder = load_model(settings.model_copy(update=load_as), model or settings.model)
     if not no_itm and not embedder.has_itm:  # CLIP, SigLIP, ALIGN: the ITC stage only
         typer.echo(f"note: the {embedder.family} model has no ITM head; evaluating the ITC stage only", err=True)

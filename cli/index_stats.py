@@ -15,7 +15,8 @@ def _human(p: dict[str, Any]) -> str:
         f"({'automatic' if p['auto'] else 'explicit'}), ~{p['memory_bytes'] / 2**20:.1f} MiB",
         f"  search defaults: {p['search_defaults'] or '-'}; automatic choice now: {p['recommended_spec']}",
         f"  exact re-rank (refine_k): {p['refine_k'] or 'off'}",
-        f"  precision: {p['precision'] or 'unrecorded'} (embeddings computed in {p['embed_dtype'] or '?'})",
+        f"  precision: {p['precision'] or 'unrecorded'} (embeddings computed in {p['embed_dtype'] or '?'}"
+        f" by {p.get('embed_runtime') or '?'})",
     ]
     rec = p.get("recall")
     if rec:

@@ -151,9 +151,12 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
     def human(p: dict[str, Any]) -> str:
         if not p["collections"]:
             return "no collections yet: blipsearch index PATH --collection NAME"
+
+        def built(c: dict[str, Any]) -> str:  # e.g. fast/bf16/openvino
+            return "/".join(c[k] for k in ("precision", "embed_dtype", "embed_runtime") if c.get(k)) or "-"
+
         return "\n".join(
-            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {c['precision'] or '-':<6} {c['model_id']}"
-            for c in p["collections"]
+            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {built(c):<18} {c['model_id']}" for c in p["collections"]
         )
 
     emit({"collections": rows}, as_json, human)

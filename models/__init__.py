@@ -23,6 +23,8 @@ def load_embedder(
     text_preprocess: str = "blip",
     text_max_words: int | None = 30,
     precision: str = "exact",
+    fast_runtime: str = "auto",
+    runtime_cache_dir: str | None = None,
 ) -> Embedder:
     """Load a retrieval checkpoint (hub id or local directory) of any embedding family as an Embedder:
     BLIP, BLIP-2, CLIP, SigLIP or ALIGN, chosen by its ``config.model_type`` (models/families.py).
@@ -33,6 +35,9 @@ def load_embedder(
     share the embedder's tokenizer path, so they get the same pre-processing.
 
     ``precision``: "exact" (fp32, the transformers forward) or "fast" (models/precision.py).
+    ``fast_runtime``: "auto", "torch" or "openvino": what runs BLIP's image and text stages in
+    ``fast`` mode (models/fast_runtime.py); ``runtime_cache_dir``: where converted OpenVINO models
+    are cached (None: converted in memory on each load).
     """
     from models.registry import load_embedder as _load
 
@@ -44,6 +49,8 @@ def load_embedder(
         text_preprocess=text_preprocess,
         text_max_words=text_max_words,
         precision=precision,
+        fast_runtime=fast_runtime,
+        runtime_cache_dir=runtime_cache_dir,
     )
 
 

@@ -49,6 +49,10 @@ class Embedder(ABC):
         """What each model stage computes in: {"image": "bf16", "text": "fp32", ...}."""
         return {"image": "fp32", "text": "fp32", "itm": "fp32"}
 
+    def stage_runtimes(self) -> dict[str, str]:
+        """What runs each model stage: "torch", or "openvino" (models/fast_runtime.py)."""
+        return {"image": "torch", "text": "torch", "itm": "torch"}
+
     @property
     def input_size(self) -> int | None:
         """The vision encoder's input side in pixels, when known (JPEG draft decoding uses it)."""
@@ -111,4 +115,5 @@ class Embedder(ABC):
             "device": self.device,
             "precision": self.precision,
             "stage_dtypes": self.stage_dtypes(),
+            "stage_runtimes": self.stage_runtimes(),
         }

@@ -8,12 +8,14 @@ mode (no cross-attention). This is exactly the ``use_itm_head=False`` path of tr
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.fast_runtime import OpenVinoStages
 from models.fast_vision import use_sdpa
 from models.loading import from_pretrained
 from models.runtime import fingerprint
@@ -21,7 +23,7 @@ from models.text_preprocess import DEFAULT_MAX_WORDS
 from models.torch_embedder import TorchEmbedder
 
 
-class BlipEmbedder(TorchEmbedder):
+class BlipEmbedder(OpenVinoStages, TorchEmbedder):
     family = "blip"
     has_itm = True
     vectors_per_image = 1
@@ -36,6 +38,8 @@ class BlipEmbedder(TorchEmbedder):
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
         precision: str = "exact",
+        fast_runtime: str = "auto",
+        runtime_cache_dir: str | Path | None = None,
     ) -> None:
         from transformers import BlipForImageTextRetrieval, BlipProcessor
 
@@ -53,6 +57,8 @@ class BlipEmbedder(TorchEmbedder):
         use_sdpa(self.model.vision_model)  # fused attention; same outputs as the eager path
         self.dim = int(model.config.image_text_hidden_size)
         self.max_text_tokens = self._text_limit(model.config.text_config.max_position_embeddings)
+        # fast mode: image and text on OpenVINO where models/fast_runtime.py adopts it
+        self._setup_fast_runtime(fast_runtime, runtime_cache_dir)
 
     def embed_tokens(self, tokens: torch.Tensor) -> np.ndarray:
         with torch.inference_mode(), self.plan.run("image"):

@@ -68,9 +68,12 @@ def load_embedder(
     text_preprocess: str = "blip",
     text_max_words: int | None = DEFAULT_MAX_WORDS,
     precision: str = "exact",
+    fast_runtime: str = "auto",
+    runtime_cache_dir: str | None = None,
 ) -> Embedder:
     """``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
-    tokenize texts as their own processors do."""
+    tokenize texts as their own processors do. ``fast_runtime`` / ``runtime_cache_dir``: the
+    ``fast`` runtime of the families that have a choice (BLIP: models/fast_runtime.py)."""
     check_mode(text_preprocess)  # a bad value fails before any weights load
     model_type = model_type_of(source)
     fam = family_for_model_type(model_type, "embed")
@@ -86,6 +89,8 @@ def load_embedder(
         kwargs = {"text_preprocess": text_preprocess, "text_max_words": text_max_words}
     if "precision" in params:
         kwargs["precision"] = precision
+    if "fast_runtime" in params:
+        kwargs.update(fast_runtime=fast_runtime, runtime_cache_dir=runtime_cache_dir)
     embedder: Embedder = cls(source, device=device, dtype=dtype, batch_size=batch_size, **kwargs)
     return embedder
 

@@ -69,6 +69,7 @@ def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, que
         "model_id": m.model_id,
         "precision": m.precision,
         "embed_dtype": m.embed_dtype,
+        "embed_runtime": m.embed_runtime,
         "spec": info.spec,
         "auto": info.auto,
         "explicit_spec": m.index_spec,

@@ -25,6 +25,8 @@ def load_model(settings: Settings, source: str) -> Embedder:
         batch_size=settings.batch_size,
         text_preprocess=settings.text_preprocess,
         precision=settings.precision,
+        fast_runtime=settings.fast_runtime,
+        runtime_cache_dir=str(settings.openvino_cache_dir()),
     )
 
 
@@ -38,6 +40,8 @@ def model_loader(settings: Settings) -> Callable[..., Embedder]:
         batch_size=settings.batch_size,
         text_preprocess=settings.text_preprocess,
         precision=settings.precision,
+        fast_runtime=settings.fast_runtime,
+        runtime_cache_dir=str(settings.openvino_cache_dir()),
     )
 
 

@@ -88,8 +88,8 @@ class Collection(CollectionReads):
         self._hashed_shards: dict[str, int] = {}  # shard file -> tombstones seen when hashed
         self._thread_lock = threading.Lock()
         self._swept = False
-        # (precision, embed_dtype) of the writer that opened this collection with Collection.create
-        self.writer_precision: tuple[str | None, str | None] | None = None
+        # (precision, embed_dtype, embed_runtime) of the writer that opened this collection with Collection.create
+        self.writer_precision: tuple[str | None, str | None, str | None] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     @staticmethod
@@ -141,7 +141,7 @@ class Collection(CollectionReads):
                 if coll.manifest.kind != kind:
                     raise ConflictError(f"Collection {name!r} holds {coll.manifest.kind}, not {kind}.")
                 mine = Manifest.for_model(name, model, kind)  # what this writer's records are built with
-                coll.writer_precision = (mine.precision, mine.embed_dtype)
+                coll.writer_precision = (mine.precision, mine.embed_dtype, mine.embed_runtime)
                 return coll
             manifest = Manifest.for_model(name, model, kind, itm_features=itm_features)
             version = versions.new_version_id(model["fingerprint"])

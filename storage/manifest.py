@@ -97,6 +97,9 @@ class Manifest(BaseModel):
     # None: built before blipsearch recorded it.
     precision: str | None = None
     embed_dtype: str | None = None
+    # What ran the embedding forward: "torch" or "openvino" (the fast runtime, models/fast_runtime.py),
+    # "mixed" once writers with both appended; None: not recorded.
+    embed_runtime: str | None = None
 
     @classmethod
     def for_model(cls, collection: str, model: dict[str, Any], kind: str = "images", **fields: Any) -> Manifest:
@@ -111,25 +114,28 @@ class Manifest(BaseModel):
             kind=kind,
             precision=model.get("precision"),
             embed_dtype=(model.get("stage_dtypes") or {}).get("text" if kind == "texts" else "image"),
+            embed_runtime=(model.get("stage_runtimes") or {}).get("text" if kind == "texts" else "image"),
             **fields,
         )
 
-    def note_writer(self, precision: str | None, embed_dtype: str | None) -> bool:
+    def note_writer(self, precision: str | None, embed_dtype: str | None, embed_runtime: str | None = None) -> bool:
         """Record that a writer with this precision appends; True if the manifest changed.
 
         An empty collection takes the writer's values; a different writer on a non-empty one
         makes it "mixed" (search still works: the vectors are the same model's).
         """
-        if precision is None or (self.precision, self.embed_dtype) == (precision, embed_dtype):
+        if precision is None:
             return False
+        before = (self.precision, self.embed_dtype, self.embed_runtime)
         if not self.shards:
-            self.precision, self.embed_dtype = precision, embed_dtype
-            return True
-        if self.precision is None or self.precision == "mixed":
-            return False
-        self.precision = "mixed"
-        self.embed_dtype = None if self.embed_dtype != embed_dtype else self.embed_dtype
-        return True
+            self.precision, self.embed_dtype, self.embed_runtime = precision, embed_dtype, embed_runtime
+            return before != (precision, embed_dtype, embed_runtime)
+        if self.precision not in (None, "mixed") and (self.precision, self.embed_dtype) != (precision, embed_dtype):
+            self.precision = "mixed"
+            self.embed_dtype = None if self.embed_dtype != embed_dtype else self.embed_dtype
+        if self.embed_runtime is not None and embed_runtime is not None and self.embed_runtime != embed_runtime:
+            self.embed_runtime = "mixed"
+        return before != (self.precision, self.embed_dtype, self.embed_runtime)
 
     @property
     def count(self) -> int:
@@ -154,6 +160,7 @@ class Manifest(BaseModel):
             "created_at": self.created_at.isoformat(),
             "precision": self.precision,
             "embed_dtype": self.embed_dtype,
+            "embed_runtime": self.embed_runtime,
         }
 
     @classmethod
