@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, machine, write_result
+from common import RESULTS, ROOT, machine, write_result
 from scale_report import write_markdown
 
 D, K = 256, 10
@@ -374,7 +374,6 @@ def extrapolate(
 
 def report_again(n: int) -> None:
     """The extrapolation and BENCHMARKS.md section again from a run's JSON (no measuring)."""
-    from common import RESULTS
 
     path = RESULTS / f"scale_{n}.json"
     r = json.loads(path.read_text())
@@ -419,6 +418,12 @@ def main() -> None:
     ap.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--in-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--report-only", action="store_true", help="recompute the table and markdown from the JSON")
+    ap.add_argument(
+        "--reuse-build",
+        action="store_true",
+        help="re-run only the serving phases against the index, queries and ground truth of the last run "
+        "in --work (its build numbers are taken from its JSON)",
+    )
     args = ap.parse_args()
     if args.phase:
         fn = phase_build if args.phase == "build" else phase_serve
@@ -442,12 +447,17 @@ def main() -> None:
     gen_s = time.perf_counter() - t0
     print(f"vectors {n:,} x {D} ({args.vectors.stat().st_size / 1e9:.1f} GB) in {gen_s:.0f}s", file=sys.stderr)
     t0 = time.perf_counter()
-    truth = ground_truth(xb, xq, block=200_000)
-    truth_s = time.perf_counter() - t0
-    np.save(work / "queries.npy", xq)
-    np.save(work / "truth.npy", truth)
+    reuse = args.reuse_build and all((work / f).is_file() for f in ("index.faiss", "truth.npy", "queries.npy"))
+    if reuse:
+        previous = json.loads((RESULTS / f"scale_{n}.json").read_text())
+        truth, truth_s = np.load(work / "truth.npy"), previous["ground_truth_s"]
+    else:
+        truth = ground_truth(xb, xq, block=200_000)
+        truth_s = time.perf_counter() - t0
+        np.save(work / "queries.npy", xq)
+        np.save(work / "truth.npy", truth)
     print(f"ground truth ({len(xq)} queries) in {truth_s:.0f}s", file=sys.stderr, flush=True)
-    build = child("build", args)
+    build = {**previous["build"], "reused": True} if reuse else child("build", args)
     print(f"build {build}", file=sys.stderr, flush=True)
     disk = sum(p.stat().st_size for p in (work / "index.ivfdata", work / "index.faiss"))
     serve = child("serve", args)

@@ -43,7 +43,13 @@ def write_markdown(r: dict[str, Any], m: dict[str, Any]) -> None:
         f"(VmHWM, with the merge's file-backed mapped pages), peak RssAnon (heap) "
         f"{b.get('peak_anon_mb', float('nan')):.0f} MB, of which training "
         f"{b.get('train_peak_anon_mb', float('nan')):.0f} MB (blocks of {b['block_vectors']:,} vectors merged on "
-        f"disk); index on disk {r['disk_bytes'] / 1e6:.0f} MB ({r['disk_bytes'] / n:.1f} B/vector).",
+        f"disk); index on disk {r['disk_bytes'] / 1e6:.0f} MB ({r['disk_bytes'] / n:.1f} B/vector)"
+        + (
+            " (build measured by the previous run of the same settings; this run re-ran only the serving "
+            "phases against that index: `--reuse-build`)."
+            if b.get("reused")
+            else "."
+        ),
         f"* Serving (fresh process, after {on['serve_queries']} queries at {serving}): RSS "
         f"{on['rss_after_serving_mb']:.0f} MB memory-mapped (RssAnon {anon:.0f} MB) "
         f"vs {mem['rss_after_serving_mb']:.0f} MB with the lists "
