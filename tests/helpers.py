@@ -109,3 +109,15 @@ def brute_force_topk(
     scores = np.einsum("qd,nvd->nqv", q, e).reshape(len(e), -1).max(axis=1)
     order = np.lexsort((ids, -scores))[:k]
     return ids[order], scores[order]
+
+
+def synthetic_rows(start: int, stop: int) -> dict[str, list]:
+    """Record columns for ids start..stop-1 of a vector-only collection (``append_aligned``)."""
+    n = stop - start
+    return {
+        "uri": [f"mem://{i}" for i in range(start, stop)],
+        "sha256": [f"{i:064x}" for i in range(start, stop)],
+        "width": [1] * n,
+        "height": [1] * n,
+        "bytes": [1] * n,
+    }

@@ -14,7 +14,7 @@ from search.index_choice import FLAT, choose_spec, needs_rebuild, nlist_for
 from search.index_store import IndexPolicy
 from search.recall import eval_recall
 from storage.collection import Collection
-from tests.helpers import brute_force_topk
+from tests.helpers import brute_force_topk, synthetic_rows
 
 DIM = 32
 MODEL = {"model_id": "synthetic", "fingerprint": "f" * 16, "family": "blip", "dim": DIM, "vectors_per_image": 1}
@@ -33,14 +33,7 @@ def _collection(tmp_path, n: int, name: str = "v") -> Collection:
     vecs = _clustered(n)
     for start in range(0, n, 1000):
         stop = min(n, start + 1000)
-        rows = {
-            "uri": [f"mem://{i}" for i in range(start, stop)],
-            "sha256": [f"{i:064x}" for i in range(start, stop)],
-            "width": [1] * (stop - start),
-            "height": [1] * (stop - start),
-            "bytes": [1] * (stop - start),
-        }
-        coll.append_aligned(rows, vecs[start:stop])
+        coll.append_aligned(synthetic_rows(start, stop), vecs[start:stop])
     return coll
 
 

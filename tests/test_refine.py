@@ -14,6 +14,7 @@ from search.index_choice import is_compressed, train_size
 from search.index_store import IndexPolicy
 from search.ondisk import OnDiskIndex
 from storage.collection import Collection
+from tests.helpers import synthetic_rows
 from tests.test_index_choice import DIM, MODEL
 
 SPEC = "IVF8,PQ4"  # 4 bytes a 32-d vector: near-duplicates are indistinguishable to the codes
@@ -32,14 +33,7 @@ def _collection(tmp_path) -> tuple[Collection, np.ndarray]:
     coll = Collection.create(tmp_path, "r", model=MODEL)
     vecs = _near_duplicates(N, seed=1)
     for start in range(0, N, 1000):
-        rows = {
-            "uri": [f"mem://{i}" for i in range(start, start + 1000)],
-            "sha256": [f"{i:064x}" for i in range(start, start + 1000)],
-            "width": [1] * 1000,
-            "height": [1] * 1000,
-            "bytes": [1] * 1000,
-        }
-        coll.append_aligned(rows, vecs[start : start + 1000])
+        coll.append_aligned(synthetic_rows(start, start + 1000), vecs[start : start + 1000])
     return coll, vecs
 
 

@@ -12,6 +12,7 @@ from blipsearch.errors import CollectionReplacedError
 from search import index_store
 from search.sharded import LocalShard, ShardedIndex, ShardUnavailableError, merge_topk, missing_shards, split
 from storage.compaction import compact
+from tests.helpers import synthetic_rows
 from tests.test_index_choice import _clustered, _collection
 
 
@@ -99,14 +100,7 @@ def test_shard_server_follows_adds_deletes_and_compaction(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == written  # nothing rewritten
     vecs = _clustered(2000, seed=3)
     for start in (3000, 4000):  # two more Parquet shards: the 4th is this shard's
-        rows = {
-            "uri": [f"mem://{i}" for i in range(start, start + 1000)],
-            "sha256": [f"{i:064x}" for i in range(start, start + 1000)],
-            "width": [1] * 1000,
-            "height": [1] * 1000,
-            "bytes": [1] * 1000,
-        }
-        coll.append_aligned(rows, vecs[start - 3000 : start - 2000])
+        coll.append_aligned(synthetic_rows(start, start + 1000), vecs[start - 3000 : start - 2000])
     check(coll)
     assert server.stats()["collections"][coll.name] == {"files": 2, "stored_vectors": 2000}
     # A new process (a replacement replica) maps the written files instead of rebuilding them.

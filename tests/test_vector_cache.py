@@ -11,6 +11,7 @@ import pytest
 from storage import vector_cache
 from storage.collection import Collection
 from storage.compaction import compact
+from tests.helpers import synthetic_rows
 from tests.test_index_choice import DIM, _clustered, _collection
 
 
@@ -20,9 +21,7 @@ def _multi(tmp_path, n: int, v: int) -> Collection:
     vecs = _clustered(n * v, seed=3).reshape(n, v, DIM)
     for start in range(0, n, 100):
         stop = min(n, start + 100)
-        rows = {k: [x] * (stop - start) for k, x in (("width", 1), ("height", 1), ("bytes", 1))}
-        rows |= {"uri": [f"mem://{i}" for i in range(start, stop)], "sha256": [f"{i:064x}" for i in range(start, stop)]}
-        coll.append_aligned(rows, vecs[start:stop])
+        coll.append_aligned(synthetic_rows(start, stop), vecs[start:stop])
     return coll
 
 
