@@ -18,7 +18,8 @@ not in ``fast_stages`` stays fp32 in ``fast`` mode too.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,25 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
     return frozenset()
 
 
+def isa_capped_below_avx512(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the kernel libraries were told to run as an older CPU would (PyTorch's
+    ``ATEN_CPU_CAPABILITY``, oneDNN's ``ONEDNN_MAX_CPU_ISA``, which OpenVINO's CPU plugin obeys
+    too): then bf16 units are off limits whatever the CPU has (scripts/test.sh's AVX2 and SSE
+    passes run this way). Library environment, like the CPU flags: not a blipsearch setting."""
+    env = os.environ if env is None else env
+    aten = env.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    onednn = env.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return aten in ("default", "avx2") or (
+        bool(onednn) and onednn != "ALL" and not onednn.startswith(("AVX512", "AVX10", "AMX"))
+    )
+
+
 def has_native_bf16(flags: Iterable[str] | None = None) -> bool:
-    """Whether this CPU computes bf16 dot products natively (never true on AVX2-only CPUs)."""
-    return bool(NATIVE_BF16_FLAGS & set(cpu_flags() if flags is None else flags))
+    """Whether this CPU computes bf16 dot products natively (never true on AVX2-only CPUs, nor
+    when the kernel libraries are capped below AVX-512)."""
+    if flags is None:
+        return not isa_capped_below_avx512() and bool(NATIVE_BF16_FLAGS & cpu_flags())
+    return bool(NATIVE_BF16_FLAGS & set(flags))
 
 
 @dataclass(frozen=True)

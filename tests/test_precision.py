@@ -180,3 +180,16 @@ def test_cli_precision_flag_and_reports(tmp_path, monkeypatch, tiny_models):
     assert run("index-stats", "-c", "p", "--json")["precision"] == "mixed"
     run("index", str(tmp_path / "b"), "-c", "q", "--precision", "turbo", "--json", code=2)
     run("--precision", "turbo", "collections", code=2)
+
+
+def test_kernel_isa_caps_turn_native_bf16_off():
+    """Capped kernel libraries (an AVX2 or SSE run of this suite, or a user's choice) never get bf16."""
+    from models.precision import isa_capped_below_avx512
+
+    assert isa_capped_below_avx512({"ATEN_CPU_CAPABILITY": "avx2"})
+    assert isa_capped_below_avx512({"ATEN_CPU_CAPABILITY": "default"})
+    assert isa_capped_below_avx512({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert isa_capped_below_avx512({"ONEDNN_MAX_CPU_ISA": "SSE41"})
+    assert not isa_capped_below_avx512({})
+    assert not isa_capped_below_avx512({"ATEN_CPU_CAPABILITY": "avx512", "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"})
+    assert not isa_capped_below_avx512({"ONEDNN_MAX_CPU_ISA": "ALL"})
