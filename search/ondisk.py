@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from search import faiss_backend as fb
-from search.vector_index import VectorIndex
+from search.vector_index import VectorIndex, without
 
 log = logging.getLogger(__name__)
 READ_FLAGS_NAMES = ("IO_FLAG_ONDISK_SAME_DIR", "IO_FLAG_READ_ONLY")
@@ -160,12 +160,7 @@ class OnDiskIndex(VectorIndex):
         excluded: np.ndarray | None = None,
         refine_k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        if self.tombstones.size:  # tombstoned vectors are record ids' vectors: exclude by record id
-            dead = self.tombstones
-            if allowed is not None:
-                allowed = np.setdiff1d(np.asarray(allowed, np.int64), dead)
-            else:
-                excluded = dead if excluded is None else np.union1d(np.asarray(excluded, np.int64), dead)
+        allowed, excluded = without(allowed, excluded, self.tombstones)  # tombstoned: exclude by record id
         return super().search(queries, k, params=params, allowed=allowed, excluded=excluded, refine_k=refine_k)
 
     def _search_vectors(self, queries: np.ndarray, kk: int, params: Any | None) -> tuple[np.ndarray, np.ndarray]:

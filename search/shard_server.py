@@ -30,11 +30,11 @@ import numpy as np
 from blipsearch.errors import CollectionReplacedError, InvalidInputError
 from search import faiss_backend as fb
 from search.sharded import merge_topk
-from search.vector_index import VectorIndex
+from search.vector_index import VectorIndex, without
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.manifest import ShardInfo
-from storage.vector_cache import FLAT_CACHE_DIR
+from storage.vector_cache import FLAT_CACHE_DIR, cache_dir, regular_file
 
 log = logging.getLogger(__name__)
 SHARD_SPEC = "IDMap2,Flat"  # exact: the merge of exact per-shard top-k is the exact global top-k
@@ -63,19 +63,15 @@ class ShardServer:
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (ids, scores) over the live records of ``shards`` of ``collection``'s ``version``."""
-        infos = [s if isinstance(s, ShardInfo) else ShardInfo.model_validate(s) for s in shards]
-        indexes = self._indexes(collection, version, infos)
+        """Top-``k`` (ids, scores) over the live records of ``shards`` (manifest entries, as
+        ``ShardInfo`` or its dict) of ``collection``'s ``version``."""
+        entries = [s if isinstance(s, ShardInfo) else ShardInfo.model_construct(**s) for s in shards]
+        indexes = self._indexes(collection, version, entries)
         q = np.asarray(queries, np.float32)
         parts = []
-        for info in infos:
-            dead = np.asarray(info.deleted, np.int64)
-            if allowed is not None:
-                kw: dict[str, Any] = {"allowed": np.setdiff1d(allowed, dead) if dead.size else allowed}
-            else:
-                gone = dead if excluded is None else np.union1d(dead, np.asarray(excluded, np.int64))
-                kw = {"excluded": gone if gone.size else None}
-            parts.append(indexes[info.file].search(q, k, **kw))
+        for entry in entries:
+            ok, no = without(allowed, excluded, np.asarray(entry.deleted, np.int64))  # tombstones, per query
+            parts.append(indexes[entry.file].search(q, k, allowed=ok, excluded=no))
         return merge_topk(parts, k)
 
     def stats(self) -> dict[str, Any]:
@@ -103,16 +99,17 @@ class ShardServer:
             for file in [f for f in opened if f not in wanted]:
                 del opened[file]  # merged or compacted away
             for shard in shards:
-                if shard.file not in opened:
-                    opened[shard.file] = self._open_file(coll, shard)
+                if shard.file not in opened:  # new to this shard server: check the entry once
+                    opened[shard.file] = self._open_file(coll, ShardInfo.model_validate(shard.model_dump()))
             return dict(opened)  # a snapshot: a later view may drop files this query still searches
 
     def _open_file(self, coll: Collection, shard: ShardInfo) -> VectorIndex:
         """The memory-mapped Flat index of every row of Parquet ``shard`` (written on first use)."""
         m = coll.manifest
-        path = coll.root / FLAT_CACHE_DIR / (Path(shard.file).stem + ".faiss")
+        folder = cache_dir(coll.root, FLAT_CACHE_DIR)
+        path = (folder or coll.root / FLAT_CACHE_DIR) / (Path(shard.file).stem + ".faiss")
         faiss = fb.faiss()
-        if path.is_file() and not path.is_symlink():
+        if folder is not None and regular_file(path):
             try:
                 cpu = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)
                 if cpu.ntotal == shard.rows * m.vectors_per_item and cpu.d == m.dim:
@@ -123,7 +120,8 @@ class ShardServer:
         everything = shard.model_copy(update={"deleted": []})  # all rows; tombstones apply per query
         for ids, emb in coll.iter_embeddings([everything]):
             index.add(ids, emb)
-        path.parent.mkdir(exist_ok=True)
+        if folder is None:  # no usable cache folder (a symlink was planted there): keep it in memory
+            return index
         atomic_write_with(path, lambda p: faiss.write_index(index.cpu, str(p)))
         log.info("shard %d/%d: wrote %s (%d vectors)", self.shard_no, self.n_shards, path, index.ntotal)
         cpu = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC | faiss.IO_FLAG_READ_ONLY)

@@ -33,6 +33,19 @@ MAX_REFINE_K = 4096
 log = logging.getLogger(__name__)
 
 
+def without(
+    allowed: np.ndarray | None, excluded: np.ndarray | None, dead: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """A search's (allowed, excluded) record ids with ``dead`` ids (tombstones an index still
+    holds) never returned: taken out of ``allowed``, else added to ``excluded``."""
+    dead = np.asarray(dead, np.int64)
+    if not dead.size:
+        return allowed, excluded
+    if allowed is not None:
+        return np.setdiff1d(np.asarray(allowed, np.int64), dead), None
+    return None, dead if excluded is None else np.union1d(np.asarray(excluded, np.int64), dead)
+
+
 class VectorIndex:
     gpu_capable = True  # on-disk indexes (search/ondisk.py) are CPU only
 

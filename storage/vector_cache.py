@@ -39,11 +39,23 @@ def _save(path: Path, array: np.ndarray) -> None:
         np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
-def _regular(path: Path) -> bool:
+def regular_file(path: Path) -> bool:
+    """A regular file, not a symlink (never follow one planted in a cache folder)."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)  # never follow a symlink planted in the folder
+        return stat.S_ISREG(os.lstat(path).st_mode)
     except OSError:
         return False
+
+
+def cache_dir(root: Path, name: str) -> Path | None:
+    """``root/name``, created if missing; None if that name is taken by anything but a real
+    directory (a symlink planted there must not redirect the cache's reads or writes)."""
+    folder = root / name
+    try:
+        folder.mkdir(exist_ok=True)
+        return folder if stat.S_ISDIR(os.lstat(folder).st_mode) else None
+    except OSError:  # read-only storage, or a file where the folder should be
+        return None
 
 
 @lru_cache(maxsize=4096)
@@ -53,7 +65,7 @@ def _mapped(path: str, mtime_ns: int, size: int) -> np.ndarray:
 
 
 def _open(path: Path) -> np.ndarray | None:
-    if not _regular(path):
+    if not regular_file(path):
         return None
     st = path.stat()
     try:
@@ -67,9 +79,10 @@ def shard_vectors(root: Path, shard: ShardInfo, dim: int, vectors_per_item: int)
     """(ids [rows], vectors [rows, vectors_per_item * dim]) of every row of Parquet ``shard``
     (tombstoned rows included: callers apply ``shard.deleted``), memory-mapped."""
     width = dim * vectors_per_item
-    base = root / CACHE_DIR / Path(shard.file).stem
+    folder = cache_dir(root, CACHE_DIR)
+    base = (folder or root / CACHE_DIR) / Path(shard.file).stem
     vec_path, id_path = base.with_suffix(".npy"), base.with_suffix(".ids.npy")
-    vecs, ids = _open(vec_path), _open(id_path)
+    vecs, ids = (_open(vec_path), _open(id_path)) if folder is not None else (None, None)
     ok = (
         vecs is not None
         and ids is not None
@@ -83,8 +96,9 @@ def shard_vectors(root: Path, shard: ShardInfo, dim: int, vectors_per_item: int)
     t = pq.read_table(root / shard.file, columns=["id", "embedding"])
     col_ids = t.column("id").to_numpy().astype(np.int64)
     emb = embeddings_from_arrow(t.column("embedding"), dim, vectors_per_item).reshape(len(col_ids), width)
+    if folder is None:  # no usable cache folder: serve from memory
+        return col_ids, emb
     try:
-        vec_path.parent.mkdir(exist_ok=True)
         atomic_write_with(vec_path, lambda p: _save(p, emb.astype(np.float32)))
         atomic_write_with(id_path, lambda p: _save(p, col_ids))
     except OSError as exc:  # read-only storage, a full disk, a sweep racing us: serve from memory
@@ -105,10 +119,13 @@ def sweep(root: Path, live: set[str], folders: tuple[str, ...] = (CACHE_DIR,), t
     now = time.time()
     for name in folders:
         folder = root / name
-        if not folder.is_dir() or folder.is_symlink():
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):
+                continue
+        except OSError:
             continue
         for path in folder.iterdir():
-            if not _regular(path):
+            if not regular_file(path):
                 continue
             if path.name.endswith(".tmp"):
                 stale = now - path.lstat().st_mtime > tmp_age_s

@@ -84,3 +84,24 @@ def test_caches_of_compacted_shards_are_swept(tmp_path):
     assert not left & old and not (coll.root / "flatcache" / "shard-00000000.faiss").exists()
     live = coll.all_embeddings()
     np.testing.assert_array_equal(coll.embeddings_of(live[0][:5]), live[1][:5])
+
+
+def test_a_symlinked_cache_folder_is_never_read_or_written_through(tmp_path):
+    """A symlink planted where a cache folder goes (vectors/, flatcache/) redirects nothing: the
+    vectors come from the records and no file appears at the symlink's target."""
+    from search.shard_server import ShardServer
+    from search.sharded import LocalShard, split
+
+    coll = _collection(tmp_path, 2000)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("vectors", "flatcache"):
+        os.symlink(elsewhere, coll.root / name)
+    np.testing.assert_array_equal(
+        coll.embeddings_of([3, 1999]), np.concatenate([_collection_vec(coll, 3), _collection_vec(coll, 1999)])
+    )
+    part = split(coll.manifest.shards, 2)[0]
+    q = _clustered(1, seed=6)[0]
+    got = ShardServer(tmp_path, 0, 2).search(coll.name, coll.root.name, part, q, 5)
+    np.testing.assert_array_equal(got[0], LocalShard.build(coll, part).search(q, 5, None, None)[0])
+    assert list(elsewhere.iterdir()) == []
