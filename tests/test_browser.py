@@ -545,5 +545,9 @@ def test_keyboard_only(server, page):
     page.wait_for_function("() => document.querySelector('#detail-pos').textContent.startsWith('2 of')")
     page.keyboard.press("Escape")
     page.wait_for_function("() => !document.querySelector('dialog#detail').open")
-    # Focus returns to the result shown last.
-    assert page.evaluate("() => [...document.querySelectorAll('#results .card')].indexOf(document.activeElement)") == 1
+    # Focus returns to the result shown last. The dialog's "close" event (which moves it there) is
+    # a task queued after `open` turns false, after the browser put focus back on the card that
+    # opened the dialog: wait for it rather than read the focus in between.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results .card')].indexOf(document.activeElement) === 1", timeout=5000
+    )
