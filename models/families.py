@@ -28,9 +28,22 @@ class Family:
     vectors_per_image: int | Callable[[Any], int] = 1
     examples: dict[str, int | None] = field(default_factory=dict)  # checkpoint -> its embedding dimension
     notes: str = ""
+    # Whether the text tower reads languages other than English. A callable decides per checkpoint
+    # (from its config): SigLIP checkpoints with a 250k+ (i18n, Gemma) vocabulary are multilingual.
+    multilingual: bool | Callable[[Any], bool] = False
+    languages: str = "en"  # what the family's text tower was trained on, in words
+    # What ``precision=fast`` runs each stage on, per device: the runtimes that held the fidelity bound
+    # (models/precision.py, models/fast_runtime.py); stages not named run fp32 (as ``exact``).
+    fast_runtimes: dict[str, str] = field(default_factory=dict)
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
+
+    def is_multilingual(self, config: Any | None = None) -> bool:
+        """The family's flag; with a checkpoint's ``config``, that checkpoint's."""
+        if callable(self.multilingual):
+            return config is not None and bool(self.multilingual(config))
+        return self.multilingual
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,10 +55,18 @@ class Family:
             "transformers_class": self.transformers_class,
             "examples": [{"checkpoint": k, "dim": v} for k, v in self.examples.items()],
             "notes": self.notes,
+            # "some": it depends on the checkpoint (``blipsearch models --model X`` says)
+            "multilingual": "some" if callable(self.multilingual) else self.multilingual,
+            "languages": self.languages,
+            "itm": self.can("itm"),
+            "captions": self.can("caption"),
+            "vqa": self.can("vqa"),
+            "fast_runtimes": dict(self.fast_runtimes),
         }
 
 
 FAMILIES: dict[str, Family] = {}
+DUAL_ENCODER_FAST = {"cpu": "fp32 (as exact: no reduced-precision path measured within the bound)", "cuda": "fp32"}
 
 
 def register(family: Family) -> Family:
@@ -78,6 +99,11 @@ register(
         itm="models.blip_itm:BlipItmScorer",
         dim=lambda c: int(c.image_text_hidden_size),
         examples={"Salesforce/blip-itm-base-coco": 256, "Salesforce/blip-itm-large-coco": 256},
+        fast_runtimes={
+            "cpu": "image and text on OpenVINO bf16 (when installed) or torch bf16 autocast, itm torch bf16 "
+            "autocast, on CPUs with native bf16; fp32 elsewhere",
+            "cuda": "bf16 weights (fp16 where bf16 is unsupported)",
+        },
     )
 )
 register(
@@ -91,6 +117,10 @@ register(
         dim=lambda c: int(c.image_text_hidden_size),
         vectors_per_image=lambda c: int(c.num_query_tokens),
         examples={"Salesforce/blip2-itm-vit-g": 256},
+        fast_runtimes={
+            "cpu": "text on torch bf16 autocast on CPUs with native bf16; image and itm fp32",
+            "cuda": "bf16 weights (fp16 where bf16 is unsupported)",
+        },
         notes="32 vectors per image (one per Q-Former query); an image's score is the max over them.",
     )
 )
@@ -103,6 +133,7 @@ register(
         embedder="models.clip:ClipEmbedder",
         dim=lambda c: int(c.projection_dim),
         examples={"openai/clip-vit-base-patch16": 512, "openai/clip-vit-large-patch14": 768},
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 register(
@@ -113,8 +144,11 @@ register(
         "SiglipModel",
         embedder="models.siglip:SiglipEmbedder",
         dim=lambda c: int(c.vision_config.hidden_size),
-        examples={"google/siglip-base-patch16-224": 768},
+        examples={"google/siglip-base-patch16-224": 768, "google/siglip2-base-patch16-224": 768},
         notes="Text is padded to max_length (as SigLIP was trained); SigLIP 2 fixed-resolution checkpoints load alike.",
+        multilingual=lambda c: int(c.text_config.vocab_size) >= 250_000,
+        languages="en; multilingual for i18n and SigLIP 2 checkpoints (250k+ token vocabulary)",
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 register(
@@ -126,6 +160,68 @@ register(
         embedder="models.align:AlignEmbedder",
         dim=lambda c: int(c.projection_dim),
         examples={"kakaobrain/align-base": 640},
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "siglip2",
+        ("siglip2",),
+        ("embed",),
+        "Siglip2Model",
+        embedder="models.siglip2:Siglip2Embedder",
+        dim=lambda c: int(c.vision_config.hidden_size),
+        examples={"google/siglip2-base-patch16-naflex": 768, "google/siglip2-so400m-patch16-naflex": 1152},
+        notes="NaFlex: images keep their aspect ratio (at most max_num_patches patches); Gemma tokenizer, "
+        "text padded to 64 tokens.",
+        multilingual=True,
+        languages="multilingual (WebLI, 100+ languages)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "metaclip_2",
+        ("metaclip_2",),
+        ("embed",),
+        "MetaClip2Model",
+        embedder="models.metaclip2:MetaClip2Embedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"facebook/metaclip-2-worldwide-huge-quickgelu": 1024},
+        notes="CLIP architecture trained on worldwide data; XLM-V / XLM-RoBERTa tokenizer.",
+        multilingual=True,
+        languages="multilingual (300+ languages)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "altclip",
+        ("altclip",),
+        ("embed",),
+        "AltCLIPModel",
+        embedder="models.altclip:AltClipEmbedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"BAAI/AltCLIP": 768, "BAAI/AltCLIP-m9": 768},
+        notes="CLIP vision tower, XLM-RoBERTa text tower.",
+        multilingual=True,
+        languages="en, zh (AltCLIP); nine languages (AltCLIP-m9)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "chinese_clip",
+        ("chinese_clip",),
+        ("embed",),
+        "ChineseCLIPModel",
+        embedder="models.chinese_clip:ChineseClipEmbedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"OFA-Sys/chinese-clip-vit-base-patch16": 512, "OFA-Sys/chinese-clip-vit-large-patch14": 768},
+        notes="CLIP ViT with a Chinese RoBERTa (BERT WordPiece) text tower.",
+        multilingual=True,
+        languages="zh, en",
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 

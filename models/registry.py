@@ -52,6 +52,7 @@ def inspect_checkpoint(source: str) -> dict[str, Any]:
         "capabilities": list(fam.capabilities),
         "dim": fam.dim(config) if fam.dim is not None else None,
         "vectors_per_image": vpi(config) if callable(vpi) else vpi,
+        "multilingual": fam.is_multilingual(config),
     }
 
 
