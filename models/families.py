@@ -35,6 +35,9 @@ class Family:
     # What ``precision=fast`` runs each stage on, per device: the runtimes that held the fidelity bound
     # (models/precision.py, models/fast_runtime.py); stages not named run fp32 (as ``exact``).
     fast_runtimes: dict[str, str] = field(default_factory=dict)
+    # Whether texts go through BLIP's pre_caption (models/text_preprocess.py) before this family's
+    # tokenizer, as its training did: the BLIP families only. Every other family tokenizes texts as given.
+    pre_caption: bool = False
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -62,6 +65,7 @@ class Family:
             "captions": self.can("caption"),
             "vqa": self.can("vqa"),
             "fast_runtimes": dict(self.fast_runtimes),
+            "text_preprocess": "blip" if self.pre_caption else "none",
         }
 
 
@@ -98,6 +102,7 @@ register(
         embedder="models.blip:BlipEmbedder",
         itm="models.blip_itm:BlipItmScorer",
         dim=lambda c: int(c.image_text_hidden_size),
+        pre_caption=True,
         examples={"Salesforce/blip-itm-base-coco": 256, "Salesforce/blip-itm-large-coco": 256},
         fast_runtimes={
             "cpu": "image and text on OpenVINO bf16 (when installed) or torch bf16 autocast, itm torch bf16 "
@@ -116,6 +121,7 @@ register(
         itm="models.blip2_itm:Blip2ItmScorer",
         dim=lambda c: int(c.image_text_hidden_size),
         vectors_per_image=lambda c: int(c.num_query_tokens),
+        pre_caption=True,
         examples={"Salesforce/blip2-itm-vit-g": 256},
         fast_runtimes={
             "cpu": "text on torch bf16 autocast on CPUs with native bf16; image and itm fp32",
@@ -245,6 +251,13 @@ register(
         notes="The processor's chat template with the image and --prompt; visual questions (models/captioners/).",
     )
 )
+
+
+def text_preprocess_for(family: str, mode: str) -> str:
+    """The text pre-processing ``family`` gets under the ``text_preprocess`` setting ``mode``:
+    ``mode`` for the BLIP families, ``"none"`` for every other (their own tokenizers, texts as given)."""
+    fam = FAMILIES.get(family)
+    return mode if fam is not None and fam.pre_caption else "none"
 
 
 def load_class(path: str) -> Any:

@@ -5,6 +5,7 @@ re-rank, moderation, eval, /v1/embed, clip-retrieval's ``use_mclip``, ``models -
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -156,7 +157,8 @@ def test_cli_collection_search_filters_hybrid_and_image_to_text(cli, ml_models, 
     assert info["model_id"] == str(ml_models[family].resolve()) and info["dim"] == 32
     # image→text over a text collection in six languages
     texts = tmp_path / "t.csv"
-    texts.write_text("id,text\n" + "".join(f"{lang},{t}\n" for lang, t in QUERIES.items()), encoding="utf-8")
+    with texts.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([("id", "text"), *QUERIES.items()])
     assert cli("index-texts", str(texts), "-c", "txt", "--model", model, "--json")["added"] == len(QUERIES)
     hits = cli("search", "--image", str(paths[0]), "-c", "txt", "-k", "6", "--json")["results"]
     _, ref_texts = _reference(ml_models[family], family, images[:1], list(QUERIES.values()))
@@ -202,7 +204,7 @@ def test_moderation_itc_screen_with_multilingual_prompts(ml_embedders, settings)
         "name": "p",
         "version": "1",
         "categories": [
-            {"name": "all", "prompts": prompts, "itc_threshold": -1.0, "itm_threshold": 1.0, "action": "flag"},
+            {"name": "all", "prompts": prompts, "itc_threshold": 0.0, "itm_threshold": 1.0, "action": "flag"},
         ],
     }
     moderator = build_moderator(settings, parse_policy(raw), embedder=emb)
