@@ -233,6 +233,21 @@ register(
 
 register(
     Family(
+        "openclip",
+        (),  # not a transformers model_type: a directory with open_clip_config.json (models/openclip.py)
+        ("embed",),
+        "open_clip (the openclip extra): open_clip_config.json + open_clip_model.safetensors",
+        embedder="models.openclip:OpenClipEmbedder",
+        examples={"laion/CLIP-ViT-B-32-laion2B-s34B-b79K": 512, "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k": 1024},
+        notes="OpenCLIP's layout (a local directory or hf-hub:org/repo); weights only from safetensors or a "
+        ".bin read with weights_only. Needs pip install 'blipsearch[openclip]'.",
+        multilingual=lambda cfg: _openclip_multilingual(cfg),
+        languages="per checkpoint: multilingual for XLM-RoBERTa / mT5 / NLLB / i18n text towers",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
         "instructblip",
         ("instructblip",),
         ("caption", "vqa"),
@@ -251,6 +266,12 @@ register(
         notes="The processor's chat template with the image and --prompt; visual questions (models/captioners/).",
     )
 )
+
+
+def _openclip_multilingual(model_cfg: Any) -> bool:
+    from models.openclip_config import is_multilingual
+
+    return is_multilingual(model_cfg)
 
 
 def text_preprocess_for(family: str, mode: str) -> str:
