@@ -1,5 +1,5 @@
-"""Dual-encoder families (CLIP, SigLIP, ALIGN, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP): an image tower and a text tower with no
-cross-attention and no ITM head.
+"""Dual-encoder families (CLIP, SigLIP, ALIGN, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, OpenCLIP):
+an image tower and a text tower with no cross-attention and no ITM head.
 
 Vectors are ``get_image_features`` / ``get_text_features`` (their ``pooler_output``), L2-normalised,
 with the checkpoint's own processor; scores are cosines. Texts reach the checkpoint's tokenizer

@@ -238,7 +238,10 @@ register(
         ("embed",),
         "open_clip (the openclip extra): open_clip_config.json + open_clip_model.safetensors",
         embedder="models.openclip:OpenClipEmbedder",
-        examples={"laion/CLIP-ViT-B-32-laion2B-s34B-b79K": 512, "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k": 1024},
+        examples={
+            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": 512,
+            "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k": 1024,
+        },
         notes="OpenCLIP's layout (a local directory or hf-hub:org/repo); weights only from safetensors or a "
         ".bin read with weights_only. Needs pip install 'blipsearch[openclip]'.",
         multilingual=lambda cfg: _openclip_multilingual(cfg),

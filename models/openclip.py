@@ -36,6 +36,7 @@ INSTALL_HINT = (
     "(open_clip_torch, with a torchvision build that pairs with your torch)."
 )
 
+
 def _import_open_clip() -> Any:
     try:
         import open_clip
@@ -78,7 +79,7 @@ class OpenClipEmbedder(DualEncoderEmbedder):
             self.tokenizer: Any = open_clip.get_tokenizer(name)
         except ModelLoadError:
             raise
-        except Exception as exc:  # noqa: BLE001 - a bad config or checkpoint: one clear load error
+        except Exception as exc:
             raise ModelLoadError(f"Could not load the OpenCLIP checkpoint {root}: {type(exc).__name__}: {exc}") from exc
         preprocess_cfg = open_clip.get_model_preprocess_cfg(model)
         self.transform = image_transform_v2(PreprocessCfg(**preprocess_cfg), is_train=False)

@@ -38,7 +38,7 @@ def local_dir(source: str) -> Path:
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(repo, allow_patterns=_HUB_FILES))
-    except Exception as exc:  # noqa: BLE001 - offline, unknown repo, network: one actionable message
+    except Exception as exc:
         raise ModelLoadError(
             f"Could not fetch the OpenCLIP checkpoint {source!r} ({type(exc).__name__}: {exc}). Download it "
             "(huggingface-cli download) and pass its directory, or unset HF_HUB_OFFLINE."

@@ -75,14 +75,25 @@ def _save(out: Path, model: Any, processor: Any) -> Path:
     return out
 
 
-def make_siglip2(out: Path, seed: int, words: list[str], *, patch_size: int = 16, max_num_patches: int = 256) -> Path:
+def make_siglip2(
+    out: Path,
+    seed: int,
+    words: list[str],
+    *,
+    patch_size: int = 16,
+    max_num_patches: int = 256,
+    image_processor_patches: int | None = None,
+    tokenizer_max_length: int = 64,
+) -> Path:
     """SigLIP 2 NaFlex: at most ``max_num_patches`` patches per image, at the image's own aspect ratio.
-    The defaults are ``Siglip2Processor``'s (and the hub checkpoints'), which its ``__call__`` applies."""
+    The defaults are ``Siglip2Processor``'s (and the hub checkpoints'), which its ``__call__`` applies
+    over the image processor's and tokenizer's own (``image_processor_patches``, ``tokenizer_max_length``
+    set those apart, to test that blipsearch prepares inputs as the processor's call does)."""
     import torch
     from transformers import Siglip2Config, Siglip2Model, Siglip2Processor
     from transformers.models.siglip2.image_processing_pil_siglip2 import Siglip2ImageProcessorPil
 
-    tok = gemma_tokenizer(words, 64)
+    tok = gemma_tokenizer(words, tokenizer_max_length)
     ids = {"pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id}
     config = Siglip2Config(
         text_config={**TINY_TEXT, "vocab_size": len(tok), "max_position_embeddings": 64, **ids},
@@ -90,7 +101,9 @@ def make_siglip2(out: Path, seed: int, words: list[str], *, patch_size: int = 16
     )
     torch.manual_seed(seed)
     model = Siglip2Model(config).eval()
-    image_processor = Siglip2ImageProcessorPil(patch_size=patch_size, max_num_patches=max_num_patches)
+    image_processor = Siglip2ImageProcessorPil(
+        patch_size=patch_size, max_num_patches=image_processor_patches or max_num_patches
+    )
     return _save(out, model, Siglip2Processor(image_processor=image_processor, tokenizer=tok))
 
 
@@ -155,9 +168,7 @@ def make_chinese_clip(out: Path, seed: int, words: list[str]) -> Path:
     )
     torch.manual_seed(seed)
     model = ChineseCLIPModel(config).eval()
-    image_processor = ChineseCLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
-    )
+    image_processor = ChineseCLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     return _save(out, model, ChineseCLIPProcessor(image_processor=image_processor, tokenizer=tok))
 
 
@@ -169,6 +180,8 @@ MAKERS = {
 }
 
 
-def make_multilingual(out_dir: Path, seed: int, words: list[str], only: tuple[str, ...] = tuple(MAKERS)) -> dict[str, Path]:
+def make_multilingual(
+    out_dir: Path, seed: int, words: list[str], only: tuple[str, ...] = tuple(MAKERS)
+) -> dict[str, Path]:
     """``{"siglip2": dir, "metaclip_2": dir, "altclip": dir, "chinese_clip": dir}``."""
     return {name: MAKERS[name](out_dir / name, seed + i, words) for i, name in enumerate(only)}

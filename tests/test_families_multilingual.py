@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from models import load_embedder
+from models.siglip2 import unpack
 from models.text_preprocess import pre_caption
 from tests.helpers import make_image, write_images
 from tests.test_families import _blip_itm_prob
@@ -86,6 +87,27 @@ def test_embeddings_equal_transformers_features(ml_models, ml_embedders, family)
     sims = ours_img @ ours_txt.T
     assert np.ptp(sims[:, 0]) > 1e-3 and np.ptp(sims[0]) > 1e-3  # images and texts are told apart
     assert np.ptp(ours_txt @ ours_txt[1]) > 1e-3  # and the languages from each other
+
+
+def test_siglip2_prepares_inputs_as_its_processor_call(tmp_path):
+    """Siglip2Processor's call applies its own max_num_patches / max_length over the image processor's
+    and tokenizer's attributes; blipsearch's inputs (and so its vectors) are the call's."""
+    from make_test_models import COMMON_WORDS
+    from model_families_multilingual import make_siglip2
+
+    path = make_siglip2(tmp_path / "s2", 7, list(COMMON_WORDS), image_processor_patches=64, tokenizer_max_length=24)
+    emb = load_embedder(str(path), device="cpu")
+    proc = transformers.AutoProcessor.from_pretrained(path)
+    images = [make_image(i, (200, 90)) for i in range(2)]
+    want = proc(images=images, text=TEXTS[:2], return_tensors="np")
+    pixels, mask, shapes = unpack(emb.preprocess(images))
+    np.testing.assert_array_equal(pixels.numpy(), want["pixel_values"])
+    np.testing.assert_array_equal(mask.numpy(), want["pixel_attention_mask"])
+    np.testing.assert_array_equal(shapes.numpy(), want["spatial_shapes"])
+    assert emb.tokenize(TEXTS[:2])["input_ids"].tolist() == want["input_ids"].tolist()
+    ref_img, ref_txt = _reference(path, "siglip2", images, TEXTS[:2])
+    np.testing.assert_allclose(emb.embed_images(images), ref_img, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(emb.embed_texts(TEXTS[:2]), ref_txt, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))

@@ -22,7 +22,9 @@ from cli.main import app
 from models import load_embedder
 from tests.helpers import make_image, write_images
 
-HAS_OPEN_CLIP = importlib.util.find_spec("open_clip") is not None and importlib.util.find_spec("torchvision") is not None
+HAS_OPEN_CLIP = (
+    importlib.util.find_spec("open_clip") is not None and importlib.util.find_spec("torchvision") is not None
+)
 needs_open_clip = pytest.mark.skipif(not HAS_OPEN_CLIP, reason="open_clip not installed (scripts/openclip_tests.sh)")
 
 MODEL_CFG = {
@@ -107,7 +109,7 @@ def test_embeddings_equal_open_clip_encode(ckpt):
 
 @needs_open_clip
 def test_bin_weights_load_with_weights_only_and_pickled_code_is_refused(tmp_path, ckpt):
-    import pickle
+    import torch
 
     binary = write_checkpoint(tmp_path / "bin", weights="bin")
     emb = load_embedder(str(binary), device="cpu")
@@ -123,7 +125,7 @@ def test_bin_weights_load_with_weights_only_and_pickled_code_is_refused(tmp_path
     evil = tmp_path / "evil"
     evil.mkdir()
     (evil / "open_clip_config.json").write_text((binary / "open_clip_config.json").read_text())
-    (evil / "open_clip_pytorch_model.bin").write_bytes(pickle.dumps({"weights": Exploit()}))
+    torch.save({"visual.proj": Exploit()}, evil / "open_clip_pytorch_model.bin")
     with pytest.raises(ModelLoadError, match="OpenCLIP"):
         load_embedder(str(evil), device="cpu")
     assert not marker.exists()

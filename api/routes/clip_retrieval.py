@@ -8,8 +8,8 @@ means "this collection's multilingual text tower": on a collection whose model i
 (SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, i18n SigLIP; ``blipsearch models``) the query is
 encoded by that model as always; on any other collection it answers 422 rather than searching
 an English-only tower with a query the caller marked multilingual. ``aesthetic_score`` and
-``aesthetic_weight`` are accepted and ignored (no aesthetic embeddings). ``use_safety_model`` / ``use_violence_detector``
-hide records whose moderation decision is not ``allow``. Query semantics: search/knn.py.
+``aesthetic_weight`` are accepted and ignored (no aesthetic embeddings). ``use_safety_model`` /
+``use_violence_detector`` hide records whose moderation decision is not ``allow``. Query semantics: search/knn.py.
 """
 
 from __future__ import annotations
