@@ -190,6 +190,7 @@ def test_cli_collection_search_filters_hybrid_and_image_to_text(cli, ml_models, 
     np.testing.assert_allclose([got[t] for t in QUERIES.values()], want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_reembed_between_families_and_blip_itm_rerank(cli, ml_models, tiny_models, tmp_path):
     """CLIP → SigLIP 2 (NaFlex pixels through the reembed reader) → Chinese-CLIP, ids kept; then a
     BLIP ITM head re-ranks the Chinese-CLIP shortlist of a Chinese query."""
