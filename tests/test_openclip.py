@@ -187,6 +187,11 @@ def test_models_reads_openclip_config_without_open_clip(cli, tmp_path):
         assert (one["family"], one["dim"], one["multilingual"]) == ("openclip", 32, multilingual)
     fams = {f["family"]: f for f in cli("models", "--json")["families"]}
     assert fams["openclip"]["multilingual"] == "some" and fams["openclip"]["capabilities"] == ["embed"]
+    offline = cli("models", "--model", "hf-hub:laion/not-cached", code=5)["stderr"]  # model_unavailable
+    assert "Could not fetch the OpenCLIP checkpoint" in offline and "Traceback" not in offline
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "open_clip_config.json").write_text("[1, 2]")
+    assert "model_cfg" in cli("models", "--model", str(tmp_path / "bad"), code=5)["stderr"]
 
 
 @pytest.mark.skipif(HAS_OPEN_CLIP, reason="checks the message where open_clip is absent")
