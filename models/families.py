@@ -31,6 +31,7 @@ class Family:
     # Whether the text tower reads languages other than English. A callable decides per checkpoint
     # (from its config): SigLIP checkpoints with a 250k+ (i18n, Gemma) vocabulary are multilingual.
     multilingual: bool | Callable[[Any], bool] = False
+    multilingual_examples: frozenset[str] = frozenset()  # the examples that are, where it depends on the checkpoint
     languages: str = "en"  # what the family's text tower was trained on, in words
     # What ``precision=fast`` runs each stage on, per device: the runtimes that held the fidelity bound
     # (models/precision.py, models/fast_runtime.py); stages not named run fp32 (as ``exact``).
@@ -48,6 +49,9 @@ class Family:
             return config is not None and bool(self.multilingual(config))
         return self.multilingual
 
+    def _example_multilingual(self, checkpoint: str) -> bool:
+        return checkpoint in self.multilingual_examples if callable(self.multilingual) else self.multilingual
+
     def describe(self) -> dict[str, Any]:
         return {
             "family": self.name,
@@ -61,6 +65,7 @@ class Family:
             # "some": it depends on the checkpoint (``blipsearch models --model X`` says)
             "multilingual": "some" if callable(self.multilingual) else self.multilingual,
             "languages": self.languages,
+            "multilingual_examples": [k for k in self.examples if self._example_multilingual(k)],
             "itm": self.can("itm"),
             "captions": self.can("caption"),
             "vqa": self.can("vqa"),
@@ -153,6 +158,7 @@ register(
         examples={"google/siglip-base-patch16-224": 768, "google/siglip2-base-patch16-224": 768},
         notes="Text is padded to max_length (as SigLIP was trained); SigLIP 2 fixed-resolution checkpoints load alike.",
         multilingual=lambda c: int(c.text_config.vocab_size) >= 250_000,
+        multilingual_examples=frozenset({"google/siglip2-base-patch16-224"}),
         languages="en; multilingual for i18n and SigLIP 2 checkpoints (250k+ token vocabulary)",
         fast_runtimes=DUAL_ENCODER_FAST,
     )
@@ -245,6 +251,7 @@ register(
         notes="OpenCLIP's layout (a local directory or hf-hub:org/repo); weights only from safetensors or a "
         ".bin read with weights_only. Needs pip install 'blipsearch[openclip]'.",
         multilingual=lambda cfg: _openclip_multilingual(cfg),
+        multilingual_examples=frozenset({"laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k"}),
         languages="per checkpoint: multilingual for XLM-RoBERTa / mT5 / NLLB / i18n text towers",
         fast_runtimes=DUAL_ENCODER_FAST,
     )

@@ -299,7 +299,7 @@ def test_api_embed_and_clip_retrieval_use_mclip(ml_models, ml_embedders, tiny_mo
         assert plain.status_code == 200 and len(plain.json()) == 6
 
 
-def test_models_json_says_which_models_are_multilingual(cli, ml_models, tiny_models):
+def test_models_json_says_which_models_are_multilingual(cli, ml_models, tiny_models, tmp_path):
     out = cli("models", "--json")
     fams = {f["family"]: f for f in out["families"]}
     for name in FAMILIES:
@@ -309,6 +309,9 @@ def test_models_json_says_which_models_are_multilingual(cli, ml_models, tiny_mod
     for name in ("blip", "blip2", "clip", "align"):
         assert fams[name]["multilingual"] is False
     assert fams["siglip"]["multilingual"] == "some"
+    assert fams["siglip"]["multilingual_examples"] == ["google/siglip2-base-patch16-224"]
+    assert fams["siglip2"]["multilingual_examples"] == [e["checkpoint"] for e in fams["siglip2"]["examples"]]
+    assert fams["clip"]["multilingual_examples"] == []
     assert fams["blip"]["itm"] and fams["blip"]["captions"] and fams["llava"]["vqa"]
     assert "openvino" in fams["blip"]["fast_runtimes"]["cpu"].lower()
     for name in FAMILIES:
@@ -316,3 +319,8 @@ def test_models_json_says_which_models_are_multilingual(cli, ml_models, tiny_mod
         assert (one["family"], one["dim"], one["multilingual"]) == (name, 32, True)
     for name in ("blip-itm", "siglip", "clip"):
         assert cli("models", "--model", str(tiny_models[name]), "--json")["checkpoint"]["multilingual"] is False
+    # a SigLIP checkpoint with SigLIP 2's 256k Gemma vocabulary (fixed resolution: SiglipModel) is multilingual
+    i18n = tmp_path / "siglip-i18n"
+    transformers.SiglipConfig(text_config={"vocab_size": 256_000}).save_pretrained(i18n)
+    one = cli("models", "--model", str(i18n), "--json")["checkpoint"]
+    assert (one["family"], one["multilingual"]) == ("siglip", True)
