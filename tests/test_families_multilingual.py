@@ -285,11 +285,17 @@ def test_api_embed_and_clip_retrieval_use_mclip(ml_models, ml_embedders, tiny_mo
         ref = emb.embed_images([Image.open(paths[2]).convert("RGB")])
         np.testing.assert_allclose(np.array(r.json()["embeddings"]), ref, atol=1e-5, rtol=0)
 
+        img_emb = emb.embed_images([Image.open(p).convert("RGB") for p in paths])
+        for lang in ("ar", "ja"):
+            r = client.post("/v1/search/text", json={"query": QUERIES[lang], "collection": "ml", "k": 6})
+            assert r.status_code == 200, r.text
+            want = np.sort(img_emb @ emb.embed_texts([QUERIES[lang]])[0])[::-1]
+            np.testing.assert_allclose([h["score"] for h in r.json()["results"]], want, atol=1e-5, rtol=0)
+
         body = {"text": QUERIES["hi"], "indice_name": "ml", "num_images": 6, "use_mclip": True, "modality": "image"}
         r = client.post("/knn-service", json=body)
         assert r.status_code == 200, r.text
-        q = emb.embed_texts([QUERIES["hi"]])[0]
-        want = np.sort(emb.embed_images([Image.open(p).convert("RGB") for p in paths]) @ q)[::-1]
+        want = np.sort(img_emb @ emb.embed_texts([QUERIES["hi"]])[0])[::-1]
         np.testing.assert_allclose([h["similarity"] for h in r.json()], want, atol=1e-5, rtol=0)
         refused = client.post("/knn-service", json={**body, "indice_name": "en"})
         assert refused.status_code == 422
