@@ -47,12 +47,14 @@ def retrieval(
 ) -> None:
     """TR@1/5/10, IR@1/5/10, their mean and MRR: ITC only, and ITC + ITM re-rank (LAVIS fusion).
 
-    Captions get BLIP's pre_caption (unless BLIPSEARCH_TEXT_PREPROCESS=none); the run is exact
+    BLIP and BLIP-2 captions get BLIP's pre_caption (unless BLIPSEARCH_TEXT_PREPROCESS=none); other
+    families' captions reach their tokenizers as written. The run is exact
     (fp32, full decode) unless --precision fast. --json also carries LAVIS's key names."""
     import json
 
     from evaluation.data import load_annotations
     from evaluation.retrieval import evaluate, format_table
+    from models.families import text_preprocess_for
     from service.models import load_model, load_scorer
 
     if precision not in ("exact", "fast"):
@@ -72,7 +74,7 @@ def retrieval(
         scorer=scorer,
         k_test=k_test,
         index_spec=index_spec,
-        text_preprocess=settings.text_preprocess,
+        text_preprocess=text_preprocess_for(embedder.family, settings.text_preprocess),  # BLIP families only
         max_words=max_words,
         draft=draft,
     )

@@ -38,6 +38,7 @@ class Embedder(ABC):
     fingerprint: str
     family: str
     has_itm: bool = False  # an ITM head shares this model (BLIP, BLIP-2); see models/families.py
+    multilingual: bool = False  # the text tower reads languages other than English (models/families.py)
     dim: int = 256
     vectors_per_image: int = 1
     batch_size: int = 32
@@ -112,6 +113,7 @@ class Embedder(ABC):
             "dim": self.dim,
             "vectors_per_image": self.vectors_per_image,
             "has_itm": self.has_itm,
+            "multilingual": self.multilingual,
             "device": self.device,
             "precision": self.precision,
             "stage_dtypes": self.stage_dtypes(),

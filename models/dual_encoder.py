@@ -1,8 +1,10 @@
-"""Dual-encoder families (CLIP, SigLIP, ALIGN): an image tower and a text tower with no
-cross-attention and no ITM head.
+"""Dual-encoder families (CLIP, SigLIP, ALIGN, SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, OpenCLIP):
+an image tower and a text tower with no cross-attention and no ITM head.
 
 Vectors are ``get_image_features`` / ``get_text_features`` (their ``pooler_output``), L2-normalised,
-with the checkpoint's own processor; scores are cosines. Subclasses name the transformers
+with the checkpoint's own processor; scores are cosines. Texts reach the checkpoint's tokenizer
+exactly as given (BLIP's ``pre_caption`` is for the BLIP families only), so queries in any script
+are tokenized as the model was trained. Subclasses name the transformers
 class and how text is padded. ITM re-ranking on these collections uses a BLIP / BLIP-2 ITM
 model loaded from its own checkpoint (``--rerank-model``, rerank/service.py).
 """
@@ -17,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from blipsearch.errors import NoItmModelError
+from models.families import FAMILIES
 from models.loading import from_pretrained
 from models.runtime import fingerprint
 from models.torch_embedder import TorchEmbedder
@@ -44,6 +47,7 @@ class DualEncoderEmbedder(TorchEmbedder):
         model = from_pretrained(cls, source, f"{self.what} model", dtype=torch.float32)
         self.processor: Any = from_pretrained(AutoProcessor, source, f"{self.what} processor")
         self.model: Any = model.to(device=dev, dtype=self.torch_dtype).eval()
+        self.multilingual = FAMILIES[self.family].is_multilingual(model.config)
         self.max_text_tokens = self._text_limit(self._max_positions(model.config))
         if self.text_max_length is not None:
             self.max_text_tokens = min(self.max_text_tokens, self.text_max_length)

@@ -28,9 +28,29 @@ class Family:
     vectors_per_image: int | Callable[[Any], int] = 1
     examples: dict[str, int | None] = field(default_factory=dict)  # checkpoint -> its embedding dimension
     notes: str = ""
+    # Whether the text tower reads languages other than English. A callable decides per checkpoint
+    # (from its config): SigLIP checkpoints with a 250k+ (i18n, Gemma) vocabulary are multilingual.
+    multilingual: bool | Callable[[Any], bool] = False
+    multilingual_examples: frozenset[str] = frozenset()  # the examples that are, where it depends on the checkpoint
+    languages: str = "en"  # what the family's text tower was trained on, in words
+    # What ``precision=fast`` runs each stage on, per device: the runtimes that held the fidelity bound
+    # (models/precision.py, models/fast_runtime.py); stages not named run fp32 (as ``exact``).
+    fast_runtimes: dict[str, str] = field(default_factory=dict)
+    # Whether texts go through BLIP's pre_caption (models/text_preprocess.py) before this family's
+    # tokenizer, as its training did: the BLIP families only. Every other family tokenizes texts as given.
+    pre_caption: bool = False
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
+
+    def is_multilingual(self, config: Any | None = None) -> bool:
+        """The family's flag; with a checkpoint's ``config``, that checkpoint's."""
+        if callable(self.multilingual):
+            return config is not None and bool(self.multilingual(config))
+        return self.multilingual
+
+    def _example_multilingual(self, checkpoint: str) -> bool:
+        return checkpoint in self.multilingual_examples if callable(self.multilingual) else self.multilingual
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -42,10 +62,20 @@ class Family:
             "transformers_class": self.transformers_class,
             "examples": [{"checkpoint": k, "dim": v} for k, v in self.examples.items()],
             "notes": self.notes,
+            # "some": it depends on the checkpoint (``blipsearch models --model X`` says)
+            "multilingual": "some" if callable(self.multilingual) else self.multilingual,
+            "languages": self.languages,
+            "multilingual_examples": [k for k in self.examples if self._example_multilingual(k)],
+            "itm": self.can("itm"),
+            "captions": self.can("caption"),
+            "vqa": self.can("vqa"),
+            "fast_runtimes": dict(self.fast_runtimes),
+            "text_preprocess": "blip" if self.pre_caption else "none",
         }
 
 
 FAMILIES: dict[str, Family] = {}
+DUAL_ENCODER_FAST = {"cpu": "fp32 (as exact: no reduced-precision path measured within the bound)", "cuda": "fp32"}
 
 
 def register(family: Family) -> Family:
@@ -77,7 +107,13 @@ register(
         embedder="models.blip:BlipEmbedder",
         itm="models.blip_itm:BlipItmScorer",
         dim=lambda c: int(c.image_text_hidden_size),
+        pre_caption=True,
         examples={"Salesforce/blip-itm-base-coco": 256, "Salesforce/blip-itm-large-coco": 256},
+        fast_runtimes={
+            "cpu": "image and text on OpenVINO bf16 (when installed) or torch bf16 autocast, itm torch bf16 "
+            "autocast, on CPUs with native bf16; fp32 elsewhere",
+            "cuda": "bf16 weights (fp16 where bf16 is unsupported)",
+        },
     )
 )
 register(
@@ -90,7 +126,12 @@ register(
         itm="models.blip2_itm:Blip2ItmScorer",
         dim=lambda c: int(c.image_text_hidden_size),
         vectors_per_image=lambda c: int(c.num_query_tokens),
+        pre_caption=True,
         examples={"Salesforce/blip2-itm-vit-g": 256},
+        fast_runtimes={
+            "cpu": "text on torch bf16 autocast on CPUs with native bf16; image and itm fp32",
+            "cuda": "bf16 weights (fp16 where bf16 is unsupported)",
+        },
         notes="32 vectors per image (one per Q-Former query); an image's score is the max over them.",
     )
 )
@@ -103,6 +144,7 @@ register(
         embedder="models.clip:ClipEmbedder",
         dim=lambda c: int(c.projection_dim),
         examples={"openai/clip-vit-base-patch16": 512, "openai/clip-vit-large-patch14": 768},
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 register(
@@ -113,8 +155,12 @@ register(
         "SiglipModel",
         embedder="models.siglip:SiglipEmbedder",
         dim=lambda c: int(c.vision_config.hidden_size),
-        examples={"google/siglip-base-patch16-224": 768},
+        examples={"google/siglip-base-patch16-224": 768, "google/siglip2-base-patch16-224": 768},
         notes="Text is padded to max_length (as SigLIP was trained); SigLIP 2 fixed-resolution checkpoints load alike.",
+        multilingual=lambda c: int(c.text_config.vocab_size) >= 250_000,
+        multilingual_examples=frozenset({"google/siglip2-base-patch16-224"}),
+        languages="en; multilingual for i18n and SigLIP 2 checkpoints (250k+ token vocabulary)",
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 register(
@@ -126,9 +172,90 @@ register(
         embedder="models.align:AlignEmbedder",
         dim=lambda c: int(c.projection_dim),
         examples={"kakaobrain/align-base": 640},
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "siglip2",
+        ("siglip2",),
+        ("embed",),
+        "Siglip2Model",
+        embedder="models.siglip2:Siglip2Embedder",
+        dim=lambda c: int(c.vision_config.hidden_size),
+        examples={"google/siglip2-base-patch16-naflex": 768, "google/siglip2-so400m-patch16-naflex": 1152},
+        notes="NaFlex: images keep their aspect ratio (at most max_num_patches patches); Gemma tokenizer, "
+        "text padded to 64 tokens.",
+        multilingual=True,
+        languages="multilingual (WebLI, 100+ languages)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "metaclip_2",
+        ("metaclip_2",),
+        ("embed",),
+        "MetaClip2Model",
+        embedder="models.metaclip2:MetaClip2Embedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"facebook/metaclip-2-worldwide-huge-quickgelu": 1024},
+        notes="CLIP architecture trained on worldwide data; XLM-V / XLM-RoBERTa tokenizer.",
+        multilingual=True,
+        languages="multilingual (300+ languages)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "altclip",
+        ("altclip",),
+        ("embed",),
+        "AltCLIPModel",
+        embedder="models.altclip:AltClipEmbedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"BAAI/AltCLIP": 768, "BAAI/AltCLIP-m9": 768},
+        notes="CLIP vision tower, XLM-RoBERTa text tower.",
+        multilingual=True,
+        languages="en, zh (AltCLIP); nine languages (AltCLIP-m9)",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
+register(
+    Family(
+        "chinese_clip",
+        ("chinese_clip",),
+        ("embed",),
+        "ChineseCLIPModel",
+        embedder="models.chinese_clip:ChineseClipEmbedder",
+        dim=lambda c: int(c.projection_dim),
+        examples={"OFA-Sys/chinese-clip-vit-base-patch16": 512, "OFA-Sys/chinese-clip-vit-large-patch14": 768},
+        notes="CLIP ViT with a Chinese RoBERTa (BERT WordPiece) text tower.",
+        multilingual=True,
+        languages="zh, en",
+        fast_runtimes=DUAL_ENCODER_FAST,
     )
 )
 
+register(
+    Family(
+        "openclip",
+        (),  # not a transformers model_type: a directory with open_clip_config.json (models/openclip.py)
+        ("embed",),
+        "open_clip (the openclip extra): open_clip_config.json + open_clip_model.safetensors",
+        embedder="models.openclip:OpenClipEmbedder",
+        examples={
+            "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": 512,
+            "laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k": 1024,
+        },
+        notes="OpenCLIP's layout (a local directory or hf-hub:org/repo); weights only from safetensors or a "
+        ".bin read with weights_only. Needs pip install 'blipsearch[openclip]'.",
+        multilingual=lambda cfg: _openclip_multilingual(cfg),
+        multilingual_examples=frozenset({"laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k"}),
+        languages="per checkpoint: multilingual for XLM-RoBERTa / mT5 / NLLB / i18n text towers",
+        fast_runtimes=DUAL_ENCODER_FAST,
+    )
+)
 register(
     Family(
         "instructblip",
@@ -149,6 +276,19 @@ register(
         notes="The processor's chat template with the image and --prompt; visual questions (models/captioners/).",
     )
 )
+
+
+def _openclip_multilingual(model_cfg: Any) -> bool:
+    from models.openclip_config import is_multilingual
+
+    return is_multilingual(model_cfg)
+
+
+def text_preprocess_for(family: str, mode: str) -> str:
+    """The text pre-processing ``family`` gets under the ``text_preprocess`` setting ``mode``:
+    ``mode`` for the BLIP families, ``"none"`` for every other (their own tokenizers, texts as given)."""
+    fam = FAMILIES.get(family)
+    return mode if fam is not None and fam.pre_caption else "none"
 
 
 def load_class(path: str) -> Any:

@@ -29,15 +29,38 @@ def _quiet_transformers() -> None:
 def model_type_of(source: str) -> str | None:
     from transformers import AutoConfig
 
+    from models.openclip_config import is_openclip_source
+
+    if is_openclip_source(source):
+        return None  # OpenCLIP's layout: not a transformers checkpoint
     _quiet_transformers()
     config = from_pretrained(AutoConfig, source, "model config")
     return getattr(config, "model_type", None)
+
+
+def _inspect_openclip(source: str) -> dict[str, Any]:
+    from models.openclip_config import describe_config, local_dir, read_config
+
+    fam = FAMILIES["openclip"]
+    model_cfg = read_config(local_dir(source))["model_cfg"]
+    return {
+        "checkpoint": source,
+        "model_type": None,
+        "family": fam.name,
+        "capabilities": list(fam.capabilities),
+        "vectors_per_image": 1,
+        **describe_config(model_cfg),
+    }
 
 
 def inspect_checkpoint(source: str) -> dict[str, Any]:
     """A checkpoint's family, capabilities and embedding dimension, from its config alone (no weights)."""
     from transformers import AutoConfig
 
+    from models.openclip_config import is_openclip_source
+
+    if is_openclip_source(source):
+        return _inspect_openclip(source)
     _quiet_transformers()
     config = from_pretrained(AutoConfig, source, "model config")
     model_type = getattr(config, "model_type", None)
@@ -52,6 +75,7 @@ def inspect_checkpoint(source: str) -> dict[str, Any]:
         "capabilities": list(fam.capabilities),
         "dim": fam.dim(config) if fam.dim is not None else None,
         "vectors_per_image": vpi(config) if callable(vpi) else vpi,
+        "multilingual": fam.is_multilingual(config),
     }
 
 
@@ -74,9 +98,12 @@ def load_embedder(
     """``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
     tokenize texts as their own processors do. ``fast_runtime`` / ``runtime_cache_dir``: the
     ``fast`` runtime of the families that have a choice (BLIP: models/fast_runtime.py)."""
+    from models.openclip_config import is_openclip_source
+
     check_mode(text_preprocess)  # a bad value fails before any weights load
-    model_type = model_type_of(source)
-    fam = family_for_model_type(model_type, "embed")
+    openclip = is_openclip_source(source)  # OpenCLIP's own layout, no transformers config
+    model_type = None if openclip else model_type_of(source)
+    fam = FAMILIES["openclip"] if openclip else family_for_model_type(model_type, "embed")
     if fam is None or fam.embedder is None:
         raise ModelLoadError(
             f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with {_names(supported('embed'))} "

@@ -39,8 +39,9 @@ class TorchEmbedder(Embedder):
         *,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
+        model_id: str | None = None,  # already resolved by a loader with its own layout (OpenCLIP)
     ) -> torch.device:
-        self.model_id = resolve_source(source)  # local directories are recorded as absolute paths
+        self.model_id = model_id or resolve_source(source)  # local directories are recorded as absolute paths
         self.batch_size = batch_size
         # BLIP-family models see texts as their training did: BLIP's pre_caption (models/text_preprocess.py).
         self.prepare_text = TextPreprocessor(text_preprocess, text_max_words)

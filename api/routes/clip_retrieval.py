@@ -3,10 +3,13 @@ and static front-end query blipsearch unchanged: ``POST /knn-service``, ``GET /i
 ``POST /metadata``. An "indice" is a collection. Mounted unless BLIPSEARCH_CLIP_RETRIEVAL_API=false.
 
 Bodies are read as JSON whatever their Content-Type (the front-end posts ``text/plain``).
-``image_url`` is never fetched (no server-side requests): it answers 422. ``use_mclip``,
-``aesthetic_score`` and ``aesthetic_weight`` are accepted and ignored (no multilingual text
-encoder, no aesthetic embeddings for BLIP). ``use_safety_model`` / ``use_violence_detector``
-hide records whose moderation decision is not ``allow``. Query semantics: search/knn.py.
+``image_url`` is never fetched (no server-side requests): it answers 422. ``use_mclip: true``
+means "this collection's multilingual text tower": on a collection whose model is multilingual
+(SigLIP 2, MetaCLIP 2, AltCLIP, Chinese-CLIP, i18n SigLIP; ``blipsearch models``) the query is
+encoded by that model as always; on any other collection it answers 422 rather than searching
+an English-only tower with a query the caller marked multilingual. ``aesthetic_score`` and
+``aesthetic_weight`` are accepted and ignored (no aesthetic embeddings). ``use_safety_model`` /
+``use_violence_detector`` hide records whose moderation decision is not ``allow``. Query semantics: search/knn.py.
 """
 
 from __future__ import annotations
@@ -161,6 +164,13 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
     def run() -> tuple[list[dict[str, Any]], tuple[int, ...]]:
         image = _decode_image(body.image, s) if not body.text and body.image else None
         engine = state.engine(name)
+        if body.use_mclip and not engine.embedder.multilingual:
+            raise InvalidInputError(
+                f"use_mclip: collection {name!r} has no multilingual text tower (its model is a "
+                f"{engine.embedder.family} checkpoint that reads English). "
+                "Send use_mclip: false, or query a collection indexed with a multilingual model "
+                "(siglip2, metaclip_2, altclip, chinese_clip: see `blipsearch models`)."
+            )
         reset_missing()
         hits = knn(engine, _query_vector(engine, body, image), req)
         head = [h.id for h in hits[: body.num_images]]
