@@ -14,7 +14,7 @@ Weaviate's inference container ``{"error": message}`` (what its Go client reads)
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,7 +91,7 @@ def protocol_route(shape: Shape) -> type[APIRoute]:
     """An ``APIRoute`` whose errors are answered in ``shape`` (server paths hidden, as problems are)."""
 
     class ProtocolRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def answer(request: Request) -> Response:

@@ -179,7 +179,7 @@ def _moderation_inputs(raw: Any) -> list[tuple[str, str | None]]:
         if len(images) != 1:
             raise ProtocolInputError("A multi-modal input holds exactly one image_url part.", "input")
         return [(images[0], " ".join(texts) if texts else None)]
-    out = []
+    out: list[tuple[str, str | None]] = []
     for i, (kind, value) in enumerate(_items(raw, "auto")):
         if kind != "image":
             raise ProtocolInputError(
