@@ -189,6 +189,7 @@ class Settings(BaseSettings):
     weaviate_api: bool = Field(
         default=True, description="Serve Weaviate's multi2vec-clip inference API (/vectorize, /meta, /.well-known)."
     )
+    mcp_api: bool = Field(default=True, description="Allow `blipsearch mcp` (the MCP server for AI agents).")
     weaviate_model: str | None = Field(
         default=None, description="Model id or collection /vectorize embeds with (default: BLIPSEARCH_MODEL)."
     )
