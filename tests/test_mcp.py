@@ -40,7 +40,10 @@ def world(tmp_path_factory, blip_embedder, tiny_models):
     (root / "secret").mkdir()
     (root / "secret" / "s.png").write_bytes(png_bytes(1))
     settings = Settings(
-        data_dir=root / "data", model=str(tiny_models["blip-itm"]), import_roots=[root / "imgs"], max_upload_bytes=200_000
+        data_dir=root / "data",
+        model=str(tiny_models["blip-itm"]),
+        import_roots=[root / "imgs"],
+        max_upload_bytes=200_000,
     )
     index_paths(settings, [root / "imgs"], "photos", embedder=blip_embedder, progress=False)
     index_paths(settings, [root / "imgs"], "hidden", embedder=blip_embedder, progress=False)
@@ -90,13 +93,19 @@ def test_stdio_tools_match_the_http_api(world):
             tools = {t.name for t in (await client.list_tools()).tools}
             out = {"tools": tools}
             out["collections"] = (await client.call_tool("list_collections", {})).structured_content
-            out["text"] = await client.call_tool("search_images", {"query": "a red square", "collection": "photos", "k": 3})
+            out["text"] = await client.call_tool(
+                "search_images", {"query": "a red square", "collection": "photos", "k": 3}
+            )
             out["hybrid"] = await client.call_tool(
                 "search_images", {"query": "caption 2", "collection": "photos", "k": 3, "mode": "hybrid"}
             )
             b64 = base64.b64encode(png).decode()
-            out["image"] = await client.call_tool("search_by_image", {"collection": "photos", "image_base64": b64, "k": 3})
-            out["path"] = await client.call_tool("search_by_image", {"collection": "photos", "path": str(inside), "k": 2})
+            out["image"] = await client.call_tool(
+                "search_by_image", {"collection": "photos", "image_base64": b64, "k": 3}
+            )
+            out["path"] = await client.call_tool(
+                "search_by_image", {"collection": "photos", "path": str(inside), "k": 2}
+            )
             out["similar"] = await client.call_tool("similar", {"collection": "photos", "id": 1, "k": 2})
             out["describe"] = await client.call_tool("describe", {"collection": "photos", "id": 2})
             out["thumb"] = await client.read_resource("blipsearch://photos/2/thumbnail")
@@ -141,7 +150,11 @@ def test_absurd_tool_arguments_are_tool_errors(world):
         ("similar", {"collection": "photos", "id": 99999}, "99999"),
         ("describe", {"collection": "photos", "id": "two"}, "id"),
         ("search_by_image", {"collection": "photos", "image_base64": "!!!not base64!!!"}, "base64"),
-        ("search_by_image", {"collection": "photos", "image_base64": base64.b64encode(bytes(300_000)).decode()}, "limit"),
+        (
+            "search_by_image",
+            {"collection": "photos", "image_base64": base64.b64encode(bytes(300_000)).decode()},
+            "limit",
+        ),
         ("search_by_image", {"collection": "photos", "image_base64": "http://example.com/x.png"}, "not fetched"),
         ("search_by_image", {"collection": "photos", "path": outside}, "outside the import roots"),
         ("search_by_image", {"collection": "photos", "path": "/etc/passwd"}, "outside the import roots"),
@@ -173,7 +186,8 @@ def test_write_key_adds_add_image_and_a_bad_key_is_refused(world):
         async with mcp.Client(params, read_timeout_seconds=120) as client:
             tools = {t.name for t in (await client.list_tools()).tools}
             added = await client.call_tool(
-                "add_image", {"collection": "photos", "image_base64": base64.b64encode(png).decode(), "filename": "n.png"}
+                "add_image",
+                {"collection": "photos", "image_base64": base64.b64encode(png).decode(), "filename": "n.png"},
             )
             junk = await client.call_tool("add_image", {"collection": "photos", "image_base64": "aGVsbG8="})
             return tools, added, junk
@@ -219,7 +233,6 @@ def test_streamable_http(world):
 
         async def session() -> list[int]:
             import httpx2  # the MCP SDK's own HTTP client
-
             from mcp.client.streamable_http import streamable_http_client
 
             headers = {"Authorization": f"Bearer {world['read_key']}"}
