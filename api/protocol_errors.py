@@ -48,6 +48,13 @@ class Shape:
     name: str
     prefixes: tuple[str, ...]
     body: Callable[[int, str, str, str | None], tuple[int, dict[str, Any]]]
+    schema: dict[str, Any]
+    codes: tuple[int, ...]
+
+    def responses(self) -> dict[int | str, dict[str, Any]]:
+        """OpenAPI ``responses`` documenting this protocol's error answers."""
+        content = {"application/json": {"schema": self.schema}}
+        return {code: {"description": f"{self.name} error", "content": content} for code in self.codes}
 
     def matches(self, path: str) -> bool:
         return any(path == p or path.startswith(p + "/") for p in self.prefixes)
@@ -63,9 +70,30 @@ def _openai(status: int, message: str, code: str, param: str | None) -> tuple[in
     return status, {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-OPENAI = Shape("openai", ("/v1/embeddings", "/v1/moderations"), _openai)
-IMMICH = Shape("immich", ("/predict", "/ping"), lambda st, msg, _c, _p: (st, {"detail": msg}))
-WEAVIATE = Shape("weaviate", ("/vectorize", "/meta", "/.well-known"), lambda st, msg, _c, _p: (st, {"error": msg}))
+def _object(**props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": list(props), "properties": props}
+
+
+_STR = {"type": "string"}
+_NULLABLE = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+_OPENAI_ERROR = _object(error=_object(message=_STR, type=_STR, param=_NULLABLE, code=_NULLABLE))
+OPENAI = Shape(
+    "openai", ("/v1/embeddings", "/v1/moderations"), _openai, _OPENAI_ERROR, (400, 401, 403, 404, 409, 413, 415, 503)
+)
+IMMICH = Shape(
+    "immich",
+    ("/predict", "/ping"),
+    lambda st, msg, _c, _p: (st, {"detail": msg}),
+    _object(detail=_STR),
+    (400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
+WEAVIATE = Shape(
+    "weaviate",
+    ("/vectorize", "/meta", "/.well-known"),
+    lambda st, msg, _c, _p: (st, {"error": msg}),
+    _object(error=_STR),
+    (400, 401, 403, 404, 409, 413, 415, 422, 503),
+)
 SHAPES = (OPENAI, IMMICH, WEAVIATE)
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -28,8 +29,26 @@ from api.protocol_errors import IMMICH, protocol_route
 from api.protocols import ProtocolInputError, check_flat, decode_all, resolve_model
 from blipsearch.errors import PayloadTooLargeError
 
-router = APIRouter(tags=["immich"], route_class=protocol_route(IMMICH))
+router = APIRouter(tags=["immich"], route_class=protocol_route(IMMICH), responses=IMMICH.responses())
 MAX_ENTRIES_BYTES = 64 * 1024
+
+
+class PredictResponse(BaseModel):
+    clip: str = Field(description="The embedding as a JSON array, in a string (as Immich stores it).")
+    imageHeight: int | None = None
+    imageWidth: int | None = None
+
+
+_FORM = {
+    "type": "object",
+    "required": ["entries"],
+    "properties": {
+        "entries": {"type": "string", "description": 'JSON: {"clip": {"visual" | "textual": {"modelName": ...}}}'},
+        "image": {"type": "string", "format": "binary"},
+        "text": {"type": "string"},
+    },
+}
+_DOC = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": _FORM}}}}
 
 
 def _unprocessable(message: str) -> ProtocolInputError:
@@ -81,7 +100,7 @@ def ping() -> PlainTextResponse:
     return PlainTextResponse("pong")
 
 
-@router.post("/predict", dependencies=[READ])
+@router.post("/predict", dependencies=[READ], response_model=PredictResponse, openapi_extra=_DOC)
 async def predict(request: Request) -> JSONResponse:
     """Immich's ``/predict`` for smart search (``clip`` visual / textual)."""
     state = request.app.state.blip

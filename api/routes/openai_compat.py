@@ -19,15 +19,16 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
-from api.bodies import read_json
+from api.bodies import body_doc, read_json
 from api.protocol_errors import OPENAI, protocol_route
 from api.protocols import (
     ModelNotFoundError,
@@ -43,8 +44,60 @@ from api.protocols import (
 from blipsearch.errors import NotFoundError
 from moderation.checks import screen_score
 
-router = APIRouter(tags=["openai"], dependencies=[READ], route_class=protocol_route(OPENAI))
+router = APIRouter(
+    tags=["openai"], dependencies=[READ], route_class=protocol_route(OPENAI), responses=OPENAI.responses()
+)
 log = logging.getLogger("blipsearch.moderation")
+
+
+class EmbeddingsBody(BaseModel):
+    """The body (read by hand: errors answer in OpenAI's shape)."""
+
+    model: str = Field(description="A collection, BLIPSEARCH_MODEL or one of BLIPSEARCH_ALLOWED_MODELS.")
+    input: str | list[str | dict[str, Any]] = Field(description="Texts, data:image URIs or image_url / text parts.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="Truncate and re-normalise to this many.")
+    user: str | None = None
+    modality: Literal["text", "image"] | None = Field(default=None, description="infinity's: every string is one.")
+
+
+class EmbeddingItem(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or little-endian float32 bytes as base64.")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingItem]
+    model: str
+    usage: Usage
+
+
+class ModerationsBody(BaseModel):
+    model: str | None = Field(default=None, description="A policy name (default BLIPSEARCH_OPENAI_MODERATION_POLICY).")
+    input: str | list[str | dict[str, Any]]
+
+
+class ModerationResult(BaseModel):
+    flagged: bool
+    categories: dict[str, bool]
+    category_scores: dict[str, float]
+    category_applied_input_types: dict[str, list[str]]
+    blipsearch: dict[str, Any] = Field(description="The result as `blipsearch moderate check --json` prints it.")
+
+
+class ModerationsResponse(BaseModel):
+    id: str
+    model: str
+    results: list[ModerationResult]
+
+
 _FIELDS = {"model", "input", "encoding_format", "dimensions", "user", "modality"}
 
 
@@ -117,7 +170,9 @@ def _encode(vec: np.ndarray, fmt: str) -> list[float] | str:
     return [float(x) for x in vec]
 
 
-@router.post("/v1/embeddings")
+@router.post(
+    "/v1/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_doc(EmbeddingsBody, "application/json")
+)
 async def embeddings(request: Request) -> JSONResponse:
     """OpenAI's embeddings: ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
     "model", "usage"}``."""
@@ -219,7 +274,9 @@ def _openai_result(moderator: Any, res: Any, with_text: bool) -> dict[str, Any]:
     }
 
 
-@router.post("/v1/moderations")
+@router.post(
+    "/v1/moderations", response_model=ModerationsResponse, openapi_extra=body_doc(ModerationsBody, "application/json")
+)
 async def moderations(request: Request) -> JSONResponse:
     """OpenAI's moderations backed by a named policy: ``{"id", "model", "results": [...]}``."""
     state = request.app.state.blip

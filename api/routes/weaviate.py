@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
-from api.bodies import read_json
+from api.bodies import body_doc, read_json
 from api.protocol_errors import WEAVIATE, protocol_route
 from api.protocols import (
     ProtocolInputError,
@@ -34,7 +35,17 @@ from api.protocols import (
 )
 from blipsearch import __version__
 
-router = APIRouter(tags=["weaviate"], route_class=protocol_route(WEAVIATE))
+router = APIRouter(tags=["weaviate"], route_class=protocol_route(WEAVIATE), responses=WEAVIATE.responses())
+
+
+class VectorizeBody(BaseModel):
+    texts: list[str] | None = None
+    images: list[str] | None = None  # base64 image bytes
+
+
+class VectorizeResponse(BaseModel):
+    textVectors: list[list[float]]
+    imageVectors: list[list[float]]
 
 
 @router.get("/.well-known/live", status_code=204, response_class=Response)
@@ -70,7 +81,12 @@ def _strings(body: dict[str, Any], key: str) -> list[str]:
     return value
 
 
-@router.post("/vectorize", dependencies=[READ])
+@router.post(
+    "/vectorize",
+    dependencies=[READ],
+    response_model=VectorizeResponse,
+    openapi_extra=body_doc(VectorizeBody, "application/json"),
+)
 async def vectorize(request: Request) -> JSONResponse:
     """``{"texts", "images"}`` → ``{"textVectors", "imageVectors"}`` (L2-normalised, input order)."""
     state = request.app.state.blip
