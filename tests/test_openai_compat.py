@@ -216,3 +216,23 @@ def test_switched_off_and_key_rules(tmp_path, tiny_models):
         assert err.value.status_code == 401 and err.value.body["type"] == "authentication_error"
         ok = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
         assert len(ok.embeddings.create(model=keyed.model, input="x").data[0].embedding) == 256
+
+
+def test_chunked_oversized_body_and_overload_keep_openai_shape(live, tmp_path, tiny_models):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    def chunks():  # a data URI over the body cap (~1.3 MB here), chunked (no Content-Length): refused while read
+        yield b'{"model": "photos", "input": ["data:image/png;base64,'
+        for _ in range(3):
+            yield b"A" * (1 << 20)
+        yield b'"]}'
+
+    r = requests.post(f"{live['base']}/v1/embeddings", data=chunks(), timeout=120)
+    assert _error(r, 413)["type"] == "invalid_request_error"
+    busy = Settings(data_dir=tmp_path / "busy", model=str(tiny_models["blip-itm"]), max_inflight_body_bytes=1000)
+    with TestClient(create_app(busy)) as c:
+        r = c.post("/v1/embeddings", json={"model": busy.model, "input": ["x" * 5000]})
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["error"]["type"] == "server_error"
