@@ -165,3 +165,18 @@ def test_protocols_switch_off(tmp_path, tiny_models):
         assert c.post("/vectorize", json={"texts": ["x"]}).status_code == 404
         assert c.get("/.well-known/ready").status_code == 404
         assert c.get("/healthz").status_code == 200
+
+
+def test_key_rules_answer_in_each_protocols_shape(tmp_path, tiny_models):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    keyed = Settings(data_dir=tmp_path / "k", model=str(tiny_models["blip-itm"]), read_access="key")
+    with TestClient(create_app(keyed)) as c:
+        assert c.get("/ping").text == "pong" and c.get("/.well-known/ready").status_code == 204  # probes: no key
+        r = c.post("/predict", files={"entries": (None, "{}"), "text": (None, "x")})
+        assert r.status_code == 401 and set(r.json()) == {"detail"} and r.headers["www-authenticate"] == "Bearer"
+        r = c.post("/vectorize", json={"texts": ["x"]}, headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and set(r.json()) == {"error"}
+        assert c.get("/meta").status_code == 401
