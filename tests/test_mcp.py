@@ -136,6 +136,9 @@ def test_stdio_tools_match_the_http_api_and_refuse_absurd_arguments(world):
             out["path"] = await client.call_tool(
                 "search_by_image", {"collection": "photos", "path": str(inside), "k": 2}
             )
+            out["rerank"] = await client.call_tool(
+                "search_images", {"query": "a red square", "collection": "photos", "k": 3, "rerank": True}
+            )
             out["similar"] = await client.call_tool("similar", {"collection": "photos", "id": 1, "k": 2})
             out["describe"] = await client.call_tool("describe", {"collection": "photos", "id": 2})
             out["thumb"] = await client.read_resource("blipsearch://photos/2/thumbnail")
@@ -152,6 +155,9 @@ def test_stdio_tools_match_the_http_api_and_refuse_absurd_arguments(world):
     assert _ids(out["hybrid"]) == _api_ids(
         world, "/v1/search/text", json={"query": "caption 2", "collection": "photos", "k": 3, "mode": "hybrid"}
     )
+    rerank = {"query": "a red square", "collection": "photos", "k": 3, "rerank": True}
+    assert _ids(out["rerank"]) == _api_ids(world, "/v1/search/text", json=rerank)
+    assert all(h["itm_score"] is not None for h in out["rerank"].structured_content["results"])
     form = {"collection": "photos", "k": "3"}
     want_image = _api_ids(world, "/v1/search/image", files={"file": ("q.png", png, "image/png")}, data=form)
     assert _ids(out["image"]) == want_image
