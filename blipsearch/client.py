@@ -10,8 +10,8 @@
 
 Every call answers typed results (dataclasses; ``raw`` keeps the whole JSON answer) or raises
 ``APIError`` (status, code, detail). A 503 (or 429) is retried after its ``Retry-After``
-(at most ``max_wait`` seconds each, ``retries`` times). This module imports nothing else of
-blipsearch: it runs wherever httpx does.
+(at most ``max_wait`` seconds each, ``retries`` times). It imports nothing of blipsearch but its
+own result types (blipsearch/client_types.py): it runs wherever httpx does.
 """
 
 from __future__ import annotations
@@ -20,9 +20,21 @@ import asyncio
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
+
+from blipsearch.client_types import (
+    APIError,
+    CollectionInfo,
+    Embeddings,
+    Hit,
+    Job,
+    ModerationCheck,
+    SearchResult,
+    Upload,
+    build,
+)
 
 T = TypeVar("T")
 Image = str | Path | bytes | tuple[str, bytes]  # a path, raw bytes, or (file name, bytes)
@@ -37,105 +49,19 @@ def _httpx() -> Any:
     return httpx
 
 
-class APIError(Exception):
-    """An error answer: ``status`` (HTTP), ``code`` (blipsearch's error code), ``detail``."""
-
-    def __init__(self, status: int, code: str, detail: str, body: Any = None) -> None:
-        super().__init__(f"{status} {code}: {detail}")
-        self.status, self.code, self.detail, self.body = status, code, detail, body
-
-
-def _build(cls: type[T], data: dict[str, Any]) -> T:
-    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-    return cls(**{k: v for k, v in data.items() if k in known and k != "raw"}, raw=data)  # type: ignore[call-arg]
-
-
-@dataclass
-class Hit:
-    id: int
-    score: float
-    itc_score: float
-    itm_score: float | None = None
-    uri: str | None = None
-    caption: str | None = None
-    text: str | None = None
-    external_id: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class SearchResult:
-    collection: str
-    results: list[Hit]
-    timing_ms: dict[str, float] = field(default_factory=dict)
-    dropped: list[dict[str, Any]] = field(default_factory=list)
-    partial: bool = False
-    missing_shards: list[int] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def ids(self) -> list[int]:
-        return [h.id for h in self.results]
-
-
-@dataclass
-class Embeddings:
-    model: str
-    dim: int
-    vectors_per_item: int
-    embeddings: list[Any]
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class CollectionInfo:
-    name: str
-    kind: str
-    count: int
-    model_id: str
-    dim: int
-    vectors_per_item: int = 1
-    index: str | None = None
-    created_at: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class Upload:
-    collection: str
-    ids: list[int]
-    added: list[dict[str, Any]] = field(default_factory=list)
-    duplicates: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class Job:
-    id: str
-    kind: str
-    collection: str
-    state: str
-    counts: dict[str, Any] = field(default_factory=dict)
-    failures: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    model_id: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def done(self) -> bool:
-        return self.state in ("succeeded", "failed", "cancelled", "interrupted")
-
-
-@dataclass
-class ModerationCheck:
-    policy: str
-    version: Any
-    decision: str
-    categories: list[dict[str, Any]] = field(default_factory=list)
-    triggers: list[dict[str, Any]] = field(default_factory=list)
-    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+__all__ = [
+    "APIError",
+    "AsyncClient",
+    "Call",
+    "Client",
+    "CollectionInfo",
+    "Embeddings",
+    "Hit",
+    "Job",
+    "ModerationCheck",
+    "SearchResult",
+    "Upload",
+]
 
 
 @dataclass
@@ -161,8 +87,8 @@ def _file(image: Image, name: str = "file") -> tuple[str, tuple[str, bytes, str]
 
 
 def _search(data: Any) -> SearchResult:
-    res = _build(SearchResult, data)
-    res.results = [_build(Hit, h) for h in data.get("results", [])]
+    res = build(SearchResult, data)
+    res.results = [build(Hit, h) for h in data.get("results", [])]
     return res
 
 
@@ -197,53 +123,53 @@ class _Calls:
         self, texts: Sequence[str], *, collection: str | None = None, model: str | None = None
     ) -> Call[Embeddings]:
         body = {"texts": list(texts), **({"collection": collection} if collection else {}), **_opt(model=model)}
-        return Call("POST", "/v1/embed", lambda d: _build(Embeddings, d), json=body)
+        return Call("POST", "/v1/embed", lambda d: build(Embeddings, d), json=body)
 
     def embed_images(
         self, images: Sequence[Image], *, collection: str | None = None, model: str | None = None
     ) -> Call[Embeddings]:
         files = [_file(im, "files") for im in images]
         return Call(
-            "POST", "/v1/embed", lambda d: _build(Embeddings, d), data=_form(_opt(collection=collection, model=model)),
+            "POST", "/v1/embed", lambda d: build(Embeddings, d), data=_form(_opt(collection=collection, model=model)),
             files=files,
         )  # fmt: skip
 
     def collections(self) -> Call[list[CollectionInfo]]:
-        return Call("GET", "/v1/collections", lambda d: [_build(CollectionInfo, c) for c in d["collections"]])
+        return Call("GET", "/v1/collections", lambda d: [build(CollectionInfo, c) for c in d["collections"]])
 
     def collection(self, name: str) -> Call[CollectionInfo]:
-        return Call("GET", f"/v1/collections/{_seg(name)}", lambda d: _build(CollectionInfo, d))
+        return Call("GET", f"/v1/collections/{_seg(name)}", lambda d: build(CollectionInfo, d))
 
     def create_collection(self, name: str, model: str | None = None) -> Call[CollectionInfo]:
         return Call(
-            "POST", "/v1/collections", lambda d: _build(CollectionInfo, d), json={"name": name, **_opt(model=model)}
+            "POST", "/v1/collections", lambda d: build(CollectionInfo, d), json={"name": name, **_opt(model=model)}
         )
 
     def upload(self, collection: str, images: Sequence[Image]) -> Call[Upload]:
         files = [_file(im, "files") for im in images]
-        return Call("POST", f"/v1/collections/{_seg(collection)}/images", lambda d: _build(Upload, d), files=files)
+        return Call("POST", f"/v1/collections/{_seg(collection)}/images", lambda d: build(Upload, d), files=files)
 
     def record(self, collection: str, id: int) -> Call[dict[str, Any]]:
         return Call("GET", f"/v1/collections/{_seg(collection)}/images/{int(id)}", lambda d: d)
 
     def start_index_job(self, collection: str, paths: Sequence[str]) -> Call[Job]:
         body = {"collection": collection, "paths": [str(p) for p in paths]}
-        return Call("POST", "/v1/jobs/index", lambda d: _build(Job, d), json=body)
+        return Call("POST", "/v1/jobs/index", lambda d: build(Job, d), json=body)
 
     def job(self, job_id: str) -> Call[Job]:
-        return Call("GET", f"/v1/jobs/{_seg(job_id)}", lambda d: _build(Job, d))
+        return Call("GET", f"/v1/jobs/{_seg(job_id)}", lambda d: build(Job, d))
 
     def jobs(self, collection: str | None = None, state: str | None = None, limit: int = 50) -> Call[list[Job]]:
         params = {"limit": limit, **_opt(collection=collection, state=state)}
-        return Call("GET", "/v1/jobs", lambda d: [_build(Job, j) for j in d["jobs"]], params=params)
+        return Call("GET", "/v1/jobs", lambda d: [build(Job, j) for j in d["jobs"]], params=params)
 
     def cancel_job(self, job_id: str) -> Call[Job]:
-        return Call("POST", f"/v1/jobs/{_seg(job_id)}/cancel", lambda d: _build(Job, d))
+        return Call("POST", f"/v1/jobs/{_seg(job_id)}/cancel", lambda d: build(Job, d))
 
     def moderate(self, image: Image, policy: str, text: str | None = None) -> Call[ModerationCheck]:
         data = _form({"policy": policy, "text": text})
         return Call(
-            "POST", "/v1/moderation/check", lambda d: _build(ModerationCheck, d), data=data, files=[_file(image)]
+            "POST", "/v1/moderation/check", lambda d: build(ModerationCheck, d), data=data, files=[_file(image)]
         )
 
     def moderation_queue(self, collection: str, limit: int = 100) -> Call[dict[str, Any]]:
