@@ -250,3 +250,23 @@ def test_streamable_http(world):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "needle"),
+    [
+        (["mcp"], {"BLIPSEARCH_MCP_API": "false"}, "switched off"),
+        (["mcp", "--transport", "carrier-pigeon"], {}, "--transport"),
+        (["mcp", "--port", "9999"], {}, "--transport http only"),
+    ],
+)
+def test_mcp_command_refusals(tmp_path, monkeypatch, args, env, needle):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path))
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
