@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from api import problems, security
 from api.guard import RequestGuard
 from api.metrics import Metrics
-from api.routes import clip_retrieval, collections, embed, jobs, moderation, search, system, writes
+from api.routes import clip_retrieval, collections, embed, jobs, moderation, peers, search, system, writes
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
     # Before any route reads a body: authenticate from the headers, cap the bytes read (api/guard.py).
     # Added first, so metrics and CORS (added after, so outside it) still see its answers.
     app.add_middleware(RequestGuard, state=state, api=app)
+    peers.install(app, s)  # OpenAI, Immich, Weaviate (docs/protocols.md); errors in their own shapes
     app.middleware("http")(metrics.middleware)
     if s.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware

@@ -175,6 +175,25 @@ class Settings(BaseSettings):
         default=None, description="Where converted OpenVINO models are cached (default: DATA_DIR/cache/openvino)."
     )
 
+    # -- peers' protocols (docs/protocols.md): each can be switched off --
+    openai_api: bool = Field(default=True, description="Serve OpenAI's POST /v1/embeddings and /v1/moderations.")
+    openai_moderation_policy: str | None = Field(
+        default=None, description="Policy POST /v1/moderations uses when the request names none (model)."
+    )
+    immich_api: bool = Field(default=True, description="Serve Immich's machine-learning API (/ping, /predict).")
+    immich_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="Immich modelName -> blipsearch model id or collection (JSON object); other names must be "
+        "a collection, BLIPSEARCH_MODEL or one of BLIPSEARCH_ALLOWED_MODELS.",
+    )
+    weaviate_api: bool = Field(
+        default=True, description="Serve Weaviate's multi2vec-clip inference API (/vectorize, /meta, /.well-known)."
+    )
+    mcp_api: bool = Field(default=True, description="Allow `blipsearch mcp` (the MCP server for AI agents).")
+    weaviate_model: str | None = Field(
+        default=None, description="Model id or collection /vectorize embeds with (default: BLIPSEARCH_MODEL)."
+    )
+
     def openvino_cache_dir(self) -> Path:
         return self.runtime_cache_dir or self.data_dir / "cache" / "openvino"
 

@@ -15,6 +15,7 @@ from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
 from cli.keys import keys_app
+from cli.mcp import mcp
 from cli.moderating import moderate_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
@@ -50,6 +51,7 @@ app.command()(captioning.caption)
 app.command()(serving.serve)
 app.command()(embed)
 app.command("models")(families.models)
+app.command()(mcp)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

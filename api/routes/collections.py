@@ -12,6 +12,7 @@ from api.auth import READ
 from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
+from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError, RecordNotFoundError, SourceUnavailableError
 from media.safe_read import read_verified
 from storage.atomic import atomic_write_bytes
@@ -61,9 +62,12 @@ def get_record(name: str, rid: int, request: Request) -> Record:
 
 
 def _original(coll: Collection, rec: dict, request: Request) -> bytes:
+    return original_bytes(request.app.state.blip.settings, coll, rec)
+
+
+def original_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
     """The record's original bytes, only if still the regular file (or tar member) that was
     indexed: 404 when gone or a symlink, 409 when changed (media/safe_read.py)."""
-    settings = request.app.state.blip.settings
     try:
         return read_verified(
             rec.get("uri") or "", rec.get("sha256"), settings.max_file_bytes, aliases=coll.uri_aliases()
@@ -85,14 +89,19 @@ def get_file(name: str, rid: int, request: Request) -> Response:
 @router.get("/{name}/images/{rid}/thumbnail")
 def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
-    thumb = coll.root / "thumbs" / f"{rid}.jpg"
+    data = thumbnail_bytes(request.app.state.blip.settings, coll, rec)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+
+def thumbnail_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
+    """The record's JPEG thumbnail (at most THUMB_SIZE a side), made once from the original."""
+    thumb = coll.root / "thumbs" / f"{rec['id']}.jpg"
     if not thumb.is_file():
         from media.decode import decode_image
 
-        settings = request.app.state.blip.settings
-        img = decode_image(_original(coll, rec, request), settings.max_image_pixels).image
+        img = decode_image(original_bytes(settings, coll, rec), settings.max_image_pixels).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
         atomic_write_bytes(thumb, buf.getvalue())
-    return Response(thumb.read_bytes(), media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+    return thumb.read_bytes()
