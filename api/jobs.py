@@ -76,7 +76,7 @@ class JobRunner:
     def resume(self, job_id: str, embedder: Callable[[str], Embedder]) -> JobRow:
         """Run an interrupted, failed or cancelled index job again in the background: committed
         images are skipped. Its saved paths are confined to the import roots again."""
-        from indexer.runner import RESUMABLE
+        from storage.job_run import RESUMABLE
 
         job = self.catalog.get_job(job_id)
         with self._lock:

@@ -18,7 +18,7 @@ from PIL import Image
 from api.app import create_app
 from api.uploads import sniff_and_decode
 from blipsearch.config import Settings
-from indexer.runner import RESUMABLE
+from storage.job_run import RESUMABLE
 from media.decode import decode_image
 from service.indexing import index_paths
 from storage import owners

@@ -13,7 +13,7 @@ from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.errors import ImageDecodeError, RecordNotFoundError, SourceUnavailableError
-from media.safe_read import read_verified
+from media.stored import ImageLimits, StoredImages
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 from storage.layout import list_names
@@ -60,24 +60,26 @@ def get_record(name: str, rid: int, request: Request) -> Record:
     return Record(**rec)
 
 
-def _original(coll: Collection, rec: dict, request: Request) -> bytes:
-    """The record's original bytes, only if still the regular file (or tar member) that was
-    indexed: 404 when gone or a symlink, 409 when changed (media/safe_read.py)."""
+def _stored(coll: Collection, request: Request, draft: int | None = None) -> StoredImages:
+    """The collection's stored-image reader; ``draft``: decode at reduced scale, never below it."""
     settings = request.app.state.blip.settings
+    limits = ImageLimits.from_settings(settings, draft=draft, reduce=draft is not None)
+    return StoredImages(coll.uri_aliases(), limits)
+
+
+def _original(reader: StoredImages, rec: dict) -> bytes:
+    """The record's original bytes, only if still the regular file (or tar member) that was
+    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py)."""
     try:
-        return read_verified(
-            rec.get("uri") or "", rec.get("sha256"), settings.max_file_bytes, aliases=coll.uri_aliases()
-        )
-    except SourceUnavailableError as exc:
-        raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
-    except ImageDecodeError as exc:
+        return reader.read(rec.get("uri"), rec.get("sha256"))
+    except (SourceUnavailableError, ImageDecodeError) as exc:
         raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
 
 
 @router.get("/{name}/images/{rid}/file", response_model=None)
 def get_file(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
-    data = _original(coll, rec, request)
+    data = _original(_stored(coll, request), rec)
     media_type, headers = file_headers(rec.get("format"), rid)
     return Response(data, media_type=media_type, headers=headers)
 
@@ -87,10 +89,8 @@ def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
     thumb = coll.root / "thumbs" / f"{rid}.jpg"
     if not thumb.is_file():
-        from media.decode import decode_image
-
-        settings = request.app.state.blip.settings
-        img = decode_image(_original(coll, rec, request), settings.max_image_pixels).image
+        reader = _stored(coll, request, draft=THUMB_SIZE)  # a thumbnail needs no full decode
+        img = reader.decode(_original(reader, rec)).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
