@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from blipsearch import limits
+
 DEFAULT_MODEL = "Salesforce/blip-itm-base-coco"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
@@ -17,15 +19,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./blipsearch-data"), description="Root of all collections.")
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the ITC model.")
     caption_model: str = Field(default=DEFAULT_CAPTION_MODEL, description="Hub id or local dir of the captioner.")
-    caption_batch_size: int = Field(default=16, ge=1, le=1024)
+    caption_batch_size: int = Field(default=limits.CAPTION_BATCH_SIZE, ge=1, le=1024)
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; default: SQLite in the data dir."
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = Field(default="auto", description="'auto' (bf16/fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'.")
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    shard_size: int = Field(default=4096, ge=1, description="Records per committed Parquet shard.")
-    decode_workers: int = Field(default=4, ge=1, description="Decode worker processes (or threads).")
+    batch_size: int = Field(default=limits.BATCH_SIZE, ge=1, le=4096)
+    shard_size: int = Field(default=limits.SHARD_SIZE, ge=1, description="Records per committed Parquet shard.")
+    decode_workers: int = Field(
+        default=limits.DECODE_WORKERS, ge=1, description="Decode worker processes (or threads)."
+    )
     decode_mode: str = Field(
         default="auto",
         pattern="^(auto|process|thread)$",
@@ -36,12 +40,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1, description="Largest exact (Flat) index chosen automatically."
     )
     target_recall: float = Field(default=0.95, gt=0, le=1, description="recall@10 the default nprobe/efSearch aims at.")
-    max_image_pixels: int = Field(default=100_000_000, ge=1, description="Decompression-bomb guard.")
-    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+    max_image_pixels: int = Field(default=limits.MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard.")
+    max_file_bytes: int = Field(default=limits.MAX_FILE_BYTES, ge=1, description="Larger files are skipped.")
     jpeg_draft: bool = Field(
         default=True, description="Decode large JPEGs at reduced scale (DCT), never below the model's input size."
     )
-    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="API upload size limit.")
+    max_upload_bytes: int = Field(default=limits.MAX_UPLOAD_BYTES, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")

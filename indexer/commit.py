@@ -6,7 +6,8 @@ report the same counts for the same input."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -14,8 +15,24 @@ from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
 from storage.collection import Collection
 
-if TYPE_CHECKING:
-    from indexer.pipeline import IndexReport
+
+@dataclass
+class IndexReport:
+    collection: str
+    added: int = 0
+    skipped_duplicates: int = 0
+    failed: int = 0
+    updated: int = 0  # of ``added``: new content at a uri already indexed (old record tombstoned)
+    removed_stale: int = 0  # records whose uri now holds content already indexed elsewhere
+    failures: list[dict[str, str]] = field(default_factory=list)
+    new_ids: list[int] = field(default_factory=list)
+    timings: dict[str, object] = field(default_factory=dict)
+    job_id: str | None = None
+    ids_by_path: dict[str, int] = field(default_factory=dict)  # filled when the pipeline tracks paths
+
+    @property
+    def total(self) -> int:
+        return self.added + self.skipped_duplicates + self.failed
 
 
 class ShardCommitter:
@@ -65,9 +82,7 @@ class ShardCommitter:
             return
         report = self.report
         with self.timer.time("write", len(uris)):
-            aligned = self.coll.append_aligned(
-                cols, embeddings, features, replaces=list(replaces), tombstones=stale
-            )
+            aligned = self.coll.append_aligned(cols, embeddings, features, replaces=list(replaces), tombstones=stale)
         ids = [i for i in aligned if i is not None]
         report.added += len(ids)
         report.skipped_duplicates += len(aligned) - len(ids)

@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from blipsearch.errors import NoItmModelError
-from indexer.pipeline import IndexReport
+from indexer.commit import IndexReport
 from indexer.sources import open_sources
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer

@@ -45,27 +45,27 @@ class Family:
         }
 
 
-FAMILIES: dict[str, Family] = {}
+MODEL_FAMILIES: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
     unknown = set(family.capabilities) - set(CAPABILITIES)
     if unknown:
         raise ValueError(f"Unknown capabilities {sorted(unknown)} for family {family.name!r}")
-    FAMILIES[family.name] = family
+    MODEL_FAMILIES[family.name] = family
     return family
 
 
 def family_for_model_type(model_type: str | None, capability: str | None = None) -> Family | None:
     """The registered family loading ``model_type`` (with ``capability``, when given)."""
-    for fam in FAMILIES.values():
+    for fam in MODEL_FAMILIES.values():
         if model_type in fam.model_types and (capability is None or fam.can(capability)):
             return fam
     return None
 
 
 def supported(capability: str) -> list[Family]:
-    return [f for f in FAMILIES.values() if f.can(capability)]
+    return [f for f in MODEL_FAMILIES.values() if f.can(capability)]
 
 
 register(

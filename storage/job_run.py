@@ -112,4 +112,3 @@ class JobRun:
             counts={**counts, "progress": {"done": done, "total": done}},
             **fields,
         )
-

@@ -14,7 +14,7 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipForConditionalGeneration, BlipProcessor
 
 from indexer.captions import caption_collection
-from models.captioner import Decoding, load_captioner
+from models.captioners import Decoding, load_captioner
 from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import make_image, write_images

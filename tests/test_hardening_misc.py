@@ -18,12 +18,12 @@ from PIL import Image
 from api.app import create_app
 from api.uploads import sniff_and_decode
 from blipsearch.config import Settings
-from storage.job_run import RESUMABLE
 from media.decode import decode_image
 from service.indexing import index_paths
 from storage import owners
 from storage.api_keys import create_key
 from storage.catalog import JobOwnerRow, open_catalog
+from storage.job_run import RESUMABLE
 from tests.helpers import write_images
 
 

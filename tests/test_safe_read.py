@@ -182,7 +182,7 @@ def test_rerank_drops_candidates_whose_file_became_a_symlink(served, tmp_path, b
 
 def test_captions_skip_a_symlinked_original(served, tiny_models):
     from indexer.captions import caption_collection
-    from models.captioner import load_captioner
+    from models.captioners import load_captioner
 
     _, settings, ids = served
     path0, rid0 = next(iter(ids.items()))

@@ -212,7 +212,7 @@ def main() -> None:
 
     # -- captions ---------------------------------------------------------------------------
     if not args.no_captions:
-        from models.captioner import Decoding, load_captioner
+        from models.captioners import Decoding, load_captioner
         from models.precision import STAGES, plan_precision
 
         cap_path = base_model(args.base_dir, which="blip-caption")
