@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError, ConflictError, ForbiddenError, InvalidInputError
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
-from storage.collection import validate_name
 from storage.jobs import ACTIVE, CANCELLING, cancel_job
+from storage.layout import validate_name
 
 if TYPE_CHECKING:
     from models.base import Embedder

@@ -40,11 +40,12 @@ from models.base import Embedder
 from search import index_store
 from storage import versions
 from storage.catalog import open_catalog
-from storage.collection import Collection, live_mask, shard_meta
+from storage.collection import Collection
 from storage.copying import commit_copied_shard
 from storage.job_run import JobRun
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from storage.reading import live_mask, shard_meta
 
 log = logging.getLogger(__name__)
 

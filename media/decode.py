@@ -73,7 +73,7 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
     full decode's preprocessing within a small tolerance (tests/test_decode_draft.py).
     ``reduce``: other formats at least twice ``draft`` on both sides are box-reduced by an
     integer factor right after decoding, never below ``draft`` a side, before the RGB conversion
-    and everything after it (the API's query decodes; issue #14).
+    and everything after it (the API's query decodes).
     ``width`` and ``height`` are always the original's.
     """
     if not data:

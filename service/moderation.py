@@ -17,7 +17,7 @@ from service.models import load_captioner, load_itm_scorer, load_model
 
 def policy_path(settings: Settings, name: str) -> Path:
     """A named policy in the policy folder (``BLIPSEARCH_POLICY_DIR``): NAME.yaml/.yml/.json."""
-    from storage.collection import validate_name
+    from storage.layout import validate_name
 
     try:
         validate_name(name)

@@ -1,4 +1,4 @@
-"""Issue #14 defect 9: no absolute server paths in API answers (unless BLIPSEARCH_EXPOSE_PATHS),
+"""No absolute server paths in API answers (unless BLIPSEARCH_EXPOSE_PATHS),
 a minimal /readyz in key mode, jobs of dead processes marked ``interrupted``, and
 BLIPSEARCH_MAX_IMAGE_PIXELS above Pillow's own limit taking effect."""
 

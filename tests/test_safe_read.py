@@ -1,6 +1,6 @@
-"""Issue #14 defect 2: a stored uri is read back only while it is the regular file (or tar
+"""A stored uri is read back only while it is the regular file (or tar
 member) that was indexed: no symlink anywhere on the path, and the same sha256. Checked for the
-helper itself and for its readers: /file, thumbnails, re-ranking, captions."""
+helper itself and for its readers: /file, thumbnails, re-ranking, captions, moderation, re-embedding."""
 
 from __future__ import annotations
 

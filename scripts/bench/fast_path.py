@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""``exact`` vs ``fast`` on every model stage, with the machine's GEMM rate as the ceiling (issue #16).
+"""``exact`` vs ``fast`` on every model stage, with the machine's GEMM rate as the ceiling.
 
 One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
 

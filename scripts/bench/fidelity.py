@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fidelity of the ``fast`` precision mode against ``exact``, per model stage (issue #16).
+"""Fidelity of the ``fast`` precision mode against ``exact``, per model stage.
 
 On the same images and texts, for the base-size random BLIP and the tiny test models:
 
