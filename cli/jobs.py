@@ -125,22 +125,18 @@ def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
 
 
 def _resume_index(settings: Settings, job: JobRow) -> str:
+    from indexer.runner import resume_fields
     from service.indexing import index_paths
 
     saved = job.settings or {}
-    overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+    overrides, fields = resume_fields(saved)
     report = index_paths(
         settings.model_copy(update=overrides),
         saved.get("paths", []),
         job.collection,
         model=job.model_id,
-        cache_itm_features=bool(saved.get("cache_itm_features")),
         job_id=job.id,
-        input_format=saved.get("input_format") or "auto",
-        path_column=saved.get("path_column"),
-        metadata_columns=saved.get("metadata_columns"),
-        index_spec=saved.get("index_spec"),
-        on_disk=saved.get("on_disk"),
+        **fields,
     )
     return f"added {report.added}"
 

@@ -79,6 +79,21 @@ class IndexRequest:
         }
 
 
+def resume_fields(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What an index job recorded (``IndexRequest.job_settings`` plus the executor's sizes), to
+    run it again: (settings overrides, ``IndexRequest`` fields other than paths and collection)."""
+    overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+    fields = {
+        "cache_itm_features": bool(saved.get("cache_itm_features")),
+        "input_format": saved.get("input_format") or "auto",
+        "path_column": saved.get("path_column"),
+        "metadata_columns": saved.get("metadata_columns"),
+        "index_spec": saved.get("index_spec"),
+        "on_disk": saved.get("on_disk"),
+    }
+    return overrides, fields
+
+
 def model_for_collection(data_dir: Path, name: str, model: str | None, default: str) -> str:
     """The explicit ``--model``, else the existing collection's model, else ``default``."""
     if model:
