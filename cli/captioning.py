@@ -55,12 +55,12 @@ def caption(
         report = caption_collection(settings, collection, captioner, decoding)
         emit(report, as_json, _human_report)
         return
-    from media.decode import decode_image, read_file
+    from media.decode import read_image
 
     results: list[dict[str, Any]] = []
     for f in files or []:
         try:
-            img = decode_image(read_file(f, settings.max_file_bytes).data, settings.max_image_pixels).image
+            img = read_image(f, settings.max_file_bytes, settings.max_image_pixels).image
             results.append({"path": str(f), "caption": captioner.caption([img], decoding)[0]})
         except InvalidInputError as exc:
             results.append({"path": str(f), "caption": None, "error": str(exc)})

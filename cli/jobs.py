@@ -43,6 +43,15 @@ def _row(job: JobRow) -> dict[str, Any]:
     }
 
 
+# The count a job kind is about, for ``jobs list`` (index jobs: added).
+HEADLINE = {"caption": "captioned", "moderate": "checked", "reembed": "copied"}
+
+
+def _headline(job: dict[str, Any]) -> str:
+    key = HEADLINE.get(job["kind"], "added")
+    return f"{key} {(job['counts'] or {}).get(key, 0)}"
+
+
 def _show(p: dict[str, Any]) -> str:
     c = p["counts"] or {}
     prog = c.get("progress") or {}
@@ -80,8 +89,7 @@ def list_(
         as_json,
         lambda p: (
             "\n".join(
-                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} "
-                f"added {(j['counts'] or {}).get('added', 0)}  {j['created_at']}"
+                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} {_headline(j)}  {j['created_at']}"
                 for j in p["jobs"]
             )
             or "no jobs"

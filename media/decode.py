@@ -50,6 +50,12 @@ def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int)
     return read_file(path, max_bytes)
 
 
+def read_image(path: Path, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """An image file a user named (not a record's stored original: media/stored.py), read and
+    decoded within ``max_bytes`` and ``max_pixels``."""
+    return decode_image(read_file(path, max_bytes).data, max_pixels)
+
+
 def allow_pixels(max_pixels: int) -> None:
     """Let Pillow open images up to ``max_pixels`` (BLIPSEARCH_MAX_IMAGE_PIXELS): Pillow refuses
     anything over twice its own ``MAX_IMAGE_PIXELS`` on open, so a setting above that default had
