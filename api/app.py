@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
         )
     for module in (system, search, embed, collections, writes, jobs, moderation):
         app.include_router(module.router)
-    if s.clip_retrieval_api:  # clip-retrieval's back-end protocol (issue #18)
+    if s.clip_retrieval_api:  # clip-retrieval's back-end protocol
         app.include_router(clip_retrieval.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -1,4 +1,4 @@
-"""Decoding uploads in the API (issue #14, defect 4): off the event loop, a bounded number at
+"""Decoding uploads in the API: off the event loop, a bounded number at
 a time, reduced to the model's input side where the format allows, within a pixel budget per
 request on top of the per-image limit.
 

@@ -1,4 +1,4 @@
-"""The request guard: a pure ASGI middleware in front of every route (issue #14, defect 3).
+"""The request guard: a pure ASGI middleware in front of every route.
 
 Before the application reads a single byte of a request body:
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError, ConflictError, ForbiddenError, InvalidInputError
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
-from storage.collection import validate_name
 from storage.jobs import ACTIVE, CANCELLING, cancel_job
+from storage.layout import validate_name
 
 if TYPE_CHECKING:
     from models.base import Embedder
@@ -76,7 +76,8 @@ class JobRunner:
     def resume(self, job_id: str, embedder: Callable[[str], Embedder]) -> JobRow:
         """Run an interrupted, failed or cancelled index job again in the background: committed
         images are skipped. Its saved paths are confined to the import roots again."""
-        from indexer.runner import RESUMABLE
+        from indexer.runner import resume_fields
+        from storage.job_run import RESUMABLE
 
         job = self.catalog.get_job(job_id)
         with self._lock:
@@ -90,14 +91,7 @@ class JobRunner:
         resolved = confine(list(saved.get("paths") or []), self.settings.import_roots)
         if not self.catalog.transition(job_id, RESUMABLE, "pending", error=None, finished_at=None):
             raise ConflictError(f"Job {job_id} changed state while resuming; try again.")
-        overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
-        options = {  # how the job was started (as blipsearch jobs resume does)
-            "cache_itm_features": bool(saved.get("cache_itm_features")),
-            "input_format": saved.get("input_format") or "auto",
-            "path_column": saved.get("path_column"),
-            "metadata_columns": saved.get("metadata_columns"),
-            "index_spec": saved.get("index_spec"),
-        }
+        overrides, options = resume_fields(saved)  # how the job was started (as blipsearch jobs resume does)
         model = job.model_id or self.settings.model
         self._start(job_id, job.collection, resolved, model, embedder, overrides, options)
         return self.catalog.get_job(job_id)

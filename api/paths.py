@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from blipsearch.config import Settings
-
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
+from media.tar import is_tar
 
 
 class PathView:
@@ -32,7 +31,7 @@ class PathView:
         if uri is None or self.expose:
             return uri
         head, sep, member = uri.rpartition("#")
-        if not (sep and member and head.lower().endswith(TAR_SUFFIXES)):
+        if not (sep and member and is_tar(head)):
             head, sep, member = uri, "", ""
         path = Path(head)
         shown = path.name

@@ -92,7 +92,7 @@ class CollectionInfo(BaseModel):
         default=None, description="Keys of the records' JSON metadata (filters.fields); in GET /v1/collections/{name}."
     )
     precision: str | None = Field(
-        default=None, description="Precision mode the embeddings were built with: exact, fast or mixed (issue #16)."
+        default=None, description="Precision mode the embeddings were built with: exact, fast or mixed."
     )
     embed_dtype: str | None = Field(default=None, description="What the embedding forward computed in: fp32, bf16.")
     embed_runtime: str | None = Field(

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from blipsearch import limits
+
 DEFAULT_MODEL = "Salesforce/blip-itm-base-coco"
 DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
 
@@ -17,15 +19,17 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./blipsearch-data"), description="Root of all collections.")
     model: str = Field(default=DEFAULT_MODEL, description="Hub id or local directory of the ITC model.")
     caption_model: str = Field(default=DEFAULT_CAPTION_MODEL, description="Hub id or local dir of the captioner.")
-    caption_batch_size: int = Field(default=16, ge=1, le=1024)
+    caption_batch_size: int = Field(default=limits.CAPTION_BATCH_SIZE, ge=1, le=1024)
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the catalog; default: SQLite in the data dir."
     )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     dtype: str = Field(default="auto", description="'auto' (bf16/fp16 on CUDA, fp32 on CPU), 'fp32', 'fp16', 'bf16'.")
-    batch_size: int = Field(default=32, ge=1, le=4096)
-    shard_size: int = Field(default=4096, ge=1, description="Records per committed Parquet shard.")
-    decode_workers: int = Field(default=4, ge=1, description="Decode worker processes (or threads).")
+    batch_size: int = Field(default=limits.BATCH_SIZE, ge=1, le=4096)
+    shard_size: int = Field(default=limits.SHARD_SIZE, ge=1, description="Records per committed Parquet shard.")
+    decode_workers: int = Field(
+        default=limits.DECODE_WORKERS, ge=1, description="Decode worker processes (or threads)."
+    )
     decode_mode: str = Field(
         default="auto",
         pattern="^(auto|process|thread)$",
@@ -36,12 +40,12 @@ class Settings(BaseSettings):
         default=1_000_000, ge=1, description="Largest exact (Flat) index chosen automatically."
     )
     target_recall: float = Field(default=0.95, gt=0, le=1, description="recall@10 the default nprobe/efSearch aims at.")
-    max_image_pixels: int = Field(default=100_000_000, ge=1, description="Decompression-bomb guard.")
-    max_file_bytes: int = Field(default=256 * 1024 * 1024, ge=1, description="Larger files are skipped.")
+    max_image_pixels: int = Field(default=limits.MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard.")
+    max_file_bytes: int = Field(default=limits.MAX_FILE_BYTES, ge=1, description="Larger files are skipped.")
     jpeg_draft: bool = Field(
         default=True, description="Decode large JPEGs at reduced scale (DCT), never below the model's input size."
     )
-    max_upload_bytes: int = Field(default=32 * 1024 * 1024, ge=1, description="API upload size limit.")
+    max_upload_bytes: int = Field(default=limits.MAX_UPLOAD_BYTES, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")
@@ -66,7 +70,7 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
-    # -- issue #20: sharded serving on Ray Serve (blipsearch serve --runner ray) --
+    # -- sharded serving on Ray Serve (blipsearch serve --runner ray) --
     shard_timeout_s: float = Field(
         default=10.0, gt=0, le=600, description="Seconds a query waits for each index shard to answer."
     )
@@ -78,7 +82,7 @@ class Settings(BaseSettings):
     ray_shard_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves for each shard replica.")
     ray_router_cpus: float = Field(default=1.0, ge=0, description="CPUs Ray reserves for each router replica.")
 
-    # -- issue #18: POST /v1/embed and the clip-retrieval back-end protocol --
+    # -- POST /v1/embed and the clip-retrieval back-end protocol --
     embed_max_items: int = Field(default=64, ge=1, le=4096, description="Texts or images per POST /v1/embed.")
     clip_retrieval_api: bool = Field(
         default=True, description="Serve clip-retrieval's /knn-service, /indices-list and /metadata."
@@ -90,7 +94,7 @@ class Settings(BaseSettings):
         default=0.94, ge=0, le=1, description="deduplicate: cosine at or above which a lower result is dropped."
     )
 
-    # -- issue #14 (defects 3, 4, 7, 8): request bodies, decodes, small shards, re-rank budget --
+    # -- per-request bounds: body bytes (any framing), decodes at once, pixels per request --
     max_request_bytes: int = Field(
         default=256 * 1024 * 1024,
         ge=1,
@@ -109,11 +113,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Pixels of all images in one request (on top of the per-image limit): 413 past it.",
     )
+
+    # -- small-shard merging (storage/merging.py) --
     merge_small_shards: bool = Field(
         default=True, description="Merge the small shards that upload commits leave (storage/merging.py)."
     )
     small_shard_rows: int = Field(default=1024, ge=2, description="Shards with fewer rows are merged.")
     merge_fanin: int = Field(default=8, ge=2, description="Small shards piled up at the tail before they merge.")
+
+    # -- re-rank cost: depth for callers without a write key, candidates in flight --
     public_rerank_depth: int = Field(
         default=128,
         ge=1,
@@ -123,7 +131,7 @@ class Settings(BaseSettings):
         default=2048, ge=1, description="ITM re-rank candidates in flight across all requests: 503 past it."
     )
 
-    # -- issue #17: instruction-following captioners, visual questions, memory refusal --
+    # -- captioning and visual-question models: refused before loading when memory cannot hold them --
     model_memory_check: bool = Field(
         default=True, description="Refuse captioning/VQA checkpoints too large for free memory, before loading."
     )
@@ -131,21 +139,21 @@ class Settings(BaseSettings):
         default=1.2, ge=1.0, le=10.0, description="Parameter bytes × this must fit in free memory."
     )
 
-    # -- issue #15: BLIP text pre-processing --
+    # -- BLIP text pre-processing of queries and ITM texts --
     text_preprocess: str = Field(
         default="blip",
         pattern="^(blip|none)$",
         description="BLIP-family query and ITM texts: 'blip' (BLIP's pre_caption) or 'none' (as given).",
     )
 
-    # -- issue #14: hardening (paths hidden from API clients) --
+    # -- server paths hidden from API clients --
     expose_paths: bool = Field(
         default=False,
         description="Show absolute server paths in API record uris, job failures, messages and /readyz "
         "(default: relative to an import root or the data dir, else the file name).",
     )
 
-    # -- issue #16: precision modes (models/precision.py) --
+    # -- precision modes (models/precision.py) --
     precision: str = Field(
         default="fast",
         pattern="^(exact|fast)$",
@@ -154,7 +162,7 @@ class Settings(BaseSettings):
         "fidelity bound of scripts/bench/fidelity.py.",
     )
 
-    # -- issue #20: refine --
+    # -- exact re-rank (refine) of compressed indexes --
     refine_k: int = Field(
         default=100,
         ge=0,
@@ -163,7 +171,7 @@ class Settings(BaseSettings):
         "vectors, then cut to k (0 or 1: off). nprobe is tuned with it at build; per call: --refine-k / refine_k.",
     )
 
-    # -- issue #16: fast runtime --
+    # -- the runtime of the fast mode (models/fast_runtime.py) --
     fast_runtime: str = Field(
         default="auto",
         pattern="^(auto|torch|openvino)$",

@@ -159,7 +159,7 @@ class InsufficientMemoryError(ModelLoadError):
 
 class NoItmModelError(InvalidInputError):
     """ITM re-ranking or confirmation was asked for, but the model has no ITM head and no ITM
-    model was named (issue #17: CLIP, SigLIP and ALIGN embed only)."""
+    model was named (CLIP, SigLIP and ALIGN embed only)."""
 
     code = "no_itm_model"
 

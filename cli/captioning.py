@@ -24,6 +24,10 @@ PromptOpt = Annotated[
 ]
 
 
+def _human_report(p: dict[str, Any]) -> str:
+    return f"{p['collection']}: captioned {p['captioned']}, failed {p['failed']}"
+
+
 @handle_errors
 def caption(
     files: Annotated[list[Path] | None, typer.Argument(help="Images to caption (omit with --collection).")] = None,
@@ -35,8 +39,9 @@ def caption(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Caption image files, or every record of a collection lacking a caption from this model."""
-    from models.captioner import Decoding
+    """Caption image files, or every record of a collection lacking a caption from this model
+    (a resumable job: see ``jobs list``)."""
+    from models.captioners import Decoding
     from service.models import load_captioner
 
     if bool(files) == bool(collection):
@@ -45,21 +50,17 @@ def caption(
     captioner = load_captioner(settings, caption_model)
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
     if collection:
-        from indexer.captions import caption_collection
-        from service.collections import open_collection
+        from service.captioning import caption_collection
 
-        coll = open_collection(settings, collection)
-        report = caption_collection(
-            coll, captioner, decoding, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes
-        )
-        emit(report, as_json, lambda p: f"{collection}: captioned {p['captioned']}, failed {p['failed']}")
+        report = caption_collection(settings, collection, captioner, decoding)
+        emit(report, as_json, _human_report)
         return
-    from media.decode import decode_image, read_file
+    from media.decode import read_image
 
     results: list[dict[str, Any]] = []
     for f in files or []:
         try:
-            img = decode_image(read_file(f, settings.max_file_bytes).data, settings.max_image_pixels).image
+            img = read_image(f, settings.max_file_bytes, settings.max_image_pixels).image
             results.append({"path": str(f), "caption": captioner.caption([img], decoding)[0]})
         except InvalidInputError as exc:
             results.append({"path": str(f), "caption": None, "error": str(exc)})

@@ -47,10 +47,10 @@ def embed(
         check_count(len(image or []), limit)
     images = []
     if image:
-        from media.decode import decode_image, read_file
+        from media.decode import read_image
 
         for path in image:
-            images.append(decode_image(read_file(path, settings.max_file_bytes).data, settings.max_image_pixels).image)
+            images.append(read_image(path, settings.max_file_bytes, settings.max_image_pixels).image)
     embedder = load_model(settings, resolve_model(settings.data_dir, settings.model, collection, model))
     if text:
         vectors, kind = embedder.embed_texts(text), "text"

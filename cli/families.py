@@ -46,11 +46,11 @@ def models(
     as_json: JsonOpt = False,
 ) -> None:
     """List the supported model families: dimension, multilingual text, ITM, captions, VQA, fast runtimes."""
-    from models.families import CAPABILITIES, FAMILIES
+    from models.families import CAPABILITIES, MODEL_FAMILIES
 
     payload: dict[str, Any] = {
         "capabilities": list(CAPABILITIES),
-        "families": [f.describe() for f in FAMILIES.values()],
+        "families": [f.describe() for f in MODEL_FAMILIES.values()],
     }
     if model is not None:
         from models.registry import inspect_checkpoint

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from blipsearch.errors import InvalidInputError
+from blipsearch.limits import BATCH_SIZE, DECODE_WORKERS, SHARD_SIZE
 from cli.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt
 from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, PrecisionOpt, emit, handle_errors, settings_for
 
@@ -43,9 +43,24 @@ def index(
     ],
     collection: CollectionOpt,
     model: ModelOpt = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = None,
-    shard_size: Annotated[int | None, typer.Option("--shard-size", min=1, help="Records per committed shard.")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Decode worker processes.")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, help=f"Images per forward pass (default BLIPSEARCH_BATCH_SIZE, {BATCH_SIZE})."
+        ),
+    ] = None,
+    shard_size: Annotated[
+        int | None,
+        typer.Option(
+            "--shard-size", min=1, help=f"Records per committed shard (default BLIPSEARCH_SHARD_SIZE, {SHARD_SIZE})."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", min=1, help=f"Decode worker processes (default BLIPSEARCH_DECODE_WORKERS, {DECODE_WORKERS})."
+        ),
+    ] = None,
     decode: Annotated[
         str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
     ] = None,
@@ -82,7 +97,8 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images into a collection (created on first use). Re-runs add only new images."""
-    from models.captioner import Decoding
+    from indexer.options import IndexOptions
+    from models.captioners import Decoding
     from service.collections import open_collection
     from service.indexing import index_paths
     from service.models import load_captioner
@@ -96,15 +112,14 @@ def index(
         precision=precision,
     )
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
-    if runner not in ("local", "ray"):
-        raise InvalidInputError(f"Unknown runner {runner!r}; use 'local' or 'ray'.")
-    if runner == "ray" and (captions or cache_itm_features):
-        raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
+    options = IndexOptions.from_settings(settings, runner=runner, address=address)
+    options.check(captions=captions, cache_itm_features=cache_itm_features)  # before a captioner loads
     captioner = load_captioner(settings, caption_model) if captions else None
     report = index_paths(
         settings,
         paths,
         collection,
+        options=options,
         model=model,
         cache_itm_features=cache_itm_features,
         captioner=captioner,
@@ -114,8 +129,6 @@ def index(
         metadata_columns=meta_cols,
         index_spec=index_spec,
         on_disk=on_disk,
-        runner=runner,
-        address=address,
     )
     payload = {
         "collection": report.collection,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
 
 if TYPE_CHECKING:
+    from blipsearch.config import Settings
     from storage.catalog import Catalog, JobRow
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Indexing and captioning jobs (state, progress, timings).")
@@ -39,6 +41,15 @@ def _row(job: JobRow) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
     }
+
+
+# The count a job kind is about, for ``jobs list`` (index jobs: added).
+HEADLINE = {"caption": "captioned", "moderate": "checked", "reembed": "copied"}
+
+
+def _headline(job: dict[str, Any]) -> str:
+    key = HEADLINE.get(job["kind"], "added")
+    return f"{key} {(job['counts'] or {}).get(key, 0)}"
 
 
 def _show(p: dict[str, Any]) -> str:
@@ -78,8 +89,7 @@ def list_(
         as_json,
         lambda p: (
             "\n".join(
-                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} "
-                f"added {(j['counts'] or {}).get('added', 0)}  {j['created_at']}"
+                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} {_headline(j)}  {j['created_at']}"
                 for j in p["jobs"]
             )
             or "no jobs"
@@ -107,29 +117,48 @@ def cancel(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
 @jobs_app.command("resume")
 @handle_errors
 def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
-    """Run an interrupted, failed or cancelled index job again: committed images are skipped."""
+    """Run an interrupted, failed or cancelled index or caption job again: committed work is skipped."""
     from blipsearch.errors import ConflictError
-    from indexer.runner import RESUMABLE
-    from service.indexing import index_paths
+    from storage.job_run import RESUMABLE
 
     settings = settings_for(data_dir)
     catalog = _catalog(data_dir)
     job = catalog.get_job(job_id)
-    if job.kind != "index" or job.state not in RESUMABLE:
-        raise ConflictError(f"Job {job_id} is a {job.state} {job.kind} job; only index jobs in {RESUMABLE} resume.")
+    if job.kind not in RESUMABLES or job.state not in RESUMABLE:
+        raise ConflictError(
+            f"Job {job_id} is a {job.state} {job.kind} job; only {' and '.join(RESUMABLES)} jobs in {RESUMABLE} resume."
+        )
+    summary = RESUMABLES[job.kind](settings, job)
+    emit(_row(catalog.get_job(job_id)), as_json, lambda p: f"job {p['id']}: {p['state']}, {summary}")
+
+
+def _resume_index(settings: Settings, job: JobRow) -> str:
+    from indexer.runner import resume_fields
+    from service.indexing import index_paths
+
     saved = job.settings or {}
-    overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+    overrides, fields = resume_fields(saved)
     report = index_paths(
         settings.model_copy(update=overrides),
         saved.get("paths", []),
         job.collection,
         model=job.model_id,
-        cache_itm_features=bool(saved.get("cache_itm_features")),
-        job_id=job_id,
-        input_format=saved.get("input_format") or "auto",
-        path_column=saved.get("path_column"),
-        metadata_columns=saved.get("metadata_columns"),
-        index_spec=saved.get("index_spec"),
-        on_disk=saved.get("on_disk"),
+        job_id=job.id,
+        **fields,
     )
-    emit(_row(catalog.get_job(job_id)), as_json, lambda p: f"job {p['id']}: {p['state']}, added {report.added}")
+    return f"added {report.added}"
+
+
+def _resume_caption(settings: Settings, job: JobRow) -> str:
+    from models.captioners import Decoding
+    from service.captioning import caption_collection
+    from service.models import load_captioner
+
+    saved = dict(job.settings or {})
+    captioner = load_captioner(settings, saved.pop("caption_model", None) or job.model_id)
+    decoding = Decoding(**{k: v for k, v in saved.items() if k in Decoding.__dataclass_fields__})
+    report = caption_collection(settings, job.collection, captioner, decoding, job_id=job.id)
+    return f"captioned {report['captioned']}"
+
+
+RESUMABLES: dict[str, Callable[[Settings, JobRow], str]] = {"index": _resume_index, "caption": _resume_caption}

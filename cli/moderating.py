@@ -44,7 +44,7 @@ def check(
 ) -> None:
     """Check images against a policy: per-category scores, the decision and what triggered it."""
     from blipsearch.errors import ImageDecodeError
-    from media.decode import decode_image, read_file
+    from media.decode import read_image
     from service.moderation import moderator_from_file
 
     settings = settings_for(data_dir)
@@ -52,7 +52,7 @@ def check(
     results: list[dict[str, Any]] = []
     for path in files:
         try:
-            img = decode_image(read_file(path, settings.max_file_bytes).data, settings.max_image_pixels).image
+            img = read_image(path, settings.max_file_bytes, settings.max_image_pixels).image
         except ImageDecodeError as exc:
             results.append({"path": str(path), "error": str(exc)})
             continue

@@ -30,17 +30,20 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
-from indexer.decode_pool import DecodeConfig, DecodeStage
+from indexer.commit import IndexReport, ShardCommitter
+from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
+from indexer.options import IndexOptions
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
 from media.decode import read_source
 from models.base import Embedder
-from models.captioner import Captioner, Decoding
+from models.captioners import Captioner, Decoding
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 FEATURE_SHARD_ROWS = 256
+META_COLUMNS = ("width", "height", "format", "bytes", "caption", "caption_model")  # from the decode stage
 
 
 @dataclass
@@ -59,78 +62,57 @@ class Prepared:
     replaces: tuple[int, str] | None = None  # (id, sha256) of the record this one updates
 
 
-@dataclass
-class IndexReport:
-    collection: str
-    added: int = 0
-    skipped_duplicates: int = 0
-    failed: int = 0
-    updated: int = 0  # of ``added``: new content at a uri already indexed (old record tombstoned)
-    removed_stale: int = 0  # records whose uri now holds content already indexed elsewhere
-    failures: list[dict[str, str]] = field(default_factory=list)
-    new_ids: list[int] = field(default_factory=list)
-    timings: dict[str, object] = field(default_factory=dict)
-    job_id: str | None = None
-    ids_by_path: dict[str, int] = field(default_factory=dict)  # filled when the pipeline tracks paths
-
-    @property
-    def total(self) -> int:
-        return self.added + self.skipped_duplicates + self.failed
-
-
 def as_items(inputs: Iterable[SourceItem | Path]) -> Iterator[SourceItem]:
     for x in inputs:
         yield x if isinstance(x, SourceItem) else SourceItem(str(x), path=Path(x))
 
 
 class IndexPipeline:
+    """Runs one indexing pass on this machine: owns the read threads, the decode stage (threads
+    or processes), the batched model (and captioner) calls in the calling thread, and the shard
+    commits (indexer/commit.py) with the report they count into. ``options`` says how
+    (batch and shard sizes, workers, limits, JPEG draft); ``expected``: how many items to expect,
+    for ``decode_mode`` auto."""
+
     def __init__(
         self,
         collection: Collection,
         embedder: Embedder,
+        options: IndexOptions = IndexOptions(),
         *,
-        batch_size: int = 32,
-        shard_size: int = 4096,
-        workers: int = 4,
-        max_pixels: int = 100_000_000,
-        max_bytes: int = 256 * 1024 * 1024,
+        expected: int | None = None,
         on_progress: Callable[[IndexReport, int], None] | None = None,
         captioner: Captioner | None = None,
         decoding: Decoding | None = None,
         track_paths: bool = False,
-        jpeg_draft: bool = True,
-        decode_mode: str = "thread",
         update_changed: bool = True,
         timer: StageTimer | None = None,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
-        self.batch_size = batch_size
-        self.shard_size = shard_size
-        self.workers = workers
-        self.max_pixels = max_pixels
-        self.max_bytes = max_bytes
+        self.options = options
         self.on_progress = on_progress
         self.captioner = captioner
         self.decoding = decoding or Decoding()
         self.track_paths = track_paths
         # JPEG draft decoding at the model's input size (the captioner's, if it is larger).
         sides = [s for s in (embedder.input_size, captioner.input_size if captioner else None) if s]
-        self.draft: int | None = max(sides) if jpeg_draft and sides else None
+        self.draft: int | None = max(sides) if options.jpeg_draft and sides else None
         self.timer = timer or StageTimer()
         self.update_changed = update_changed
+        decode_mode = resolve_mode(options.decode_mode, expected)
         self.decoder = DecodeStage(
             DecodeConfig(
                 embedder.preprocessor(),
                 captioner.preprocessor() if captioner else None,
-                max_pixels,
+                options.max_pixels,
                 self.draft,
             ),
             mode=decode_mode,
-            processes=workers,
+            processes=options.workers,
         )
         # Read threads: enough to keep every decode process busy while others wait on I/O.
-        self.read_threads = workers if decode_mode == "thread" else 2 * workers + 1
+        self.read_threads = options.workers if decode_mode == "thread" else 2 * options.workers + 1
 
     # -- CPU stages (worker threads, and decode processes) ----------------------------------
     def _prepare(self, item: SourceItem, known: set[str]) -> Prepared:
@@ -138,7 +120,7 @@ class IndexPipeline:
             if item.error is not None:
                 return Prepared(item.uri, error=item.error, reason="source_error", extra=item.meta)
             with self.timer.time("read"):
-                raw = read_source(item.uri, item.path, item.data, self.max_bytes)
+                raw = read_source(item.uri, item.path, item.data, self.options.max_bytes)
             if raw.sha256 in known:
                 return Prepared(item.uri, raw.sha256, duplicate=True, extra=item.meta)
             with self.timer.time("decode"):
@@ -158,7 +140,7 @@ class IndexPipeline:
             return Prepared(item.uri, error=f"unexpected {type(exc).__name__}: {exc}", reason="unexpected")
 
     def _prepared(self, items: Iterable[SourceItem], known: set[str]) -> Iterator[Prepared]:
-        ahead = max(2 * self.batch_size, 4 * self.read_threads)
+        ahead = max(2 * self.options.batch_size, 4 * self.read_threads)
         with ThreadPoolExecutor(self.read_threads, thread_name_prefix="read") as pool:
             pending: deque[Future[Prepared]] = deque()
             try:
@@ -188,13 +170,15 @@ class IndexPipeline:
         report = IndexReport(self.coll.name)
         known = self.coll.known_hashes()
         updates = UriUpdates(self.coll.live_uris() if self.update_changed else {})
+        writer = ShardCommitter(self.coll, report, updates, self.timer, track_paths=self.track_paths)
         batch: list[Prepared] = []
         rows: list[Prepared] = []
         embs: list[np.ndarray] = []
         feats: list[np.ndarray] = []
         cache_features = self.coll.manifest.itm_features is not None
         # Cached vision tokens are large (~0.9 MB per base-size image): commit smaller shards.
-        shard_size = min(self.shard_size, FEATURE_SHARD_ROWS) if cache_features else self.shard_size
+        shard_size = self.options.shard_size
+        shard_size = min(shard_size, FEATURE_SHARD_ROWS) if cache_features else shard_size
         seen_in_run: set[str] = set()
         done = 0
 
@@ -220,34 +204,18 @@ class IndexPipeline:
 
         def commit() -> None:
             flush_batch()
-            stale = updates.take_stale()
-            if not rows and not stale:
-                return
             cols: dict[str, list[Any]] = {
                 "uri": [p.uri for p in rows],
                 "sha256": [p.sha256 for p in rows],
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
-                **{
-                    k: [p.meta.get(k) for p in rows]
-                    for k in ("width", "height", "format", "bytes", "caption", "caption_model")
-                },
+                **{k: [p.meta.get(k) for p in rows] for k in META_COLUMNS},
             }
-            with self.timer.time("write", len(rows)):
-                aligned = self.coll.append_aligned(
-                    cols,
-                    np.concatenate(embs) if embs else np.zeros((0, 0), np.float32),
-                    np.concatenate(feats) if feats else None,
-                    replaces=[p.replaces for p in rows],
-                    tombstones=stale,
-                )
-            ids = [i for i in aligned if i is not None]
-            report.added += len(ids)
-            report.skipped_duplicates += len(aligned) - len(ids)
-            report.updated += sum(1 for p, i in zip(rows, aligned, strict=True) if i is not None and p.replaces)
-            report.removed_stale += len(stale)
-            report.new_ids.extend(ids)
-            if self.track_paths:
-                report.ids_by_path.update({p.uri: i for p, i in zip(rows, aligned, strict=True) if i is not None})
+            writer.commit(
+                cols,
+                np.concatenate(embs) if embs else np.zeros((0, 0), np.float32),
+                np.concatenate(feats) if feats else None,
+                replaces=[p.replaces for p in rows],
+            )
             rows.clear()
             embs.clear()
             feats.clear()
@@ -255,16 +223,14 @@ class IndexPipeline:
         for item in self._prepared(items, known):
             done += 1
             if item.error is not None:
-                report.failed += 1
-                report.failures.append({"path": item.uri, "error": item.error, "reason": item.reason or "error"})
+                writer.failed(item.uri, item.error, item.reason or "error")
             elif item.duplicate or item.sha256 in seen_in_run:
-                report.skipped_duplicates += 1
-                updates.duplicate(item.uri, item.sha256)
+                writer.duplicate(item.uri, item.sha256)
             else:
                 seen_in_run.add(item.sha256)  # type: ignore[arg-type]
-                item.replaces = updates.new(item.uri, item.sha256)
+                item.replaces = writer.new(item.uri, item.sha256)
                 batch.append(item)
-                if len(batch) >= self.batch_size:
+                if len(batch) >= self.options.batch_size:
                     flush_batch()
                 if len(rows) >= shard_size:
                     commit()

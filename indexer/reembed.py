@@ -35,16 +35,17 @@ from blipsearch.config import Settings
 from blipsearch.errors import ConflictError, InvalidInputError, SourceChangedError, StorageError
 from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
 from indexer.stages import StageTimer
-from media.safe_read import READ_ERRORS, read_verified
+from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.base import Embedder
 from search import index_store
 from storage import versions
-from storage.catalog import open_catalog, utcnow
-from storage.collection import Collection, live_mask, shard_meta
+from storage.catalog import open_catalog
+from storage.collection import Collection
 from storage.copying import commit_copied_shard
-from storage.jobs import JobWatch, recorded
+from storage.job_run import JobRun
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
+from storage.reading import live_mask, shard_meta
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +59,13 @@ class Reembedder:
         self.target = target
         self.embedder = embedder
         self.skip_missing = skip_missing
-        self.aliases = live.uri_aliases()
+        limits = ImageLimits.from_settings(settings)
+        self.reader = StoredImages(live.uri_aliases(), limits)
         self.timer = StageTimer()
         self.dropped: list[dict[str, Any]] = []
         self.copied = 0
         self.decoder = DecodeStage(
-            DecodeConfig(embedder.preprocessor(), None, settings.max_image_pixels, None),
+            DecodeConfig(embedder.preprocessor(), None, limits.max_pixels, limits.draft),
             mode=resolve_mode(settings.decode_mode, live.manifest.count),
             processes=settings.decode_workers,
         )
@@ -72,7 +74,7 @@ class Reembedder:
         """The record's preprocessed pixels, or why it cannot be re-embedded."""
         try:
             with self.timer.time("read"):
-                data = read_verified(row["uri"], row["sha256"], self.settings.max_file_bytes, aliases=self.aliases)
+                data = self.reader.read(row["uri"], row["sha256"])
             with self.timer.time("decode"):
                 return self.decoder(data).pixels
         except SourceChangedError:
@@ -230,13 +232,13 @@ def reembed(
     live = Collection.open(data_dir, name)
     target = _find_or_start(settings, live, live_version, embedder)
     catalog = open_catalog(settings.catalog_url())
-    job_id = catalog.create_job("reembed", name, embedder.model_id, {"model": model, "skip_missing": skip_missing})
-    work = Reembedder(settings, live, target, embedder, skip_missing)
     total = live.manifest.count
-    watch = JobWatch(catalog, job_id, total=total)
+    job_settings = {"model": model, "skip_missing": skip_missing}
+    job = JobRun.start(catalog, "reembed", name, embedder.model_id, job_settings, total=total)
+    work = Reembedder(settings, live, target, embedder, skip_missing)
     bar = tqdm(total=total, unit="rec", desc=f"reembed {name}", disable=not progress or None, dynamic_ncols=True)
     try:
-        with bar, recorded(catalog, job_id, lambda: {"timings": work.timer.report()}):
+        with bar, job.recorded(lambda: {"timings": work.timer.report()}):
             for _ in range(3):  # catch up without blocking writers while they keep adding
                 todo = work.pending()
                 if not todo:
@@ -245,7 +247,7 @@ def reembed(
                     work.copy_shard(shard)
                     bar.update(shard.live_rows)
                     counts = {"copied": work.copied, "dropped": len(work.dropped)}
-                    watch.tick(counts, work.copied, timings=work.timer.report)
+                    job.progress(counts, work.copied, timings=work.timer.report)
                     if on_shard:
                         on_shard(work.copied)
             with work.timer.time("index"):  # the bulk of the index, before writers are held off
@@ -279,14 +281,8 @@ def reembed(
         "dropped_versions": dropped_versions,
         "index": {"spec": info.spec, "ntotal": info.ntotal, "search_defaults": info.search_defaults},
         "timings": work.timer.report(),
-        "job_id": job_id,
+        "job_id": job.job_id,
     }
-    catalog.update_job(
-        job_id,
-        state="succeeded",
-        finished_at=utcnow(),
-        counts={"copied": work.copied, "dropped": len(work.dropped), "progress": {"done": total, "total": total}},
-        failures=work.dropped[:10_000],
-        timings=payload["timings"],
-    )
+    counts = {"copied": work.copied, "dropped": len(work.dropped)}
+    job.succeed(counts, done=total, failures=work.dropped, timings=payload["timings"])
     return payload

@@ -20,20 +20,18 @@ from typing import Any
 
 from tqdm import tqdm
 
-from blipsearch.errors import CancelledError, NoItmModelError
-from indexer.pipeline import IndexReport
+from blipsearch.errors import NoItmModelError
+from indexer.commit import IndexReport
 from indexer.sources import open_sources
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from models.base import Embedder
 from search import index_store
-from storage.catalog import Catalog, utcnow
+from storage.catalog import Catalog
 from storage.collection import Collection
-from storage.jobs import JobWatch, recorded
+from storage.job_run import JobRun
 
 log = logging.getLogger(__name__)
-MAX_STORED_FAILURES = 10_000
-RESUMABLE = ("pending", "running", "failed", "cancelled", "interrupted")  # a killed job may be left "running"
 
 Progress = Callable[[IndexReport, int], None]
 
@@ -79,6 +77,21 @@ class IndexRequest:
             "index_spec": self.index_spec,
             "on_disk": self.on_disk,
         }
+
+
+def resume_fields(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """What an index job recorded (``IndexRequest.job_settings`` plus the executor's sizes), to
+    run it again: (settings overrides, ``IndexRequest`` fields other than paths and collection)."""
+    overrides = {k: saved[k] for k in ("batch_size", "shard_size") if saved.get(k)}
+    fields = {
+        "cache_itm_features": bool(saved.get("cache_itm_features")),
+        "input_format": saved.get("input_format") or "auto",
+        "path_column": saved.get("path_column"),
+        "metadata_columns": saved.get("metadata_columns"),
+        "index_spec": saved.get("index_spec"),
+        "on_disk": saved.get("on_disk"),
+    }
+    return overrides, fields
 
 
 def model_for_collection(data_dir: Path, name: str, model: str | None, default: str) -> str:
@@ -139,40 +152,28 @@ class IndexRunner:
         coll = create_image_collection(
             self.data_dir, self.catalog, request.collection, embedder, request.cache_itm_features
         )
-        catalog = self.catalog
-        if job_id is None:
-            job_settings = {**request.job_settings(), **self.job_extra, **self.executor.describe()}
-            job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
-        elif not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
-            catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
-            raise CancelledError(f"Job {job_id} was cancelled before it started.")
+        job_settings = {**request.job_settings(), **self.job_extra, **self.executor.describe()}
+        job = JobRun.start_or_resume(
+            self.catalog, job_id, "index", coll.name, embedder.model_id, job_settings, total=total
+        )
         timer = self.executor.timer
-        watch = JobWatch(catalog, job_id, total=total)
         desc = f"index {coll.name}" + (f" ({self.executor.name})" if self.executor.name != "local" else "")
         bar = tqdm(total=total, unit="img", desc=desc, disable=not self.progress or None, dynamic_ncols=True)
 
         def on_progress(report: IndexReport, done: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-            watch.tick(job_counts(report, total), done, timings=timer.report)
+            job.progress(job_counts(report, total), done, timings=timer.report)
 
-        with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
+        with bar, job.recorded(lambda: {"timings": timer.report()}):
             report = self.executor.run(coll, embedder, sources, on_progress)
             with timer.time("index"):
                 index_store.refresh(coll, spec=request.index_spec, policy=self.policy, on_disk=request.on_disk)
             report.timings = timer.report()
-        done = report.total
-        catalog.update_job(
-            job_id,
-            state="succeeded",
-            finished_at=utcnow(),
-            counts={**job_counts(report, total), "progress": {"done": done, "total": done}},
-            failures=report.failures[:MAX_STORED_FAILURES],
-            timings=report.timings,
-        )
+        job.succeed(job_counts(report, total), done=report.total, failures=report.failures, timings=report.timings)
         for f in report.failures:
             log.info("skipped %s: %s", f["path"], f["error"])
-        report.job_id = job_id
+        report.job_id = job.job_id
         return report
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blipsearch.config import Settings
+from indexer.options import IndexOptions
 from indexer.pipeline import IndexPipeline
 from models.base import Embedder
 from storage.atomic import atomic_write_bytes
@@ -46,16 +47,18 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         if not path.exists():
             atomic_write_bytes(path, blob.data)
         paths.append(path)
+    options = IndexOptions.from_settings(
+        settings,
+        shard_size=max(len(paths), 1),  # one upload request = one committed shard
+        workers=min(settings.decode_workers, max(len(paths), 1)),
+        max_bytes=settings.max_upload_bytes,
+        decode_mode="thread",  # a few files: no worker processes to start
+    )
     pipeline = IndexPipeline(
         coll,
         embedder,
-        batch_size=settings.batch_size,
-        shard_size=max(len(paths), 1),  # one upload request = one committed shard
-        workers=min(settings.decode_workers, max(len(paths), 1)),
-        max_pixels=settings.max_image_pixels,
-        max_bytes=settings.max_upload_bytes,
+        options,
         track_paths=True,
-        jpeg_draft=settings.decode_draft(),
         update_changed=False,  # content-addressed paths: a uri never holds new content
     )
     report = pipeline.run(paths)

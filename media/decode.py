@@ -50,6 +50,12 @@ def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int)
     return read_file(path, max_bytes)
 
 
+def read_image(path: Path, max_bytes: int, max_pixels: int) -> DecodedImage:
+    """An image file a user named (not a record's stored original: media/stored.py), read and
+    decoded within ``max_bytes`` and ``max_pixels``."""
+    return decode_image(read_file(path, max_bytes).data, max_pixels)
+
+
 def allow_pixels(max_pixels: int) -> None:
     """Let Pillow open images up to ``max_pixels`` (BLIPSEARCH_MAX_IMAGE_PIXELS): Pillow refuses
     anything over twice its own ``MAX_IMAGE_PIXELS`` on open, so a setting above that default had
@@ -73,7 +79,7 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
     full decode's preprocessing within a small tolerance (tests/test_decode_draft.py).
     ``reduce``: other formats at least twice ``draft`` on both sides are box-reduced by an
     integer factor right after decoding, never below ``draft`` a side, before the RGB conversion
-    and everything after it (the API's query decodes; issue #14).
+    and everything after it (the API's query decodes).
     ``width`` and ``height`` are always the original's.
     """
     if not data:

@@ -27,8 +27,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError, SourceChangedError, SourceUnavailableError
+from media.tar import is_tar
 
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 # Everything a reader of stored uris may need to catch to skip one record.
 READ_ERRORS = (ImageDecodeError, SourceUnavailableError, SourceChangedError)
 
@@ -131,7 +131,7 @@ def read_verified(uri: str, sha256: str | None, max_bytes: int, *, aliases: Mapp
     try:
         data = _read_fd(open_regular(path), max_bytes)
     except SourceUnavailableError:
-        if not (sep and member and shard.lower().endswith(TAR_SUFFIXES)):
+        if not (sep and member and is_tar(shard)):
             raise
         data = _read_member(open_regular(map_aliases(Path(shard), aliases)), member, max_bytes)
     if hashlib.sha256(data).hexdigest() != sha256:

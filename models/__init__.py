@@ -5,53 +5,32 @@ Importing this package is cheap: torch and transformers load on first use of a l
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from models.base import Embedder
     from models.itm import ItmScorer
+    from models.options import EmbedderOptions
 
 __all__ = ["load_embedder", "load_itm", "load_itm_model"]
 
 
-def load_embedder(
-    source: str,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 32,
-    text_preprocess: str = "blip",
-    text_max_words: int | None = 30,
-    precision: str = "exact",
-    fast_runtime: str = "auto",
-    runtime_cache_dir: str | None = None,
-) -> Embedder:
+def load_embedder(source: str, options: EmbedderOptions | None = None, **overrides: Any) -> Embedder:
     """Load a retrieval checkpoint (hub id or local directory) of any embedding family as an Embedder:
     BLIP, BLIP-2, CLIP, SigLIP or ALIGN, chosen by its ``config.model_type`` (models/families.py).
 
-    ``text_preprocess="blip"`` runs query and ITM texts through BLIP's ``pre_caption``
-    (``models/text_preprocess.py``, at most ``text_max_words`` words) before tokenizing, as the
-    models were trained; ``"none"`` tokenizes texts as given. ITM scorers from ``load_itm``
-    share the embedder's tokenizer path, so they get the same pre-processing.
-
-    ``precision``: "exact" (fp32, the transformers forward) or "fast" (models/precision.py).
-    ``fast_runtime``: "auto", "torch" or "openvino": what runs BLIP's image and text stages in
-    ``fast`` mode (models/fast_runtime.py); ``runtime_cache_dir``: where converted OpenVINO models
-    are cached (None: converted in memory on each load).
+    ``options`` (models/options.py: device, dtype, batch size, text pre-processing, precision,
+    fast runtime), with ``overrides`` of its fields by name (``device="cpu"``). With
+    ``text_preprocess="blip"`` query and ITM texts go through BLIP's ``pre_caption`` before
+    tokenizing, as the models were trained; ITM scorers from ``load_itm`` share the embedder's
+    tokenizer path, so they get the same pre-processing.
     """
+    from dataclasses import replace
+
+    from models.options import EmbedderOptions
     from models.registry import load_embedder as _load
 
-    return _load(
-        source,
-        device=device,
-        dtype=dtype,
-        batch_size=batch_size,
-        text_preprocess=text_preprocess,
-        text_max_words=text_max_words,
-        precision=precision,
-        fast_runtime=fast_runtime,
-        runtime_cache_dir=runtime_cache_dir,
-    )
+    return _load(source, replace(options or EmbedderOptions(), **overrides))
 
 
 def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:

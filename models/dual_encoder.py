@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from blipsearch.errors import NoItmModelError
-from models.families import FAMILIES
+from models.families import MODEL_FAMILIES
 from models.loading import from_pretrained
 from models.runtime import fingerprint
 from models.torch_embedder import TorchEmbedder
@@ -47,7 +47,7 @@ class DualEncoderEmbedder(TorchEmbedder):
         model = from_pretrained(cls, source, f"{self.what} model", dtype=torch.float32)
         self.processor: Any = from_pretrained(AutoProcessor, source, f"{self.what} processor")
         self.model: Any = model.to(device=dev, dtype=self.torch_dtype).eval()
-        self.multilingual = FAMILIES[self.family].is_multilingual(model.config)
+        self.multilingual = MODEL_FAMILIES[self.family].is_multilingual(model.config)
         self.max_text_tokens = self._text_limit(self._max_positions(model.config))
         if self.text_max_length is not None:
             self.max_text_tokens = min(self.max_text_tokens, self.text_max_length)

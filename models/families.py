@@ -74,7 +74,7 @@ class Family:
         }
 
 
-FAMILIES: dict[str, Family] = {}
+MODEL_FAMILIES: dict[str, Family] = {}
 DUAL_ENCODER_FAST = {"cpu": "fp32 (as exact: no reduced-precision path measured within the bound)", "cuda": "fp32"}
 
 
@@ -82,20 +82,20 @@ def register(family: Family) -> Family:
     unknown = set(family.capabilities) - set(CAPABILITIES)
     if unknown:
         raise ValueError(f"Unknown capabilities {sorted(unknown)} for family {family.name!r}")
-    FAMILIES[family.name] = family
+    MODEL_FAMILIES[family.name] = family
     return family
 
 
 def family_for_model_type(model_type: str | None, capability: str | None = None) -> Family | None:
     """The registered family loading ``model_type`` (with ``capability``, when given)."""
-    for fam in FAMILIES.values():
+    for fam in MODEL_FAMILIES.values():
         if model_type in fam.model_types and (capability is None or fam.can(capability)):
             return fam
     return None
 
 
 def supported(capability: str) -> list[Family]:
-    return [f for f in FAMILIES.values() if f.can(capability)]
+    return [f for f in MODEL_FAMILIES.values() if f.can(capability)]
 
 
 register(
@@ -287,7 +287,7 @@ def _openclip_multilingual(model_cfg: Any) -> bool:
 def text_preprocess_for(family: str, mode: str) -> str:
     """The text pre-processing ``family`` gets under the ``text_preprocess`` setting ``mode``:
     ``mode`` for the BLIP families, ``"none"`` for every other (their own tokenizers, texts as given)."""
-    fam = FAMILIES.get(family)
+    fam = MODEL_FAMILIES.get(family)
     return mode if fam is not None and fam.pre_caption else "none"
 
 

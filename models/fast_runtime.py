@@ -1,4 +1,4 @@
-"""Which runtime runs each BLIP stage in ``fast`` mode: torch or OpenVINO (issue #16).
+"""Which runtime runs each BLIP stage in ``fast`` mode: torch or OpenVINO.
 
 ``BLIPSEARCH_FAST_RUNTIME`` = ``auto`` | ``torch`` | ``openvino``. ``auto`` (the default) runs the
 BLIP image and text stages on OpenVINO (models/openvino_runtime.py, bf16 hint) on a CPU with

@@ -1,4 +1,4 @@
-"""BLIP's ITC towers compiled by OpenVINO: the CPU ``fast`` runtime (issue #16).
+"""BLIP's ITC towers compiled by OpenVINO: the CPU ``fast`` runtime.
 
 ``scripts/bench/runtimes.py`` measured OpenVINO with the bf16 inference-precision hint as the
 fastest CPU runtime within the fidelity bound (BENCHMARKS.md, "CPU runtimes"). This module

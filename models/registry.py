@@ -3,15 +3,15 @@ registry (models/families.py)."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import TYPE_CHECKING, Any
 
 from blipsearch.errors import ModelLoadError, NoItmModelError
 from models.base import Embedder
-from models.families import FAMILIES, Family, family_for_model_type, load_class, supported
+from models.families import MODEL_FAMILIES, Family, family_for_model_type, load_class, supported
 from models.loading import from_pretrained
-from models.text_preprocess import DEFAULT_MAX_WORDS, check_mode
+from models.options import EmbedderOptions
+from models.text_preprocess import check_mode
 
 if TYPE_CHECKING:
     from models.itm import ItmScorer
@@ -41,7 +41,7 @@ def model_type_of(source: str) -> str | None:
 def _inspect_openclip(source: str) -> dict[str, Any]:
     from models.openclip_config import describe_config, local_dir, read_config
 
-    fam = FAMILIES["openclip"]
+    fam = MODEL_FAMILIES["openclip"]
     model_cfg = read_config(local_dir(source))["model_cfg"]
     return {
         "checkpoint": source,
@@ -83,48 +83,31 @@ def _names(families: list[Family]) -> str:
     return ", ".join(f"{f.name} ({f.transformers_class.split(' ')[0]})" for f in families)
 
 
-def load_embedder(
-    source: str,
-    *,
-    device: str = "auto",
-    dtype: str = "auto",
-    batch_size: int = 32,
-    text_preprocess: str = "blip",
-    text_max_words: int | None = DEFAULT_MAX_WORDS,
-    precision: str = "exact",
-    fast_runtime: str = "auto",
-    runtime_cache_dir: str | None = None,
-) -> Embedder:
-    """``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
+def load_embedder(source: str, options: EmbedderOptions | None = None) -> Embedder:
+    """The embedder of ``source``'s family, loaded as ``options`` say (models/options.py):
+    ``text_preprocess`` applies to the BLIP families (BLIP's ``pre_caption``); the others
     tokenize texts as their own processors do. ``fast_runtime`` / ``runtime_cache_dir``: the
     ``fast`` runtime of the families that have a choice (BLIP: models/fast_runtime.py)."""
     from models.openclip_config import is_openclip_source
 
-    check_mode(text_preprocess)  # a bad value fails before any weights load
+    options = options or EmbedderOptions()
+    check_mode(options.text_preprocess)  # a bad value fails before any weights load
     openclip = is_openclip_source(source)  # OpenCLIP's own layout, no transformers config
     model_type = None if openclip else model_type_of(source)
-    fam = FAMILIES["openclip"] if openclip else family_for_model_type(model_type, "embed")
+    fam = MODEL_FAMILIES["openclip"] if openclip else family_for_model_type(model_type, "embed")
     if fam is None or fam.embedder is None:
         raise ModelLoadError(
             f"Model {source!r} has model_type {model_type!r}; blipsearch embeds with {_names(supported('embed'))} "
             "checkpoints (see `blipsearch models`)."
         )
     cls = load_class(fam.embedder)
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(cls).parameters
-    if "text_preprocess" in params:
-        kwargs = {"text_preprocess": text_preprocess, "text_max_words": text_max_words}
-    if "precision" in params:
-        kwargs["precision"] = precision
-    if "fast_runtime" in params:
-        kwargs.update(fast_runtime=fast_runtime, runtime_cache_dir=runtime_cache_dir)
-    embedder: Embedder = cls(source, device=device, dtype=dtype, batch_size=batch_size, **kwargs)
+    embedder: Embedder = cls(source, **options.kwargs_for(cls))
     return embedder
 
 
 def itm_for(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:
     """The ITM scorer sharing ``embedder``'s loaded model; NoItmModelError for families without one."""
-    fam = FAMILIES.get(embedder.family)
+    fam = MODEL_FAMILIES.get(embedder.family)
     if fam is None or fam.itm is None:
         raise NoItmModelError(
             f"The {embedder.family} model {embedder.model_id!r} has no image-text matching (ITM) head; "
@@ -157,7 +140,8 @@ def load_itm_model(
             f"{source!r} (model_type {model_type!r}) is not an ITM checkpoint; re-ranking takes "
             f"{_names(supported('itm'))} retrieval checkpoints, e.g. Salesforce/blip-itm-base-coco."
         )
-    embedder = load_embedder(
-        source, device=device, dtype=dtype, batch_size=batch_size, precision=precision, text_preprocess=text_preprocess
+    options = EmbedderOptions(
+        device=device, dtype=dtype, batch_size=batch_size, precision=precision, text_preprocess=text_preprocess
     )
+    embedder = load_embedder(source, options)
     return itm_for(embedder, first_token=first_token, batch_size=batch_size)

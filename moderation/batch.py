@@ -13,13 +13,12 @@ from typing import Any
 from tqdm import tqdm
 
 from blipsearch.config import Settings
-from media.decode import decode_image
-from media.safe_read import READ_ERRORS, read_verified
+from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from moderation.checks import Moderator
 from moderation.store import done_ids, save_results
-from storage.catalog import Catalog, utcnow
+from storage.catalog import Catalog
 from storage.collection import Collection
-from storage.jobs import JobWatch, recorded
+from storage.job_run import JobRun
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +31,25 @@ def moderate_collection(
     done = done_ids(catalog, coll.name, policy)
     cols = (table.column(c).to_pylist() for c in ("id", "uri", "sha256"))
     todo = [(int(r), u, sha) for r, u, sha in zip(*cols, strict=True) if int(r) not in done]
-    aliases = coll.uri_aliases()
-    job_id = catalog.create_job(
-        "moderate", coll.name, moderator.embedder.model_id, {"policy": policy.name, "version": policy.version}
+    reader = StoredImages(coll.uri_aliases(), ImageLimits.from_settings(settings))
+    job = JobRun.start(
+        catalog,
+        "moderate",
+        coll.name,
+        moderator.embedder.model_id,
+        {"policy": policy.name, "version": policy.version},
+        total=len(todo),
     )
-    watch = JobWatch(catalog, job_id, total=len(todo))
     counts: dict[str, Any] = {"checked": 0, "already_done": len(done), "failed": 0, "decisions": {}}
     failures: list[dict[str, str]] = []
     bar = tqdm(total=len(todo), unit="img", desc=f"moderate {coll.name}", disable=not progress or None)
-    with bar, recorded(catalog, job_id, lambda: {"failures": failures}):
+    with bar, job.recorded(lambda: {"failures": failures}):
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
             images, ids = [], []
             for rid, uri, sha in chunk:
                 try:
-                    data = read_verified(uri, sha, settings.max_file_bytes, aliases=aliases)
-                    images.append(decode_image(data, settings.max_image_pixels).image)
+                    images.append(reader.image(uri, sha))
                     ids.append(rid)
                 except READ_ERRORS as exc:
                     failures.append({"id": str(rid), "path": str(uri), "error": str(exc)})
@@ -58,10 +60,7 @@ def moderate_collection(
             counts["checked"] += len(results)
             counts["failed"] = len(failures)
             bar.update(len(chunk))
-            watch.tick(counts, start + len(chunk))
-    final = {"done": len(todo), "total": len(todo)}
-    catalog.update_job(
-        job_id, state="succeeded", counts={**counts, "progress": final}, failures=failures, finished_at=utcnow()
-    )
-    return {"job_id": job_id, "collection": coll.name, "policy": policy.name, "version": policy.version, **counts,
+            job.progress(counts, start + len(chunk))
+    job.succeed(counts, done=len(todo), failures=failures)
+    return {"job_id": job.job_id, "collection": coll.name, "policy": policy.name, "version": policy.version, **counts,
             "failures": failures}  # fmt: skip

@@ -19,7 +19,7 @@
 The decision is the most severe action hit (block > review > flag), else ``allow``.
 Decisions follow the thresholds exactly: a score equal to its threshold is a hit.
 
-Models without an ITM head (CLIP, SigLIP, ALIGN; issue #17): the ITM confirmation runs on the
+Models without an ITM head (CLIP, SigLIP, ALIGN): the ITM confirmation runs on the
 policy's ``itm_model`` (a BLIP / BLIP-2 ITM checkpoint, its own vision encoder computing the
 image's tokens, only for images that pass a screen). Without one the moderator is **ITC-only**:
 a category is hit when its screen score reaches ``itc_threshold`` (``itm_threshold`` is not

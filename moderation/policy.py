@@ -100,7 +100,7 @@ class Policy(_Strict):
     consistency: Consistency | None = None
     blocklist: Blocklist | None = None
     vqa_model: str | None = Field(default=None, min_length=1, max_length=512)
-    # issue #17: the BLIP / BLIP-2 ITM checkpoint confirming screened categories when the ITC
+    # The BLIP / BLIP-2 ITM checkpoint confirming screened categories when the ITC
     # model has no ITM head (CLIP, SigLIP, ALIGN); without one such a policy is ITC-only.
     itm_model: str | None = Field(default=None, min_length=1, max_length=1000)
 

@@ -10,7 +10,7 @@ Cached tokens are used when present; the rest are recomputed. Candidates whose i
 or unreadable are dropped with the reason.
 
 Tokens always come from the ITM scorer's own vision encoder, with its own preprocessing: the
-collection may have been embedded by another family (CLIP, SigLIP, ALIGN; issue #17), in
+collection may have been embedded by another family (CLIP, SigLIP, ALIGN), in
 which case the feature cache (the collection model's tokens) is not used.
 """
 
@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ImageDecodeError
-from media.decode import decode_image
-from media.safe_read import READ_ERRORS, read_verified
+from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.base import Embedder
 from models.itm import ItmScorer
 from storage.collection import Collection
@@ -70,15 +69,14 @@ class ImageTokenSource:
             missing = [int(r) for r in ids]
         if missing:
             records = self.coll.get_records(missing)
-            aliases = self.coll.uri_aliases()
+            reader = StoredImages(self.coll.uri_aliases(), ImageLimits(self.max_pixels, self.max_bytes))
             pixels, pix_ids = [], []
             for rid in missing:
                 rec = records.get(rid)
                 try:
                     if rec is None:
                         raise ImageDecodeError("record not found (deleted?)")
-                    data = read_verified(rec["uri"], rec.get("sha256"), self.max_bytes, aliases=aliases)
-                    img = decode_image(data, self.max_pixels).image
+                    img = reader.image(rec["uri"], rec.get("sha256"))
                     pixels.append(self.scorer.preprocess([img])[0])
                     pix_ids.append(rid)
                 except READ_ERRORS as exc:

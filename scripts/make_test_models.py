@@ -12,7 +12,7 @@ benchmarks.
 Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
 (Blip2ForImageTextRetrieval; tiny only), ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration),
 ``OUT_DIR/blip2-caption`` (Blip2ForConditionalGeneration with OPT; tiny only), and the dual
-encoders of issue #17 (scripts/model_families.py): ``OUT_DIR/clip`` (CLIPModel), ``OUT_DIR/siglip``
+encoders (scripts/model_families.py): ``OUT_DIR/clip`` (CLIPModel), ``OUT_DIR/siglip``
 (SiglipModel) and ``OUT_DIR/align`` (AlignModel); tiny only here (base-size ones, with the shapes
 of clip-vit-base-patch16, siglip-base-patch16-224 and align-base, come from
 ``model_families.make_dual_encoders(..., size="base")``).

@@ -1,4 +1,4 @@
-"""Randomly initialised CLIP, SigLIP and ALIGN checkpoints (issue #17), written with ``save_pretrained``.
+"""Randomly initialised CLIP, SigLIP and ALIGN checkpoints, written with ``save_pretrained``.
 
 Each gets a tokenizer of its own kind, built locally (no hub): CLIP a byte-pair tokenizer trained
 with ``tokenizers`` on the test words, SigLIP a SentencePiece model trained with ``sentencepiece``,

@@ -18,7 +18,7 @@ fi
 # torch first, pinned, so that no dependency pulls a multi-GB CUDA build.
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
-# openvino: the `fast` runtime of BLIP's image and text stages on CPUs with native bf16 (issue #16).
+# openvino: the `fast` runtime of BLIP's image and text stages on CPUs with native bf16.
 .venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino]"
 # clip-retrieval's real ClipClient for tests/test_clip_retrieval.py: its clip_client.py needs only
 # requests, and its declared dependencies (torch, open-clip, ...) must not be pulled in.

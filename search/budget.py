@@ -1,7 +1,7 @@
 """A cost budget shared by concurrent requests: admit work while the cost in flight fits,
 refuse the rest at once with OverloadedError (HTTP 503 + Retry-After) instead of queueing it.
 
-Used for ITM re-ranking (issue #14, defect 8), whose cost grows with the number of candidates
+Used for ITM re-ranking, whose cost grows with the number of candidates
 re-scored: ``take(cost)`` holds ``cost`` units while the work runs. A request is always
 admitted when nothing else is in flight, so one request larger than the budget still runs,
 alone. ``Retry-After`` is estimated from the observed seconds per unit.

@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from blipsearch.errors import InvalidInputError
-from storage.collection import Collection, live_mask, shard_meta
+from storage.collection import Collection
+from storage.reading import live_mask, shard_meta
 
 Scalar = str | int | float | bool
 INT32_MAX = 2**31 - 1

@@ -30,7 +30,7 @@ FLAT = "IDMap2,Flat"
 BYTES_PER_FLOAT = 4
 IDMAP_BYTES = 16  # id array + reverse map entry, per vector
 MIN_POINTS_PER_LIST = 39
-TRAIN_MIN = 200_000  # the fixed sample before issue #20
+TRAIN_MIN = 200_000  # the smallest training sample, whatever the nlist
 TRAIN_PER_LIST = 64
 
 

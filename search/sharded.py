@@ -143,7 +143,7 @@ class ShardedIndex(VectorIndex):
         params: Any | None = None,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
-        refine_k: int | None = None,  # shards are Flat: exact already (issue #20 refine is for PQ/SQ)
+        refine_k: int | None = None,  # shards are Flat: exact already (refine is for PQ/SQ)
     ) -> tuple[np.ndarray, np.ndarray]:
         futures = [self._pool.submit(s.search, queries, k, allowed, excluded) for s in self.shards]
         done, _ = wait(futures, timeout=self.timeout_s)

@@ -6,7 +6,7 @@ none of an added batch.
 Search parameters (``k``, ``nprobe``, ``efSearch``) are passed per call as FAISS
 SearchParameters; the shared index is never mutated per request.
 
-Exact re-rank ("refine", issue #20): a compressed index (PQ / SQ codes) orders near-duplicates
+Exact re-rank ("refine"): a compressed index (PQ / SQ codes) orders near-duplicates
 by approximate distances. With a refine depth ``refine_k`` > k, a search takes a shortlist of
 ``refine_k`` from the index, re-scores it exactly against the records' stored vectors
 (``lookup``, else what the index reconstructs) and cuts it to k: the scores returned are then

@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import Any
 
 from blipsearch.config import Settings
-from blipsearch.errors import InvalidInputError
-from indexer.pipeline import IndexReport
+from indexer.commit import IndexReport
+from indexer.options import IndexOptions
 from indexer.runner import Executor, IndexRequest, IndexRunner, create_image_collection, model_for_collection
 from models.base import Embedder
-from models.captioner import Captioner, Decoding
+from models.captioners import Captioner, Decoding
 from search.index_store import IndexPolicy
 from service.models import load_model, model_loader
 from storage.catalog import open_catalog
 from storage.collection import Collection
-
-RUNNERS = ("local", "ray")
 
 
 def collection_model(settings: Settings, name: str, model: str | None = None) -> str:
@@ -34,47 +32,17 @@ def new_image_collection(
 
 
 def executor_for(
-    settings: Settings,
-    runner: str = "local",
-    *,
-    captioner: Captioner | None = None,
-    decoding: Decoding | None = None,
-    address: str | None = None,
-    num_cpus: int | None = None,
+    settings: Settings, options: IndexOptions, captioner: Captioner | None = None, decoding: Decoding | None = None
 ) -> Executor:
-    if runner == "local":
-        from indexer.executors.local import LocalExecutor, LocalOptions
+    """The executor ``options.runner`` names (checked by ``IndexOptions.check``): this machine,
+    or Ray (model actors load the model as ``settings`` say)."""
+    if options.runner == "ray":
+        from indexer.executors.ray_data import RayExecutor
 
-        return LocalExecutor(
-            LocalOptions(
-                batch_size=settings.batch_size,
-                shard_size=settings.shard_size,
-                workers=settings.decode_workers,
-                max_pixels=settings.max_image_pixels,
-                max_bytes=settings.max_file_bytes,
-                jpeg_draft=settings.decode_draft(),
-                decode_mode=settings.decode_mode,
-                captioner=captioner,
-                decoding=decoding or Decoding(),
-            )
-        )
-    if runner == "ray":
-        if captioner is not None:
-            raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
-        from indexer.executors.ray_data import RayExecutor, RayOptions
-
-        options = RayOptions(
-            address=address,
-            num_cpus=num_cpus,
-            batch_size=settings.batch_size,
-            shard_size=settings.shard_size,
-            decode_workers=settings.decode_workers,
-            max_pixels=settings.max_image_pixels,
-            max_bytes=settings.max_file_bytes,
-            jpeg_draft=settings.decode_draft(),
-        )
         return RayExecutor(options, model_loader(settings))
-    raise InvalidInputError(f"Unknown runner {runner!r}; use one of {', '.join(RUNNERS)}.")
+    from indexer.executors.local import LocalExecutor
+
+    return LocalExecutor(options, captioner, decoding)
 
 
 def index_paths(
@@ -82,42 +50,26 @@ def index_paths(
     paths: Sequence[str | Path],
     collection: str,
     *,
+    options: IndexOptions | None = None,
     model: str | None = None,
     embedder: Embedder | None = None,
-    progress: bool = True,
-    cache_itm_features: bool = False,
     captioner: Captioner | None = None,
     decoding: Decoding | None = None,
     job_id: str | None = None,
-    input_format: str = "auto",
-    path_column: str | None = None,
-    metadata_columns: Sequence[str] | None = None,
-    index_spec: str | None = None,
-    on_disk: bool | None = None,
-    roots: Sequence[Path] | None = None,
-    runner: str = "local",
-    address: str | None = None,
-    num_cpus: int | None = None,
+    progress: bool = True,
+    **request: Any,
 ) -> IndexReport:
-    """Index ``paths`` into ``collection`` as a catalog job (see indexer/runner.py)."""
-    if runner == "ray" and cache_itm_features:
-        raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
-    executor = executor_for(
-        settings, runner, captioner=captioner, decoding=decoding, address=address, num_cpus=num_cpus
-    )
+    """Index ``paths`` into ``collection`` as a catalog job (see indexer/runner.py).
+
+    ``options``: how it runs (default: from ``settings``); ``request``: the other fields of
+    ``IndexRequest`` (input format, manifest columns, index spec, on-disk, roots, ITM features).
+    """
+    req = IndexRequest(paths, collection, **request)
+    options = options or IndexOptions.from_settings(settings)
+    options.check(captions=captioner is not None, cache_itm_features=req.cache_itm_features)
+    executor = executor_for(settings, options, captioner, decoding)
     if embedder is None:
         embedder = load_model(settings, collection_model(settings, collection, model))
-    request = IndexRequest(
-        paths,
-        collection,
-        input_format=input_format,
-        path_column=path_column,
-        metadata_columns=metadata_columns,
-        index_spec=index_spec,
-        on_disk=on_disk,
-        roots=roots,
-        cache_itm_features=cache_itm_features,
-    )
     run = IndexRunner(
         settings.data_dir,
         open_catalog(settings.catalog_url()),
@@ -125,12 +77,7 @@ def index_paths(
         policy=IndexPolicy.from_settings(settings),
         progress=progress,
     )
-    return run.run(request, embedder, job_id=job_id)
-
-
-def index_with_ray(settings: Settings, paths: Sequence[str | Path], collection: str, **kwargs: Any) -> IndexReport:
-    """``index_paths`` on Ray (``address``: a cluster; none starts a local Ray)."""
-    return index_paths(settings, paths, collection, runner="ray", **kwargs)
+    return run.run(req, embedder, job_id=job_id)
 
 
 def index_texts(

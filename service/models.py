@@ -10,39 +10,24 @@ from blipsearch.config import Settings
 from models.base import Embedder
 
 if TYPE_CHECKING:
-    from models.captioner import Captioner
+    from models.captioners import Captioner
     from models.itm import ItmScorer
 
 
 def load_model(settings: Settings, source: str) -> Embedder:
     """The ITC embedder for ``source`` (hub id or local directory)."""
     from models import load_embedder
+    from models.options import EmbedderOptions
 
-    return load_embedder(
-        source,
-        device=settings.device,
-        dtype=settings.dtype,
-        batch_size=settings.batch_size,
-        text_preprocess=settings.text_preprocess,
-        precision=settings.precision,
-        fast_runtime=settings.fast_runtime,
-        runtime_cache_dir=str(settings.openvino_cache_dir()),
-    )
+    return load_embedder(source, EmbedderOptions.from_settings(settings))
 
 
 def model_loader(settings: Settings) -> Callable[..., Embedder]:
     """A picklable ``(source, device=...) -> Embedder`` (for Ray model actors)."""
     from models import load_embedder
+    from models.options import EmbedderOptions
 
-    return functools.partial(
-        load_embedder,
-        dtype=settings.dtype,
-        batch_size=settings.batch_size,
-        text_preprocess=settings.text_preprocess,
-        precision=settings.precision,
-        fast_runtime=settings.fast_runtime,
-        runtime_cache_dir=str(settings.openvino_cache_dir()),
-    )
+    return functools.partial(load_embedder, options=EmbedderOptions.from_settings(settings))
 
 
 def load_itm_scorer(settings: Settings, embedder: Embedder, rerank_model: str | None = None) -> ItmScorer:

@@ -12,12 +12,12 @@ from models.vqa import VisualQuestionScorer
 from moderation.checks import Moderator
 from moderation.policy import Policy, load_policy
 from service.engines import open_engine
-from service.models import load_itm_scorer, load_model
+from service.models import load_captioner, load_itm_scorer, load_model
 
 
 def policy_path(settings: Settings, name: str) -> Path:
     """A named policy in the policy folder (``BLIPSEARCH_POLICY_DIR``): NAME.yaml/.yml/.json."""
-    from storage.collection import validate_name
+    from storage.layout import validate_name
 
     try:
         validate_name(name)
@@ -56,18 +56,8 @@ def build_moderator(
 
 
 def load_vqa(settings: Settings, model: str) -> VisualQuestionScorer:
-    """A policy's ``vqa_model`` (InstructBLIP or LLaVA), with the memory check of captioners."""
-    from models.captioners import load_captioner
-
-    captioner = load_captioner(
-        model,
-        device=settings.device,
-        dtype=settings.dtype,
-        batch_size=settings.caption_batch_size,
-        memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
-        precision=settings.precision,
-    )
-    return VisualQuestionScorer(captioner)
+    """A policy's ``vqa_model`` (InstructBLIP or LLaVA), loaded as captioners are (with their memory check)."""
+    return VisualQuestionScorer(load_captioner(settings, model))
 
 
 def moderator_from_file(settings: Settings, path: Path | str, model: str | None = None) -> Moderator:

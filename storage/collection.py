@@ -31,7 +31,6 @@ what other writers committed meanwhile, so concurrent writers never duplicate an
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -54,32 +53,15 @@ from storage import layout, vector_cache, versions
 from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
-from storage.reading import CollectionReads, _read_meta, _save_npy, live_mask, shard_meta
+from storage.reading import CollectionReads, _save_npy, live_mask
 from storage.schema import build_record_table
-
-__all__ = ["Collection", "CollectionReads", "_read_meta", "_save_npy", "live_mask", "shard_meta", "validate_name"]
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def validate_name(name: str, *, new: bool = True) -> str:
-    """``name`` if it may name a collection. Syntax errors raise InvalidInputError; a name
-    reserved for the data dir's own files (storage/layout.py) too when ``new`` (creating),
-    else CollectionNotFoundError (no collection can have it)."""
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-        raise InvalidInputError(
-            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit."
-        )
-    why = layout.reserved_reason(name)
-    if why and new:
-        raise InvalidInputError(f"Invalid collection name {name!r}: {why}.")
-    if why:
-        raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
-    return name
 
 
 class Collection(CollectionReads):
+    """One collection version's folder: owns its manifest (the commit point), the writes that
+    commit through it (shards of new records, tombstones, column updates, the index entry) under
+    the writer lock, and the reads of ``CollectionReads`` (storage/reading.py)."""
+
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
         self.name = manifest.collection
@@ -95,7 +77,7 @@ class Collection(CollectionReads):
     @staticmethod
     def path_for(data_dir: Path, name: str, *, new: bool = False) -> Path:
         """``DATA_DIR/collections/<name>`` (a data dir of the earlier layout is moved first)."""
-        validate_name(name, new=new)
+        layout.validate_name(name, new=new)
         layout.ensure_layout(data_dir)
         return versions.live_path(data_dir, name)
 

@@ -19,9 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage.atomic import atomic_write_with
-from storage.collection import Collection, _save_npy, live_mask
+from storage.collection import Collection
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, ShardInfo
+from storage.reading import _save_npy, live_mask
 
 log = logging.getLogger(__name__)
 

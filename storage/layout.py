@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from pathlib import Path
 
-from blipsearch.errors import StorageError
+from blipsearch.errors import CollectionNotFoundError, InvalidInputError, StorageError
 from storage import versions
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME
@@ -45,6 +46,26 @@ def reserved_reason(name: str) -> str | None:
         if low.endswith(suffix):
             return f"names ending in {suffix!r} are reserved for the data dir's own files"
     return None
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def validate_name(name: str, *, new: bool = True) -> str:
+    """``name`` if it may name a collection. Syntax errors raise InvalidInputError; a name
+    reserved for the data dir's own files (storage/layout.py) too when ``new`` (creating),
+    else CollectionNotFoundError (no collection can have it)."""
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise InvalidInputError(
+            f"Invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit."
+        )
+    why = reserved_reason(name)
+    if why and new:
+        raise InvalidInputError(f"Invalid collection name {name!r}: {why}.")
+    if why:
+        raise CollectionNotFoundError(f"Collection {name!r} does not exist.")
+    return name
 
 
 def ensure_layout(data_dir: Path) -> None:

@@ -46,10 +46,12 @@ def test_stale_index_is_caught_up_from_records(settings, blip_embedder, tmp_path
     old_index = coll.manifest.index
     # Commit more records without touching the index, as a crash after a shard commit would.
     write_images(tmp_path / "b", 5, start=100)
+    from indexer.options import IndexOptions
     from indexer.pipeline import IndexPipeline
     from indexer.sources import iter_files
 
-    IndexPipeline(coll, blip_embedder, batch_size=4, shard_size=4).run(iter_files([tmp_path / "b"]))
+    options = IndexOptions(batch_size=4, shard_size=4, decode_mode="thread")
+    IndexPipeline(coll, blip_embedder, options).run(iter_files([tmp_path / "b"]))
     coll.reload()
     assert coll.manifest.index == old_index and coll.manifest.count == 15
     index, covered = index_store.load(coll)

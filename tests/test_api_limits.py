@@ -1,4 +1,4 @@
-"""Cost limits of the HTTP API (issue #14): re-ranking depth for callers without a write key
+"""Cost limits of the HTTP API: re-ranking depth for callers without a write key
 and a shared re-rank budget (defect 8); uploads decoded off the event loop, a bounded number
 at a time, with a per-request pixel budget (defect 4)."""
 

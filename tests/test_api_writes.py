@@ -202,7 +202,7 @@ def test_index_job_lists_cannot_reach_outside_the_roots(env, tmp_path):
     job = _wait(client, r.json()["id"])
     assert job["state"] == "succeeded" and job["counts"]["added"] == 1
     assert job["counts"]["failed_by_reason"] == {"source_error": 1}
-    # The failure names the file without the server's absolute path (issue #14).
+    # The failure names the file without the server's absolute path.
     assert [f["path"] for f in job["failures"]] == [outside.name]
     assert str(outside.parent) not in str(job)
 

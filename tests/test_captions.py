@@ -14,7 +14,7 @@ import torch
 from transformers import Blip2ForConditionalGeneration, Blip2Processor, BlipForConditionalGeneration, BlipProcessor
 
 from indexer.captions import caption_collection
-from models.captioner import Decoding, load_captioner
+from models.captioners import Decoding, load_captioner
 from service.indexing import index_paths
 from storage.collection import Collection
 from tests.helpers import make_image, write_images
@@ -147,3 +147,54 @@ def test_recaption_killed_midway_then_resumed(tmp_path, tiny_models):
     assert captioned() == 80
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert json.loads(again.stdout)["captioned"] == 0
+
+
+def test_caption_collection_is_a_resumable_job(settings, blip_embedder, captioner, tmp_path, monkeypatch):
+    """``caption --collection`` is a ``caption`` job in ``jobs list``; a failed one resumes by id."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from storage.catalog import open_catalog
+
+    write_images(tmp_path / "in", 6)
+    index_paths(settings, [tmp_path / "in"], "c", embedder=blip_embedder, progress=False)
+    coll = Collection.open(settings.data_dir, "c")
+    catalog = open_catalog(settings.catalog_url())
+    decoding = Decoding(max_new_tokens=5)
+    real = captioner.caption_pixels
+    calls = []
+
+    def dies_on_the_second_commit(pixels, dec):
+        calls.append(len(pixels))
+        if len(calls) == 2:
+            raise RuntimeError("the captioner died")
+        return real(pixels, dec)
+
+    monkeypatch.setattr(captioner, "caption_pixels", dies_on_the_second_commit)
+    with pytest.raises(RuntimeError, match="captioner died"):
+        caption_collection(coll, captioner, decoding, commit_every=2, progress=False, catalog=catalog)
+    monkeypatch.setattr(captioner, "caption_pixels", real)
+    captioned = sum(c is not None for c in coll.read_table(["caption"]).column("caption").to_pylist())
+    assert captioned == 2  # the first commit is kept
+
+    cli = CliRunner()
+    base = ["--data-dir", str(settings.data_dir), "--json"]
+    listed = json.loads(cli.invoke(app, ["jobs", "list", *base]).stdout)["jobs"]
+    job = next(j for j in listed if j["kind"] == "caption")
+    assert (job["collection"], job["state"], job["model_id"]) == ("c", "failed", captioner.model_id)
+    assert "captioner died" in job["error"] and job["settings"]["max_new_tokens"] == 5
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = cli.invoke(app, ["jobs", "resume", job["id"], *base])
+    assert out.exit_code == 0, out.output
+    resumed = json.loads(out.stdout)
+    assert (resumed["id"], resumed["kind"], resumed["state"]) == (job["id"], "caption", "succeeded")
+    assert resumed["counts"]["captioned"] == 4 and resumed["counts"]["progress"]["done"] == 4  # only the rest
+    caps = coll.read_table(["caption", "caption_model"]).to_pylist()
+    assert all(r["caption"] and r["caption_model"] == captioner.model_id for r in caps)
+
+    again = cli.invoke(app, ["caption", "-c", "c", "--caption-model", captioner.model_id, *base])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["captioned"] == 0
+    kinds = [j["kind"] for j in json.loads(cli.invoke(app, ["jobs", "list", *base]).stdout)["jobs"]]
+    assert kinds.count("caption") == 2

@@ -1,4 +1,4 @@
-"""Issue #14 defect 1: collections have a namespace of their own (DATA_DIR/collections), names
+"""Collections have a namespace of their own (DATA_DIR/collections), names
 that could collide with the data dir's files are refused, and data dirs of the earlier layout
 are moved on open, idempotently and without loss whatever step a crash interrupts."""
 
@@ -18,7 +18,8 @@ from service.indexing import index_paths
 from storage import layout, versions
 from storage.api_keys import create_key
 from storage.catalog import open_catalog
-from storage.collection import Collection, validate_name
+from storage.collection import Collection
+from storage.layout import validate_name
 from tests.helpers import write_images
 
 COLLIDING = [

@@ -1,4 +1,4 @@
-"""Issue #17, embedding families: CLIP, SigLIP and ALIGN against transformers' own features, end
+"""Embedding families: CLIP, SigLIP and ALIGN against transformers' own features, end
 to end through the CLI, ``models --json``, and cross-family ITM re-ranking with a BLIP head."""
 
 from __future__ import annotations

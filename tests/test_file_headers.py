@@ -1,4 +1,4 @@
-"""Issue #14 defect 6: /file takes its Content-Type from the stored decoded format only, never
+"""/file takes its Content-Type from the stored decoded format only, never
 from the file name; nosniff everywhere, attachment for what is not a displayable raster image,
 and a restrictive Content-Security-Policy on the page and API responses."""
 

@@ -1,4 +1,4 @@
-"""Issue #14 defect 5: bad filter values are a 422 naming the field (HTTP, both search routes and
+"""Bad filter values are a 422 naming the field (HTTP, both search routes and
 /similar) or a one-line exit 2 (CLI), never a 500 or a traceback; naive dates are UTC."""
 
 from __future__ import annotations

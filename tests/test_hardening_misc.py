@@ -1,4 +1,4 @@
-"""Issue #14 defect 9: no absolute server paths in API answers (unless BLIPSEARCH_EXPOSE_PATHS),
+"""No absolute server paths in API answers (unless BLIPSEARCH_EXPOSE_PATHS),
 a minimal /readyz in key mode, jobs of dead processes marked ``interrupted``, and
 BLIPSEARCH_MAX_IMAGE_PIXELS above Pillow's own limit taking effect."""
 
@@ -18,12 +18,12 @@ from PIL import Image
 from api.app import create_app
 from api.uploads import sniff_and_decode
 from blipsearch.config import Settings
-from indexer.runner import RESUMABLE
 from media.decode import decode_image
 from service.indexing import index_paths
 from storage import owners
 from storage.api_keys import create_key
 from storage.catalog import JobOwnerRow, open_catalog
+from storage.job_run import RESUMABLE
 from tests.helpers import write_images
 
 

@@ -1,4 +1,4 @@
-"""Small-shard merging (issue #14, defect 7): upload commits are coalesced, ``compact`` merges
+"""Small-shard merging: upload commits are coalesced, ``compact`` merges
 small shards, ids and search results never change, a live engine follows a merge without
 reloading its index, and a kill at any point loses or duplicates nothing."""
 

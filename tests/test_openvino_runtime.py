@@ -1,4 +1,4 @@
-"""The OpenVINO fast runtime (issue #16): BLIP's image and text towers converted with
+"""The OpenVINO fast runtime: BLIP's image and text towers converted with
 ``openvino.convert_model``, their fidelity against the exact (fp32 transformers) embeddings, the
 on-disk IR cache, and when ``fast`` picks it (models/fast_runtime.py, models/openvino_runtime.py).
 

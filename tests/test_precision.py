@@ -1,4 +1,4 @@
-"""Precision modes (issue #16): CPU bf16 detection, the per-stage plan, fast vs exact fidelity on
+"""Precision modes: CPU bf16 detection, the per-stage plan, fast vs exact fidelity on
 the tiny models, and each collection's recorded precision."""
 
 from __future__ import annotations

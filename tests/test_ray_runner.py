@@ -26,7 +26,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_runner_records_equal_the_local_runner(settings, blip_embedder, tiny_models, tmp_path, local_ray):
-    from service.indexing import index_with_ray
+    from indexer.options import IndexOptions
 
     images = write_images(tmp_path / "in", 14)
     bad = write_bad_files(tmp_path / "in" / "bad")
@@ -38,7 +38,8 @@ def test_ray_runner_records_equal_the_local_runner(settings, blip_embedder, tiny
     s = settings.model_copy(update={"shard_size": 6, "decode_mode": "thread"})
     local = index_paths(s, [tmp_path / "m.csv"], "local", embedder=blip_embedder, progress=False)
     s_ray = s.model_copy(update={"model": str(tiny_models["blip-itm"])})
-    remote = index_with_ray(s_ray, [tmp_path / "m.csv"], "ray", progress=False)
+    on_ray = IndexOptions.from_settings(s_ray, runner="ray")
+    remote = index_paths(s_ray, [tmp_path / "m.csv"], "ray", options=on_ray, progress=False)
 
     assert (remote.added, remote.failed, remote.skipped_duplicates) == (local.added, local.failed, 0) == (14, 5, 0)
     assert sorted((f["path"], f["reason"]) for f in remote.failures) == sorted(
@@ -53,7 +54,7 @@ def test_ray_runner_records_equal_the_local_runner(settings, blip_embedder, tiny
     assert Collection.open(s.data_dir, "ray").manifest.next_id == 14  # ids 0..13, none skipped or reused
 
     # Re-running is idempotent, and the collection has its index.
-    again = index_with_ray(s_ray, [tmp_path / "m.csv"], "ray", progress=False)
+    again = index_paths(s_ray, [tmp_path / "m.csv"], "ray", options=on_ray, progress=False)
     assert (again.added, again.skipped_duplicates) == (0, 14)
     coll = Collection.open(s.data_dir, "ray")
     assert coll.manifest.index is not None and coll.manifest.index.ntotal == 14

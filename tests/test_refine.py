@@ -1,4 +1,4 @@
-"""Exact re-rank ("refine", issue #20) of compressed indexes: a shortlist of ``refine_k`` from a
+"""Exact re-rank ("refine") of compressed indexes: a shortlist of ``refine_k`` from a
 PQ index, re-scored from the records' stored vectors and cut to k."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The request guard against a live uvicorn server (issue #14, defect 3): a keyless upload is
+"""The request guard against a live uvicorn server: a keyless upload is
 refused from its headers before any body byte is read, a chunked body is cut off at the
 per-request cap, and concurrent bodies share one in-flight budget."""
 

@@ -1,6 +1,6 @@
-"""Issue #14 defect 2: a stored uri is read back only while it is the regular file (or tar
+"""A stored uri is read back only while it is the regular file (or tar
 member) that was indexed: no symlink anywhere on the path, and the same sha256. Checked for the
-helper itself and for its readers: /file, thumbnails, re-ranking, captions."""
+helper itself and for its readers: /file, thumbnails, re-ranking, captions, moderation, re-embedding."""
 
 from __future__ import annotations
 
@@ -182,7 +182,7 @@ def test_rerank_drops_candidates_whose_file_became_a_symlink(served, tmp_path, b
 
 def test_captions_skip_a_symlinked_original(served, tiny_models):
     from indexer.captions import caption_collection
-    from models.captioner import load_captioner
+    from models.captioners import load_captioner
 
     _, settings, ids = served
     path0, rid0 = next(iter(ids.items()))
@@ -194,3 +194,44 @@ def test_captions_skip_a_symlinked_original(served, tiny_models):
     report = caption_collection(coll, captioner, progress=False)
     assert report["failed"] == 1 and report["captioned"] == 5
     assert [f["id"] for f in report["failures"]] == [rid0]
+
+
+def test_moderation_records_a_symlinked_or_changed_original_as_failed(served, blip_embedder):
+    from models import load_itm
+    from moderation.batch import moderate_collection
+    from moderation.checks import Moderator
+    from moderation.policy import parse_policy
+    from storage.catalog import open_catalog
+
+    _, settings, ids = served
+    (path0, rid0), (path1, rid1) = list(ids.items())[:2]
+    path0.unlink()
+    path0.symlink_to(path1)  # a valid image behind a symlink
+    path1.write_bytes(_jpeg(7))  # changed content
+    cats = [{"name": "red", "prompts": ["a red square"], "action": "block", "itc_threshold": 0.0, "itm_threshold": 0.5}]
+    policy = parse_policy({"name": "p", "version": 1, "categories": cats})
+    mod = Moderator(policy, blip_embedder, load_itm(blip_embedder, batch_size=4))
+    catalog = open_catalog(settings.catalog_url())
+    out = moderate_collection(settings, catalog, Collection.open(settings.data_dir, "c"), mod, progress=False)
+    assert (out["checked"], out["failed"]) == (4, 2)
+    errors = {int(f["id"]): f["error"] for f in out["failures"]}
+    assert set(errors) == {rid0, rid1}
+    assert "symbolic link" in errors[rid0] and "changed since indexing" in errors[rid1]
+
+
+def test_reembed_refuses_a_symlinked_or_changed_original(served, blip2_embedder):
+    from blipsearch.errors import StorageError
+    from indexer.reembed import reembed
+
+    _, settings, ids = served
+    (path0, rid0), (path1, rid1) = list(ids.items())[:2]
+    moved = path0.with_name("moved.jpg")
+    path0.rename(moved)
+    path0.symlink_to(moved)  # the indexed bytes, but reached through a symlink
+    path1.write_bytes(_jpeg(5))  # changed content
+    with pytest.raises(StorageError, match=r"2 record\(s\) of 'c' cannot be re-embedded"):
+        reembed(settings, "c", "blip2", embedder=blip2_embedder, progress=False)
+    payload = reembed(settings, "c", "blip2", embedder=blip2_embedder, progress=False, skip_missing=True)
+    dropped = {d["id"]: d["error"] for d in payload["dropped_records"]}
+    assert set(dropped) == {rid0, rid1} and payload["reembedded"] == 4
+    assert "symbolic link" in dropped[rid0] and dropped[rid1].startswith("changed")

@@ -14,7 +14,7 @@ from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError, RecordNotFoundError, SourceUnavailableError
-from media.safe_read import read_verified
+from media.stored import ImageLimits, StoredImages
 from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 from storage.layout import list_names
@@ -61,27 +61,29 @@ def get_record(name: str, rid: int, request: Request) -> Record:
     return Record(**rec)
 
 
-def _original(coll: Collection, rec: dict, request: Request) -> bytes:
-    return original_bytes(request.app.state.blip.settings, coll, rec)
+def _stored(settings: Settings, coll: Collection, draft: int | None = None) -> StoredImages:
+    """The collection's stored-image reader; ``draft``: decode at reduced scale, never below it."""
+    limits = ImageLimits.from_settings(settings, draft=draft, reduce=draft is not None)
+    return StoredImages(coll.uri_aliases(), limits)
 
 
 def original_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
     """The record's original bytes, only if still the regular file (or tar member) that was
-    indexed: 404 when gone or a symlink, 409 when changed (media/safe_read.py)."""
+    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py)."""
+    return _original(_stored(settings, coll), rec)
+
+
+def _original(reader: StoredImages, rec: dict) -> bytes:
     try:
-        return read_verified(
-            rec.get("uri") or "", rec.get("sha256"), settings.max_file_bytes, aliases=coll.uri_aliases()
-        )
-    except SourceUnavailableError as exc:
-        raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
-    except ImageDecodeError as exc:
+        return reader.read(rec.get("uri"), rec.get("sha256"))
+    except (SourceUnavailableError, ImageDecodeError) as exc:
         raise SourceUnavailableError(f"The original of record {rec.get('id')} can no longer be served: {exc}") from None
 
 
 @router.get("/{name}/images/{rid}/file", response_model=None)
 def get_file(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
-    data = _original(coll, rec, request)
+    data = original_bytes(request.app.state.blip.settings, coll, rec)
     media_type, headers = file_headers(rec.get("format"), rid)
     return Response(data, media_type=media_type, headers=headers)
 
@@ -97,9 +99,8 @@ def thumbnail_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
     """The record's JPEG thumbnail (at most THUMB_SIZE a side), made once from the original."""
     thumb = coll.root / "thumbs" / f"{rec['id']}.jpg"
     if not thumb.is_file():
-        from media.decode import decode_image
-
-        img = decode_image(original_bytes(settings, coll, rec), settings.max_image_pixels).image
+        reader = _stored(settings, coll, draft=THUMB_SIZE)  # a thumbnail needs no full decode
+        img = reader.decode(_original(reader, rec)).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)

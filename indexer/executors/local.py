@@ -4,37 +4,28 @@ the calling thread, the shard writer (indexer/pipeline.py)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-from indexer.decode_pool import resolve_mode
-from indexer.pipeline import IndexPipeline, IndexReport
+from indexer.commit import IndexReport
+from indexer.options import IndexOptions
+from indexer.pipeline import IndexPipeline
 from indexer.runner import Executor, Progress
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from models.base import Embedder
-from models.captioner import Captioner, Decoding
+from models.captioners import Captioner, Decoding
 from storage.collection import Collection
-
-
-@dataclass
-class LocalOptions:
-    batch_size: int = 32
-    shard_size: int = 4096
-    workers: int = 4
-    max_pixels: int = 100_000_000
-    max_bytes: int = 256 * 1024 * 1024
-    jpeg_draft: bool = True
-    decode_mode: str = "auto"
-    captioner: Captioner | None = None
-    decoding: Decoding = field(default_factory=Decoding)
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self, options: LocalOptions) -> None:
+    def __init__(
+        self, options: IndexOptions, captioner: Captioner | None = None, decoding: Decoding | None = None
+    ) -> None:
         self.options = options
+        self.captioner = captioner
+        self.decoding = decoding or Decoding()
         self.timer = StageTimer()
 
     def describe(self) -> dict[str, Any]:
@@ -43,22 +34,15 @@ class LocalExecutor(Executor):
     def run(
         self, coll: Collection, embedder: Embedder, items: Iterable[SourceItem], on_progress: Progress
     ) -> IndexReport:
-        o = self.options
         count = getattr(items, "count", None)
-        total = count() if callable(count) else None
         pipeline = IndexPipeline(
             coll,
             embedder,
-            batch_size=o.batch_size,
-            shard_size=o.shard_size,
-            workers=o.workers,
-            max_pixels=o.max_pixels,
-            max_bytes=o.max_bytes,
+            self.options,
+            expected=count() if callable(count) else None,
             on_progress=on_progress,
-            captioner=o.captioner,
-            decoding=o.decoding,
-            jpeg_draft=o.jpeg_draft,
-            decode_mode=resolve_mode(o.decode_mode, total),
+            captioner=self.captioner,
+            decoding=self.decoding,
             timer=self.timer,
         )
         return pipeline.run(items)

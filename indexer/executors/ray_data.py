@@ -17,15 +17,15 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError, MissingDependencyError
+from indexer.commit import IndexReport, ShardCommitter
 from indexer.decode_pool import DecodeConfig, decode_one
-from indexer.pipeline import IndexReport
+from indexer.options import IndexOptions
 from indexer.runner import Executor, Progress
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
@@ -116,25 +116,13 @@ def _items(sources: Iterable[SourceItem]) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass
-class RayOptions:
-    address: str | None = None
-    num_cpus: int | None = None
-    batch_size: int = 32
-    shard_size: int = 4096
-    decode_workers: int = 4
-    max_pixels: int = 100_000_000
-    max_bytes: int = 256 * 1024 * 1024
-    jpeg_draft: bool = True
-
-
 class RayExecutor(Executor):
     """Read/decode as Ray Data tasks, the model in actors built by ``load_model`` (a picklable
     callable from the composition root), the shard writer on the driver."""
 
     name = "ray"
 
-    def __init__(self, options: RayOptions, load_model: Callable[[str], Embedder]) -> None:
+    def __init__(self, options: IndexOptions, load_model: Callable[..., Embedder]) -> None:
         self.options = options
         self.load_model = load_model
         self.timer = StageTimer()
@@ -175,7 +163,7 @@ class RayExecutor(Executor):
                 "pixel_shape": (3, side, side),
             },
             batch_size=bs,
-            compute=ray.data.ActorPoolStrategy(size=max(1, o.decode_workers)),
+            compute=ray.data.ActorPoolStrategy(size=max(1, o.workers)),
         )
         ds = ds.map_batches(
             EmbedActor,
@@ -184,22 +172,15 @@ class RayExecutor(Executor):
             compute=ray.data.ActorPoolStrategy(size=max(1, gpus)),
             num_gpus=1 if gpus else 0,
         )
-        updates = UriUpdates(coll.live_uris())  # the local runner's update rules
+        writer = ShardCommitter(coll, report, UriUpdates(coll.live_uris()), self.timer)  # the local rules
         for batch in ds.iter_batches(batch_size=o.shard_size, batch_format="numpy"):
-            _commit(coll, batch, report, self.timer, updates)
+            _commit(writer, batch)
             on_progress(report, report.total)
         return report
 
 
-def _commit(
-    coll: Any,
-    batch: dict[str, np.ndarray],
-    report: IndexReport,
-    timer: StageTimer,
-    updates: UriUpdates,
-) -> None:
-    """Record failures and duplicates; commit the embedded rows as one shard, with the same
-    update rules as the local pipeline (indexer/pipeline.py)."""
+def _commit(writer: ShardCommitter, batch: dict[str, np.ndarray]) -> None:
+    """Count failures and duplicates; commit the embedded rows as one shard (indexer/commit.py)."""
     keep: list[int] = []
     replaces: list[tuple[int, str] | None] = []
     for i in range(len(batch["uri"])):
@@ -207,20 +188,12 @@ def _commit(
         err = str(batch["source_error"][i]) or str(batch["error"][i])
         if err:
             reason = "source_error" if str(batch["source_error"][i]) else str(batch["reason"][i]) or "error"
-            report.failed += 1
-            report.failures.append({"path": uri, "error": err, "reason": reason})
+            writer.failed(uri, err, reason)
         elif bool(batch["duplicate"][i]):
-            report.skipped_duplicates += 1
-            updates.duplicate(uri, sha)
+            writer.duplicate(uri, sha)
         else:
             keep.append(i)
-            replaces.append(updates.new(uri, sha))
-    stale = updates.take_stale()
-    report.removed_stale += len(stale)
-    if not keep:
-        if stale:
-            coll.append_aligned({"sha256": []}, np.zeros((0, 1), np.float32), tombstones=stale)
-        return
+            replaces.append(writer.new(uri, sha))
     cols: dict[str, list[Any]] = {
         "uri": [str(batch["uri"][i]) for i in keep],
         "sha256": [str(batch["sha256"][i]) for i in keep],
@@ -230,10 +203,5 @@ def _commit(
         "format": [str(batch["format"][i]) or None for i in keep],
         "bytes": [int(batch["bytes"][i]) for i in keep],
     }
-    with timer.time("write", len(keep)):
-        aligned = coll.append_aligned(cols, batch["embedding"][keep], replaces=replaces, tombstones=stale)
-    ids = [i for i in aligned if i is not None]
-    report.updated += sum(1 for r, i in zip(replaces, aligned, strict=True) if r is not None and i is not None)
-    report.added += len(ids)
-    report.skipped_duplicates += len(aligned) - len(ids)
-    report.new_ids.extend(ids)
+    embeddings = batch["embedding"][keep] if keep else np.zeros((0, 1), np.float32)
+    writer.commit(cols, embeddings, replaces=replaces)

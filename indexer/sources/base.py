@@ -1,6 +1,6 @@
 """What every input source yields: one ``SourceItem`` per image, in a stable order.
 
-A source names each image by a ``uri`` that the record keeps and that ``read_uri`` can read
+A source names each image by a ``uri`` that the record keeps and that media/stored.py can read
 back later (re-captioning, re-ranking from pixels, re-embedding with another model):
 
 * a file: its absolute path;

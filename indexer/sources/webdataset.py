@@ -4,7 +4,7 @@ A sample is the run of consecutive members sharing a key (the member name up to 
 dot of its basename, as WebDataset defines it): ``000123.jpg``, ``000123.json``,
 ``000123.txt``. The image member (first with an image extension) becomes the item; a
 ``.json`` object is merged into its metadata and ``.txt``/``.caption`` becomes ``text``.
-Its uri is ``/abs/shard.tar#000123.jpg`` (``read_uri`` reads it back).
+Its uri is ``/abs/shard.tar#000123.jpg`` (media/stored.py reads it back).
 
 The shard is streamed (plain or compressed tar); a truncated shard ends with a recorded
 failure for the sample in progress rather than an exception.

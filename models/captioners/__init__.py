@@ -9,10 +9,8 @@ from blipsearch.errors import ModelLoadError
 from models.captioners.base import Captioner, Decoding
 from models.loading import from_pretrained
 
-DEFAULT_CAPTION_MODEL = "Salesforce/blip-image-captioning-base"
-
-# model_type -> "module:Class" (imported only when that family is loaded)
-FAMILIES: dict[str, str] = {
+# config.model_type -> "module:Class" of its Captioner (imported only when that family is loaded)
+CAPTIONER_CLASSES: dict[str, str] = {
     "blip": "models.captioners.blip:BlipCaptioner",
     "blip-2": "models.captioners.blip:Blip2Captioner",
     "instructblip": "models.captioners.instructblip:InstructBlipCaptioner",
@@ -21,7 +19,7 @@ FAMILIES: dict[str, str] = {
 
 
 def captioner_class(model_type: str | None, source: str = "") -> type[Captioner]:
-    target = FAMILIES.get(model_type or "")
+    target = CAPTIONER_CLASSES.get(model_type or "")
     if target is None:
         raise ModelLoadError(
             f"{source!r} is not a supported captioning checkpoint (model_type {model_type!r}); supported: "
@@ -37,7 +35,7 @@ def captioner_class(model_type: str | None, source: str = "") -> type[Captioner]
 def caption_families() -> list[dict[str, object]]:
     """What each captioning family can do, for ``blipsearch models --json``."""
     out: list[dict[str, object]] = []
-    for model_type in FAMILIES:
+    for model_type in CAPTIONER_CLASSES:
         cls = captioner_class(model_type)
         caps = ["caption", "vqa"] if cls.supports_vqa else ["caption"]
         out.append({"family": cls.family, "model_type": model_type, "class": cls.architecture, "capabilities": caps})
@@ -57,8 +55,7 @@ def load_captioner(source: str, **kwargs: Any) -> Captioner:
 
 
 __all__ = [
-    "DEFAULT_CAPTION_MODEL",
-    "FAMILIES",
+    "CAPTIONER_CLASSES",
     "Captioner",
     "Decoding",
     "caption_families",

@@ -4,7 +4,7 @@
     python scripts/bench/api_load.py [--quick] [--clients 1 8 32] [--seconds 15]
     python scripts/bench/api_load.py --precision exact fast --microbatch on --models base --clients 16
 
-``--precision exact fast`` compares the precision modes (issue #16) in one run instead: its
+``--precision exact fast`` compares the precision modes in one run instead: its
 results go to bench-results/api_load_precision.json and their own BENCHMARKS.md section.
 
 For a tiny model and then a base-size random BLIP model (the FLOPs of blip-itm-base-coco), it

@@ -38,7 +38,7 @@ def main() -> None:
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     from blipsearch.synthetic import make_image
-    from models.captioner import Decoding, load_captioner
+    from models.captioners import Decoding, load_captioner
 
     path = base_model(which="blip-caption")
     cap = load_captioner(str(path), device=args.device)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Indexing throughput per model family (issue #17), with FLOPs per image beside each.
+"""Indexing throughput per model family, with FLOPs per image beside each.
 
 Base-size, randomly initialised checkpoints with the architectures of the hub models (random
 weights cost exactly what trained ones do): CLIP ViT-B/16 at 224 px (openai/clip-vit-base-patch16),

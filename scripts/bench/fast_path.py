@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""``exact`` vs ``fast`` on every model stage, with the machine's GEMM rate as the ceiling (issue #16).
+"""``exact`` vs ``fast`` on every model stage, with the machine's GEMM rate as the ceiling.
 
 One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
 
@@ -212,7 +212,7 @@ def main() -> None:
 
     # -- captions ---------------------------------------------------------------------------
     if not args.no_captions:
-        from models.captioner import Decoding, load_captioner
+        from models.captioners import Decoding, load_captioner
         from models.precision import STAGES, plan_precision
 
         cap_path = base_model(args.base_dir, which="blip-caption")

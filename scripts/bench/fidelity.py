@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fidelity of the ``fast`` precision mode against ``exact``, per model stage (issue #16).
+"""Fidelity of the ``fast`` precision mode against ``exact``, per model stage.
 
 On the same images and texts, for the base-size random BLIP and the tiny test models:
 
@@ -161,7 +161,7 @@ def caption_metrics(path: Path, data: list[bytes], device: str) -> dict[str, Any
     import torch
 
     from media.decode import decode_image
-    from models.captioner import Decoding, load_captioner
+    from models.captioners import Decoding, load_captioner
     from models.precision import STAGES, plan_precision
 
     exact = load_captioner(str(path), device=device, batch_size=8, precision="exact")

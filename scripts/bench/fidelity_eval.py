@@ -1,4 +1,4 @@
-"""ITC TR@1 / IR@1 of ``fast`` against ``exact`` on a larger generated eval set (issue #16).
+"""ITC TR@1 / IR@1 of ``fast`` against ``exact`` on a larger generated eval set.
 
 scripts/bench/fidelity.py runs ``blipsearch eval retrieval`` on 32 images, where one flipped
 top-1 moves TR@1 by 3.1 points: more than the 0.5-point bound can resolve. This script runs the

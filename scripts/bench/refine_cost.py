@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What the product's exact re-rank (``refine_k``, issue #20) costs a query, and what it buys.
+"""What the product's exact re-rank (``refine_k``) costs a query, and what it buys.
 
 A collection of N structured 256-d vectors (scale.py's near-duplicate clusters) in Parquet
 shards of ``--shard-size`` records, an in-memory IVF-PQ index over it; the same queries through

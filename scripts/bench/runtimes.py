@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""CPU runtimes for the BLIP vision and text towers, one run, same CPU (issue #16).
+"""CPU runtimes for the BLIP vision and text towers, one run, same CPU.
 
 Compared, each against torch fp32 (the ``exact`` path) in the same run:
 

@@ -16,7 +16,7 @@ Baseline in the same run: the same index with its lists copied into RAM (what th
 index of the same spec costs).
 Finally a 100M / 1B table on paper from the measured per-vector costs.
 
-The default recipe (issue #20, from scripts/bench/scale_sweep.py at 1M): ``nlist`` so that a
+The default recipe (from scripts/bench/scale_sweep.py at 1M): ``nlist`` so that a
 list holds about 2,400 vectors (512 at 1M, 4,096 at 10M), a training sample of n/20 (recall
 depends strongly on the sample's points per data cluster), PQ64, and an exact re-rank of the
 top ``--refine`` (100). It reaches recall@10 0.9 at 1M (nprobe 16) but not at 10M (0.87 at

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Upload latency and first-search latency as one-image uploads pile up (issue #14, defect 7).
+"""Upload latency and first-search latency as one-image uploads pile up (small-shard merging).
 
     python scripts/bench/upload_latency.py [--sizes 10 100 1000] [--baseline-max 1000]
 
@@ -146,7 +146,7 @@ def main() -> None:
     }
     path = write_result("upload_latency", {"settings": settings, "rows": rows})
     lines = [
-        "## Upload latency as uploads pile up (issue #14, defect 7)",
+        "## Upload latency as uploads pile up",
         "",
         f"`python scripts/bench/upload_latency.py` — {machine_line(m)}. Shared, noisy machine (up to 8 engineers on",
         "2 cores): compare the two configurations of the same run, not absolute numbers across runs.",

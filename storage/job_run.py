@@ -1,0 +1,114 @@
+"""One catalog job's life, the same for every kind (index, reembed, caption, moderate):
+created (or resumed by id), progress as it goes, and how it ends.
+
+``JobRun`` is a thin layer over the catalog and storage/jobs.py (``JobWatch`` for throttled
+progress and cancellation, ``recorded`` for a failed or cancelled end): a job's code only says
+what it counts.
+
+    job = JobRun.start(catalog, "caption", coll.name, model_id, {"caption_model": ...}, total=n)
+    with job.recorded():
+        ...
+        job.progress(counts, done)      # raises CancelledError when cancelled
+    job.succeed(counts, done=n, failures=failures)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+from blipsearch.errors import CancelledError
+from storage.catalog import Catalog, utcnow
+from storage.jobs import JobWatch, recorded
+
+MAX_STORED_FAILURES = 10_000  # failures kept in the catalog per job (the counts stay exact)
+RESUMABLE = ("pending", "running", "failed", "cancelled", "interrupted")  # a killed job may be left "running"
+
+
+class JobRun:
+    def __init__(self, catalog: Catalog, job_id: str, total: int | None = None) -> None:
+        self.catalog = catalog
+        self.job_id = job_id
+        self.watch = JobWatch(catalog, job_id, total=total)
+
+    @classmethod
+    def start(
+        cls,
+        catalog: Catalog,
+        kind: str,
+        collection: str,
+        model_id: str | None,
+        settings: dict[str, Any],
+        *,
+        total: int | None = None,
+    ) -> JobRun:
+        """A new running job of ``kind``."""
+        return cls(catalog, catalog.create_job(kind, collection, model_id, settings), total)
+
+    @classmethod
+    def resume(cls, catalog: Catalog, job_id: str, *, total: int | None = None) -> JobRun:
+        """Run the existing job ``job_id`` (again); a job cancelled meanwhile is not restarted."""
+        if not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
+            catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
+            raise CancelledError(f"Job {job_id} was cancelled before it started.")
+        return cls(catalog, job_id, total)
+
+    @classmethod
+    def start_or_resume(
+        cls,
+        catalog: Catalog,
+        job_id: str | None,
+        kind: str,
+        collection: str,
+        model_id: str | None,
+        settings: dict[str, Any],
+        *,
+        total: int | None = None,
+    ) -> JobRun:
+        if job_id is None:
+            return cls.start(catalog, kind, collection, model_id, settings, total=total)
+        return cls.resume(catalog, job_id, total=total)
+
+    @property
+    def total(self) -> int | None:
+        return self.watch.total
+
+    @total.setter
+    def total(self, value: int | None) -> None:
+        self.watch.total = value
+
+    def progress(
+        self,
+        counts: dict[str, Any],
+        done: int,
+        *,
+        force: bool = False,
+        timings: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        """Counts and progress (throttled); raises CancelledError once the job is cancelled."""
+        self.watch.tick(counts, done, force=force, timings=timings)
+
+    def recorded(self, extra: Callable[[], dict[str, Any]] = dict) -> AbstractContextManager[None]:
+        """A context that records a failed or cancelled end (storage/jobs.py:recorded)."""
+        return recorded(self.catalog, self.job_id, extra)
+
+    def succeed(
+        self,
+        counts: dict[str, Any],
+        *,
+        done: int,
+        failures: list[dict[str, Any]] | None = None,
+        timings: dict[str, Any] | None = None,
+    ) -> None:
+        """The job ended well: its final counts, ``done`` of ``done``, the failures it recorded."""
+        fields: dict[str, Any] = {"failures": (failures or [])[:MAX_STORED_FAILURES]}
+        if timings is not None:
+            fields["timings"] = timings
+        self.catalog.update_job(
+            self.job_id,
+            state="succeeded",
+            finished_at=utcnow(),
+            counts={**counts, "progress": {"done": done, "total": done}},
+            **fields,
+        )
