@@ -17,7 +17,7 @@ which case the feature cache (the collection model's tokens) is not used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -54,8 +54,11 @@ class ImageTokenSource:
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
 
-    def tokens(self, ids: Sequence[int]) -> tuple[list[int], torch.Tensor | None, list[dict[str, Any]]]:
-        """(ids kept, their tokens [n, T, D], dropped [{"id", "reason"}]) in the order of ``ids``."""
+    def tokens(
+        self, ids: Sequence[int], records: Mapping[int, Mapping[str, Any]] | None = None
+    ) -> tuple[list[int], torch.Tensor | None, list[dict[str, Any]]]:
+        """(ids kept, their tokens [n, T, D], dropped [{"id", "reason"}]) in the order of ``ids``;
+        ``records``: the candidates' records when the caller read them already (else read here)."""
         got: dict[int, Any] = {}
         dropped: list[dict[str, Any]] = []
         missing: list[int] = []
@@ -69,7 +72,8 @@ class ImageTokenSource:
         else:
             missing = [int(r) for r in ids]
         if missing:
-            records = self.coll.get_records(missing)
+            if records is None:
+                records = self.coll.get_records(missing)
             aliases = self.coll.uri_aliases()
             pixels, pix_ids = [], []
             for rid in missing:
