@@ -10,7 +10,7 @@ from blipsearch.config import Settings
 from models.base import Embedder
 
 if TYPE_CHECKING:
-    from models.captioner import Captioner
+    from models.captioners import Captioner
     from models.itm import ItmScorer
 
 
