@@ -33,7 +33,6 @@ from rerank.fusion import check_fusion
 from search import index_store
 from search.execute import run
 from search.faiss_index import FaissIndex
-from search.filters import allowed_ids
 from search.index_base import SearchIndex
 from search.limits import (
     DEFAULT_FUSION,
@@ -45,7 +44,7 @@ from search.limits import (
     MODES,
     RRF_K,
 )
-from search.plan import QueryPlan, Ran, RerankStep, Selection, explain
+from search.plan import QueryPlan, Ran, RerankStep, Selection, describe_index, explain, select
 from search.results import Hit, QueryOptions, SearchResult, finish
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
@@ -240,33 +239,11 @@ class SearchEngine:
         reranker: Reranker | None,
         **extra: Any,
     ) -> QueryPlan:
-        sel = self._selection(options)
-        ix = self.index
-        refine = sel.refine_k if sel is not None else None
-        index: dict[str, Any] = {"spec": ix.spec, "type": ix.kind, "vectors": ix.ntotal}
-        params = sel.params if sel is not None and sel.params is not None else ix.make_params()
-        for knob in ("nprobe", "efSearch"):  # the per-query knob in effect (tuned default or per call)
-            if params is not None and hasattr(params, knob):
-                index[knob] = int(getattr(params, knob))
-        if ix.compressed:
-            index["refine_depth"] = ix.refine_depth(depth, refine)
-        index["exact_scores"] = ix.exact_scores(depth, refine)
-        return QueryPlan(
-            query,
-            self.coll.name,
-            self.kind,
-            mode,
-            k,
-            depth,
-            encode,
-            index,
-            sel,
-            step,
-            options=options,
-            payload=payload,
-            reranker=reranker,
-            **extra,
-        )
+        extra.update(options=options, payload=payload, reranker=reranker)
+        sel = select(self.coll, self.index, self.decisions, options)
+        index = describe_index(self.index, sel, depth)
+        name, kind = self.coll.name, self.kind
+        return QueryPlan(query, name, kind, mode, k, depth, encode, index, sel, step, **extra)
 
     def _rerank_step(
         self,
@@ -309,32 +286,6 @@ class SearchEngine:
             raise InvalidInputError(f"rerank_k must be between 1 and {MAX_RERANK_K}, got {rerank_k}.")
         check_fusion(fusion)
 
-    def _selection(self, options: QueryOptions | None) -> Selection | None:
-        """Which records a query may return: column filters (allowed ids) and moderation
-        decisions (excluded ids; ``block`` unless ``include_blocked``), applied inside FAISS."""
-        t0 = time.perf_counter()
-        f = options.filters if options is not None else None
-        hide: set[str] = set(f.exclude_decisions) if f is not None else set()
-        if not (options is not None and options.include_blocked):
-            hide.add("block")
-        excluded = self.decisions(hide) if self.decisions is not None and hide else None
-        if excluded is not None and not len(excluded):
-            excluded = None
-        hidden = len(excluded) if excluded is not None else 0
-        allowed = allowed_ids(self.coll, f) if f is not None and not f.is_empty() else None
-        filtered_out = max(0, self.coll.manifest.count - len(allowed)) if allowed is not None else 0
-        if allowed is not None and excluded is not None:
-            kept = np.setdiff1d(allowed, excluded)
-            allowed, excluded, hidden = kept, None, int(len(allowed) - len(kept))
-        tuned = options is not None and (options.nprobe is not None or options.ef_search is not None)
-        params = self.index.make_params(options.nprobe, options.ef_search) if tuned and options else None
-        refine_k = options.refine_k if options is not None else None
-        if refine_k is not None:
-            self.index.refine_depth(1, refine_k)  # a bad value is bad input even where refine does not apply
-        if allowed is None and excluded is None and params is None and refine_k is None:
-            return None
-        return Selection(allowed, excluded, params, refine_k, filtered_out, hidden, _ms(t0))
-
     # -- execution ----------------------------------------------------------------------
     def execute(self, plan: QueryPlan, reranker: Reranker | None = None) -> SearchResult:
         """Run ``plan`` once. ``reranker``: the one the plan's ``rerank_model`` named."""
@@ -370,7 +321,7 @@ class SearchEngine:
         fetched; the same selection (filters, hidden decisions) as the other searches."""
         if not isinstance(n, int) or n < 1:
             raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
-        return self.shortlist(query, n, {}, self._selection(options))[0]
+        return self.shortlist(query, n, {}, select(self.coll, self.index, self.decisions, options))[0]
 
     def captions_for_image(self, image: Image.Image, k: int = DEFAULT_K) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""

@@ -8,17 +8,44 @@ the candidates without one (keyword hits; compressed codes without refine) are s
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 
-from rerank.base import Candidate, Reranker
+from models.base import Embedder
+from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import rrf
-from search.plan import QueryPlan, Ran
+from search.index_base import SearchIndex
+from search.plan import QueryPlan, Ran, Selection
 from search.results import Hit, SearchResult
+from storage.collection import Collection
+from storage.fulltext import KeywordIndex
 
-if TYPE_CHECKING:
-    from search.engine import SearchEngine
+
+class SearchEngine(Protocol):
+    """What running a plan uses of ``search.engine.SearchEngine``."""
+
+    coll: Collection
+    embedder: Embedder
+    index: SearchIndex
+    keyword: KeywordIndex | None
+    encode_text: Callable[[str], np.ndarray]
+
+    def shortlist(
+        self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
+    ) -> tuple[list[Candidate], tuple[int, ...]]: ...
+
+    def hits(
+        self,
+        cands: list[Candidate] | RerankOutcome,
+        k: int,
+        timing: dict[str, float],
+        ran: Ran,
+        records: dict[int, dict[str, Any]] | None = None,
+    ) -> SearchResult: ...
+
+    def read_records(self, ids: list[int], ran: Ran) -> dict[int, dict[str, Any]]: ...
 
 
 def run(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:

@@ -10,12 +10,17 @@ missing (filtered, hidden by moderation, below ``min_score``, unreadable, shards
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from search.filters import allowed_ids
+from search.index_base import SearchIndex
 from search.results import QueryOptions
+from storage.collection import Collection
 
 
 @dataclass
@@ -130,6 +135,55 @@ class Ran:
             )
         }
         return {**d, "missing": missing}
+
+
+def select(
+    coll: Collection,
+    index: SearchIndex,
+    decisions: Callable[[set[str]], np.ndarray] | None,
+    options: QueryOptions | None,
+) -> Selection | None:
+    """Which records a query may return: column filters (allowed ids) and moderation
+    decisions (excluded ids; ``block`` unless ``include_blocked``), applied inside FAISS."""
+    t0 = time.perf_counter()
+    f = options.filters if options is not None else None
+    hide: set[str] = set(f.exclude_decisions) if f is not None else set()
+    if not (options is not None and options.include_blocked):
+        hide.add("block")
+    excluded = decisions(hide) if decisions is not None and hide else None
+    if excluded is not None and not len(excluded):
+        excluded = None
+    hidden = len(excluded) if excluded is not None else 0
+    allowed = allowed_ids(coll, f) if f is not None and not f.is_empty() else None
+    filtered_out = max(0, coll.manifest.count - len(allowed)) if allowed is not None else 0
+    if allowed is not None and excluded is not None:
+        kept = np.setdiff1d(allowed, excluded)
+        allowed, excluded, hidden = kept, None, int(len(allowed) - len(kept))
+    tuned = options is not None and (options.nprobe is not None or options.ef_search is not None)
+    params = index.make_params(options.nprobe, options.ef_search) if tuned and options else None
+    refine_k = options.refine_k if options is not None else None
+    if refine_k is not None:
+        index.refine_depth(1, refine_k)  # a bad value is bad input even where refine does not apply
+    if allowed is None and excluded is None and params is None and refine_k is None:
+        return None
+    return Selection(
+        allowed, excluded, params, refine_k, filtered_out, hidden, round((time.perf_counter() - t0) * 1e3, 3)
+    )
+
+
+def describe_index(ix: SearchIndex, sel: Selection | None, depth: int) -> dict[str, Any]:
+    """The index a plan searches: spec, type, size, the per-query knob in effect (tuned default
+    or per call), the refine depth, and whether its scores are the exact ITC cosines."""
+    refine = sel.refine_k if sel is not None else None
+    out: dict[str, Any] = {"spec": ix.spec, "type": ix.kind, "vectors": ix.ntotal}
+    params = sel.params if sel is not None and sel.params is not None else ix.make_params()
+    for knob in ("nprobe", "efSearch"):
+        if params is not None and hasattr(params, knob):
+            out[knob] = int(getattr(params, knob))
+    if ix.compressed:
+        out["refine_depth"] = ix.refine_depth(depth, refine)
+    out["exact_scores"] = ix.exact_scores(depth, refine)
+    return out
 
 
 def explain(plan: QueryPlan, ran: Ran) -> dict[str, Any]:
