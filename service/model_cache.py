@@ -162,10 +162,11 @@ class ModelCache:
         with self._lock:
             idle = [k for k, e in self._entries.items() if e.expires and now - e.used >= self.idle_s]
             gone = self._cascade(idle) if idle else []
-        if gone:
-            log.info("freed idle models: %s", ", ".join("/".join(map(str, k)) for k, _ in gone))
+        keys = [k for k, _ in gone]
+        if keys:
+            log.info("freed idle models: %s", ", ".join("/".join(map(str, k)) for k in keys))
         self._evicted(gone)
-        return [k for k, _ in gone]
+        return keys
 
     def _cascade(self, keys: list[Key]) -> list[tuple[Key, Any]]:
         """Remove ``keys`` and, transitively, entries that need them (caller holds the lock)."""
