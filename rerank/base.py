@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+RecordRead = Callable[[Sequence[int]], Mapping[int, Mapping[str, Any]]]  # record ids -> those found
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,10 @@ class Reranker(ABC):
         text: str,
         candidates: Sequence[Candidate],
         fusion: str,
-        records: Mapping[int, Mapping[str, Any]] | None = None,
+        read: RecordRead | None = None,
     ) -> RerankOutcome:
-        """Text → image: one text against candidate images (by record id; ``records``: the
-        candidates' records when the caller has read them already)."""
+        """Text → image: one text against candidate images (by record id; ``read``: how the
+        caller's query reads records, each once)."""
 
     @abstractmethod
     def rerank_texts(

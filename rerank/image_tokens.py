@@ -17,7 +17,7 @@ which case the feature cache (the collection model's tokens) is not used.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from media.decode import decode_image
 from media.safe_read import READ_ERRORS, read_verified
 from models.base import Embedder
 from models.itm import ItmScorer
+from rerank.base import RecordRead
 from storage.collection import Collection
 from storage.features import FeatureStore
 
@@ -55,10 +56,11 @@ class ImageTokenSource:
         self.max_bytes = max_bytes
 
     def tokens(
-        self, ids: Sequence[int], records: Mapping[int, Mapping[str, Any]] | None = None
+        self, ids: Sequence[int], read: RecordRead | None = None
     ) -> tuple[list[int], torch.Tensor | None, list[dict[str, Any]]]:
         """(ids kept, their tokens [n, T, D], dropped [{"id", "reason"}]) in the order of ``ids``;
-        ``records``: the candidates' records when the caller read them already (else read here)."""
+        ``read``: the query's record reader (default: the collection's), asked only for the
+        records whose tokens are not cached."""
         got: dict[int, Any] = {}
         dropped: list[dict[str, Any]] = []
         missing: list[int] = []
@@ -72,8 +74,7 @@ class ImageTokenSource:
         else:
             missing = [int(r) for r in ids]
         if missing:
-            if records is None:
-                records = self.coll.get_records(missing)
+            records = (read or self.coll.get_records)(missing)
             aliases = self.coll.uri_aliases()
             pixels, pix_ids = [], []
             for rid in missing:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.itm import ItmScorer
-from rerank.base import Candidate, Reranked, Reranker, RerankOutcome
+from rerank.base import Candidate, RecordRead, Reranked, Reranker, RerankOutcome
 from rerank.fusion import check_fusion, fuse
 from rerank.image_tokens import ImageTokenSource
 
@@ -66,13 +66,13 @@ class ItmReranker(Reranker):
         text: str,
         candidates: Sequence[Candidate],
         fusion: str,
-        records: Mapping[int, Mapping[str, Any]] | None = None,
+        read: RecordRead | None = None,
     ) -> RerankOutcome:
         check_fusion(fusion)
         if self.tokens is None:
             raise ValueError("rerank_images needs an ImageTokenSource")
         t0 = time.perf_counter()
-        kept, tokens, dropped = self.tokens.tokens([c.id for c in candidates], records)
+        kept, tokens, dropped = self.tokens.tokens([c.id for c in candidates], read)
         t1 = time.perf_counter()
         by_id = {c.id: c for c in candidates}
         cands = [by_id[i] for i in kept]

@@ -31,7 +31,7 @@ from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import check_fusion
 from search import index_store
-from search.execute import run
+from search.execute import RecordReader, run
 from search.faiss_index import FaissIndex
 from search.index_base import SearchIndex
 from search.limits import (
@@ -353,10 +353,10 @@ class SearchEngine:
         k: int,
         timing: dict[str, float],
         ran: Ran,
-        records: dict[int, dict[str, Any]] | None = None,
+        read: RecordReader | None = None,
     ) -> SearchResult:
-        """The top ``k`` candidates (or re-ranked results) with their records (read once, here
-        unless the caller read them already)."""
+        """The top ``k`` candidates (or re-ranked results) with their records (``read``: the
+        query's reader, which reads each record once)."""
         dropped: list[dict[str, Any]] = []
         top: list[tuple[int, float, float, float | None]]
         if isinstance(cands, RerankOutcome):
@@ -366,16 +366,11 @@ class SearchEngine:
         else:
             top = [(c.id, c.itc, c.itc, None) for c in cands[:k]]
         t0 = time.perf_counter()
-        if records is None:
-            records = self.read_records([rid for rid, *_ in top], ran)
+        records = (read or RecordReader(self.coll, ran))([rid for rid, *_ in top])
         hits = [Hit(rid, score, itc, itm, records[rid]) for rid, score, itc, itm in top if rid in records]
         ran.record_gone += len(top) - len(hits)
         timing["fetch"] = _ms(t0)
         return SearchResult(hits, timing, dropped)
-
-    def read_records(self, ids: list[int], ran: Ran) -> dict[int, dict[str, Any]]:
-        ran.records_read += len(ids)
-        return self.coll.get_records(ids)
 
 
 def _stamp(coll: Collection) -> tuple[int, int]:

@@ -1,14 +1,15 @@
 """Running a query plan (search/plan.py), one function per query kind.
 
-Each record is read once (the re-rank's candidates' records serve its hits too) and each
-candidate's ITC score is computed once: the index's scores are reused when exact, and only
-the candidates without one (keyword hits; compressed codes without refine) are scored.
+Each record is read at most once (``RecordReader``: the records the re-rank reads serve its
+hits too, and only the records a step needs are read), and each candidate's ITC score is
+computed once: the index's scores are reused when exact, and only the candidates without one
+(keyword hits; compressed codes without refine) are scored.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -42,10 +43,25 @@ class SearchEngine(Protocol):
         k: int,
         timing: dict[str, float],
         ran: Ran,
-        records: dict[int, dict[str, Any]] | None = None,
+        read: RecordReader | None = None,
     ) -> SearchResult: ...
 
-    def read_records(self, ids: list[int], ran: Ran) -> dict[int, dict[str, Any]]: ...
+
+class RecordReader:
+    """The records one query reads: each at most once, and only those asked for."""
+
+    def __init__(self, coll: Collection, ran: Ran) -> None:
+        self.coll, self.ran = coll, ran
+        self._asked: set[int] = set()
+        self._got: dict[int, dict[str, Any]] = {}
+
+    def __call__(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        new = list(dict.fromkeys(int(i) for i in ids if int(i) not in self._asked))
+        if new:
+            self.ran.records_read += len(new)
+            self._asked.update(new)
+            self._got.update(self.coll.get_records(new))
+        return {int(i): self._got[int(i)] for i in ids if int(i) in self._got}
 
 
 def run(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:
@@ -75,11 +91,11 @@ def _text(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran:
         ran.itc_scored += len(unknown)
         known.update(zip(unknown, map(float, engine.index.item_scores(q, np.array(unknown, np.int64))), strict=True))
     shortlist = [Candidate(c.id, known[c.id]) for c in shortlist]
-    records = engine.read_records([c.id for c in shortlist], ran)
-    outcome = reranker.rerank_images(plan.payload, shortlist, plan.rerank.fusion, records)
+    read = RecordReader(engine.coll, ran)  # the token source reads the records it decodes; hits the rest
+    outcome = reranker.rerank_images(plan.payload, shortlist, plan.rerank.fusion, read)
     ran.itm_scored = len(outcome.results)
     ran.unreadable = len(outcome.dropped)
-    return _with_missing(engine.hits(outcome, plan.k, timing, ran, records), missing)
+    return _with_missing(engine.hits(outcome, plan.k, timing, ran, read), missing)
 
 
 def _keyword_or_hybrid(
@@ -127,12 +143,12 @@ def _image(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran
     ran.shortlist = len(cands)
     if not reranking or plan.rerank is None or reranker is None:
         return _with_missing(engine.hits(cands, plan.k, timing, ran), missing)
-    records = engine.read_records([c.id for c in cands], ran)
-    texts = {rid: r["text"] for rid, r in records.items()}
+    read = RecordReader(engine.coll, ran)
+    texts = {rid: r["text"] for rid, r in read([c.id for c in cands]).items()}
     outcome = reranker.rerank_texts(tokens[:1], texts, cands, plan.rerank.fusion)
     ran.itm_scored = len(outcome.results)
     ran.unreadable = len(outcome.dropped)
-    return _with_missing(engine.hits(outcome, plan.k, timing, ran, records), missing)
+    return _with_missing(engine.hits(outcome, plan.k, timing, ran, read), missing)
 
 
 def _similar(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:
@@ -159,7 +175,7 @@ def _captions(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, 
     while True:
         cands, missing = engine.shortlist(q, depth, timing, plan.selection)
         ran.shortlist = len(cands)
-        records = engine.read_records([c.id for c in cands], ran)
+        records = RecordReader(engine.coll, ran)([c.id for c in cands])
         seen: set[str] = set()
         hits: list[Hit] = []
         for c in cands:
