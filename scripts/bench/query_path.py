@@ -140,7 +140,16 @@ def worker(data_dir: str, model: str, k: int, rerank_k: int, repeat: int) -> dic
 # -- the driver --------------------------------------------------------------------------------
 def run_worker(tree: Path, args: argparse.Namespace, data_dir: Path, model: Path, repeat: int) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree), "HF_HUB_OFFLINE": "1", "BLIPSEARCH_JPEG_DRAFT": "0"}
-    cmd = [sys.executable, __file__, "--worker", str(data_dir), str(model), str(args.k), str(args.rerank_k), str(repeat)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        str(data_dir),
+        str(model),
+        str(args.k),
+        str(args.rerank_k),
+        str(repeat),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"worker in {tree} failed:\n{proc.stderr[-4000:]}")
@@ -165,8 +174,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=48)
     ap.add_argument("--k", type=int, default=5)
     ap.add_argument("--rerank-k", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=8, help="timed requests per process")
-    ap.add_argument("--rounds", type=int, default=2, help="A/B rounds (separate processes each)")
+    ap.add_argument("--repeat", type=int, default=10, help="timed requests per process")
+    ap.add_argument("--rounds", type=int, default=3, help="A/B rounds (separate processes each)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from common import ROOT, base_model, machine, machine_line, update_markdown, write_result
@@ -208,7 +217,12 @@ def main() -> None:
     }
     for name, rs in runs.items():
         lat = [x for r in rs for x in r["latency_ms"]]
-        result[name] = {"counters": rs[-1]["counters"], "rerank_text_p50_ms": round(statistics.median(lat), 1)}
+        result[name] = {
+            "counters": rs[-1]["counters"],
+            "rerank_text_p50_ms": round(statistics.median(lat), 1),
+            "rerank_text_min_ms": round(min(lat), 1),
+            "latencies_ms": [round(x, 1) for x in lat],
+        }
     write_result("query_path", result)
     m = machine()
     lines = [
@@ -231,10 +245,11 @@ def main() -> None:
         ]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
     pa, pb = result["previous"]["rerank_text_p50_ms"], result["this"]["rerank_text_p50_ms"]
+    ma, mb = result["previous"]["rerank_text_min_ms"], result["this"]["rerank_text_min_ms"]
     lines += [
         "",
-        f"Re-ranked text query p50: previous landing {pa} ms, this tree {pb} ms "
-        f"({args.repeat * args.rounds} requests each).",
+        f"Re-ranked text query (k {args.k}, rerank_k {args.rerank_k}): p50 previous landing {pa} ms, this tree "
+        f"{pb} ms; min {ma} ms vs {mb} ms ({args.repeat * args.rounds} requests each, A/B interleaved).",
     ]
     update_markdown("query_path", "\n".join(lines))
     print(json.dumps(result, indent=2))
