@@ -6,17 +6,27 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from search.engine import MAX_K, MAX_RERANK_K, QueryOptions
 from search.filters import Filters
-from search.vector_index import MAX_REFINE_K
+from search.limits import (
+    DEFAULT_K,
+    DEFAULT_RERANK_K,
+    MAX_EF_SEARCH,
+    MAX_K,
+    MAX_NPROBE,
+    MAX_REFINE_K,
+    MAX_RERANK_K,
+)
+from search.results import QueryOptions
+
+EXPLAIN_HELP = "Return the query plan and what ran (depths, re-rank, and why results are missing)."
 
 
 class TextSearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=1000)
     collection: str = Field(min_length=1, max_length=64)
-    k: int = Field(default=10, ge=1, le=MAX_K)
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     rerank: bool = False
-    rerank_k: int = Field(default=64, ge=1, le=MAX_RERANK_K)
+    rerank_k: int = Field(default=DEFAULT_RERANK_K, ge=1, le=MAX_RERANK_K)
     rerank_model: str | None = Field(
         default=None,
         min_length=1,
@@ -28,14 +38,17 @@ class TextSearchRequest(BaseModel):
     filters: Filters | None = None
     min_score: float | None = Field(default=None, ge=-1e6, le=1e6)
     sort: Literal["relevance", "added_at"] = "relevance"
-    nprobe: int | None = Field(default=None, ge=1, le=65536, description="IVF lists to probe (approximate indexes).")
-    ef_search: int | None = Field(default=None, ge=1, le=65536, description="HNSW search depth.")
+    nprobe: int | None = Field(
+        default=None, ge=1, le=MAX_NPROBE, description="IVF lists to probe (approximate indexes)."
+    )
+    ef_search: int | None = Field(default=None, ge=1, le=MAX_EF_SEARCH, description="HNSW search depth.")
     refine_k: int | None = Field(
         default=None,
         ge=0,
         le=MAX_REFINE_K,
         description="PQ/SQ indexes: shortlist re-scored exactly from the stored vectors, then cut to k (0/1: off).",
     )
+    explain: bool = Field(default=False, description=EXPLAIN_HELP)
 
     def options(self) -> QueryOptions:
         return QueryOptions(
@@ -51,8 +64,9 @@ class TextSearchRequest(BaseModel):
 class SimilarRequest(BaseModel):
     collection: str = Field(min_length=1, max_length=64)
     id: int = Field(ge=0)
-    k: int = Field(default=10, ge=1, le=MAX_K)
+    k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     filters: Filters | None = None
+    explain: bool = Field(default=False, description=EXPLAIN_HELP)
 
 
 class Result(BaseModel):
@@ -76,6 +90,8 @@ class SearchResponse(BaseModel):
     # left out, and the results are the other shards' only (else such a query answers 503).
     partial: bool = False
     missing_shards: list[int] = Field(default_factory=list)
+    # With explain: true, the query plan and what ran (search/plan.py): {"plan": ..., "ran": ...}.
+    explain: dict[str, Any] | None = None
 
 
 class CollectionInfo(BaseModel):

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
     itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")
+    model_idle_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Free a loaded model's memory after this many seconds unused (the next request loads it "
+        "again). Default: keep models loaded.",
+    )
 
     policy_dir: Path | None = Field(
         default=None, description="Moderation policies served by name (default: DATA_DIR/policies)."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,18 +10,71 @@ import typer
 
 from blipsearch.errors import InvalidInputError
 from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from search.limits import (
+    DEFAULT_FUSION,
+    DEFAULT_K,
+    DEFAULT_RERANK_K,
+    MAX_K,
+    MAX_RERANK_K,
+    RRF_K,
+)
+from search.results import QueryOptions
 
 
 def _human_results(p: dict[str, Any]) -> str:
-    if not p["results"]:
-        return "no results (the collection is empty)"
     lines = []
+    if not p["results"]:
+        lines.append("no results (the collection is empty)" if "explain" not in p else "no results")
     for r in p["results"]:
         itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
         what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
         lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
     lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
+    if p.get("explain"):
+        from search.plan import format_explain
+
+        lines += ["", format_explain(p["explain"])]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class SearchFlags:
+    """``search``'s flags as one value, built once (``build``) and checked: what is queried,
+    how (k, re-rank, fusion, mode), and the per-call ``QueryOptions`` (filters, cut-off, knobs)."""
+
+    text: str | None
+    image: Path | None
+    k: int
+    rerank: bool
+    rerank_k: int
+    rerank_model: str | None
+    fusion: str
+    mode: str
+    rrf_k: int
+    target: str
+    options: QueryOptions
+    explain: bool
+
+    @classmethod
+    def build(cls, filters: dict[str, Any], where: list[str] | None, **flags: Any) -> SearchFlags:
+        from search.filters import Filters
+
+        fields: dict[str, Any] = {}
+        for clause in where or []:
+            key, sep, value = clause.partition("=")
+            if not sep or not key:
+                raise InvalidInputError(f"--where takes FIELD=VALUE, got {clause!r}.")
+            fields[key] = value.split(",") if "," in value else value
+        query = {name: flags.pop(name) for name in ("min_score", "sort", "nprobe", "ef_search", "refine_k")}
+        options = QueryOptions(filters=Filters.parse({**filters, "fields": fields}), **query)
+        out = cls(options=options, **flags)
+        if (out.text is None) == (out.image is None):
+            raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
+        if out.rerank_model is not None and not out.rerank:
+            raise InvalidInputError("--rerank-model names the ITM model for --rerank; add --rerank.")
+        if out.image is not None and out.target not in ("images", "texts", "captions"):
+            raise InvalidInputError(f"Unknown --target {out.target!r}: use images, texts or captions.")
+        return out
 
 
 @handle_errors
@@ -28,9 +82,11 @@ def search(
     collection: CollectionOpt,
     text: Annotated[str | None, typer.Argument(help="Text query (text→image).")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Query image (image→image, or image→text).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Number of results.")] = DEFAULT_K,
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
-    rerank_k: Annotated[int, typer.Option("--rerank-k", min=1, max=1024, help="ITC shortlist size to re-rank.")] = 64,
+    rerank_k: Annotated[
+        int, typer.Option("--rerank-k", min=1, max=MAX_RERANK_K, help="ITC shortlist size to re-rank.")
+    ] = DEFAULT_RERANK_K,
     rerank_model: Annotated[
         str | None,
         typer.Option(
@@ -38,11 +94,11 @@ def search(
             help="BLIP / BLIP-2 ITM checkpoint to re-rank with (any collection; default: the collection's own ITM).",
         ),
     ] = None,
-    fusion: Annotated[str, typer.Option("--fusion", help="itm+itc (LAVIS, default), itm, or itc.")] = "itm+itc",
+    fusion: Annotated[str, typer.Option("--fusion", help="itm+itc (LAVIS, default), itm, or itc.")] = DEFAULT_FUSION,
     mode: Annotated[
         str, typer.Option("--mode", help="Text queries: vector (ITC), keyword, or hybrid (RRF).")
     ] = "vector",
-    rrf_k: Annotated[int, typer.Option("--rrf-k", min=1, help="Reciprocal-rank-fusion constant.")] = 60,
+    rrf_k: Annotated[int, typer.Option("--rrf-k", min=1, help="Reciprocal-rank-fusion constant.")] = RRF_K,
     target: Annotated[
         str, typer.Option("--target", help="Image queries: images (default; texts for text collections) or captions.")
     ] = "images",
@@ -61,10 +117,12 @@ def search(
     ] = None,
     sort: Annotated[str, typer.Option("--sort", help="relevance or added_at.")] = "relevance",
     nprobe: Annotated[
-        int | None, typer.Option("--nprobe", min=1, help="IVF lists to probe (default: the tuned value).")
+        int | None,
+        typer.Option("--nprobe", min=1, help="IVF lists to probe (default: the tuned value)."),
     ] = None,
     ef_search: Annotated[
-        int | None, typer.Option("--ef-search", min=1, help="HNSW search depth (default: the tuned value).")
+        int | None,
+        typer.Option("--ef-search", min=1, help="HNSW search depth (default: the tuned value)."),
     ] = None,
     refine_k: Annotated[
         int | None,
@@ -74,21 +132,15 @@ def search(
             "(default: the tuned value; 0/1 off).",
         ),
     ] = None,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Print the query plan and what ran (depths, re-rank, what is missing).")
+    ] = False,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Search a collection by text, or by example image with --image."""
-    from search.engine import QueryOptions
-    from search.filters import Filters
-
-    fields: dict[str, Any] = {}
-    for clause in where or []:
-        key, sep, value = clause.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--where takes FIELD=VALUE, got {clause!r}.")
-        fields[key] = value.split(",") if "," in value else value
-    filters = Filters.parse(
+    flags = SearchFlags.build(
         {
             "uri_prefix": uri_prefix,
             "added_after": added_after,
@@ -97,48 +149,66 @@ def search(
             "max_width": max_width,
             "min_height": min_height,
             "max_height": max_height,
-            "fields": fields,
-        }
+        },
+        where,
+        text=text,
+        image=image,
+        k=k,
+        rerank=rerank,
+        rerank_k=rerank_k,
+        rerank_model=rerank_model,
+        fusion=fusion,
+        mode=mode,
+        rrf_k=rrf_k,
+        target=target,
+        min_score=min_score,
+        sort=sort,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        refine_k=refine_k,
+        explain=explain,
     )
-    options = QueryOptions(
-        filters=filters, min_score=min_score, sort=sort, nprobe=nprobe, ef_search=ef_search, refine_k=refine_k
-    )
+    emit(run_search(settings_for(data_dir), collection, flags, model), as_json, _human_results)
+
+
+def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None = None) -> dict[str, Any]:
+    """Plan and run the query ``f`` describes; the ``search`` payload."""
     from service.engines import open_engine
 
-    if (text is None) == (image is None):
-        raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
-    if rerank_model is not None and not rerank:
-        raise InvalidInputError("--rerank-model names the ITM model for --rerank; add --rerank.")
-    settings = settings_for(data_dir)
-    engine = open_engine(settings, collection, model=model, rerank=rerank, rerank_model=rerank_model)
-    if image is not None:
+    engine = open_engine(settings, collection, model=model, rerank=f.rerank, rerank_model=f.rerank_model)
+    common: dict[str, Any] = {
+        "k": f.k,
+        "rerank": f.rerank,
+        "rerank_k": f.rerank_k,
+        "fusion": f.fusion,
+        "options": f.options,
+    }
+    if f.image is not None:
         from media.decode import decode_image, read_file
 
-        raw = read_file(image, settings.max_file_bytes)
+        raw = read_file(f.image, settings.max_file_bytes)
         img = decode_image(raw.data, settings.max_image_pixels).image
-        if target == "captions":
-            result = engine.captions_for_image(img, k)
-        elif target in ("images", "texts"):
-            result = engine.search_image(img, k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, options=options)
+        if f.target == "captions":
+            result = engine.captions_for_image(img, f.k)
         else:
-            raise InvalidInputError(f"Unknown --target {target!r}: use images, texts or captions.")
+            result = engine.execute(engine.plan_image(img, **common))
     else:
-        result = engine.search_text(
-            text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, mode=mode, rrf_k=rrf_k, options=options
-        )
+        result = engine.execute(engine.plan_text(f.text or "", mode=f.mode, rrf_k=f.rrf_k, **common))
     payload = {
         "collection": collection,
-        "query": text if image is None else str(image),
-        "rerank": rerank,
-        "fusion": fusion if rerank else "itc",
-        "rerank_model": getattr(engine.reranker, "model_id", None) if rerank else None,
-        "mode": mode if image is None else None,
-        "target": target if image is not None else None,
+        "query": f.text if f.image is None else str(f.image),
+        "rerank": f.rerank,
+        "fusion": f.fusion if f.rerank else "itc",
+        "rerank_model": getattr(engine.reranker, "model_id", None) if f.rerank else None,
+        "mode": f.mode if f.image is None else None,
+        "target": f.target if f.image is not None else None,
         "results": [h.to_dict() for h in result.hits],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
     }
-    emit(payload, as_json, _human_results)
+    if f.explain:
+        payload["explain"] = result.explain
+    return payload
 
 
 @handle_errors

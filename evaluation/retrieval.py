@@ -25,9 +25,12 @@ from evaluation.data import RetrievalSet
 from evaluation.metrics import retrieval_metrics
 from media.decode import decode_image, read_file
 from models.base import Embedder
-from models.itm import ItmScorer
+from models.itm import ItmScorer, softmax_match
 from models.text_preprocess import DEFAULT_MAX_WORDS, TextPreprocessor
+from rerank.fusion import SCORE_FUSIONS
 from search.vector_index import VectorIndex
+
+LAVIS = SCORE_FUSIONS["itm+itc"]  # the papers' re-rank score
 
 
 class _Timer:
@@ -69,10 +72,11 @@ def _rank(index: VectorIndex, queries: np.ndarray, depth: int) -> tuple[np.ndarr
     return ids, scores
 
 
-def _rerank(order: np.ndarray, itc: np.ndarray, itm_match_logit: np.ndarray) -> np.ndarray:
-    """Re-order the first len(itm) candidates by logit + ITC (ties: ITC order), keep the rest."""
-    n = len(itm_match_logit)
-    fused = itm_match_logit + itc[:n]
+def _rerank(order: np.ndarray, itc: np.ndarray, itm_logits: np.ndarray) -> np.ndarray:
+    """Re-order the first len(itm_logits) candidates by the LAVIS fusion (ITM match logit + ITC,
+    rerank/fusion/itm_itc.py; ties: ITC order), keep the rest."""
+    n = len(itm_logits)
+    fused = LAVIS.score(itc[:n], itm_logits, softmax_match(itm_logits))
     top = order[:n][np.lexsort((np.arange(n), -fused))]
     return np.concatenate([top, order[n:]])
 
@@ -133,7 +137,7 @@ def evaluate(
                 cand = tr_ids[i, :kt_tr]
                 tok = torch.from_numpy(np.asarray(tokens[i]))[None]
                 logits = scorer.score_image_vs_texts(tok, [texts[c] for c in cand])
-                out[i] = _rerank(tr_ids[i], tr_sc[i], logits[:, 1])
+                out[i] = _rerank(tr_ids[i], tr_sc[i], logits)
             return out
 
         def rerank_ir() -> np.ndarray:
@@ -142,7 +146,7 @@ def evaluate(
                 cand = ir_ids[t, :kt_ir]
                 tok = torch.from_numpy(np.stack([np.asarray(tokens[c]) for c in cand]))
                 logits = scorer.score_text_vs_images(texts[t], tok)
-                out[t] = _rerank(ir_ids[t], ir_sc[t], logits[:, 1])
+                out[t] = _rerank(ir_ids[t], ir_sc[t], logits)
             return out
 
         tr_itm = timer.run("itm_rerank_tr", rerank_tr)

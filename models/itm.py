@@ -94,8 +94,8 @@ class ItmScorer(ABC):
         return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
 
 
-def softmax_match(logits: np.ndarray) -> np.ndarray:
-    """P(match) from [n, 2] ITM logits."""
+def softmax_match(logits: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """P(match) from [n, 2] ITM logits (the softmax's match class), as ``dtype``."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return (e[:, 1] / e.sum(axis=1)).astype(np.float32)
+    return (e[:, 1] / e.sum(axis=1)).astype(dtype)

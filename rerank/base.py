@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+RecordRead = Callable[[Sequence[int]], Mapping[int, Mapping[str, Any]]]  # record ids -> those found
 
 
 @dataclass(frozen=True)
@@ -37,17 +39,34 @@ class Reranker(ABC):
 
     name: str
 
-    def shares_vision_with(self, embedder: Any) -> bool:
-        """Whether the collection model's vision tokens are this re-ranker's (same checkpoint)."""
-        return True
-
-    def query_tokens(self, image: Any) -> Any:
-        """A query image's tokens from the re-ranker's own vision encoder (cross-family re-ranking)."""
-        raise NotImplementedError
+    @property
+    @abstractmethod
+    def model_id(self) -> str:
+        """The checkpoint that scores."""
 
     @abstractmethod
-    def rerank_images(self, text: str, candidates: Sequence[Candidate], fusion: str) -> RerankOutcome:
-        """Text → image: one text against candidate images (by record id)."""
+    def image_query(self, embedder: Any, image: Any, pixels: Any) -> tuple[Any, Any]:
+        """(the ITC query vector(s) of ``image`` from ``embedder``, its tokens for this head):
+        one vision forward when both share a checkpoint, else each model's own."""
+
+    def image_token_source(self, embedder: Any) -> str:
+        """Where a query image's tokens come from (what a query plan reports)."""
+        return "the ITM model's vision encoder"
+
+    def candidate_token_source(self) -> str:
+        """Where candidate images' tokens come from (what a query plan reports)."""
+        return "recomputed by the ITM model's vision encoder"
+
+    @abstractmethod
+    def rerank_images(
+        self,
+        text: str,
+        candidates: Sequence[Candidate],
+        fusion: str,
+        read: RecordRead | None = None,
+    ) -> RerankOutcome:
+        """Text → image: one text against candidate images (by record id; ``read``: how the
+        caller's query reads records, each once)."""
 
     @abstractmethod
     def rerank_texts(

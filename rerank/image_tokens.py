@@ -27,6 +27,7 @@ from blipsearch.errors import ImageDecodeError
 from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.base import Embedder
 from models.itm import ItmScorer
+from rerank.base import RecordRead
 from storage.collection import Collection
 from storage.features import FeatureStore
 
@@ -53,8 +54,12 @@ class ImageTokenSource:
         self.max_pixels = max_pixels
         self.max_bytes = max_bytes
 
-    def tokens(self, ids: Sequence[int]) -> tuple[list[int], torch.Tensor | None, list[dict[str, Any]]]:
-        """(ids kept, their tokens [n, T, D], dropped [{"id", "reason"}]) in the order of ``ids``."""
+    def tokens(
+        self, ids: Sequence[int], read: RecordRead | None = None
+    ) -> tuple[list[int], torch.Tensor | None, list[dict[str, Any]]]:
+        """(ids kept, their tokens [n, T, D], dropped [{"id", "reason"}]) in the order of ``ids``;
+        ``read``: the query's record reader (default: the collection's), asked only for the
+        records whose tokens are not cached."""
         got: dict[int, Any] = {}
         dropped: list[dict[str, Any]] = []
         missing: list[int] = []
@@ -68,7 +73,7 @@ class ImageTokenSource:
         else:
             missing = [int(r) for r in ids]
         if missing:
-            records = self.coll.get_records(missing)
+            records = (read or self.coll.get_records)(missing)
             reader = StoredImages(self.coll.uri_aliases(), ImageLimits(self.max_pixels, self.max_bytes))
             pixels, pix_ids = [], []
             for rid in missing:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.itm import ItmScorer
-from rerank.base import Candidate, Reranked, Reranker, RerankOutcome
+from rerank.base import Candidate, RecordRead, Reranked, Reranker, RerankOutcome
 from rerank.fusion import check_fusion, fuse
 from rerank.image_tokens import ImageTokenSource
 
@@ -43,16 +43,36 @@ class ItmReranker(Reranker):
         """Whether ``embedder``'s vision tokens can be fed to this ITM head (the same checkpoint)."""
         return self.scorer.shares_vision_with(embedder)
 
-    def query_tokens(self, image: Any) -> Any:
-        """A query image's tokens [1, T, D] from the ITM model's own vision encoder."""
-        return self.scorer.vision_tokens(self.scorer.preprocess([image]))
+    def image_query(self, embedder: Any, image: Any, pixels: Any) -> tuple[Any, Any]:
+        """(ITC query vector(s), tokens [1, T, D]): one ViT forward serves both when the
+        collection's model is this head's checkpoint; else each model's own encoder."""
+        if self.shares_vision_with(embedder):
+            tokens = embedder.vision_tokens(pixels)
+            return embedder.embed_tokens(tokens)[0], tokens
+        return embedder.embed_pixels(pixels)[0], self.scorer.vision_tokens(self.scorer.preprocess([image]))
 
-    def rerank_images(self, text: str, candidates: Sequence[Candidate], fusion: str) -> RerankOutcome:
+    def image_token_source(self, embedder: Any) -> str:
+        if self.shares_vision_with(embedder):
+            return "the query's ITC vision forward (shared)"
+        return "the ITM model's vision encoder"
+
+    def candidate_token_source(self) -> str:
+        if self.tokens is not None and self.tokens.use_cache:
+            return "the ITM feature cache, else recomputed"
+        return "recomputed by the ITM model's vision encoder"
+
+    def rerank_images(
+        self,
+        text: str,
+        candidates: Sequence[Candidate],
+        fusion: str,
+        read: RecordRead | None = None,
+    ) -> RerankOutcome:
         check_fusion(fusion)
         if self.tokens is None:
             raise ValueError("rerank_images needs an ImageTokenSource")
         t0 = time.perf_counter()
-        kept, tokens, dropped = self.tokens.tokens([c.id for c in candidates])
+        kept, tokens, dropped = self.tokens.tokens([c.id for c in candidates], read)
         t1 = time.perf_counter()
         by_id = {c.id: c for c in candidates}
         cands = [by_id[i] for i in kept]

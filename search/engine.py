@@ -1,18 +1,22 @@
-"""Query a collection: encode the query, exact ITC top-k, optional ITM re-rank, attach records.
+"""Query a collection: plan the query once (search/plan.py), then run it once: encode the
+query, exact ITC top-k, optional ITM re-rank, attach records.
 
 Image collections answer text→image and image→image; text collections answer image→text.
 ITM re-ranking follows the BLIP protocol: an ITC shortlist of ``rerank_k``, re-scored by the
 ITM head, fused (rerank/fusion/), then cut to ``k``. Image→image has no ITM; it stays ITC.
+
+Executing a plan reads each record once and computes each candidate's ITC score once: the
+index's search scores are reused for the re-rank when they are exact (search/index_base.py:
+``exact_scores``); only candidates without one (keyword hits, compressed codes) are scored.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,12 +29,23 @@ from blipsearch.errors import (
 )
 from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
-from rerank.fusion import RRF_K, check_fusion, rrf
+from rerank.fusion import check_fusion
 from search import index_store
-from search.filters import allowed_ids
-from search.results import Hit, QueryOptions, SearchResult, Selection, finish
-from search.sharded import missing_shards, reset_missing
-from search.vector_index import VectorIndex
+from search.execute import RecordReader, run
+from search.faiss_index import FaissIndex
+from search.index_base import SearchIndex
+from search.limits import (
+    DEFAULT_FUSION,
+    DEFAULT_K,
+    DEFAULT_RERANK_K,
+    HYBRID_DEPTH,
+    MAX_K,
+    MAX_RERANK_K,
+    MODES,
+    RRF_K,
+)
+from search.plan import QueryPlan, Ran, RerankStep, Selection, describe_index, explain, select
+from search.results import Hit, QueryOptions, SearchResult, finish
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
 from storage.manifest import MANIFEST_NAME
@@ -38,34 +53,22 @@ from storage.manifest import MANIFEST_NAME
 if TYPE_CHECKING:
     from PIL import Image
 
+__all__ = ["HYBRID_DEPTH", "MAX_K", "MAX_RERANK_K", "MODES", "IndexLoader", "QueryOptions", "SearchEngine"]
 log = logging.getLogger(__name__)
-MAX_K = 1000
-MAX_RERANK_K = 1024
-MODES = ("vector", "keyword", "hybrid")
-HYBRID_DEPTH = 100  # each list contributes its top 100 to the fusion
-IndexLoader = Callable[[Collection], VectorIndex]
-_F = TypeVar("_F", bound=Callable[..., SearchResult])
-
-
-def _tracks_shards(method: _F) -> _F:
-    """Report, on the result, the index shards a partial sharded search left out."""
-
-    @functools.wraps(method)
-    def wrapper(*args: Any, **kwargs: Any) -> SearchResult:
-        reset_missing()
-        result = method(*args, **kwargs)
-        result.missing_shards = missing_shards()
-        return result
-
-    return wrapper  # type: ignore[return-value]
+IndexLoader = Callable[[Collection], SearchIndex]
 
 
 class SearchEngine:
+    """One collection's query side. Owns the collection handle, its model (``embedder``), its
+    index (any kind: search/index_base.py) kept in step with commits (``sync``), the optional
+    ITM re-ranker and keyword index; plans queries (``plan_*``) and executes them (``execute``).
+    ``search_*`` plan and execute in one call."""
+
     def __init__(
         self,
         collection: Collection,
         embedder: Embedder,
-        index: VectorIndex,
+        index: SearchIndex,
         reranker: Reranker | None = None,
         keyword: KeywordIndex | None = None,
         *,
@@ -102,6 +105,7 @@ class SearchEngine:
     ) -> SearchEngine:
         """The engine over ``collection``'s saved index, or over ``index_loader(collection)``."""
         collection.check_model(embedder.fingerprint, embedder.model_id)
+        index: SearchIndex
         if index_loader is not None:
             index = index_loader(collection)
         else:
@@ -131,8 +135,9 @@ class SearchEngine:
                 raise CollectionReplacedError(
                     f"Collection {self.coll.name!r} was re-embedded (version {m.superseded_by}); reopen it."
                 )
-            if self.index_loader is not None:  # an index made from the manifest: make it again
-                self.index = self.index_loader(self.coll)
+            if self.index_loader is not None or not isinstance(self.index, FaissIndex):
+                if self.index_loader is not None:  # an index made from the manifest: make it again
+                    self.index = self.index_loader(self.coll)
                 self._manifest_stamp = stamp
                 return True
             try:
@@ -150,24 +155,25 @@ class SearchEngine:
     def kind(self) -> str:
         return self.coll.manifest.kind
 
-    # -- queries ------------------------------------------------------------------------
-    @_tracks_shards
-    def search_text(
+    # -- planning -----------------------------------------------------------------------
+    def plan_text(
         self,
         text: str,
-        k: int = 10,
+        k: int = DEFAULT_K,
         *,
         rerank: bool = False,
-        rerank_k: int = 64,
-        fusion: str = "itm+itc",
+        rerank_k: int = DEFAULT_RERANK_K,
+        fusion: str = DEFAULT_FUSION,
         mode: str = "vector",
         rrf_k: int = RRF_K,
         options: QueryOptions | None = None,
         reranker: Reranker | None = None,
-    ) -> SearchResult:
+        rerank_model: str | None = None,
+    ) -> QueryPlan:
         """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF).
 
-        ``reranker`` overrides the engine's own for this call (another model's ITM head)."""
+        ``reranker`` overrides the engine's own for this query; ``rerank_model`` names one the
+        caller will pass to ``execute`` (loaded only once the plan says it re-ranks)."""
         if not isinstance(text, str) or not text.strip():
             raise InvalidInputError("The text query is empty.")
         if self.kind != "images":
@@ -175,137 +181,93 @@ class SearchEngine:
         if mode not in MODES:
             raise InvalidInputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
         self._check(k, rerank_k, fusion)
-        t0 = time.perf_counter()
-        q = self.encode_text(text)
-        timing = {"encode": _ms(t0)}
-        depth = max(k, rerank_k) if rerank else k
-        sel = self._selection(options, timing)
-        if mode == "vector":
-            cands = self._shortlist(q, depth, timing, sel)
-        else:
-            cands = self._keyword_or_hybrid(
-                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, sel
-            )
-        if not (rerank and fusion != "itc"):
-            return finish(self._plain(cands[:k], timing), options)
-        # Re-rank by ITM; ITC must be the true cosine for every candidate (keyword hits too).
-        itc = self.index.item_scores(q, np.array([c.id for c in cands[:depth]], dtype=np.int64))
-        cands = [Candidate(c.id, float(s)) for c, s in zip(cands[:depth], itc, strict=True)]
-        outcome = self._reranker(reranker).rerank_images(text, cands, fusion)
-        return finish(self._from_outcome(outcome, k, timing), options)
+        step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "text")
+        depth = step.depth if step is not None else k
+        hybrid = mode == "hybrid"
+        return self._plan(
+            "text",
+            mode,
+            k,
+            depth if mode == "vector" else max(depth, HYBRID_DEPTH if hybrid else 0),
+            "the model's text encoder",
+            options,
+            text,
+            step,
+            reranker,
+            keyword_depth=None if mode == "vector" else max(depth, HYBRID_DEPTH if hybrid else 0),
+            rrf_k=rrf_k if hybrid else None,
+        )
 
-    @_tracks_shards
-    def search_image(
+    def plan_image(
         self,
         image: Image.Image,
-        k: int = 10,
+        k: int = DEFAULT_K,
         *,
         rerank: bool = False,
-        rerank_k: int = 64,
-        fusion: str = "itm+itc",
+        rerank_k: int = DEFAULT_RERANK_K,
+        fusion: str = DEFAULT_FUSION,
         options: QueryOptions | None = None,
         reranker: Reranker | None = None,
-    ) -> SearchResult:
-        """Image → image on image collections, image → text on text collections."""
+        rerank_model: str | None = None,
+    ) -> QueryPlan:
+        """Image → image on image collections, image → text (ITM re-rank possible) on text collections."""
         self._check(k, rerank_k, fusion)
-        t0 = time.perf_counter()
-        pixels = self.embedder.preprocess([image])
-        reranking = rerank and fusion != "itc" and self.kind == "texts"
-        if reranking and self._reranker(reranker).shares_vision_with(self.embedder):
-            # one ViT forward serves both the ITC query and the ITM re-rank
-            tokens = self.embedder.vision_tokens(pixels)
-            q = self.embedder.embed_tokens(tokens)[0]
-        else:
-            q = self.embedder.embed_pixels(pixels)[0]
-            if reranking:  # another model's ITM head (cross-family): its own vision encoder
-                tokens = self._reranker(reranker).query_tokens(image)
-        timing = {"encode": _ms(t0)}
-        cands = self._shortlist(q, max(k, rerank_k) if reranking else k, timing, self._selection(options, timing))
-        if not reranking:
-            return finish(self._plain(cands[:k], timing), options)
-        records = self.coll.get_records([c.id for c in cands])
-        texts = {rid: r["text"] for rid, r in records.items()}
-        outcome = self._reranker(reranker).rerank_texts(tokens[:1], texts, cands, fusion)
-        return finish(self._from_outcome(outcome, k, timing, records), options)
+        step = None
+        if self.kind == "texts":
+            step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "image")
+        depth = step.depth if step is not None else k
+        return self._plan("image", "vector", k, depth, "the model's vision encoder", options, image, step, reranker)
 
-    @_tracks_shards
-    def search_similar(self, rid: int, k: int = 10, options: QueryOptions | None = None) -> SearchResult:
+    def plan_similar(self, rid: int, k: int = DEFAULT_K, options: QueryOptions | None = None) -> QueryPlan:
         """ "More like this": nearest records to record ``rid``'s own stored vectors (itself excluded)."""
         self._check(k, 1, "itc")
         if self.coll.locate(int(rid)) is None:
             raise RecordNotFoundError(f"Collection {self.coll.name!r} has no record {rid}.")
-        t0 = time.perf_counter()
-        q = self.index.vectors_of(int(rid))
-        timing = {"encode": _ms(t0)}
-        sel = self._selection(options, timing)
-        cands = [c for c in self._shortlist(q, min(k + 1, MAX_K), timing, sel) if c.id != rid][:k]
-        return finish(self._plain(cands, timing), options)
+        encode = f"the stored vectors of record {int(rid)}"
+        return self._plan("similar", "vector", k, min(k + 1, MAX_K), encode, options, int(rid), None, None)
 
-    def search_vector(self, query: np.ndarray, n: int, options: QueryOptions | None = None) -> list[Candidate]:
-        """Top-``n`` (id, ITC score) for a ready query vector ([dim] or [nq, dim]), records not
-        fetched; the same selection (filters, hidden decisions) as the other searches."""
-        if not isinstance(n, int) or n < 1:
-            raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
-        timing: dict[str, float] = {}
-        return self._shortlist(query, n, timing, self._selection(options, timing))
-
-    @_tracks_shards
-    def captions_for_image(self, image: Image.Image, k: int = 10) -> SearchResult:
-        """Image → text over captions: the captions of the nearest images, de-duplicated."""
-        if self.kind != "images":
-            raise InvalidInputError("target=captions searches an image collection's captions.")
-        self._check(k, 1, "itc")
-        t0 = time.perf_counter()
-        q = self.embedder.embed_images([image])[0]
-        timing = {"encode": _ms(t0)}
-        depth = min(MAX_K, max(5 * k, 50))
-        while True:
-            cands = self._shortlist(q, depth, timing, self._selection(None, timing))
-            records = self.coll.get_records([c.id for c in cands])
-            seen: set[str] = set()
-            hits: list[Hit] = []
-            for c in cands:
-                cap = (records.get(c.id) or {}).get("caption")
-                if cap and cap.strip().lower() not in seen:
-                    seen.add(cap.strip().lower())
-                    hits.append(Hit(c.id, c.itc, c.itc, None, records[c.id]))
-            if len(hits) >= k or len(cands) < depth or depth >= MAX_K:
-                return SearchResult(hits[:k], timing)
-            depth = min(MAX_K, depth * 4)
-
-    def _keyword_or_hybrid(
+    def _plan(
         self,
-        text: str,
-        q: np.ndarray,
+        query: str,
         mode: str,
+        k: int,
         depth: int,
-        rrf_k: int,
-        timing: dict[str, float],
-        sel: Selection | None = None,
-    ) -> list[Candidate]:
-        if self.keyword is None:
-            raise InvalidInputError("Keyword search is not available (no catalog connection).")
-        t0 = time.perf_counter()
-        kw = self.keyword.search(self.coll, text, MAX_K if sel is not None and sel.restricts else depth)
-        if sel is not None:  # keyword hits obey the same selection (tombstones leave the keyword index itself)
-            if sel.allowed is not None:
-                keep = set(sel.allowed.tolist())
-                kw = [(rid, score) for rid, score in kw if rid in keep]
-            elif sel.excluded is not None:
-                drop = set(sel.excluded.tolist())
-                kw = [(rid, score) for rid, score in kw if rid not in drop]
-        kw = kw[:depth]
-        timing["keyword"] = _ms(t0)
-        if mode == "keyword":
-            return [Candidate(rid, score) for rid, score in kw]
-        vec = self._shortlist(q, depth, timing, sel)
-        fused = rrf([[c.id for c in vec], [rid for rid, _ in kw]], rrf_k)
-        return [Candidate(rid, score) for rid, score in fused[:depth]]
+        encode: str,
+        options: QueryOptions | None,
+        payload: Any,
+        step: RerankStep | None,
+        reranker: Reranker | None,
+        **extra: Any,
+    ) -> QueryPlan:
+        extra.update(options=options, payload=payload, reranker=reranker)
+        sel = select(self.coll, self.index, self.decisions, options)
+        index = describe_index(self.index, sel, depth)
+        name, kind = self.coll.name, self.kind
+        return QueryPlan(query, name, kind, mode, k, depth, encode, index, sel, step, **extra)
 
-    # -- helpers ------------------------------------------------------------------------
-    def _reranker(self, override: Reranker | None = None) -> Any:
-        if override is not None:
-            return override
+    def _rerank_step(
+        self,
+        rerank: bool,
+        fusion: str,
+        depth: int,
+        override: Reranker | None,
+        rerank_model: str | None,
+        query: str,
+    ) -> RerankStep | None:
+        """Whether (and how) this query runs ITM: the one place that decides it."""
+        if not rerank or fusion == "itc":
+            return None
+        chosen = override or (None if rerank_model else self._own_reranker())
+        model = chosen.model_id if chosen is not None else str(rerank_model)
+        if chosen is None:
+            tokens = "the named ITM model's vision encoder"
+        elif query == "image":
+            tokens = chosen.image_token_source(self.embedder)
+        else:
+            tokens = chosen.candidate_token_source()
+        return RerankStep(model, override is None and rerank_model is None, fusion, depth, tokens)
+
+    def _own_reranker(self) -> Reranker:
         if self.reranker is None:
             if not self.embedder.has_itm:
                 raise NoItmModelError(
@@ -324,60 +286,91 @@ class SearchEngine:
             raise InvalidInputError(f"rerank_k must be between 1 and {MAX_RERANK_K}, got {rerank_k}.")
         check_fusion(fusion)
 
-    def _selection(self, options: QueryOptions | None, timing: dict[str, float]) -> Selection | None:
-        """Which records a query may return: column filters (allowed ids) and moderation
-        decisions (excluded ids; ``block`` unless ``include_blocked``), applied inside FAISS."""
-        t0 = time.perf_counter()
-        f = options.filters if options is not None else None
-        hide: set[str] = set(f.exclude_decisions) if f is not None else set()
-        if not (options is not None and options.include_blocked):
-            hide.add("block")
-        excluded = self.decisions(hide) if self.decisions is not None and hide else None
-        if excluded is not None and not len(excluded):
-            excluded = None
-        allowed = allowed_ids(self.coll, f) if f is not None and not f.is_empty() else None
-        if allowed is not None and excluded is not None:
-            allowed, excluded = np.setdiff1d(allowed, excluded), None
-        tuned = options is not None and (options.nprobe is not None or options.ef_search is not None)
-        params = self.index.make_params(options.nprobe, options.ef_search) if tuned and options else None
-        refine_k = options.refine_k if options is not None else None
-        if refine_k is not None:
-            self.index.refine_depth(1, refine_k)  # a bad value is bad input even where refine does not apply
-        if allowed is None and excluded is None and params is None and refine_k is None:
-            return None
-        timing["filter"] = _ms(t0)
-        return Selection(allowed, excluded, params, refine_k)
+    # -- execution ----------------------------------------------------------------------
+    def execute(self, plan: QueryPlan, reranker: Reranker | None = None) -> SearchResult:
+        """Run ``plan`` once. ``reranker``: the one the plan's ``rerank_model`` named."""
+        chosen = reranker or plan.reranker
+        if plan.rerank is not None and chosen is None:
+            if not plan.rerank.own_model:
+                raise InvalidInputError(f"The plan re-ranks with {plan.rerank.model!r}: pass its re-ranker.")
+            chosen = self._own_reranker()
+        ran = Ran()
+        result = run(self, plan, chosen, ran)
+        before = len(result.hits)
+        result = finish(result, plan.options)
+        ran.below_min_score = before - len(result.hits)
+        ran.returned = len(result.hits)
+        ran.missing_shards = list(result.missing_shards)
+        result.explain = explain(plan, ran)
+        return result
 
-    def _shortlist(
+    def search_text(self, text: str, k: int = DEFAULT_K, **kwargs: Any) -> SearchResult:
+        """Plan and run a text query (``plan_text``'s arguments)."""
+        return self.execute(self.plan_text(text, k, **kwargs))
+
+    def search_image(self, image: Image.Image, k: int = DEFAULT_K, **kwargs: Any) -> SearchResult:
+        """Plan and run an image query (``plan_image``'s arguments)."""
+        return self.execute(self.plan_image(image, k, **kwargs))
+
+    def search_similar(self, rid: int, k: int = DEFAULT_K, options: QueryOptions | None = None) -> SearchResult:
+        """Plan and run a "more like this" query."""
+        return self.execute(self.plan_similar(rid, k, options))
+
+    def search_vector(self, query: np.ndarray, n: int, options: QueryOptions | None = None) -> list[Candidate]:
+        """Top-``n`` (id, ITC score) for a ready query vector ([dim] or [nq, dim]), records not
+        fetched; the same selection (filters, hidden decisions) as the other searches."""
+        if not isinstance(n, int) or n < 1:
+            raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
+        return self.shortlist(query, n, {}, select(self.coll, self.index, self.decisions, options))[0]
+
+    def captions_for_image(self, image: Image.Image, k: int = DEFAULT_K) -> SearchResult:
+        """Image → text over captions: the captions of the nearest images, de-duplicated."""
+        if self.kind != "images":
+            raise InvalidInputError("target=captions searches an image collection's captions.")
+        self._check(k, 1, "itc")
+        depth = min(MAX_K, max(5 * k, 50))
+        plan = self._plan("captions", "vector", k, depth, "the model's vision encoder", None, image, None, None)
+        return self.execute(plan)
+
+    def shortlist(
         self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
-    ) -> list[Candidate]:
+    ) -> tuple[list[Candidate], tuple[int, ...]]:
+        """The index's top ``n`` (id, ITC score) under ``sel``, and the shards it left out."""
         t0 = time.perf_counter()
         if sel is None:
-            ids, scores = self.index.search(query, n)
+            found = self.index.search(query, n)
         else:
             extra = {} if sel.refine_k is None else {"refine_k": sel.refine_k}  # exact re-rank depth
-            ids, scores = self.index.search(query, n, sel.params, allowed=sel.allowed, excluded=sel.excluded, **extra)
+            found = self.index.search(query, n, sel.params, allowed=sel.allowed, excluded=sel.excluded, **extra)
         timing["search"] = _ms(t0)
-        return [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+        ids, scores = found
+        cands = [Candidate(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
+        return cands, tuple(getattr(found, "missing_shards", ()))
 
-    def _plain(self, cands: list[Candidate], timing: dict[str, float]) -> SearchResult:
-        t0 = time.perf_counter()
-        records = self.coll.get_records([c.id for c in cands])
-        hits = [Hit(c.id, c.itc, c.itc, None, records[c.id]) for c in cands if c.id in records]
-        timing["fetch"] = _ms(t0)
-        return SearchResult(hits, timing)
-
-    def _from_outcome(
-        self, outcome: RerankOutcome, k: int, timing: dict[str, float], records: dict[int, dict[str, Any]] | None = None
+    def hits(
+        self,
+        cands: list[Candidate] | RerankOutcome,
+        k: int,
+        timing: dict[str, float],
+        ran: Ran,
+        read: RecordReader | None = None,
     ) -> SearchResult:
-        timing.update({f"rerank_{name}": v for name, v in outcome.timing_ms.items()})
-        top = outcome.results[:k]
+        """The top ``k`` candidates (or re-ranked results) with their records (``read``: the
+        query's reader, which reads each record once)."""
+        dropped: list[dict[str, Any]] = []
+        top: list[tuple[int, float, float, float | None]]
+        if isinstance(cands, RerankOutcome):
+            timing.update({f"rerank_{name}": v for name, v in cands.timing_ms.items()})
+            top = [(r.id, r.score, r.itc, r.itm_prob) for r in cands.results[:k]]
+            dropped = cands.dropped
+        else:
+            top = [(c.id, c.itc, c.itc, None) for c in cands[:k]]
         t0 = time.perf_counter()
-        if records is None:
-            records = self.coll.get_records([r.id for r in top])
-        hits = [Hit(r.id, r.score, r.itc, r.itm_prob, records[r.id]) for r in top if r.id in records]
+        records = (read or RecordReader(self.coll, ran))([rid for rid, *_ in top])
+        hits = [Hit(rid, score, itc, itm, records[rid]) for rid, score, itc, itm in top if rid in records]
+        ran.record_gone += len(top) - len(hits)
         timing["fetch"] = _ms(t0)
-        return SearchResult(hits, timing, outcome.dropped)
+        return SearchResult(hits, timing, dropped)
 
 
 def _stamp(coll: Collection) -> tuple[int, int]:

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from blipsearch.errors import InvalidInputError, MissingDependencyError, StorageError
+from search.specs import FLAT_SPEC, ID_MAP, with_id_map
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SPEC = "IDMap2,Flat"
+DEFAULT_SPEC = FLAT_SPEC
 GPU_MAX_K = 2048  # FAISS GPU k-selection limit
 
 
@@ -40,12 +41,12 @@ def new_index(spec: str, dim: int, id_map: bool = True) -> Any:
     """An inner-product index from a factory spec; IDs are mapped with IDMap2 if not already
     (``id_map=False``: the spec as given, e.g. an IVF index storing ids in its lists)."""
     f = faiss()
-    full = spec if spec.startswith("IDMap") or not id_map else f"IDMap2,{spec}"
-    if full.startswith("IDMap2,IVF"):
+    full = with_id_map(spec) if id_map else spec
+    if full.startswith(f"{ID_MAP}IVF"):
         # IVF lists store the ids themselves. IDMap2 around an IVF breaks on deletes: IDMap
         # compacts its id table assuming the inner index renumbers, which IVF does not, so every
         # later hit maps to the wrong record. The spec keeps its name; the index holds ids natively.
-        full = full.removeprefix("IDMap2,")
+        full = full.removeprefix(ID_MAP)
     try:
         return f.index_factory(dim, full, f.METRIC_INNER_PRODUCT)
     except RuntimeError as exc:

@@ -25,8 +25,9 @@ import math
 import re
 
 from blipsearch.errors import InvalidInputError
+from search.specs import FLAT_SPEC, ID_MAP, without_id_map
 
-FLAT = "IDMap2,Flat"
+FLAT = FLAT_SPEC
 BYTES_PER_FLOAT = 4
 IDMAP_BYTES = 16  # id array + reverse map entry, per vector
 MIN_POINTS_PER_LIST = 39
@@ -69,12 +70,12 @@ def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_00
     if n <= flat_max and memory_bytes(FLAT, n, dim) <= memory_budget_bytes:
         return FLAT
     nlist = nlist_for(n)
-    ivf_flat = f"IDMap2,IVF{nlist},Flat"
+    ivf_flat = f"{ID_MAP}IVF{nlist},Flat"
     if memory_bytes(ivf_flat, n, dim) <= memory_budget_bytes:
         return ivf_flat
     for m in (dim // 4, dim // 8, dim // 16):
         if m and dim % m == 0:
-            spec = f"IDMap2,IVF{nlist},PQ{m}"
+            spec = f"{ID_MAP}IVF{nlist},PQ{m}"
             if memory_bytes(spec, n, dim) <= memory_budget_bytes:
                 return spec
     raise InvalidInputError(
@@ -86,7 +87,7 @@ def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_00
 def on_disk_spec(n: int, dim: int) -> str:
     """The on-disk default: IVF-PQ with dim/4 bytes a vector (only centroids and PQ tables in RAM)."""
     m = next((m for m in (dim // 4, dim // 8, dim // 16) if m and dim % m == 0), 0)
-    return f"IDMap2,IVF{nlist_for(n)},PQ{m}" if m else f"IDMap2,IVF{nlist_for(n)},Flat"
+    return f"{ID_MAP}IVF{nlist_for(n)},PQ{m}" if m else f"{ID_MAP}IVF{nlist_for(n)},Flat"
 
 
 def choose_placement(
@@ -121,7 +122,7 @@ def is_ivf(spec: str) -> bool:
 def family(spec: str) -> str:
     """Flat / IVF{nlist},Flat / ...: specs of one family need no rebuild as a collection grows
     within a factor of 4 of the nlist it was built for."""
-    return re.sub(r"^IDMap2?,", "", spec)
+    return without_id_map(spec)
 
 
 def needs_rebuild(current: str, wanted: str) -> bool:

@@ -10,6 +10,7 @@ current after uploads and deletes without reloading the index from disk.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,23 +21,25 @@ from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError, ModelMismatchError, StorageError
 from search import faiss_backend as fb
 from search import ondisk
+from search.faiss_index import FaissIndex
 from search.index_choice import choose_placement, family, is_ivf, memory_bytes, needs_rebuild, train_size
+from search.limits import DEFAULT_REFINE_K
 from search.recall import tune
+from search.specs import faiss_ids, with_id_map
 from search.vector_index import VectorIndex
-from storage.atomic import atomic_write_bytes, atomic_write_with
+from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, ShardInfo
 
 log = logging.getLogger(__name__)
-DEFAULT_REFINE_K = 100  # = Settings.refine_k's default
 
 
 class StaleIndexError(StorageError):
     """The index holds shards the manifest no longer names (compacted): reload it."""
 
 
-def sync(coll: Collection, index: VectorIndex) -> bool:
+def sync(coll: Collection, index: FaissIndex) -> bool:
     """Apply the manifest's new shards and tombstones to ``index``. Returns True if it changed.
 
     Raises StaleIndexError when the index holds shards that are gone (compaction renamed
@@ -62,7 +65,7 @@ def sync(coll: Collection, index: VectorIndex) -> bool:
     return bool(removals or missing)
 
 
-def _adopt_merged(coll: Collection, index: VectorIndex, shard: ShardInfo) -> None:
+def _adopt_merged(coll: Collection, index: FaissIndex, shard: ShardInfo) -> None:
     """Hold merged ``shard`` under its new name: the parents the index holds are renamed, the
     rows of parents it never saw are added. Tombstones applied to the parents count toward the
     merged shard's (their union); if any were not, ``sync`` re-applies them all (idempotent)."""
@@ -94,7 +97,7 @@ class IndexPolicy:
 
 
 def normalise(spec: str) -> str:
-    return spec if spec.startswith("IDMap") else f"IDMap2,{spec}"
+    return with_id_map(spec)
 
 
 def wanted_spec(coll: Collection, policy: IndexPolicy) -> tuple[str, bool]:
@@ -120,7 +123,7 @@ def wanted(coll: Collection, policy: IndexPolicy) -> tuple[str, bool, bool]:
 
 def build(
     coll: Collection, spec: str | None = None, policy: IndexPolicy | None = None, on_disk: bool | None = None
-) -> VectorIndex:
+) -> FaissIndex:
     """A fresh index over every live record: ``spec``, else the collection's (explicit or
     automatic) spec. Quantizers train on a sample; nprobe/efSearch defaults are tuned to the
     policy's target recall@10 on held-out records. ``on_disk`` (default: the collection's
@@ -133,7 +136,7 @@ def build(
         chosen, _, disk = wanted(coll, policy)
         disk = disk if on_disk is None else on_disk
     if disk:
-        index: VectorIndex = build_on_disk(coll, chosen, policy)
+        index: FaissIndex = build_on_disk(coll, chosen, policy)
     else:
         index = VectorIndex.empty(chosen, m.dim, m.vectors_per_item)
         index.lookup = coll.embeddings_of
@@ -164,12 +167,8 @@ def build_on_disk(coll: Collection, spec: str, policy: IndexPolicy) -> ondisk.On
     data = coll.root / f"index-{seq}.ivfdata"
     header = coll.root / f"index-{seq}.faiss.build.tmp"
     v = m.vectors_per_item
-
-    def fids(ids: np.ndarray) -> np.ndarray:
-        ids = np.asarray(ids, np.int64)
-        return ids if v == 1 else (ids[:, None] * v + np.arange(v, dtype=np.int64)[None, :]).reshape(-1)
-
     block = ondisk.block_vectors(policy.memory_bytes, m.dim, v)
+    fids = functools.partial(faiss_ids, vectors_per_item=v)
     merged = ondisk.build_files(trained, coll.iter_embeddings(shards), fids, m.dim, block, data)
     try:
         fb.write(merged, header)
@@ -188,12 +187,12 @@ def _seq() -> int:
     return int(datetime.now(timezone.utc).timestamp() * 1e6)
 
 
-def covered(index: VectorIndex, coll: Collection) -> list[str]:
+def covered(index: FaissIndex, coll: Collection) -> list[str]:
     """The shards ``index`` holds, in manifest order."""
     return [s.file for s in coll.manifest.shards if s.file in index.synced]
 
 
-def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex, list[str]]:
+def load(coll: Collection, fingerprint: str | None = None) -> tuple[FaissIndex, list[str]]:
     """The saved index if it is valid for this collection's model, synced with the manifest.
 
     Refuses (ModelMismatchError) a ``fingerprint`` that is not the collection's model.
@@ -218,7 +217,7 @@ def load(coll: Collection, fingerprint: str | None = None) -> tuple[VectorIndex,
     return index, covered(index, coll)
 
 
-def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
+def _read_saved(coll: Collection, info: IndexInfo) -> FaissIndex | None:
     """The saved index synced with the manifest, or None when it must be rebuilt."""
     m = coll.manifest
     path = coll.root / info.file
@@ -226,7 +225,7 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
     if not path.is_file() or not set(info.covered_shards) <= set(live):
         log.warning("Index of %s is missing or refers to unknown shards; rebuilding from records", coll.name)
         return None
-    index: VectorIndex
+    index: FaissIndex
     try:
         if info.data_file is not None:
             if not (coll.root / info.data_file).is_file():
@@ -264,23 +263,12 @@ def _read_saved(coll: Collection, info: IndexInfo) -> VectorIndex | None:
     return index
 
 
-def save(coll: Collection, index: VectorIndex, auto: bool = True) -> IndexInfo:
+def save(coll: Collection, index: FaissIndex, auto: bool = True) -> IndexInfo:
     """Persist ``index`` as the collection's index (caller holds the writer lock)."""
     m = coll.manifest
     seq = _seq()
     name = f"index-{seq}.faiss"
-    data_file: str | None = None
-    base_shards: list[str] = []
-    if isinstance(index, ondisk.OnDiskIndex):
-        data_file, base_shards = index.data_file, index.base_shards
-        if index.delta.ntotal:  # adds since the build: merged with the base into a new lists file
-            data_file, base_shards = f"index-{seq}.ivfdata", covered(index, coll)
-            merged_data = coll.root / data_file
-            atomic_write_with(coll.root / name, lambda p: ondisk.write_merged(index, p, merged_data))
-        else:
-            atomic_write_with(coll.root / name, lambda p: fb.write(index.cpu, p))
-    else:
-        atomic_write_with(coll.root / name, lambda p: fb.write(index.cpu, p))
+    data_file, base_shards = index.save(coll.root, name, seq, covered(index, coll))
     info = IndexInfo(
         file=name,
         spec=index.spec,

@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from search import faiss_backend as fb
-from search.vector_index import VectorIndex, without
+from search.faiss_index import FaissIndex
+from search.index_base import Found, without
+from storage.atomic import atomic_write_with
 
 log = logging.getLogger(__name__)
 READ_FLAGS_NAMES = ("IO_FLAG_ONDISK_SAME_DIR", "IO_FLAG_READ_ONLY")
@@ -85,12 +87,10 @@ def empty_from_header(path: Path) -> Any:
     return index
 
 
-class OnDiskIndex(VectorIndex):
-    """A memory-mapped IVF ``base`` (immutable), an in-memory ``delta`` for later adds, and
-    tombstones (record ids) for deletes. ``base_shards``: the shards the base file holds;
-    ``lookup(rids)`` reads records' exact vectors (from storage)."""
-
-    gpu_capable = False
+class OnDiskIndex(FaissIndex):
+    """The on-disk index kind: a memory-mapped IVF ``base`` (immutable), an in-memory ``delta``
+    for later adds, and tombstones (record ids) for deletes. ``base_shards``: the shards the
+    base file holds; ``lookup(rids)`` reads records' exact vectors (from storage). CPU only."""
 
     def __init__(
         self,
@@ -104,10 +104,9 @@ class OnDiskIndex(VectorIndex):
         base_shards: list[str],
         lookup: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
-        super().__init__(base, dim, vectors_per_item, spec)
+        super().__init__(base, dim, vectors_per_item, spec, lookup)
         self.data_file = data_file
         self.base_shards = list(base_shards)
-        self.lookup = lookup
         self.template = template
         self.delta = _empty_like(template)
         self.tombstones = np.zeros(0, np.int64)  # record ids (sorted) that searches skip
@@ -159,7 +158,7 @@ class OnDiskIndex(VectorIndex):
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
         refine_k: int | None = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Found:
         allowed, excluded = without(allowed, excluded, self.tombstones)  # tombstoned: exclude by record id
         return super().search(queries, k, params=params, allowed=allowed, excluded=excluded, refine_k=refine_k)
 
@@ -177,10 +176,15 @@ class OnDiskIndex(VectorIndex):
         d, i = np.take_along_axis(d, order, 1), np.take_along_axis(i, order, 1)
         return np.where(i < 0, -np.float32(np.inf), d).astype(np.float32), i
 
-    def _stored(self, ids: np.ndarray) -> np.ndarray:
-        if self.lookup is None:
-            raise RuntimeError("on-disk index opened without a record lookup")
-        return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)
+    def save(self, root: Path, name: str, seq: int, covered: list[str]) -> tuple[str | None, list[str]]:
+        """Write the header as ``root/name``; adds since the build are merged with the base into
+        a new lists file ``index-<seq>.ivfdata``. Returns (lists file, the shards it holds)."""
+        if not self.delta.ntotal:
+            atomic_write_with(root / name, lambda p: fb.write(self.cpu, p))
+            return self.data_file, self.base_shards
+        data_file = f"index-{seq}.ivfdata"
+        atomic_write_with(root / name, lambda p: write_merged(self, p, root / data_file))
+        return data_file, covered
 
 
 def block_vectors(budget_bytes: int, dim: int, vectors_per_item: int) -> int:

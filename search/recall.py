@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from search.faiss_index import FaissIndex
+from search.specs import FLAT_SPEC
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 
@@ -27,7 +29,7 @@ def _sample(coll: Collection, n: int, seed: int) -> tuple[np.ndarray, np.ndarray
     """(query ids, their vectors, an exact index over everything)."""
     m = coll.manifest
     ids, emb = coll.all_embeddings()
-    exact = VectorIndex.empty("IDMap2,Flat", m.dim, m.vectors_per_item)
+    exact = VectorIndex.empty(FLAT_SPEC, m.dim, m.vectors_per_item)
     exact.add(ids, emb)
     pick = np.random.default_rng(seed).choice(len(ids), min(n, len(ids)), replace=False)
     return ids[pick], emb[pick], exact
@@ -62,12 +64,12 @@ def _blocked_truth(coll: Collection, n: int, k: int, seed: int) -> tuple[np.ndar
     return qids, squeeze, truth
 
 
-def _topk(index: VectorIndex, q: np.ndarray, rid: int, k: int, params: Any) -> set[int]:
+def _topk(index: FaissIndex, q: np.ndarray, rid: int, k: int, params: Any) -> set[int]:
     got, _ = index.search(q, k + 1, params=params)
     return set([int(i) for i in got if int(i) != rid and i >= 0][:k])
 
 
-def knob_values(index: VectorIndex) -> tuple[str | None, list[int]]:
+def knob_values(index: FaissIndex) -> tuple[str | None, list[int]]:
     kind = index.kind
     if kind == "ivf":
         return "nprobe", [v for v in NPROBES if v <= index.nlist]
@@ -77,12 +79,12 @@ def knob_values(index: VectorIndex) -> tuple[str | None, list[int]]:
 
 
 def eval_recall(
-    coll: Collection, index: VectorIndex, *, queries: int = 200, k: int = 10, seed: int = 0
+    coll: Collection, index: FaissIndex, *, queries: int = 200, k: int = 10, seed: int = 0
 ) -> dict[str, Any]:
     """recall@k and QPS of ``index`` for each value of its search knob (nprobe / efSearch)."""
     if coll.manifest.count < 2:
         return {"queries": 0, "k": k, "rows": [], "note": "fewer than 2 records: nothing to measure"}
-    if index.gpu_capable:
+    if isinstance(index, VectorIndex):  # in memory: so is an exact copy
         qids, qvecs, exact = _sample(coll, queries, seed)
         truth = [_topk(exact, q, int(r), k, None) for r, q in zip(qids, qvecs, strict=True)]
     else:  # an on-disk index: the collection may not fit in memory
@@ -110,7 +112,7 @@ def knob_arg(knob: str | None) -> str:
     return "ef_search" if knob == "efSearch" else "nprobe"
 
 
-def tune(coll: Collection, index: VectorIndex, target: float, *, queries: int = 200) -> dict[str, int]:
+def tune(coll: Collection, index: FaissIndex, target: float, *, queries: int = 200) -> dict[str, int]:
     """The smallest nprobe / efSearch reaching ``target`` recall@10 (the largest tried if none does)."""
     knob, _ = knob_values(index)
     if knob is None:

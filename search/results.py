@@ -7,8 +7,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from blipsearch.errors import InvalidInputError
 from search.filters import Filters
 
@@ -52,6 +50,8 @@ class SearchResult:
     # Index shards that did not answer in time, left out by a sharded index in ``partial`` mode
     # (search/sharded.py): the results are then those of the other shards only.
     missing_shards: tuple[int, ...] = ()
+    # The query plan and what ran (search/plan.py: ``explain``), for --explain / explain: true.
+    explain: dict[str, Any] | None = None
 
 
 @dataclass
@@ -69,20 +69,6 @@ class QueryOptions:
     nprobe: int | None = None  # IVF lists probed (approximate indexes; default: the tuned value)
     ef_search: int | None = None  # HNSW search depth (default: the tuned value)
     refine_k: int | None = None  # exact re-rank depth of PQ/SQ indexes (default: the tuned value; 0/1 off)
-
-
-@dataclass
-class Selection:
-    """Record ids a search may return (``allowed``) or must not (``excluded``)."""
-
-    allowed: np.ndarray | None
-    excluded: np.ndarray | None
-    params: Any = None  # per-call FAISS SearchParameters (nprobe / efSearch)
-    refine_k: int | None = None  # per-call exact re-rank depth (None: the index's default)
-
-    @property
-    def restricts(self) -> bool:
-        return self.allowed is not None or self.excluded is not None
 
 
 def finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:

@@ -29,15 +29,17 @@ import numpy as np
 
 from blipsearch.errors import CollectionReplacedError, InvalidInputError
 from search import faiss_backend as fb
+from search.index_base import without
 from search.sharded import merge_topk
-from search.vector_index import VectorIndex, without
+from search.specs import FLAT_SPEC
+from search.vector_index import VectorIndex
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.manifest import ShardInfo
 from storage.vector_cache import FLAT_CACHE_DIR, cache_dir, regular_file
 
 log = logging.getLogger(__name__)
-SHARD_SPEC = "IDMap2,Flat"  # exact: the merge of exact per-shard top-k is the exact global top-k
+SHARD_SPEC = FLAT_SPEC  # exact: the merge of exact per-shard top-k is the exact global top-k
 
 
 class ShardServer:

@@ -3,13 +3,15 @@
 Each shard holds a part of the records (whole Parquet shards, dealt round-robin). A query fans
 out to every shard and the shards' top-k lists are merged by score: for exact (Flat) shards the
 merge of exact per-shard top-k is the exact global top-k, so a sharded collection answers with
-the same ids and scores as one index over everything. ``ShardedIndex`` is a ``VectorIndex``,
-so ``SearchEngine`` applies filters, ``min_score``, moderation exclusion and re-ranking on top
-unchanged; exact vectors (re-rank depth, "more like this") come from the records.
+the same ids and scores as one index over everything. ``ShardedIndex`` is a ``SearchIndex``
+(search/index_base.py), so ``SearchEngine`` applies filters, ``min_score``, moderation exclusion
+and re-ranking on top unchanged; exact vectors (re-rank depth, "more like this") come from the
+records. It is read only: a commit re-makes it from the records (the engine's index loader).
 
 A shard that does not answer within ``timeout_s`` either fails the query with
 ``ShardUnavailableError`` (HTTP 503) or, in ``partial`` mode, is left out and the missing shard
-numbers are reported through ``missing_shards()``: never a silent loss.
+numbers come back with the answer (``Found.missing_shards``, then ``SearchResult.missing_shards``):
+never a silent loss. ``missing_shards()`` also reports them to callers that only see ids.
 
 This is the merge layer a multi-machine deployment plugs its shard clients into: ``LocalShard``
 is the in-process client; ``api/ray_serve.py`` plugs in Ray Serve shard deployments, each running a
@@ -20,13 +22,15 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
 from typing import Any, Protocol
 
 import numpy as np
 
 from blipsearch.errors import OverloadedError
+from search.index_base import Found, Lookup, RecordVectors
+from search.specs import FLAT_SPEC
 from search.vector_index import VectorIndex
 from storage.collection import Collection
 from storage.manifest import ShardInfo
@@ -42,7 +46,8 @@ class ShardUnavailableError(OverloadedError):
 
 
 def missing_shards() -> tuple[int, ...]:
-    """Shards left out of the searches in this context since ``reset_missing`` (``partial`` mode)."""
+    """Shards left out of the searches in this context since ``reset_missing`` (``partial`` mode),
+    for callers that see only ids (the engine reads ``Found.missing_shards`` instead)."""
     return _missing.get()
 
 
@@ -64,7 +69,7 @@ class LocalShard:
         self.index = index
 
     @classmethod
-    def build(cls, coll: Collection, shards: Sequence[ShardInfo], spec: str = "IDMap2,Flat") -> LocalShard:
+    def build(cls, coll: Collection, shards: Sequence[ShardInfo], spec: str = FLAT_SPEC) -> LocalShard:
         m = coll.manifest
         index = VectorIndex.empty(spec, m.dim, m.vectors_per_item)
         for ids, emb in coll.iter_embeddings(shards):
@@ -94,8 +99,9 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
     return ids[order], scores[order]
 
 
-class ShardedIndex(VectorIndex):
-    gpu_capable = False
+class ShardedIndex(RecordVectors):
+    """The sharded index kind: fans a query out to its shard clients, merges their exact top-k
+    (``merge_topk``), and reads stored vectors from the records (``lookup``). Read only."""
 
     def __init__(
         self,
@@ -104,15 +110,14 @@ class ShardedIndex(VectorIndex):
         vectors_per_item: int,
         *,
         ntotal: int,
-        lookup: Callable[[np.ndarray], np.ndarray],
+        lookup: Lookup,
         timeout_s: float = 10.0,
         partial: bool = False,
         pool: Executor | None = None,
     ) -> None:
-        super().__init__(None, dim, vectors_per_item, f"Sharded{len(shards)},Flat")
+        super().__init__(dim, vectors_per_item, f"Sharded{len(shards)},Flat", lookup)
         self.shards = list(shards)
         self._ntotal = ntotal
-        self.lookup = lookup
         self.timeout_s = timeout_s
         self.partial = partial
         # Fan-out threads; a server passes one pool shared by all its sharded indexes (they are
@@ -128,13 +133,8 @@ class ShardedIndex(VectorIndex):
         return "flat"
 
     def make_params(self, nprobe: int | None = None, ef_search: int | None = None) -> Any | None:
+        """Shards are exact (Flat): no per-query knob applies."""
         return None
-
-    def add(self, ids: np.ndarray, embeddings: np.ndarray) -> None:
-        raise NotImplementedError("a sharded index is rebuilt from the records, not added to")
-
-    def remove(self, ids: np.ndarray) -> int:
-        raise NotImplementedError("a sharded index is rebuilt from the records")
 
     def search(
         self,
@@ -143,8 +143,8 @@ class ShardedIndex(VectorIndex):
         params: Any | None = None,
         allowed: np.ndarray | None = None,
         excluded: np.ndarray | None = None,
-        refine_k: int | None = None,  # shards are Flat: exact already (refine is for PQ/SQ)
-    ) -> tuple[np.ndarray, np.ndarray]:
+        refine_k: int | None = None,  # shards are Flat: exact already (refine is for PQ/SQ codes)
+    ) -> Found:
         futures = [self._pool.submit(s.search, queries, k, allowed, excluded) for s in self.shards]
         done, _ = wait(futures, timeout=self.timeout_s)
         late = [i for i, f in enumerate(futures) if f not in done]
@@ -161,8 +161,5 @@ class ShardedIndex(VectorIndex):
             raise ShardUnavailableError(f"Index shard(s) {list(missing)} unavailable ({'; '.join(why)}); try again.")
         if missing:  # one query may search several times (filters, hybrid): keep every miss
             _missing.set(tuple(sorted({*_missing.get(), *missing})))
-        return merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
-
-    def _stored(self, ids: np.ndarray) -> np.ndarray:
-        assert self.lookup is not None
-        return np.asarray(self.lookup(ids), np.float32).reshape(len(ids) * self.vectors_per_item, self.dim)
+        ids, scores = merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
+        return Found(ids, scores, missing)

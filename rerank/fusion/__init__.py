@@ -39,7 +39,8 @@ def check_fusion(fusion: str) -> str:
 
 def fuse(itc: np.ndarray, itm_logits: np.ndarray, fusion: str) -> tuple[np.ndarray, np.ndarray]:
     """(fused score, P(match)) for [n] ITC scores and [n, 2] ITM logits."""
+    from models.itm import softmax_match  # torch's module: imported when a re-rank runs, not at start-up
+
     method = SCORE_FUSIONS[check_fusion(fusion)]
-    z = itm_logits - itm_logits.max(axis=1, keepdims=True)
-    prob = np.exp(z[:, 1]) / np.exp(z).sum(axis=1)
+    prob = softmax_match(itm_logits, itm_logits.dtype)
     return method.score(itc, itm_logits, prob), prob
