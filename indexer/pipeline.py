@@ -35,6 +35,7 @@ from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
 from media.decode import read_source
+from media.pdq import available as pdq_available
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
 from storage.collection import Collection
@@ -102,6 +103,7 @@ class IndexPipeline:
         decode_mode: str = "thread",
         update_changed: bool = True,
         timer: StageTimer | None = None,
+        pdq: bool | None = None,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -125,6 +127,7 @@ class IndexPipeline:
                 captioner.preprocessor() if captioner else None,
                 max_pixels,
                 self.draft,
+                pdq=pdq_available() if pdq is None else pdq,  # default: whenever pdqhash is installed
             ),
             mode=decode_mode,
             processes=workers,
@@ -229,7 +232,16 @@ class IndexPipeline:
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
                 **{
                     k: [p.meta.get(k) for p in rows]
-                    for k in ("width", "height", "format", "bytes", "caption", "caption_model")
+                    for k in (
+                        "width",
+                        "height",
+                        "format",
+                        "bytes",
+                        "caption",
+                        "caption_model",
+                        "pdq_hash",
+                        "pdq_quality",
+                    )
                 },
             }
             with self.timer.time("write", len(rows)):

@@ -37,8 +37,10 @@ import numpy as np
 
 from blipsearch.errors import NoItmModelError
 from models.base import Embedder
+from models.detectors import Detector
 from models.itm import ItmScorer, softmax_match
 from models.vqa import VisualQuestionScorer
+from moderation.kinds.base import CheckKind, Subject
 from moderation.policy import SEVERITY, Consistency, Policy, PolicyError
 
 if TYPE_CHECKING:
@@ -71,6 +73,7 @@ class CheckResult:
     consistency: dict[str, Any] | None = None
     blocklist: dict[str, Any] | None = None
     timing_ms: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)  # evidence of the record-level kinds (moderation/kinds/)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +89,7 @@ class Moderator:
         blocklist: SearchEngine | None = None,
         shared_kv: bool = True,
         vqa: VisualQuestionScorer | None = None,
+        detectors: dict[str, Detector] | None = None,
     ) -> None:
         if vqa is None and any(c.questions for c in policy.categories):
             raise PolicyError(f"Policy {policy.name!r} asks visual questions but no vqa_model was loaded.")
@@ -97,9 +101,13 @@ class Moderator:
         self.shared_kv = shared_kv
         self.prompts = [p for c in policy.categories for p in c.prompts]
         self.owner = np.array([i for i, c in enumerate(policy.categories) for _ in c.prompts])
-        self.prompt_emb = embedder.embed_texts(self.prompts)  # [P, d], once per policy
+        # [P, d], once per policy
+        self.prompt_emb = (
+            embedder.embed_texts(self.prompts) if self.prompts else np.zeros((0, embedder.dim), np.float32)
+        )
         if blocklist is not None:
             blocklist.coll.check_model(embedder.fingerprint, embedder.model_id)
+        self.kinds = record_kinds(policy, detectors)
 
     @property
     def model_ids(self) -> dict[str, str | None]:
@@ -109,7 +117,15 @@ class Moderator:
         }
         if self.vqa is not None:
             ids["vqa"] = self.vqa.model_id
+        for kind in self.kinds:
+            ids.update(getattr(kind, "model_ids", {}))
         return ids
+
+    @property
+    def _uses_blip(self) -> bool:
+        """Whether any check needs the ITC / ITM models (a hash-list or text-rule-only policy does not)."""
+        p = self.policy
+        return bool(p.categories) or p.blocklist is not None or p.consistency is not None
 
     @property
     def _shared_vision(self) -> bool:
@@ -117,12 +133,41 @@ class Moderator:
         return self.scorer is not None and self.scorer.shares_vision_with(self.embedder)
 
     def check_images(
-        self, images: list[Image.Image], texts: list[str | None] | None = None, *, screen: bool = True
+        self,
+        images: list[Image.Image],
+        texts: list[str | None] | None = None,
+        *,
+        screen: bool = True,
+        records: list[dict[str, Any]] | None = None,
     ) -> list[CheckResult]:
         """Check a batch of images (one vision-encoder pass for the batch). ``screen=False``
-        sends every category to ITM (calibration needs every score)."""
+        sends every category to ITM (calibration needs every score). ``records``: each image's
+        stored columns the record-level kinds read (``ocr_text``, ``pdq_hash``, ``pdq_quality``)."""
         if not images:
             return []
+        texts = texts or [None] * len(images)
+        out = (
+            self._blip_checks(images, texts, screen) if self._uses_blip else [CheckResult("allow", []) for _ in images]
+        )
+        if self.kinds:
+            recs = records or [{} for _ in images]
+            subjects = [
+                Subject(im, text, r.get("ocr_text"), r.get("pdq_hash"), r.get("pdq_quality"))
+                for im, text, r in zip(images, texts, recs, strict=True)
+            ]
+            for kind in self.kinds:
+                t0 = time.perf_counter()
+                found = kind.check(subjects)
+                per_image = round((time.perf_counter() - t0) * 1e3 / len(images), 3)
+                for res, kr in zip(out, found, strict=True):
+                    res.triggers.extend(kr.triggers)
+                    res.checks[kind.name] = kr.evidence
+                    res.timing_ms[kind.name] = per_image
+            for res in out:
+                res.decision = _decide(res.triggers)
+        return out
+
+    def _blip_checks(self, images: list[Image.Image], texts: list[str | None], screen: bool) -> list[CheckResult]:
         t0 = time.perf_counter()
         tokens: list[Any]
         if self._shared_vision:
@@ -133,7 +178,8 @@ class Moderator:
             emb = self.embedder.embed_pixels(self.embedder.preprocess(images))
             tokens = [_LazyTokens(self.scorer, im) for im in images]
         encode_ms = (time.perf_counter() - t0) * 1e3 / len(images)
-        texts = texts or [None] * len(images)
+        if not self.policy.categories and self.policy.consistency is None:
+            texts = [None] * len(images)  # the text is for the text rules here, not an ITM consistency check
         mirrored = None
         if self.blocklist is not None and self.policy.blocklist is not None and self.policy.blocklist.mirror:
             from PIL import ImageOps
@@ -290,6 +336,24 @@ class Moderator:
                     "threshold": rule.threshold}  # fmt: skip
         return {"matched": bool(scores[0] >= rule.threshold), "collection": rule.collection, "id": int(ids[0]),
                 "score": float(scores[0]), "threshold": rule.threshold}  # fmt: skip
+
+
+def record_kinds(policy: Policy, detectors: dict[str, Detector] | None = None) -> list[CheckKind]:
+    """The record-level check kinds a policy asks for, in a fixed order."""
+    kinds: list[CheckKind] = []
+    if policy.hash_lists:
+        from moderation.kinds.hash_lists import HashListsCheck
+
+        kinds.append(HashListsCheck(policy.hash_lists, policy.source_dir))
+    if policy.detectors:
+        from moderation.kinds.detectors import DetectorsCheck
+
+        kinds.append(DetectorsCheck(policy.detectors, detectors))
+    if policy.text_rules:
+        from moderation.kinds.text_rules import TextRulesCheck
+
+        kinds.append(TextRulesCheck(policy.text_rules))
+    return kinds
 
 
 def _decide(triggers: list[dict[str, Any]]) -> str:

@@ -55,7 +55,7 @@ from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
 from storage.reading import CollectionReads, _read_meta, _save_npy, live_mask, shard_meta
-from storage.schema import build_record_table
+from storage.schema import build_record_table, record_schema
 
 __all__ = ["Collection", "CollectionReads", "_read_meta", "_save_npy", "live_mask", "shard_meta", "validate_name"]
 
@@ -408,7 +408,12 @@ class Collection(CollectionReads):
             if columns & {"id", "embedding", "sha256"}:
                 raise InvalidInputError("id, sha256 and embedding are immutable")
             rows = [row for row, rid in enumerate(ids) if rid in values]
+            schema = record_schema(self.manifest)
             for col in columns:
+                if col not in table.schema.names:  # a column added after this shard was written
+                    if col not in schema.names:
+                        raise InvalidInputError(f"Records have no column {col!r}")
+                    table = table.append_column(schema.field(col), pa.nulls(table.num_rows, schema.field(col).type))
                 data = table.column(col).to_pylist()
                 for row in rows:
                     if col in values[ids[row]]:
