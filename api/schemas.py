@@ -211,6 +211,9 @@ class ModerationCheck(BaseModel):
     consistency: dict[str, Any] | None = None
     blocklist: dict[str, Any] | None = None
     timing_ms: dict[str, float]
+    checks: dict[str, Any] = Field(
+        default_factory=dict, description="Evidence of hash_lists, detectors and text_rules (what each measured)."
+    )
 
 
 class ModerationResults(BaseModel):

@@ -83,7 +83,7 @@ class Moderator:
     def __init__(
         self,
         policy: Policy,
-        embedder: Embedder,
+        embedder: Embedder | None,
         scorer: ItmScorer | None,
         *,
         blocklist: SearchEngine | None = None,
@@ -93,9 +93,13 @@ class Moderator:
     ) -> None:
         if vqa is None and any(c.questions for c in policy.categories):
             raise PolicyError(f"Policy {policy.name!r} asks visual questions but no vqa_model was loaded.")
+        if embedder is None and policy.uses_blip:
+            raise PolicyError(
+                f"Policy {policy.name!r} has BLIP checks (categories, blocklist, consistency): it needs a model."
+            )
         self.vqa = vqa
         self.policy = policy
-        self.embedder = embedder
+        self.embedder: Embedder = embedder  # type: ignore[assignment]  # None only when no check uses it
         self.scorer = scorer
         self.blocklist = blocklist
         self.shared_kv = shared_kv
@@ -103,16 +107,18 @@ class Moderator:
         self.owner = np.array([i for i, c in enumerate(policy.categories) for _ in c.prompts])
         # [P, d], once per policy
         self.prompt_emb = (
-            embedder.embed_texts(self.prompts) if self.prompts else np.zeros((0, embedder.dim), np.float32)
+            embedder.embed_texts(self.prompts)
+            if embedder is not None and self.prompts
+            else np.zeros((0, embedder.dim if embedder is not None else 1), np.float32)
         )
-        if blocklist is not None:
+        if blocklist is not None and embedder is not None:
             blocklist.coll.check_model(embedder.fingerprint, embedder.model_id)
         self.kinds = record_kinds(policy, detectors)
 
     @property
     def model_ids(self) -> dict[str, str | None]:
         ids: dict[str, str | None] = {
-            "itc": self.embedder.model_id,
+            "itc": self.embedder.model_id if self.embedder is not None else None,
             "itm": self.scorer.model_id if self.scorer is not None else None,
         }
         if self.vqa is not None:
@@ -122,15 +128,9 @@ class Moderator:
         return ids
 
     @property
-    def _uses_blip(self) -> bool:
-        """Whether any check needs the ITC / ITM models (a hash-list or text-rule-only policy does not)."""
-        p = self.policy
-        return bool(p.categories) or p.blocklist is not None or p.consistency is not None
-
-    @property
     def _shared_vision(self) -> bool:
         """ITM uses the ITC model's own vision tokens (BLIP / BLIP-2 with their own head)."""
-        return self.scorer is not None and self.scorer.shares_vision_with(self.embedder)
+        return self.embedder is not None and self.scorer is not None and self.scorer.shares_vision_with(self.embedder)
 
     def check_images(
         self,
@@ -147,7 +147,9 @@ class Moderator:
             return []
         texts = texts or [None] * len(images)
         out = (
-            self._blip_checks(images, texts, screen) if self._uses_blip else [CheckResult("allow", []) for _ in images]
+            self._blip_checks(images, texts, screen)
+            if self.policy.uses_blip
+            else [CheckResult("allow", []) for _ in images]
         )
         if self.kinds:
             recs = records or [{} for _ in images]

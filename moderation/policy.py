@@ -192,6 +192,12 @@ class Policy(_Strict):
     _source_dir: Path | None = PrivateAttr(default=None)  # where relative hash-list paths start
 
     @property
+    def uses_blip(self) -> bool:
+        """Whether a check needs the ITC / ITM models (a policy of only hash lists, detectors and
+        text rules does not: it runs without loading them)."""
+        return bool(self.categories) or self.blocklist is not None or self.consistency is not None
+
+    @property
     def source_dir(self) -> Path:
         return self._source_dir or Path.cwd()
 

@@ -40,15 +40,17 @@ def build_moderator(
     shared_kv: bool = True,
     vqa: VisualQuestionScorer | None = None,
 ) -> Moderator:
-    if embedder is None:
+    if embedder is None and policy.uses_blip:
         embedder = load_model(settings, model or settings.model)
     # The policy's itm_model, else the model's own ITM head; CLIP / SigLIP / ALIGN without an
-    # itm_model moderate ITC-only (moderation/checks.py).
+    # itm_model moderate ITC-only (moderation/checks.py). A policy of only hash lists, detectors
+    # and text rules loads no model at all.
     scorer = None
-    if policy.itm_model is not None or embedder.has_itm:
+    if embedder is not None and policy.uses_blip and (policy.itm_model is not None or embedder.has_itm):
         scorer = load_itm_scorer(settings, embedder, policy.itm_model)
     blocklist = None
     if policy.blocklist is not None:
+        assert embedder is not None
         blocklist = open_engine(settings, policy.blocklist.collection, embedder=embedder)
     if vqa is None and policy.vqa_model is not None:
         vqa = load_vqa(settings, policy.vqa_model)
