@@ -13,7 +13,16 @@ from typing import Any
 
 from moderation.kinds.base import CheckKind, KindResult, Subject
 from moderation.policy import TextRule
-from moderation.textmatch import MAX_TEXT, Budget, Hit, compile_regex, find_builtin, find_regex, keyword_pattern
+from moderation.textmatch import (
+    MAX_TEXT,
+    Budget,
+    Hit,
+    compile_regex,
+    find_builtin,
+    find_regex,
+    keyword_pattern,
+    redact_cards,
+)
 
 
 class TextRulesCheck(CheckKind):
@@ -61,8 +70,8 @@ class TextRulesCheck(CheckKind):
                         continue
                     kind = "keyword" if rule.keywords is not None else "regex" if rule.regex else rule.builtin
                     for h in hits:
-                        t = {**base, "kind": kind, "match": h.match, "line": h.line, "line_no": h.line_no,
-                             "action": rule.action}  # fmt: skip
+                        t = {**base, "kind": kind, "match": redact_cards(h.match), "line": redact_cards(h.line),
+                             "line_no": h.line_no, "action": rule.action}  # fmt: skip
                         res.evidence["matches"].append(t)
                     if hits:
                         res.triggers.append(res.evidence["matches"][-len(hits)])  # one trigger per rule and source
