@@ -38,9 +38,7 @@ def require() -> Any:
     try:
         import pdqhash
     except ImportError:
-        raise MissingDependencyError(
-            "PDQ hashing needs the pdqhash package: pip install 'blipsearch[moderation]'"
-        ) from None
+        raise MissingDependencyError("PDQ hashing", "pdqhash", "moderation") from None
     return pdqhash
 
 

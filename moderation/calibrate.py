@@ -104,8 +104,8 @@ def calibrate(
             else None,
         }
     for name, (kind, _, current) in kind_targets.items():
-        mine = [(kind_scores[p][name], lab) for p, c, lab in rows if c == name and p in kind_scores]
-        report["categories"][name] = _kind_report(kind, current, mine, target_precision)
+        labelled = [(kind_scores[p][name], lab) for p, c, lab in rows if c == name and p in kind_scores]
+        report["categories"][name] = _kind_report(kind, current, labelled, target_precision)
     return report
 
 
@@ -165,9 +165,9 @@ def _kind_report(kind: str, current: Any, mine: list[tuple[float, bool]], target
                     for t in GRID]  # fmt: skip
     ok = [t for t in sorted(set(values.tolist()) | set(GRID))
           if (pr := pr_at(values, labels, t)[0]) is not None and pr >= target and t > 0]  # fmt: skip
-    best = float(min(ok)) if ok else None
-    out["suggested_threshold"] = best
+    lowest = float(min(ok)) if ok else None
+    out["suggested_threshold"] = lowest
     out["at_suggested"] = (
-        None if best is None else dict(zip(("precision", "recall"), pr_at(values, labels, best), strict=True))
+        None if lowest is None else dict(zip(("precision", "recall"), pr_at(values, labels, lowest), strict=True))
     )
     return out

@@ -24,14 +24,13 @@ more keeps the last good list and reports the error.
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -68,7 +67,7 @@ class LoadReport:
                 "malformed": self.malformed, "errors": self.errors}  # fmt: skip
 
 
-def _lines(fh: io.BufferedReader) -> Iterator[tuple[int, bytes | None]]:
+def _lines(fh: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
     """(line number, bytes without the newline) — None for a line over MAX_LINE, which is
     consumed in bounded pieces."""
     n = 0
@@ -110,8 +109,7 @@ def read_hashes(path: Path, fmt: str = "auto", *, max_hashes: int = 50_000_000) 
     except OSError as exc:
         raise HashListError(f"Cannot read hash list {path}: {exc.strerror or exc}") from None
     buf = bytearray()
-    with os.fdopen(fd, "rb") as raw:
-        fh = io.BufferedReader(raw, 1 << 20)  # type: ignore[arg-type]
+    with os.fdopen(fd, "rb", buffering=1 << 20) as fh:
         report = LoadReport(str(path), fmt)
         header: list[str] | None = None
         for n, line in _lines(fh):
@@ -172,7 +170,7 @@ def binary_index(hashes: np.ndarray) -> Any:
     try:
         import faiss
     except ImportError:
-        raise MissingDependencyError("Hash lists need FAISS (faiss-cpu or faiss-gpu).") from None
+        raise MissingDependencyError("Hash lists", "faiss-cpu", "moderation") from None
     index = faiss.IndexBinaryFlat(HASH_BYTES * 8)
     if len(hashes):
         index.add(np.ascontiguousarray(hashes))

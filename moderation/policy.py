@@ -154,7 +154,7 @@ class TextRule(_Strict):
     regex: str | None = Field(default=None, min_length=1, max_length=2000)
     builtin: Literal["email", "phone", "url", "payment_card"] | None = None
     action: Action
-    sources: list[Literal["ocr", "text"]] = Field(default_factory=lambda: ["ocr", "text"], min_length=1)
+    sources: list[Literal["ocr", "text"]] = Field(default=["ocr", "text"], min_length=1)
     timeout_ms: float = Field(default=50.0, gt=0, le=5000, description="within (0, 5000] ms")
     on_timeout: Action = "review"  # a regex that runs out of time is never a silent allow
 

@@ -122,8 +122,8 @@ def test_hash_lists_match_variants_at_the_threshold_and_not_others(tmp_path):
     d = mod.check_images(known[:1])[0].checks["hash_lists"]["lists"][0]["distance"]
     if d > 0:
         for thr, hit in ((d, True), (d - 1, False)):
-            p = parse_policy({"name": "h", "version": 1,
-                              "hash_lists": [{"name": "j", "path": str(tmp_path / "jpeg_q60.pdq"), "threshold": thr}]})  # fmt: skip
+            rule = {"name": "j", "path": str(tmp_path / "jpeg_q60.pdq"), "threshold": thr}
+            p = parse_policy({"name": "h", "version": 1, "hash_lists": [rule]})
             assert (Moderator(p, None, None).check_images(known[:1])[0].decision == "block") is hit
     # Without dihedral variants a flipped copy is far from the original.
     plain = parse_policy({"name": "h", "version": 1, "hash_lists": [{"name": "f", "path": str(tmp_path / "flip.pdq")}]})
@@ -323,8 +323,9 @@ def test_moderate_check_run_and_calibrate_with_the_new_policy_keys(tmp_path, tin
     }  # fmt: skip
     (tmp_path / "p.yaml").write_text(yaml.safe_dump(policy))
     runner = CliRunner()
-    out = runner.invoke(cli, ["moderate", "check", str(imgs / "k0.png"), str(imgs / "k1.png"), str(imgs / "skin.png"),
-                              "--policy", str(tmp_path / "p.yaml"), "--text", "mail me: a@b.example", "--json"])  # fmt: skip
+    files = [str(imgs / n) for n in ("k0.png", "k1.png", "skin.png")]
+    args = ["--policy", str(tmp_path / "p.yaml"), "--text", "mail me: a@b.example", "--json"]
+    out = runner.invoke(cli, ["moderate", "check", *files, *args])
     assert out.exit_code == 0, out.stderr
     res = {r["path"].rsplit("/", 1)[1]: r for r in json.loads(out.stdout)["results"]}
     assert res["k0.png"]["decision"] == "block"

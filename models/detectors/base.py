@@ -37,12 +37,3 @@ class Detector(ABC):
     @abstractmethod
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         """Detections per RGB image, best first."""
-
-
-def load_detector(name: str, model: str | None = None, *, threads: int | None = None) -> Detector:
-    """A detector by name: ``nudenet`` (its package's shipped ONNX model unless ``model`` is given)."""
-    if name == "nudenet":
-        from models.detectors.nudenet import NudeNetDetector
-
-        return NudeNetDetector(model, threads=threads)
-    raise DetectorError(f"Unknown detector {name!r}: available: nudenet")

@@ -50,7 +50,6 @@ LABELS = (
 )
 CANDIDATE_SCORE = 0.2  # the package's floor before NMS
 NMS_SCORE, NMS_IOU = 0.25, 0.45
-INSTALL = "pip install 'blipsearch[moderation]'"
 
 
 def shipped_model() -> Path:
@@ -58,9 +57,9 @@ def shipped_model() -> Path:
     try:
         path = Path(str(resources.files("nudenet") / "320n.onnx"))
     except ModuleNotFoundError:
-        raise MissingDependencyError(f"The nudenet detector needs the nudenet package: {INSTALL}") from None
+        raise MissingDependencyError("The nudenet detector", "nudenet", "moderation") from None
     if not path.is_file():
-        raise MissingDependencyError(f"The nudenet package has no 320n.onnx model at {path}; reinstall it.")
+        raise DetectorError(f"The nudenet package has no 320n.onnx model at {path}; reinstall it.")
     return path
 
 
@@ -69,7 +68,7 @@ def _imports() -> tuple[Any, Any]:
         import cv2
         import onnxruntime
     except ImportError as exc:
-        raise MissingDependencyError(f"The nudenet detector needs {exc.name}: {INSTALL}") from None
+        raise MissingDependencyError("The nudenet detector", exc.name or "onnxruntime", "moderation") from None
     return cv2, onnxruntime
 
 

@@ -44,7 +44,7 @@ class DetectorsCheck(CheckKind):
             if s.image is None:
                 out[i] = self.failed("no image to run the detector on")
         for (name, model), det in self.detectors.items():
-            found = _detect(det, [im for _, im in images])  # type: ignore[misc]
+            found = _detect(det, [im for _, im in images])
             mine = [r for r in self.rules if (r.detector, r.model) == (name, model)]
             for (i, im), dets in zip(images, found, strict=True):
                 assert im is not None
