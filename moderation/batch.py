@@ -58,7 +58,7 @@ def moderate_collection(
                     records.append(rec)
                 except READ_ERRORS as exc:
                     failures.append({"id": str(rid), "path": str(uri), "error": str(exc)})
-            results = moderator.check_images(images, records=records)
+            results = moderator.check_images(images, records=records) if extra else moderator.check_images(images)
             save_results(catalog, coll.name, policy, moderator.model_ids, zip(ids, results, strict=True))
             for res in results:
                 counts["decisions"][res.decision] = counts["decisions"].get(res.decision, 0) + 1
