@@ -42,6 +42,8 @@ from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 FEATURE_SHARD_ROWS = 256
+# the record columns the CPU stages fill (Prepared.meta)
+RECORD_META = ("width", "height", "format", "bytes", "caption", "caption_model", "pdq_hash", "pdq_quality")
 
 
 @dataclass
@@ -230,19 +232,7 @@ class IndexPipeline:
                 "uri": [p.uri for p in rows],
                 "sha256": [p.sha256 for p in rows],
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
-                **{
-                    k: [p.meta.get(k) for p in rows]
-                    for k in (
-                        "width",
-                        "height",
-                        "format",
-                        "bytes",
-                        "caption",
-                        "caption_model",
-                        "pdq_hash",
-                        "pdq_quality",
-                    )
-                },
+                **{k: [p.meta.get(k) for p in rows] for k in RECORD_META},
             }
             with self.timer.time("write", len(rows)):
                 aligned = self.coll.append_aligned(

@@ -27,6 +27,7 @@ rules needs no model at all.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +78,7 @@ class Moderator:
         shared_kv: bool = True,
         vqa: VisualQuestionScorer | None = None,
         detectors: dict[str, Detector] | None = None,
+        ocr: Callable[[Image.Image], str] | None = None,
     ) -> None:
         if vqa is None and any(c.questions for c in policy.categories):
             raise PolicyError(f"Policy {policy.name!r} asks visual questions but no vqa_model was loaded.")
@@ -95,7 +97,7 @@ class Moderator:
         if blocklist is not None and policy.blocklist is not None and embedder is not None:
             self.blocklist = BlocklistCheck(policy.blocklist, blocklist, embedder)
         self.questions = VisualQuestions(policy, vqa) if vqa is not None else None
-        self.kinds = record_kinds(policy, detectors)
+        self.kinds = record_kinds(policy, detectors, ocr)
 
     @property
     def prompt_emb(self) -> np.ndarray:
@@ -204,7 +206,9 @@ class Moderator:
         return CheckResult(_decide(triggers), cats, triggers, consistency, blocklist, timing)
 
 
-def record_kinds(policy: Policy, detectors: dict[str, Detector] | None = None) -> list[CheckKind]:
+def record_kinds(
+    policy: Policy, detectors: dict[str, Detector] | None = None, ocr: Callable[[Image.Image], str] | None = None
+) -> list[CheckKind]:
     """The record-level check kinds a policy asks for, in a fixed order."""
     kinds: list[CheckKind] = []
     if policy.hash_lists:
@@ -218,7 +222,7 @@ def record_kinds(policy: Policy, detectors: dict[str, Detector] | None = None) -
     if policy.text_rules:
         from moderation.kinds.text_rules import TextRulesCheck
 
-        kinds.append(TextRulesCheck(policy.text_rules))
+        kinds.append(TextRulesCheck(policy.text_rules, ocr))
     return kinds
 
 

@@ -12,8 +12,8 @@ Formats (``format: auto`` tells them apart by the first line that is not blank o
 Malformed lines are reported with their line numbers (the first ``MAX_REPORTED``, and the
 total) and the rest of the file is loaded. The file is read line by line with a bound on the
 line length into one growing byte buffer (32 bytes a hash: 10M hashes are 320 MB, nothing per
-line is kept), then handed to ``faiss.IndexBinaryFlat(256)``, whose search is an exact scan
-of Hamming distances (a popcount per stored hash).
+line is kept), then handed to ``faiss.IndexBinaryFlat(256)``, which then holds the only copy;
+its search is an exact scan of Hamming distances (a popcount per stored hash).
 
 A list reloads itself when its file changes: every use compares the file's size, mtime and
 inode with those it was loaded from (one ``stat``), and a changed file is re-read and the
@@ -162,7 +162,7 @@ def read_hashes(path: Path, fmt: str = "auto", *, max_hashes: int = 50_000_000) 
             report.loaded += 1
     if report.format == "auto":
         report.format = "lines"  # an empty file
-    hashes = np.frombuffer(bytes(buf), dtype=np.uint8).reshape(-1, HASH_BYTES)
+    hashes = np.frombuffer(buf, dtype=np.uint8).reshape(-1, HASH_BYTES)  # a view: no copy
     return hashes, report
 
 
@@ -191,8 +191,7 @@ class HashList:
         self.name, self.path, self.fmt, self.max_hashes = name, Path(path), fmt, max_hashes
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
-        self._index: Any = None
-        self._hashes = np.zeros((0, HASH_BYTES), np.uint8)
+        self._state: tuple[Any, int] | None = None  # (index, number of hashes): swapped in whole
         self.report: LoadReport | None = None
         self.reload_error: str | None = None
         self.loads = 0
@@ -208,7 +207,7 @@ class HashList:
         try:
             stamp = self._file_stamp()
         except OSError as exc:
-            if self._index is None:
+            if self._state is None:
                 raise HashListError(f"Cannot read hash list {self.path}: {exc.strerror or exc}") from None
             self.reload_error = f"cannot read {self.path}: {exc.strerror or exc}"
             return False
@@ -220,7 +219,7 @@ class HashList:
             try:
                 hashes, report = read_hashes(self.path, self.fmt, max_hashes=self.max_hashes)
             except HashListError as exc:
-                if self._index is None:
+                if self._state is None:
                     raise
                 self.reload_error = str(exc)
                 log.error("hash list %s: reload failed, keeping the previous list: %s", self.name, exc)
@@ -229,23 +228,25 @@ class HashList:
                 log.warning("hash list %s: %d malformed lines skipped (first: %s)", self.name, report.malformed,
                             report.errors[:3])  # fmt: skip
             index = binary_index(hashes)
-            self._index, self._hashes, self.report, self._stamp = index, hashes, report, stamp
+            self._state, self.report, self._stamp = (index, len(hashes)), report, stamp
+            del hashes  # the index holds the only copy (FAISS reconstructs a matched hash)
             self.reload_error = None
             self.loads += 1
             return True
 
     def __len__(self) -> int:
-        return len(self._hashes)
+        return 0 if self._state is None else self._state[1]
 
     def nearest(self, queries: np.ndarray) -> Match | None:
         """The list hash nearest any of the query hashes ([q, 32] uint8), or None for an empty list."""
         self.refresh()
-        index, hashes = self._index, self._hashes  # one consistent snapshot
-        if len(hashes) == 0:
+        assert self._state is not None
+        index, count = self._state  # one consistent snapshot
+        if count == 0:
             return None
         dist, ids = index.search(np.ascontiguousarray(queries, dtype=np.uint8), 1)
         q = int(np.argmin(dist[:, 0]))
-        return Match(hashes[int(ids[q, 0])].tobytes().hex(), int(dist[q, 0]), q)
+        return Match(index.reconstruct(int(ids[q, 0])).tobytes().hex(), int(dist[q, 0]), q)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "hashes": len(self), "loads": self.loads, "reload_error": self.reload_error,

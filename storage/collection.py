@@ -408,12 +408,10 @@ class Collection(CollectionReads):
             if columns & {"id", "embedding", "sha256"}:
                 raise InvalidInputError("id, sha256 and embedding are immutable")
             rows = [row for row, rid in enumerate(ids) if rid in values]
-            schema = record_schema(self.manifest)
+            expected = record_schema(self.manifest)
             for col in columns:
-                if col not in table.schema.names:  # a column added after this shard was written
-                    if col not in schema.names:
-                        raise InvalidInputError(f"Records have no column {col!r}")
-                    table = table.append_column(schema.field(col), pa.nulls(table.num_rows, schema.field(col).type))
+                if col not in table.column_names and col in expected.names:  # a column the shard predates
+                    table = table.append_column(expected.field(col), pa.nulls(table.num_rows, expected.field(col).type))
                 data = table.column(col).to_pylist()
                 for row in rows:
                     if col in values[ids[row]]:

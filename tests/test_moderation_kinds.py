@@ -244,6 +244,7 @@ def test_detector_scores_equal_nudenets_own_detect(tmp_path):
         assert [t["box"] for t in res.triggers] == [d["box"] for d in hits]
         seen += len(expected)
     assert seen > 0  # the comparison covered real boxes
+    assert mine.detect([Image.new("RGB", (20000, 150), (200, 150, 120))]) == [[]]  # shrunk first: bounded memory
     bad = {"name": "d", "version": 1, "detectors": [{"name": "n", "detector": "nudenet", "classes": {"GUN": "x"},
                                                      "threshold": 0.3, "action": "block"}]}  # fmt: skip
     with pytest.raises(PolicyError, match="GUN"):
@@ -285,6 +286,16 @@ def test_text_rules_keywords_regex_builtins_and_hostile_regex():
     assert {m["rule"] for m in clean.checks["text_rules"]["matches"]} == {"slurs"}  # "bad" at a word boundary
     none = mod.check_images([img], ["a quiet afternoon"], records=[{}])[0]  # no OCR column: tolerated
     assert none.decision == "allow" and none.checks["text_rules"]["matches"] == []
+    # Without stored OCR text, the moderator's OCR reader (service: the configured engine) reads the image.
+    reader = Moderator(pol, None, None, ocr=lambda im: f"a {im.width}px image: mail x@y.example")
+    read = reader.check_images([img])[0]
+    assert read.checks["text_rules"]["ocr_read"] and read.checks["text_rules"]["matches"][0]["match"] == "x@y.example"
+
+    def broken(im):
+        raise RuntimeError("engine crashed")
+
+    failed = Moderator(pol, None, None, ocr=broken).check_images([img])[0]
+    assert failed.decision == "review" and "OCR failed: engine crashed" in failed.triggers[0]["error"]
     # A catastrophic pattern runs out of its budget instead of hanging, and is not a silent allow.
     hostile = Moderator(_text_policy({"name": "evil", "regex": r"(a+)+$", "action": "flag", "timeout_ms": 20}),
                         None, None)  # fmt: skip
@@ -360,3 +371,29 @@ def test_moderate_check_run_and_calibrate_with_the_new_policy_keys(tmp_path, tin
     assert cats["nudity"]["kind"] == "detector" and cats["nudity"]["at_suggested"]["recall"] == 1.0
     assert cats["known"]["suggested_threshold"] is not None and cats["known"]["at_suggested"]["precision"] == 1.0
     assert cats["contact"]["n"] == 1
+
+
+def test_api_check_reports_the_new_kinds(tmp_path, tiny_models):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from blipsearch.config import Settings
+
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    im = photo(5)
+    _write(policies / "known.pdq", [pdq_hash(im).hex])
+    pol = {"name": "api", "version": 1, "hash_lists": [{"name": "known", "path": "known.pdq", "action": "block"}],
+           "text_rules": [{"name": "contact", "builtin": "url", "action": "review"}]}  # fmt: skip
+    (policies / "api.yaml").write_text(yaml.safe_dump(pol))
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_models["blip-itm"]), policy_dir=policies)
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.post("/v1/moderation/check", files={"file": ("a.png", buf.getvalue(), "image/png")},
+                        data={"policy": "api", "text": "see www.example.com"})  # fmt: skip
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["decision"] == "block" and body["checks"]["hash_lists"]["lists"][0]["distance"] == 0
+        assert body["checks"]["text_rules"]["matches"][0]["match"] == "www.example.com"
+        assert {t["check"] for t in body["triggers"]} == {"hash_list", "text_rule"}

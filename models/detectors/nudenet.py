@@ -49,6 +49,10 @@ LABELS = (
     "BUTTOCKS_COVERED",
 )
 CANDIDATE_SCORE = 0.2  # the package's floor before NMS
+# The package pads the full image to a square before resizing it to 320: for a 20000×500 strip
+# that is a 1.2 GB array. Larger images are first shrunk (OpenCV's area filter) to this longest
+# side, boxes scaled back; up to it the steps, and so the scores, are the package's exactly.
+MAX_SIDE = 4096
 NMS_SCORE, NMS_IOU = 0.25, 0.45
 
 
@@ -92,10 +96,21 @@ class NudeNetDetector(Detector):
         self.resolution = resolution
         self.model_id = f"nudenet:{path.name}"
 
+    def _pixels(self, image: Image.Image) -> np.ndarray:
+        rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
+        h, w = rgb.shape[:2]
+        if max(h, w) > MAX_SIDE:
+            f = MAX_SIDE / max(h, w)
+            size = (max(1, round(w * f)), max(1, round(h * f)))
+            rgb = self.cv2.resize(rgb, size, interpolation=self.cv2.INTER_AREA)
+        return rgb
+
     def preprocess(self, image: Image.Image) -> np.ndarray:
         """[1, 3, R, R] float32: the package's padding, resize and scaling."""
+        return self._blob(self._pixels(image))
+
+    def _blob(self, rgb: np.ndarray) -> np.ndarray:
         cv2 = self.cv2
-        rgb = np.asarray(image.convert("RGB") if image.mode != "RGB" else image, dtype=np.uint8)
         h, w = rgb.shape[:2]
         side = max(h, w)
         padded = cv2.copyMakeBorder(rgb, 0, side - h, 0, side - w, cv2.BORDER_CONSTANT)
@@ -106,12 +121,24 @@ class NudeNetDetector(Detector):
     def detect(self, images: list[Image.Image]) -> list[list[Detection]]:
         if not images:
             return []
-        blobs = np.concatenate([self.preprocess(im) for im in images])
+        pixels = [self._pixels(im) for im in images]
+        blobs = np.concatenate([self._blob(px) for px in pixels])
         try:
             (out,) = self.session.run(None, {self.input_name: blobs})[:1]
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise DetectorError(f"nudenet failed on the image: {exc}") from None
-        return [self._postprocess(out[i], im.width, im.height) for i, im in enumerate(images)]
+        found = []
+        for i, (im, px) in enumerate(zip(images, pixels, strict=True)):
+            dets = self._postprocess(out[i], px.shape[1], px.shape[0])
+            if px.shape[1] != im.width or px.shape[0] != im.height:  # shrunk: boxes back to the image's pixels
+                fx, fy = im.width / px.shape[1], im.height / px.shape[0]
+                dets = [
+                    Detection(d.label, d.score, (int(d.box[0] * fx), int(d.box[1] * fy), int(d.box[2] * fx),
+                                                 int(d.box[3] * fy)))
+                    for d in dets
+                ]  # fmt: skip
+            found.append(dets)
+        return found
 
     def _postprocess(self, raw: np.ndarray, width: int, height: int) -> list[Detection]:
         rows = np.asarray(raw).T  # [candidates, 4 + classes]

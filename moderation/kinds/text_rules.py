@@ -9,10 +9,15 @@ pattern costs at most its ``timeout_ms`` per text and never passes an item silen
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from moderation.kinds.base import CheckKind, KindResult, Subject
 from moderation.policy import TextRule
+
+if TYPE_CHECKING:
+    from PIL import Image
+
 from moderation.textmatch import (
     MAX_TEXT,
     Budget,
@@ -29,8 +34,10 @@ class TextRulesCheck(CheckKind):
     name = "text_rules"
     check_name = "text_rule"
 
-    def __init__(self, rules: list[TextRule]) -> None:
+    def __init__(self, rules: list[TextRule], ocr: Callable[[Image.Image], str] | None = None) -> None:
         self.rules = rules
+        # reads an image's text when the subject has no stored OCR text (``moderate check``, uploads)
+        self.ocr = ocr if any("ocr" in r.sources for r in rules) else None
         self.patterns: list[Any] = []
         for r in rules:
             if r.keywords is not None:
@@ -51,7 +58,15 @@ class TextRulesCheck(CheckKind):
         out = []
         for s in subjects:
             res = KindResult(evidence={"matches": [], "scanned": {}})
-            texts = {"ocr": s.ocr_text, "text": s.text}
+            ocr_text = s.ocr_text
+            if ocr_text is None and self.ocr is not None and s.image is not None:
+                try:
+                    ocr_text = self.ocr(s.image)
+                except Exception as exc:  # noqa: BLE001 - an OCR failure is that item's result, not a crash
+                    res.triggers.append({"check": self.check_name, "source": "ocr", "error": f"OCR failed: {exc}",
+                                         "action": self.on_error})  # fmt: skip
+                res.evidence["ocr_read"] = True  # read now, not from the record
+            texts = {"ocr": ocr_text, "text": s.text}
             for src, text in texts.items():
                 if text:
                     res.evidence["scanned"][src] = {"chars": len(text), "truncated": len(text) > MAX_TEXT}
