@@ -55,7 +55,7 @@ function triggerItem(t) {
 }
 
 // The thumbnail with the detector's boxes drawn over it: an SVG in the image's own pixel
-// coordinates, scaled and cropped exactly as the thumbnail is (object-fit: cover = slice).
+// coordinates, scaled as the thumbnail is: the whole image shown (object-fit: contain = meet).
 function thumb(c, item) {
   const img = h("img", { src: api.thumbUrl(c, item.id), alt: `record ${item.id}`, loading: "lazy" });
   const boxes = item.triggers.filter((t) => t.check === "detector" && t.box && t.image_size);
@@ -64,7 +64,7 @@ function thumb(c, item) {
   const svg = document.createElementNS(NS, "svg");
   const [w, hgt] = boxes[0].image_size;
   svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
-  svg.setAttribute("preserveAspectRatio", "xMidYMid slice");
+  svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
   svg.setAttribute("class", "det-boxes");
   svg.setAttribute("aria-hidden", "true");
   for (const t of boxes) {
