@@ -114,6 +114,8 @@ class Record(BaseModel):
     bytes: int | None = None
     caption: str | None = None
     caption_model: str | None = None
+    pdq_hash: str | None = Field(default=None, description="PDQ perceptual hash of the image (64 hex digits).")
+    pdq_quality: int | None = Field(default=None, description="PDQ quality, 0-100.")
     text: str | None = None
     external_id: str | None = None
     added_at: str

@@ -105,7 +105,7 @@ class IndexPipeline:
         decode_mode: str = "thread",
         update_changed: bool = True,
         timer: StageTimer | None = None,
-        pdq: bool | None = None,
+        pdq: bool = True,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -129,7 +129,7 @@ class IndexPipeline:
                 captioner.preprocessor() if captioner else None,
                 max_pixels,
                 self.draft,
-                pdq=pdq_available() if pdq is None else pdq,  # default: whenever pdqhash is installed
+                pdq=pdq and pdq_available(),  # hashes need the full decode: no JPEG draft then
             ),
             mode=decode_mode,
             processes=workers,

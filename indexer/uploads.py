@@ -56,6 +56,7 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         max_bytes=settings.max_upload_bytes,
         track_paths=True,
         jpeg_draft=settings.decode_draft(),
+        pdq=settings.pdq_hashes,
         update_changed=False,  # content-addressed paths: a uri never holds new content
     )
     report = pipeline.run(paths)

@@ -53,6 +53,7 @@ def executor_for(
                 max_pixels=settings.max_image_pixels,
                 max_bytes=settings.max_file_bytes,
                 jpeg_draft=settings.decode_draft(),
+                pdq=settings.pdq_hashes,
                 decode_mode=settings.decode_mode,
                 captioner=captioner,
                 decoding=decoding or Decoding(),

@@ -66,10 +66,8 @@ def test_pdq_hashes_equal_the_reference_at_indexing_and_by_backfill(settings, bl
         bits, q = pdqhash.compute(np.asarray(Image.open(p).convert("RGB")))
         assert bits_to_hex(bits) == ref_hex and int(q) == ref_q
     # A collection indexed without pdqhash gets the same hashes from the backfill, once.
-    import indexer.pipeline
-
-    monkeypatch.setattr(indexer.pipeline, "pdq_available", lambda: False)
-    index_paths(settings, [tmp_path / "imgs"], "old", embedder=blip_embedder, progress=False)
+    unhashed = settings.model_copy(update={"pdq_hashes": False})  # BLIPSEARCH_PDQ_HASHES=0
+    index_paths(unhashed, [tmp_path / "imgs"], "old", embedder=blip_embedder, progress=False)
     old = Collection.open(settings.data_dir, "old")
     assert old.read_table(["pdq_hash"]).column("pdq_hash").null_count == len(paths)
     monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(settings.data_dir))

@@ -25,6 +25,7 @@ class LocalOptions:
     max_pixels: int = 100_000_000
     max_bytes: int = 256 * 1024 * 1024
     jpeg_draft: bool = True
+    pdq: bool = True  # PDQ-hash the decoded images (when pdqhash is installed)
     decode_mode: str = "auto"
     captioner: Captioner | None = None
     decoding: Decoding = field(default_factory=Decoding)
@@ -58,6 +59,7 @@ class LocalExecutor(Executor):
             captioner=o.captioner,
             decoding=o.decoding,
             jpeg_draft=o.jpeg_draft,
+            pdq=o.pdq,
             decode_mode=resolve_mode(o.decode_mode, total),
             timer=self.timer,
         )
