@@ -130,6 +130,8 @@ class Record(BaseModel):
     bytes: int | None = None
     caption: str | None = None
     caption_model: str | None = None
+    pdq_hash: str | None = Field(default=None, description="PDQ perceptual hash of the image (64 hex digits).")
+    pdq_quality: int | None = Field(default=None, description="PDQ quality, 0-100.")
     text: str | None = None
     external_id: str | None = None
     added_at: str
@@ -227,6 +229,9 @@ class ModerationCheck(BaseModel):
     consistency: dict[str, Any] | None = None
     blocklist: dict[str, Any] | None = None
     timing_ms: dict[str, float]
+    checks: dict[str, Any] = Field(
+        default_factory=dict, description="Evidence of hash_lists, detectors and text_rules (what each measured)."
+    )
 
 
 class ModerationResults(BaseModel):

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     jpeg_draft: bool = Field(
         default=True, description="Decode large JPEGs at reduced scale (DCT), never below the model's input size."
     )
+    pdq_hashes: bool = Field(
+        default=True,
+        description="PDQ-hash every indexed image (when pdqhash is installed); hashing needs the full decode, so "
+        "JPEG draft decoding applies only with this off.",
+    )
     max_upload_bytes: int = Field(default=limits.MAX_UPLOAD_BYTES, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")

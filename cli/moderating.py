@@ -13,6 +13,29 @@ moderate_app = typer.Typer(no_args_is_help=True, help="Policy screening, image-t
 PolicyOpt = Annotated[Path, typer.Option("--policy", help="Policy file (YAML or JSON).")]
 
 
+def _trigger_line(t: dict[str, Any]) -> str:
+    check, act = t["check"], t["action"]
+    if "error" in t:
+        return f"  {check}: error: {t['error']} -> {act}"
+    if check == "policy":
+        return f"  policy: {t['category']} {t['prompt']!r} score {t['score']:.3f} >= {t['threshold']} -> {act}"
+    if check == "vqa":
+        return f"  vqa: {t['category']} {t['question']!r} {t['score']:.3f} >= {t['threshold']} -> {act}"
+    if check == "hash_list":
+        dist = f"distance {t['distance']} <= {t['threshold']}"
+        return f"  hash_list: {t['list']} {t['hash']} {dist} ({t['variant']}) -> {act}"
+    if check == "detector":
+        return (
+            f"  detector: {t['rule']} {t['class']} ({t['category']}) score {t['score']:.3f} >= {t['threshold']} "
+            f"box {t['box']} -> {act}"
+        )
+    if check == "text_rule":
+        if t.get("timed_out"):
+            return f"  text_rule: {t['rule']} timed out after {t['timeout_ms']} ms on {t['source']} -> {act}"
+        return f"  text_rule: {t['rule']} {t['kind']} {t['match']!r} ({t['source']} line {t['line_no']}) -> {act}"
+    return f"  {check}: score {t['score']:.3f} (threshold {t['threshold']}) -> {act}"
+
+
 def _human_check(p: dict[str, Any]) -> str:
     lines = []
     for r in p["results"]:
@@ -20,15 +43,7 @@ def _human_check(p: dict[str, Any]) -> str:
             lines.append(f"{r['path']}: error: {r['error']}")
             continue
         lines.append(f"{r['path']}: {r['decision'].upper()}")
-        lines += [
-            f"  {t['check']}: {t.get('category', '')} {t.get('prompt', '')!r} score {t['score']:.3f} "
-            f">= {t['threshold']} -> {t['action']}"
-            if t["check"] == "policy"
-            else f"  vqa: {t['category']} {t['question']!r} {t['score']:.3f} >= {t['threshold']} -> {t['action']}"
-            if t["check"] == "vqa"
-            else f"  {t['check']}: score {t['score']:.3f} (threshold {t['threshold']}) -> {t['action']}"
-            for t in r["triggers"]
-        ]
+        lines += [_trigger_line(t) for t in r["triggers"]]
     return "\n".join(lines)
 
 
@@ -37,7 +52,9 @@ def _human_check(p: dict[str, Any]) -> str:
 def check(
     files: Annotated[list[Path], typer.Argument(help="Images to check.")],
     policy: PolicyOpt,
-    text: Annotated[str | None, typer.Option("--text", help="Accompanying text: checks consistency.")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="Accompanying text: checks consistency, and the policy's text_rules.")
+    ] = None,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -164,6 +181,14 @@ def calibrate(
             if not c.get("n"):
                 lines.append(f"{name}: no labelled images")
                 continue
+            if "kind" in c:  # a hash list, detector category or text rule
+                at = c.get("at_suggested") or c.get("at_current") or {}
+                lines.append(
+                    f"{name} ({c['kind']}): n={c['n']} positives={c['positives']} "
+                    f"suggested threshold={c.get('suggested_threshold')} (precision {at.get('precision')}, "
+                    f"recall {at.get('recall')}; current {c['current']})"
+                )
+                continue
             at = c["at_suggested"] or {}
             lines.append(
                 f"{name}: n={c['n']} positives={c['positives']} suggested itm_threshold={c['suggested_itm_threshold']} "
@@ -173,3 +198,53 @@ def calibrate(
         return "\n".join(lines)
 
     emit(report, as_json, human)
+
+
+@moderate_app.command("backfill-pdq")
+@handle_errors
+def backfill_pdq(
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Image collection to hash.")],
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """PDQ hashes for records indexed without one (resumable; a re-run hashes only what is missing)."""
+    from indexer.pdq_backfill import backfill_pdq as run_backfill
+    from service.collections import open_collection
+
+    settings = settings_for(data_dir)
+    coll = open_collection(settings, collection)
+    out = run_backfill(
+        coll, max_pixels=settings.max_image_pixels, max_bytes=settings.max_file_bytes, progress=not as_json
+    )
+    emit(
+        out,
+        as_json,
+        lambda p: f"{collection}: hashed {p['hashed']} ({p['already_hashed']} already hashed, {p['failed']} failed)",
+    )
+
+
+@moderate_app.command("hash-list")
+@handle_errors
+def hash_list(
+    path: Annotated[Path, typer.Argument(help="A PDQ hash list: one hex hash a line, or ThreatExchange's CSV.")],
+    fmt: Annotated[str, typer.Option("--format", help="auto, lines or threatexchange_csv.")] = "auto",
+    as_json: JsonOpt = False,
+) -> None:
+    """Read a hash list as a policy would: how many hashes load, and each malformed line (exit 2 if any)."""
+    from blipsearch.errors import InvalidInputError
+    from moderation.hashlists import read_hashes
+
+    if fmt not in ("auto", "lines", "threatexchange_csv"):
+        raise InvalidInputError(f"--format {fmt!r}: use auto, lines or threatexchange_csv.")
+    _, report = read_hashes(path, fmt)
+    emit(
+        report.to_dict(),
+        as_json,
+        lambda p: "\n".join(
+            [f"{p['path']}: {p['loaded']} hashes ({p['format']}), {p['skipped']} other signals, "
+             f"{p['malformed']} malformed lines"]
+            + [f"  line {e['line']}: {e['error']}" for e in p["errors"]]
+        ),
+    )  # fmt: skip
+    if report.malformed:
+        raise typer.Exit(2)

@@ -48,13 +48,20 @@ class DecodeConfig:
     caption_preprocess: Preprocess | None
     max_pixels: int
     draft: int | None
+    pdq: bool = False  # PDQ-hash the fully decoded image (media/pdq.py); no JPEG draft then
 
 
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
-    img = decode_image(data, cfg.max_pixels, cfg.draft)
+    # PDQ is defined on the full decode: a draft-scale JPEG would hash differently.
+    img = decode_image(data, cfg.max_pixels, None if cfg.pdq else cfg.draft)
     pixels = cfg.preprocess([img.image])[0]
     cap = cfg.caption_preprocess([img.image])[0] if cfg.caption_preprocess else None
-    meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(data)}
+    meta: dict[str, Any] = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(data)}
+    if cfg.pdq:
+        from media.pdq import pdq_hash
+
+        h = pdq_hash(img.image)
+        meta.update(pdq_hash=h.hex, pdq_quality=h.quality)
     return Decoded(pixels, cap, meta)
 
 

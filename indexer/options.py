@@ -20,7 +20,7 @@ LOCAL_ONLY = "--captions and --cache-itm-features run with --runner local only."
 class IndexOptions:
     """``batch_size`` images per forward pass, ``shard_size`` records per committed shard,
     ``workers`` decode processes (or threads, ``decode_mode``), the per-file limits, JPEG draft
-    decoding, and where it runs: ``runner`` local or ray (``address``: a Ray cluster)."""
+    decoding, PDQ hashing, and where it runs: ``runner`` local or ray (``address``: a Ray cluster)."""
 
     batch_size: int = BATCH_SIZE
     shard_size: int = SHARD_SIZE
@@ -28,6 +28,7 @@ class IndexOptions:
     max_pixels: int = MAX_IMAGE_PIXELS
     max_bytes: int = MAX_FILE_BYTES
     jpeg_draft: bool = True
+    pdq: bool = True  # PDQ-hash the decoded images (when pdqhash is installed; needs the full decode)
     decode_mode: str = "auto"  # auto, process or thread (indexer/decode_pool.py:resolve_mode)
     runner: str = "local"
     address: str | None = None
@@ -43,6 +44,7 @@ class IndexOptions:
             "max_pixels": settings.max_image_pixels,
             "max_bytes": settings.max_file_bytes,
             "jpeg_draft": settings.decode_draft(),
+            "pdq": settings.pdq_hashes,
             "decode_mode": settings.decode_mode,
         }
         options = cls(**{**fields, **{k: v for k, v in overrides.items() if v is not None}})

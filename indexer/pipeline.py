@@ -37,13 +37,15 @@ from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
 from media.decode import read_source
+from media.pdq import available as pdq_available
 from models.base import Embedder
 from models.captioners import Captioner, Decoding
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
 FEATURE_SHARD_ROWS = 256
-META_COLUMNS = ("width", "height", "format", "bytes", "caption", "caption_model")  # from the decode stage
+# the record columns the CPU stages fill (Prepared.meta)
+RECORD_META = ("width", "height", "format", "bytes", "caption", "caption_model", "pdq_hash", "pdq_quality")
 
 
 @dataclass
@@ -107,6 +109,7 @@ class IndexPipeline:
                 captioner.preprocessor() if captioner else None,
                 options.max_pixels,
                 self.draft,
+                pdq=options.pdq and pdq_available(),  # hashes need the full decode: no JPEG draft then
             ),
             mode=decode_mode,
             processes=options.workers,
@@ -208,7 +211,7 @@ class IndexPipeline:
                 "uri": [p.uri for p in rows],
                 "sha256": [p.sha256 for p in rows],
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
-                **{k: [p.meta.get(k) for p in rows] for k in META_COLUMNS},
+                **{k: [p.meta.get(k) for p in rows] for k in RECORD_META},
             }
             writer.commit(
                 cols,

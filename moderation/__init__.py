@@ -1,2 +1,3 @@
-"""Layer 4 (jobs). Content moderation on BLIP scores: policy screening (ITC screen, ITM decision),
-image-text consistency (ITM), and blocklist matching (ITC image-image)."""
+"""Layer 4 (jobs). Content moderation: policy screening on BLIP scores (ITC screen, ITM decision,
+visual questions), image-text consistency, blocklists by ITC, PDQ hash lists, detectors and text
+rules, composed into one decision per record (moderation/checks.py)."""

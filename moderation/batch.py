@@ -19,6 +19,9 @@ from moderation.store import done_ids, save_results
 from storage.catalog import Catalog
 from storage.collection import Collection
 from storage.job_run import JobRun
+from storage.schema import record_schema
+
+RECORD_COLUMNS = ("ocr_text", "pdq_hash", "pdq_quality")
 
 log = logging.getLogger(__name__)
 
@@ -27,16 +30,19 @@ def moderate_collection(
     settings: Settings, catalog: Catalog, coll: Collection, moderator: Moderator, *, progress: bool = True
 ) -> dict[str, Any]:
     policy = moderator.policy
-    table = coll.read_table(["id", "uri", "sha256"])
+    # the stored columns the record-level kinds read, where this collection's records have them
+    extra = [c for c in RECORD_COLUMNS if c in record_schema(coll.manifest).names] if moderator.kinds else []
+    table = coll.read_table(["id", "uri", "sha256", *extra])
     done = done_ids(catalog, coll.name, policy)
     cols = (table.column(c).to_pylist() for c in ("id", "uri", "sha256"))
-    todo = [(int(r), u, sha) for r, u, sha in zip(*cols, strict=True) if int(r) not in done]
+    stored = table.select(extra).to_pylist() if extra else [{}] * table.num_rows
+    todo = [(int(r), u, sha, rec) for r, u, sha, rec in zip(*cols, stored, strict=True) if int(r) not in done]
     reader = StoredImages(coll.uri_aliases(), ImageLimits.from_settings(settings))
     job = JobRun.start(
         catalog,
         "moderate",
         coll.name,
-        moderator.embedder.model_id,
+        moderator.model_ids["itc"] or "",
         {"policy": policy.name, "version": policy.version},
         total=len(todo),
     )
@@ -46,14 +52,15 @@ def moderate_collection(
     with bar, job.recorded(lambda: {"failures": failures}):
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
-            images, ids = [], []
-            for rid, uri, sha in chunk:
+            images, ids, records = [], [], []
+            for rid, uri, sha, rec in chunk:
                 try:
                     images.append(reader.image(uri, sha))
                     ids.append(rid)
+                    records.append(rec)
                 except READ_ERRORS as exc:
                     failures.append({"id": str(rid), "path": str(uri), "error": str(exc)})
-            results = moderator.check_images(images)
+            results = moderator.check_images(images, records=records) if extra else moderator.check_images(images)
             save_results(catalog, coll.name, policy, moderator.model_ids, zip(ids, results, strict=True))
             for res in results:
                 counts["decisions"][res.decision] = counts["decisions"].get(res.decision, 0) + 1

@@ -22,6 +22,22 @@ Example::
       action: block
       mirror: true              # also match horizontally flipped copies (one more forward)
     itm_model: ./models/blip-itm-base-coco  # optional: ITM for a CLIP/SigLIP/ALIGN model (else ITC-only)
+    hash_lists:                 # optional: known images by PDQ hash (Hamming distance <= threshold)
+      - name: ncmec-like
+        path: lists/known.pdq   # one hex hash a line, or ThreatExchange's CSV export
+        threshold: 31
+        action: block
+        dihedral: true          # also match rotations and flips of the image
+    detectors:                  # optional: a real detector's classes mapped to categories
+      - name: nudity
+        detector: nudenet
+        classes: {FEMALE_BREAST_EXPOSED: nudity, FEMALE_GENITALIA_EXPOSED: nudity}
+        threshold: 0.5
+        action: review
+    text_rules:                 # optional: over the record's OCR text and the accompanying text
+      - {name: slurs, keywords: ["badword", "two words"], action: block}
+      - {name: crypto-scam, regex: "send\\s+(btc|bitcoin)", action: review}
+      - {name: contact, builtin: email, action: flag}   # email, phone, url, payment_card (Luhn)
 
 A category is confirmed by ITM (``itm_threshold``), by visual questions (``questions`` +
 ``vqa_threshold``, answered by the policy's ``vqa_model``: InstructBLIP or LLaVA), or both (a hit
@@ -34,9 +50,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from blipsearch.errors import InvalidInputError
@@ -93,12 +118,89 @@ class Blocklist(_Strict):
     mirror: bool = True  # also match the image's mirror: a flipped re-upload still matches
 
 
+RuleName = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class HashListRule(_Strict):
+    """A file of PDQ hashes (moderation/hashlists.py); a match is a Hamming distance <= threshold."""
+
+    name: str = RuleName
+    path: str = Field(min_length=1, max_length=1000, description="relative paths: to the policy file's folder")
+    format: Literal["auto", "lines", "threatexchange_csv"] = "auto"
+    threshold: int = Field(default=31, ge=0, le=256, description="within [0, 256] bits")
+    action: Action = "block"
+    dihedral: bool = False  # also match the image's 7 rotations and flips
+    min_quality: int = Field(default=0, ge=0, le=100, description="within [0, 100]")
+    max_hashes: int = Field(default=50_000_000, ge=1, le=1_000_000_000)
+
+
+class DetectorRule(_Strict):
+    """A detector's classes mapped to policy categories; a class's box at ``threshold`` or more is a hit."""
+
+    name: str = RuleName
+    detector: Literal["nudenet"]
+    model: str | None = Field(default=None, min_length=1, max_length=1000)  # default: the package's model
+    classes: dict[str, str] = Field(min_length=1, max_length=256, description="detector class -> category")
+    threshold: float = Threshold
+    action: Action
+
+
+class TextRule(_Strict):
+    """One text rule over OCR text and the accompanying text (moderation/kinds/text_rules.py):
+    exactly one of ``keywords``, ``regex`` or ``builtin``."""
+
+    name: str = RuleName
+    keywords: list[str] | None = Field(default=None, min_length=1, max_length=10_000)
+    regex: str | None = Field(default=None, min_length=1, max_length=2000)
+    builtin: Literal["email", "phone", "url", "payment_card"] | None = None
+    action: Action
+    sources: list[Literal["ocr", "text"]] = Field(default=["ocr", "text"], min_length=1)
+    timeout_ms: float = Field(default=50.0, gt=0, le=5000, description="within (0, 5000] ms")
+    on_timeout: Action = "review"  # a regex that runs out of time is never a silent allow
+
+    @field_validator("keywords")
+    @classmethod
+    def _keywords(cls, words: list[str] | None) -> list[str] | None:
+        if words is not None and any(not w.strip() or len(w) > 200 for w in words):
+            raise ValueError("keywords must not be blank or over 200 characters")
+        return words
+
+    @model_validator(mode="after")
+    def _one(self) -> TextRule:
+        given = [k for k in ("keywords", "regex", "builtin") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise _field_error("keywords", "a text rule has exactly one of keywords, regex or builtin")
+        if self.regex is not None:
+            from moderation.textmatch import compile_regex
+
+            try:
+                compile_regex(self.regex)
+            except ValueError as exc:
+                raise _field_error("regex", str(exc)) from None
+        return self
+
+
 class Policy(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     version: str = Field(min_length=1, max_length=32)
-    categories: list[Category] = Field(min_length=1, max_length=256)
+    categories: list[Category] = Field(default_factory=list, max_length=256)
     consistency: Consistency | None = None
     blocklist: Blocklist | None = None
+    hash_lists: list[HashListRule] = Field(default_factory=list, max_length=64)
+    detectors: list[DetectorRule] = Field(default_factory=list, max_length=16)
+    text_rules: list[TextRule] = Field(default_factory=list, max_length=256)
+    _source_dir: Path | None = PrivateAttr(default=None)  # where relative hash-list paths start
+
+    @property
+    def uses_blip(self) -> bool:
+        """Whether a check needs the ITC / ITM models (a policy of only hash lists, detectors and
+        text rules does not: it runs without loading them)."""
+        return bool(self.categories) or self.blocklist is not None or self.consistency is not None
+
+    @property
+    def source_dir(self) -> Path:
+        return self._source_dir or Path.cwd()
+
     vqa_model: str | None = Field(default=None, min_length=1, max_length=512)
     # The BLIP / BLIP-2 ITM checkpoint confirming screened categories when the ITC
     # model has no ITM head (CLIP, SigLIP, ALIGN); without one such a policy is ITC-only.
@@ -117,6 +219,24 @@ class Policy(_Strict):
         if dup:
             raise ValueError(f"duplicate category names: {sorted(dup)}")
         return cats
+
+    @field_validator("hash_lists", "detectors", "text_rules")
+    @classmethod
+    def _unique_rules(cls, rules: list[HashListRule] | list[DetectorRule] | list[TextRule]) -> list[Any]:
+        names = [r.name for r in rules]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"duplicate rule names: {sorted(dup)}")
+        return list(rules)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> Policy:
+        if not self.categories and not (self.hash_lists or self.detectors or self.text_rules):
+            raise _field_error(
+                "categories",
+                "at least 1 category is required unless the policy has hash_lists, detectors or text_rules",
+            )
+        return self
 
     @model_validator(mode="after")
     def _vqa_model(self) -> Policy:
@@ -148,7 +268,7 @@ def parse_policy(data: object, source: str = "policy") -> Policy:
             msg = e["msg"]
             if e["type"] == "extra_forbidden":
                 msg = "unknown key"
-            elif e["type"].startswith(("greater_than", "less_than")):
+            elif e["type"].startswith(("greater_than", "less_than")) and set(e.get("ctx", {}).values()) <= {0, 1}:
                 msg = "must be within [0, 1]"
             loc = e["loc"]
             if e["type"] == "field_rule":  # a model-level rule naming its field
@@ -174,4 +294,6 @@ def load_policy(path: Path | str) -> Policy:
         raise PolicyError(f"Policy file {path} is not valid JSON: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError and its many subclasses
         raise PolicyError(f"Policy file {path} is not valid YAML: {exc}") from None
-    return parse_policy(data, str(path))
+    policy = parse_policy(data, str(path))
+    policy._source_dir = path.resolve().parent
+    return policy

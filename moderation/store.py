@@ -40,10 +40,11 @@ def save_results(
             "record_id": int(rid),
             "policy_name": policy.name,
             "policy_version": policy.version,
-            "itc_model": models["itc"],
+            "itc_model": models["itc"] or "",  # "" = no BLIP check in the policy
             "itm_model": models["itm"] or "",  # "" = ITC-only (a model without an ITM head)
             "decision": res.decision,
-            "scores": [vars(c) for c in res.categories],
+            # category scores, then one entry per record-level kind: {"check": kind, **its evidence}
+            "scores": [vars(c) for c in res.categories] + [{"check": k, **v} for k, v in res.checks.items()],
             "triggers": res.triggers,
             "created_at": utcnow(),
         }
@@ -194,7 +195,7 @@ def review_queue(
         if decision not in want:
             continue
         triggers = [
-            {"policy": r.policy_name, **t}
+            {"policy": r.policy_name, "policy_version": r.policy_version, **t}
             for r in rows
             if r.policy_name != MANUAL
             for t in (r.triggers or [])

@@ -19,8 +19,11 @@ fi
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
 # openvino: the `fast` runtime of BLIP's image and text stages on CPUs with native bf16.
-.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino]"
+.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino,moderation]"
 # clip-retrieval's real ClipClient for tests/test_clip_retrieval.py: its clip_client.py needs only
 # requests, and its declared dependencies (torch, open-clip, ...) must not be pulled in.
 .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
+# Meta's threatexchange for tests/test_moderation_kinds.py (its PDQ hasher is the reference): its
+# declared faiss-cpu would overwrite the faiss-gpu wheel's `faiss` package, so no dependencies.
+.venv/bin/python -m pip install -q --no-deps threatexchange==1.2.17
 echo "$want" > "$stamp"

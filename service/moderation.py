@@ -3,7 +3,9 @@ the policy's visual-question model."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError, NotFoundError
@@ -13,6 +15,9 @@ from moderation.checks import Moderator
 from moderation.policy import Policy, load_policy
 from service.engines import open_engine
 from service.models import load_captioner, load_itm_scorer, load_model
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def policy_path(settings: Settings, name: str) -> Path:
@@ -40,19 +45,41 @@ def build_moderator(
     shared_kv: bool = True,
     vqa: VisualQuestionScorer | None = None,
 ) -> Moderator:
-    if embedder is None:
+    if embedder is None and policy.uses_blip:
         embedder = load_model(settings, model or settings.model)
     # The policy's itm_model, else the model's own ITM head; CLIP / SigLIP / ALIGN without an
-    # itm_model moderate ITC-only (moderation/checks.py).
+    # itm_model moderate ITC-only (moderation/checks.py). A policy of only hash lists, detectors
+    # and text rules loads no model at all.
     scorer = None
-    if policy.itm_model is not None or embedder.has_itm:
+    if embedder is not None and policy.uses_blip and (policy.itm_model is not None or embedder.has_itm):
         scorer = load_itm_scorer(settings, embedder, policy.itm_model)
     blocklist = None
     if policy.blocklist is not None:
+        assert embedder is not None
         blocklist = open_engine(settings, policy.blocklist.collection, embedder=embedder)
     if vqa is None and policy.vqa_model is not None:
         vqa = load_vqa(settings, policy.vqa_model)
-    return Moderator(policy, embedder, scorer, blocklist=blocklist, shared_kv=shared_kv, vqa=vqa)
+    ocr = ocr_reader(settings) if any("ocr" in r.sources for r in policy.text_rules) else None
+    return Moderator(policy, embedder, scorer, blocklist=blocklist, shared_kv=shared_kv, vqa=vqa, ocr=ocr)
+
+
+def ocr_reader(settings: Settings) -> Callable[[Image.Image], str] | None:
+    """The text of an image for text rules that read OCR text, where the record has none stored
+    (``moderate check``, uploads): the configured OCR engine (models/ocr/), when it is installed;
+    None otherwise (those rules then see only stored OCR text)."""
+    try:
+        from models.ocr.registry import load_ocr_engine
+    except ImportError:
+        return None
+    import numpy as np
+
+    engine = load_ocr_engine(getattr(settings, "ocr_engine", "rapidocr"), threads=getattr(settings, "ocr_threads", 1))
+    min_conf = float(getattr(settings, "ocr_min_confidence", 0.5))
+
+    def read(image: Image.Image) -> str:
+        return str(engine.read(np.asarray(image.convert("RGB"))).text(min_conf))
+
+    return read
 
 
 def load_vqa(settings: Settings, model: str) -> VisualQuestionScorer:

@@ -54,7 +54,7 @@ from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
 from storage.reading import CollectionReads, _save_npy, live_mask
-from storage.schema import build_record_table
+from storage.schema import build_record_table, record_schema
 
 
 class Collection(CollectionReads):
@@ -390,7 +390,10 @@ class Collection(CollectionReads):
             if columns & {"id", "embedding", "sha256"}:
                 raise InvalidInputError("id, sha256 and embedding are immutable")
             rows = [row for row, rid in enumerate(ids) if rid in values]
+            expected = record_schema(self.manifest)
             for col in columns:
+                if col not in table.column_names and col in expected.names:  # a column the shard predates
+                    table = table.append_column(expected.field(col), pa.nulls(table.num_rows, expected.field(col).type))
                 data = table.column(col).to_pylist()
                 for row in rows:
                     if col in values[ids[row]]:

@@ -32,6 +32,8 @@ RECORD_FIELDS = (
     "model_id",
     "added_at",
     "metadata",
+    "pdq_hash",
+    "pdq_quality",
 )
 
 
@@ -57,6 +59,10 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
             # JSON object of the source's metadata (manifest columns, a tar sample's .json/.txt)
             pa.field("metadata", pa.string(), nullable=True),
+            # PDQ perceptual hash of the decoded image (64 hex digits) and its quality (0-100);
+            # null where pdqhash was not installed at indexing (`moderate backfill-pdq` fills it)
+            pa.field("pdq_hash", pa.string(), nullable=True),
+            pa.field("pdq_quality", pa.int32(), nullable=True),
         ]
     )
 

@@ -551,3 +551,38 @@ def test_keyboard_only(server, page):
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results .card')].indexOf(document.activeElement) === 1", timeout=5000
     )
+
+
+def test_review_queue_draws_detector_boxes(server, page, tiny_models):
+    """A record sent to review by the NudeNet detector shows its box over the thumbnail."""
+    from moderation.batch import moderate_collection
+    from moderation.checks import Moderator
+    from moderation.policy import parse_policy
+    from storage.catalog import open_catalog
+    from storage.collection import Collection
+    from tests.test_moderation_kinds import skin
+
+    root = server["root"]
+    settings = Settings(data_dir=root / "data", batch_size=8, model=str(tiny_models["blip-itm"]))
+    folder = root / "det"
+    folder.mkdir()
+    skin(3).save(folder / "s.png")  # the shipped model finds one box here (tests/test_moderation_kinds.py)
+    index_paths(settings, [folder], "det", model=settings.model, progress=False)
+    pol = parse_policy({"name": "nude", "version": 1, "detectors": [
+        {"name": "n", "detector": "nudenet", "classes": {"BUTTOCKS_EXPOSED": "nudity"}, "threshold": 0.3,
+         "action": "review"}]})  # fmt: skip
+    coll = Collection.open(settings.data_dir, "det")
+    moderate_collection(
+        settings, open_catalog(settings.catalog_url()), coll, Moderator(pol, None, None), progress=False
+    )
+    page.goto(server["url"] + "/?view=review&c=det")
+    page.wait_for_function("() => document.querySelectorAll('#review-list .review-card').length === 1")
+    card = page.locator("#review-list .review-card").first
+    assert "nudity · BUTTOCKS_EXPOSED" in card.inner_text() and "policy nude v1" in card.inner_text()
+    rect = card.locator("svg.det-boxes rect")
+    assert rect.count() == 1
+    box = rect.bounding_box()
+    thumb = card.locator(".thumb-boxes").bounding_box()
+    assert box is not None and thumb is not None and box["width"] > 4 and box["height"] > 4
+    assert thumb["x"] - 1 <= box["x"] and box["x"] + box["width"] <= thumb["x"] + thumb["width"] + 1
+    page.screenshot(path=str(ARTIFACTS / "review-detector.png"), full_page=True)

@@ -61,7 +61,10 @@ def test_indexing_with_draft_stays_within_tolerance_of_the_full_decode(settings,
         (folder / f"{i}.jpg").write_bytes(_jpeg(make_image(i, (1600, 1200))))
     exact = settings.model_copy(update={"data_dir": tmp_path / "exact", "jpeg_draft": False})
     # JPEG drafts are part of the fast mode only (the embedder itself stays exact here).
-    drafted = settings.model_copy(update={"data_dir": tmp_path / "draft", "jpeg_draft": True, "precision": "fast"})
+    # (PDQ hashing needs the full decode: drafts apply with it off)
+    drafted = settings.model_copy(
+        update={"data_dir": tmp_path / "draft", "jpeg_draft": True, "precision": "fast", "pdq_hashes": False}
+    )
     for s in (exact, drafted):
         index_paths(s, [folder], "c", embedder=blip_embedder, progress=False)
     t_exact = Collection.open(exact.data_dir, "c").read_table(["uri", "width", "height"]).to_pylist()

@@ -1,5 +1,5 @@
 // The moderation review queue: records whose decision is flag or review, with thumbnails and the
-// category, score and prompt that triggered it; approve or block writes a manual decision.
+// category, score and prompt (or hash list, detector box, text match) that triggered it; approve or block writes a manual decision.
 import * as api from "./api.js";
 import { $, badge, fmtScore, h, notify, showError } from "./dom.js";
 
@@ -35,17 +35,57 @@ async function load() {
   }
 }
 
+// One trigger's line: what fired and its evidence (a prompt, a hash distance, a detector box, a text match).
+function triggerItem(t) {
+  const thr = t.threshold !== undefined ? ` (≥ ${fmtScore(t.threshold)})` : "";
+  let title = t.category || t.check, detail = `score ${fmtScore(t.score)}${thr}`, quote = t.prompt;
+  if (t.error) { title = t.check; detail = `error: ${t.error}`; quote = null; }
+  else if (t.check === "hash_list") { title = `hash list ${t.list}`; detail = `distance ${t.distance} (≤ ${t.threshold}, ${t.variant})`; }
+  else if (t.check === "detector") { title = `${t.category} · ${t.class}`; }
+  else if (t.check === "text_rule") {
+    title = `text rule ${t.rule}`;
+    detail = t.timed_out ? `timed out after ${t.timeout_ms} ms` : `${t.kind} in ${t.source} text, line ${t.line_no}`;
+    quote = t.match;
+  }
+  return h("li", {},
+    h("strong", { text: title }),
+    h("span", { text: ` · ${detail}` }),
+    quote ? h("div.prompt", { text: `“${quote}”` }) : null,
+    h("div.muted", { text: `policy ${t.policy}${t.policy_version ? ` v${t.policy_version}` : ""}` }));
+}
+
+// The thumbnail with the detector's boxes drawn over it: an SVG in the image's own pixel
+// coordinates, scaled as the thumbnail is: the whole image shown (object-fit: contain = meet).
+function thumb(c, item) {
+  const img = h("img", { src: api.thumbUrl(c, item.id), alt: `record ${item.id}`, loading: "lazy" });
+  const boxes = item.triggers.filter((t) => t.check === "detector" && t.box && t.image_size);
+  if (!boxes.length) return img;
+  const NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  const [w, hgt] = boxes[0].image_size;
+  svg.setAttribute("viewBox", `0 0 ${w} ${hgt}`);
+  svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+  svg.setAttribute("class", "det-boxes");
+  svg.setAttribute("aria-hidden", "true");
+  for (const t of boxes) {
+    const r = document.createElementNS(NS, "rect");
+    const [x, y, bw, bh] = t.box;
+    Object.entries({ x, y, width: bw, height: bh, "vector-effect": "non-scaling-stroke" })
+      .forEach(([k, v]) => r.setAttribute(k, String(v)));
+    const title = document.createElementNS(NS, "title");
+    title.textContent = `${t.class} ${fmtScore(t.score)}`;
+    r.append(title);
+    svg.append(r);
+  }
+  return h("div.thumb-boxes", { title: boxes.map((t) => `${t.class} ${fmtScore(t.score)}`).join(", ") }, img, svg);
+}
+
 function card(c, item) {
-  const trig = item.triggers.map((t) => h("li", {},
-    h("strong", { text: t.category || t.check }),
-    h("span", { text: ` · score ${fmtScore(t.score)}${t.threshold !== undefined ? ` (≥ ${fmtScore(t.threshold)})` : ""}` }),
-    t.prompt ? h("div.prompt", { text: `“${t.prompt}”` }) : null,
-    h("div.muted", { text: `policy ${t.policy}` })));
   const li = h("li.review-card", { "data-id": String(item.id) },
-    h("img", { src: api.thumbUrl(c, item.id), alt: `record ${item.id}`, loading: "lazy" }),
+    thumb(c, item),
     h("div.review-body", {},
       h("div.review-head", {}, badge(item.decision), h("span.muted", { text: `#${item.id}` })),
-      h("ul.triggers", {}, trig),
+      h("ul.triggers", {}, item.triggers.map(triggerItem)),
       h("div.actions", {},
         h("button.approve", { type: "button", text: "Approve", "aria-label": `Approve record ${item.id}`,
           onclick: () => decide(c, item.id, "approve", li) }),
