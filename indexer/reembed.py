@@ -43,7 +43,7 @@ from storage.catalog import open_catalog, utcnow
 from storage.collection import Collection, live_mask, shard_meta
 from storage.copying import commit_copied_shard
 from storage.jobs import JobWatch, recorded
-from storage.lock import writer_lock
+from storage.lock import exclusive_or_refuse, writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,25 @@ def reembed(
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Re-embed collection ``name`` with ``model`` into a new version and swap it in."""
+    """Re-embed collection ``name`` with ``model`` into a new version and swap it in. One re-embed
+    per collection at a time: a second one is refused (ConflictError) while the first runs."""
+    data_dir = settings.data_dir
+    Collection.open(data_dir, name)  # a clear error for a missing collection before any lock file
+    lock = versions.versions_dir(data_dir, name) / ".reembed.lock"
+    with exclusive_or_refuse(lock, f"A re-embed of collection {name!r}"):
+        return _reembed(settings, name, model, embedder, drop_old, skip_missing, progress, on_shard)
+
+
+def _reembed(
+    settings: Settings,
+    name: str,
+    model: str,
+    embedder: Embedder,
+    drop_old: bool,
+    skip_missing: bool,
+    progress: bool,
+    on_shard: Callable[[int], None] | None,
+) -> dict[str, Any]:
     data_dir = settings.data_dir
     live = Collection.open(data_dir, name)
     policy = index_store.IndexPolicy.from_settings(settings)

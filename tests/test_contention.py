@@ -1,0 +1,57 @@
+"""Concurrent writers on one collection: a second re-embed is refused while one runs, and no
+commit can list a shard twice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from blipsearch.errors import ConflictError, StorageError
+from indexer.reembed import reembed
+from service.indexing import index_paths
+from storage.collection import Collection
+from storage.copying import commit_copied_shard
+from tests.helpers import write_images
+
+
+@pytest.fixture
+def small_shards(settings):
+    return settings.model_copy(update={"shard_size": 4, "decode_mode": "thread"})
+
+
+def test_second_reembed_is_refused_while_one_runs(small_shards, blip_embedder, blip2_embedder, tmp_path):
+    s = small_shards
+    index_paths(s, [write_images(tmp_path / "in", 12)[0].parent], "c", embedder=blip_embedder, progress=False)
+    errors: list[ConflictError] = []
+
+    def second(_: int) -> None:
+        if errors:
+            return
+        with pytest.raises(ConflictError, match="re-embed of collection 'c' is already running") as info:
+            reembed(s, "c", "blip2", embedder=blip2_embedder, progress=False)
+        errors.append(info.value)
+
+    payload = reembed(s, "c", "blip2", embedder=blip2_embedder, progress=False, on_shard=second)
+    assert errors and errors[0].exit_code == 4
+    m = Collection.open(s.data_dir, "c").manifest
+    files = [sh.file for sh in m.shards]
+    assert len(files) == len(set(files)) and m.count == 12 == payload["records"]
+    ids = Collection.open(s.data_dir, "c").read_table(["id"]).column("id").to_pylist()
+    assert sorted(ids) == sorted(set(ids)) and len(ids) == 12
+
+
+def test_a_shard_is_never_committed_twice(small_shards, blip_embedder, tmp_path):
+    s = small_shards
+    index_paths(s, [write_images(tmp_path / "in", 4)[0].parent], "d", embedder=blip_embedder, progress=False)
+    coll = Collection.open(s.data_dir, "d")
+    shard = coll.manifest.shards[0]
+    table = pa.table({"id": pa.array(range(shard.min_id, shard.max_id + 1), pa.int64())})
+    emb = np.zeros((table.num_rows, coll.manifest.dim), np.float32)
+    with pytest.raises(ConflictError, match="already copied"):
+        commit_copied_shard(coll, shard, table, emb, None)  # its file is listed already
+    m = coll.reload()
+    m.shards.append(m.shards[0].model_copy())
+    with pytest.raises(StorageError, match="twice"):
+        m.save(coll.root / "manifest.json")
+    assert len(Collection.open(s.data_dir, "d").manifest.shards) == 1
