@@ -49,6 +49,13 @@ class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class RequestTimeoutError(InvalidInputError):
+    """A request body that arrived too slowly (or stalled)."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class UnsupportedMediaTypeError(InvalidInputError):
     """Not an image, or a declared type that contradicts the content."""
 
