@@ -134,6 +134,7 @@ class IndexRunner:
             path_column=request.path_column,
             metadata_columns=request.metadata_columns,
             roots=request.roots,
+            max_file_bytes=getattr(getattr(self.executor, "options", None), "max_bytes", None),
         )
         total = sources.count()  # None when unknown (compressed tar shards)
         coll = create_image_collection(
