@@ -55,3 +55,37 @@ def test_a_shard_is_never_committed_twice(small_shards, blip_embedder, tmp_path)
     with pytest.raises(StorageError, match="twice"):
         m.save(coll.root / "manifest.json")
     assert len(Collection.open(s.data_dir, "d").manifest.shards) == 1
+
+
+def test_known_hashes_survive_a_shard_merged_away_meanwhile(small_shards, blip_embedder, tmp_path):
+    from storage.merging import merge_all
+
+    s = small_shards
+    index_paths(s, [write_images(tmp_path / "in", 8)[0].parent], "h", embedder=blip_embedder, progress=False)
+    reader = Collection.open(s.data_dir, "h")
+    stale = reader.manifest.model_copy(deep=True)  # what a reader loaded just before the merges
+    expected = reader.known_hashes()
+    writer = Collection.open(s.data_dir, "h")
+    for i in range(2):  # two merges: the first one's parents are removed by the second
+        index_paths(
+            s,
+            [write_images(tmp_path / f"more{i}", 1, start=50 + i)[0].parent],
+            "h",
+            embedder=blip_embedder,
+            progress=False,
+        )
+        merge_all(writer, target_rows=1000, small_rows=1000)
+    assert not (reader.root / stale.shards[0].file).exists()
+    real, calls = Collection.reload, []
+
+    def reload_stale(self):  # the first reload returns the manifest of before the merges
+        calls.append(1)
+        if len(calls) == 1:
+            self.manifest = stale.model_copy(deep=True)
+            return self.manifest
+        return real(self)
+
+    reader._known_hashes = None
+    reader.reload = reload_stale.__get__(reader)
+    hashes = reader.known_hashes()  # before: FileNotFoundError from a shard merged away
+    assert expected < hashes and len(hashes) == 10 and len(calls) >= 2
