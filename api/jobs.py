@@ -78,7 +78,9 @@ class JobRunner:
         images are skipped. Its saved paths are confined to the import roots again."""
         from indexer.runner import RESUMABLE
 
-        job = self.catalog.get_job(job_id)
+        from storage.jobs import refuse_if_owned_elsewhere
+
+        job = refuse_if_owned_elsewhere(self.catalog, job_id)  # 409 while another live process runs it
         with self._lock:
             alive = job_id in self._threads and self._threads[job_id].is_alive()
         if alive or job.kind != "index" or job.state not in RESUMABLE:

@@ -29,7 +29,7 @@ from models.base import Embedder
 from search import index_store
 from storage.catalog import Catalog, utcnow
 from storage.collection import Collection
-from storage.jobs import JobWatch, recorded
+from storage.jobs import FailureTally, JobWatch, recorded, refuse_if_owned_elsewhere
 
 log = logging.getLogger(__name__)
 MAX_STORED_FAILURES = 10_000
@@ -144,7 +144,9 @@ class IndexRunner:
         if job_id is None:
             job_settings = {**request.job_settings(), **self.job_extra, **self.executor.describe()}
             job_id = catalog.create_job("index", coll.name, embedder.model_id, job_settings)
-        elif not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
+        elif refuse_if_owned_elsewhere(catalog, job_id) and not catalog.transition(
+            job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None
+        ):
             catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
             raise CancelledError(f"Job {job_id} was cancelled before it started.")
         timer = self.executor.timer
@@ -152,10 +154,12 @@ class IndexRunner:
         desc = f"index {coll.name}" + (f" ({self.executor.name})" if self.executor.name != "local" else "")
         bar = tqdm(total=total, unit="img", desc=desc, disable=not self.progress or None, dynamic_ncols=True)
 
+        tally = FailureTally()
+
         def on_progress(report: IndexReport, done: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-            watch.tick(job_counts(report, total), done, timings=timer.report)
+            watch.tick(lambda: job_counts(report, total, tally), done, timings=timer.report)
 
         with bar, recorded(catalog, job_id, lambda: {"timings": timer.report()}):
             report = self.executor.run(coll, embedder, sources, on_progress)
@@ -167,7 +171,7 @@ class IndexRunner:
             job_id,
             state="succeeded",
             finished_at=utcnow(),
-            counts={**job_counts(report, total), "progress": {"done": done, "total": done}},
+            counts={**job_counts(report, total, tally), "progress": {"done": done, "total": done}},
             failures=report.failures[:MAX_STORED_FAILURES],
             timings=report.timings,
         )
@@ -177,10 +181,8 @@ class IndexRunner:
         return report
 
 
-def job_counts(report: IndexReport, files: int | None) -> dict[str, Any]:
-    by_reason: dict[str, int] = {}
-    for f in report.failures:
-        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+def job_counts(report: IndexReport, files: int | None, tally: FailureTally | None = None) -> dict[str, Any]:
+    by_reason = (tally or FailureTally()).update(report.failures)
     return {
         "added": report.added,
         "skipped_duplicates": report.skipped_duplicates,

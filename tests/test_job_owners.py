@@ -1,0 +1,63 @@
+"""Jobs: a job another live process runs is never resumed (409 / exit 4), and progress counts
+are computed only when a report is due, failures counted incrementally."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from blipsearch.config import Settings
+from blipsearch.errors import ConflictError
+from storage import owners
+from storage.api_keys import create_key
+from storage.catalog import JobOwnerRow, open_catalog
+from storage.jobs import FailureTally, JobWatch, refuse_if_owned_elsewhere
+
+
+def test_a_job_running_in_another_live_process_is_not_resumed(tmp_path):
+    settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-model"))
+    catalog = open_catalog(settings.catalog_url())
+    job_id = catalog.create_job("index", "c", settings.model, {"paths": []}, state="running")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        with catalog.session() as s:  # the job is owned by the other (CLI) process
+            row = s.get(JobOwnerRow, job_id)
+            assert row is not None
+            row.pid, row.started = other.pid, owners._start_token(other.pid)
+        key = create_key(catalog, "w", "write")[0]
+        with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+            r = client.post(f"/v1/jobs/{job_id}/resume", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 409 and f"pid {other.pid}" in r.json()["detail"], r.text
+        assert catalog.get_job(job_id).state == "running"  # untouched
+        with pytest.raises(ConflictError):
+            refuse_if_owned_elsewhere(catalog, job_id)
+    finally:
+        other.kill()
+        other.wait()
+    assert catalog.get_job(job_id).state == "interrupted"  # its owner is gone: now it may resume
+    refuse_if_owned_elsewhere(catalog, job_id)
+
+
+def test_progress_counts_are_built_only_when_a_report_is_due(tmp_path):
+    catalog = open_catalog(Settings(data_dir=tmp_path / "data").catalog_url())
+    job_id = catalog.create_job("index", "c", None, {})
+    watch = JobWatch(catalog, job_id, total=10_000, poll_s=3600)
+    built: list[int] = []
+    failures: list[dict[str, str]] = []
+    tally = FailureTally()
+
+    def counts() -> dict:
+        built.append(1)
+        return {"failed_by_reason": tally.update(failures)}
+
+    for i in range(10_000):
+        failures.append({"reason": "corrupt" if i % 2 else "missing"})
+        watch.tick(counts, i)
+    watch.tick(counts, 10_000, force=True)
+    assert len(built) <= 2  # not once per item
+    assert catalog.get_job(job_id).counts["failed_by_reason"] == {"corrupt": 5000, "missing": 5000}
+    assert tally.seen == 10_000
