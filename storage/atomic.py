@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from blipsearch.errors import StorageFullError, disk_full_error, is_disk_full
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -34,9 +36,11 @@ def atomic_path(final: Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc) and not isinstance(exc, StorageFullError):
+            raise disk_full_error(exc) from exc
         raise
 
 
