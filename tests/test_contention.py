@@ -100,3 +100,19 @@ def test_ray_serve_refuses_reservations_the_cluster_cannot_place(settings):
     assert info.value.exit_code == 2
     fits = settings.model_copy(update={"ray_shard_cpus": 0.5, "ray_router_cpus": 0.5})
     check_capacity(fits, shards=2, replicas=1, router_replicas=1, cpus=2.0)
+
+
+@pytest.mark.parametrize("name", ["catalog.db", "policies", "a..b"])
+def test_create_collection_checks_the_name_before_loading_a_model(tmp_path, name):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from blipsearch.config import Settings
+    from storage.api_keys import create_key
+    from storage.catalog import open_catalog
+
+    settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-model"))  # loading it would 503
+    key = create_key(open_catalog(settings.catalog_url()), "w", "write")[0]
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        r = client.post("/v1/collections", json={"name": name}, headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
