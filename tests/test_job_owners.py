@@ -61,3 +61,36 @@ def test_progress_counts_are_built_only_when_a_report_is_due(tmp_path):
     assert len(built) <= 2  # not once per item
     assert catalog.get_job(job_id).counts["failed_by_reason"] == {"corrupt": 5000, "missing": 5000}
     assert tally.seen == 10_000
+
+
+def test_nul_bytes_in_lists_and_manifests_are_per_row_failures(tmp_path):
+    from indexer.sources import open_sources
+
+    good = tmp_path / "a.png"
+    good.write_bytes(b"x")
+    (tmp_path / "l.txt").write_text(f"{good}\n{good}\0x\n", encoding="utf-8")
+    (tmp_path / "m.csv").write_text(f"path,tag\n{good},t\n{good}\0,u\n", encoding="utf-8")
+    for name in ("l.txt", "m.csv"):
+        items = list(open_sources([tmp_path / name]))
+        assert [i.error is None for i in items] == [True, False] and "NUL" in (items[1].error or "")
+
+
+def test_a_job_whose_run_crashes_never_stays_active(tmp_path, monkeypatch):
+    import time
+
+    import service.indexing
+    from api.jobs import JobRunner
+
+    def crash(*_a, **_k):
+        raise ValueError("embedded null byte")
+
+    monkeypatch.setattr(service.indexing, "index_paths", crash)
+    settings = Settings(data_dir=tmp_path / "data", model=str(tmp_path / "no-model"))
+    manager = JobRunner(settings)
+    job_id = manager.catalog.create_job("index", "c", settings.model, {"paths": []}, state="pending")
+    manager._start(job_id, "c", [], settings.model, lambda m: None)  # type: ignore[arg-type,return-value]
+    deadline = time.monotonic() + 10
+    while manager.catalog.get_job(job_id).state == "pending" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = manager.catalog.get_job(job_id)
+    assert job.state == "failed" and "ValueError" in (job.error or "")
