@@ -42,20 +42,21 @@ class DecodeGate:
         self.peak = 0  # the most decodes that ever ran at once
         self.total = 0  # decodes run so far
 
-    async def run(self, fn: Callable[[], T]) -> T:
-        def bounded() -> T:
-            with self._slots:
+    def run_sync(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in this thread once a slot is free (for routes already off the event loop)."""
+        with self._slots:
+            with self._lock:
+                self.running += 1
+                self.total += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                return fn()
+            finally:
                 with self._lock:
-                    self.running += 1
-                    self.total += 1
-                    self.peak = max(self.peak, self.running)
-                try:
-                    return fn()
-                finally:
-                    with self._lock:
-                        self.running -= 1
+                    self.running -= 1
 
-        return await run_in_threadpool(bounded)
+    async def run(self, fn: Callable[[], T]) -> T:
+        return await run_in_threadpool(self.run_sync, fn)
 
 
 def header_pixels(data: bytes) -> int:

@@ -80,3 +80,28 @@ def test_uploads_decode_through_the_gate_reduced(served, send, monkeypatch):
     assert r.status_code == 200, r.text
     assert state.decodes.total == before + 1  # through the decode gate
     assert sides == [state.engine("photos").embedder.input_size]
+
+
+def test_thumbnail_of_a_large_record_decodes_reduced_through_the_gate(served, blip_embedder, tmp_path, monkeypatch):
+    import media.decode
+    from api.routes.collections import THUMB_SIZE
+
+    client, state = served
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "b.png").write_bytes(_png(1100, "RGB"))
+    s = state.settings.model_copy(update={"max_request_pixels": 200_000_000})
+    index_paths(s, [tmp_path / "big"], "big", embedder=blip_embedder, progress=False)
+    calls: list[tuple] = []
+    real = media.decode.decode_image
+
+    def spy(data, max_pixels, draft=None, reduce=False):
+        out = real(data, max_pixels, draft, reduce)
+        calls.append((draft, reduce, out.image.size))
+        return out
+
+    monkeypatch.setattr(media.decode, "decode_image", spy)
+    before = state.decodes.total
+    r = client.get("/v1/collections/big/images/0/thumbnail")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert state.decodes.total == before + 1
+    assert calls and calls[0][:2] == (THUMB_SIZE, True) and max(calls[0][2]) < 1100

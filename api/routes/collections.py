@@ -89,8 +89,12 @@ def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     if not thumb.is_file():
         from media.decode import decode_image
 
-        settings = request.app.state.blip.settings
-        img = decode_image(_original(coll, rec, request), settings.max_image_pixels).image
+        state = request.app.state.blip
+        data = _original(coll, rec, request)
+        # the uploads' decode gate, and a decode reduced to the thumbnail's side
+        img = state.decodes.run_sync(
+            lambda: decode_image(data, state.settings.max_image_pixels, THUMB_SIZE, reduce=True).image
+        )
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)
