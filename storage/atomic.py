@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from blipsearch.errors import StorageFullError, disk_full_error, is_disk_full
+from storage import faults
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,8 +35,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.step(f"written {final.name}")
         os.replace(tmp, final)
         fsync_dir(final.parent)
+        faults.step(f"renamed {final.name}")
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

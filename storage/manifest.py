@@ -7,6 +7,7 @@ replaced atomically, so a reader always sees a consistent set of files.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -187,7 +188,7 @@ class Manifest(BaseModel):
             twice = sorted({f for f in files if files.count(f) > 1})
             raise StorageError(f"Refusing to commit a manifest of {self.collection!r} listing {twice} twice.")
         spans = sorted((s.min_id, s.max_id, s.file) for s in self.shards)
-        for (_, hi, a), (lo, _, b) in zip(spans, spans[1:], strict=False):
+        for (_, hi, a), (lo, _, b) in itertools.pairwise(spans):
             if lo <= hi:
                 raise StorageError(
                     f"Refusing to commit a manifest of {self.collection!r} whose shards {a} and {b} overlap in ids."

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import faults
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.lock import writer_lock
@@ -174,6 +175,7 @@ def _merge_groups(coll: Collection, m: Manifest, groups: list[list[int]], report
     for name in doomed:
         if name not in live:
             (coll.root / name).unlink(missing_ok=True)
+            faults.step(f"removed {name}")
 
 
 def merge_tail(coll: Collection, *, small_rows: int = 1024, fanin: int = 8) -> MergeReport:
