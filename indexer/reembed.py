@@ -43,7 +43,7 @@ from storage.catalog import open_catalog, utcnow
 from storage.collection import Collection, live_mask, shard_meta
 from storage.copying import commit_copied_shard
 from storage.jobs import JobWatch, recorded
-from storage.lock import exclusive_or_refuse, writer_lock
+from storage.lock import exclusive_or_refuse, reembed_lock_path, writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,13 @@ class Reembedder:
         return table.filter(pa.array(keep)), emb, (np.concatenate(feats) if feats else None)
 
     def copy_shard(self, shard: ShardInfo) -> None:
-        table = pq.read_table(self.live.shard_path(shard))
+        try:
+            table = pq.read_table(self.live.shard_path(shard))
+        except FileNotFoundError:
+            raise ConflictError(
+                f"{self.live.name!r} was compacted while it was being re-embedded; re-run reembed "
+                "(committed shards are kept)."
+            ) from None
         if shard.deleted:
             table = table.filter(pa.array(live_mask(shard, table.column("id").to_numpy())))
         if self.live.manifest.kind == "texts":
@@ -223,7 +229,7 @@ def reembed(
     per collection at a time: a second one is refused (ConflictError) while the first runs."""
     data_dir = settings.data_dir
     Collection.open(data_dir, name)  # a clear error for a missing collection before any lock file
-    lock = versions.versions_dir(data_dir, name) / ".reembed.lock"
+    lock = reembed_lock_path(versions.versions_dir(data_dir, name) / "x")  # merging of uploads waits for it
     with exclusive_or_refuse(lock, f"A re-embed of collection {name!r}"):
         return _reembed(settings, name, model, embedder, drop_old, skip_missing, progress, on_shard)
 

@@ -47,3 +47,23 @@ def exclusive_or_refuse(path: Path, what: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def is_held(path: Path) -> bool:
+    """True if some process (this one included, through another open) holds ``path``'s lock."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def reembed_lock_path(version_root: Path) -> Path:
+    """The per-collection re-embed lock, beside the collection's version folders."""
+    return version_root.parent / ".reembed.lock"

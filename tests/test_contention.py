@@ -116,3 +116,23 @@ def test_create_collection_checks_the_name_before_loading_a_model(tmp_path, name
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         r = client.post("/v1/collections", json={"name": name}, headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 422 and r.json()["code"] == "invalid_input", r.text
+
+
+def test_small_shard_merging_waits_for_a_running_reembed(small_shards, blip_embedder, blip2_embedder, tmp_path):
+    from storage.merging import merge_tail
+
+    s = small_shards
+    index_paths(s, [write_images(tmp_path / "in", 8)[0].parent], "m", embedder=blip_embedder, progress=False)
+    merged: list[int] = []
+    one = s.model_copy(update={"shard_size": 1})
+
+    def during(_: int) -> None:  # uploads commit small shards meanwhile, and would merge them
+        if merged:
+            return
+        index_paths(one, [write_images(tmp_path / "up", 3, start=40)[0].parent], "m", embedder=blip_embedder,
+                    progress=False)  # fmt: skip
+        merged.append(merge_tail(Collection.open(s.data_dir, "m"), small_rows=1024, fanin=2).shards_merged)
+
+    payload = reembed(s, "m", "blip2", embedder=blip2_embedder, progress=False, on_shard=during)
+    assert merged == [0] and payload["records"] == 11  # the re-embed finished with every record
+    assert merge_tail(Collection.open(s.data_dir, "m"), small_rows=1024, fanin=2).shards_merged > 0  # free again
