@@ -77,7 +77,6 @@ class JobRunner:
         """Run an interrupted, failed or cancelled index job again in the background: committed
         images are skipped. Its saved paths are confined to the import roots again."""
         from indexer.runner import RESUMABLE
-
         from storage.jobs import refuse_if_owned_elsewhere
 
         job = refuse_if_owned_elsewhere(self.catalog, job_id)  # 409 while another live process runs it

@@ -57,11 +57,11 @@ def handle_errors(fn: F) -> F:
         except Exception as exc:  # a full disk from a library (pyarrow, sqlite3): one line, exit 6
             if not is_disk_full(exc):
                 raise
-            err = disk_full_error(exc)
+            full = disk_full_error(exc)
             if kwargs.get("as_json"):
-                typer.echo(json.dumps({"error": {"code": err.code, "message": str(err)}}))
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(err.exit_code) from None
+                typer.echo(json.dumps({"error": {"code": full.code, "message": str(full)}}))
+            typer.echo(f"error: {full}", err=True)
+            raise typer.Exit(full.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

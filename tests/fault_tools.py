@@ -81,7 +81,7 @@ def sample_steps(n: int, k: int) -> list[int]:
     k = int(os.environ.get("BLIPSEARCH_FAULT_SAMPLES", k))
     if os.environ.get("BLIPSEARCH_FAULT_SWEEP") == "all" or n <= k:
         return list(range(1, n + 1))
-    return sorted({int(round(x)) for x in np.linspace(1, n, k)})
+    return sorted({round(float(x)) for x in np.linspace(1, n, k)})
 
 
 def kill_sweep(

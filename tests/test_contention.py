@@ -95,7 +95,7 @@ def test_ray_serve_refuses_reservations_the_cluster_cannot_place(settings):
     from api.ray_serve import check_capacity
     from blipsearch.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="BLIPSEARCH_RAY_SHARD_CPUS=1.*has 2") as info:
+    with pytest.raises(ConfigError, match=r"BLIPSEARCH_RAY_SHARD_CPUS=1.*has 2") as info:
         check_capacity(settings, shards=2, replicas=1, router_replicas=1, cpus=2.0)  # 3 CPUs on a 2-CPU machine
     assert info.value.exit_code == 2
     fits = settings.model_copy(update={"ray_shard_cpus": 0.5, "ray_router_cpus": 0.5})

@@ -69,7 +69,10 @@ def test_cli_index_while_the_api_takes_uploads(tmp_path, tiny_models, blip_embed
         proc_out: list = []
         runner = threading.Thread(
             target=lambda: proc_out.append(
-                cli(["index", str(cli_images[0].parent), "-c", "c", "--shard-size", "2", "--batch-size", "2"], s.data_dir)
+                cli(
+                    ["index", str(cli_images[0].parent), "-c", "c", "--shard-size", "2", "--batch-size", "2"],
+                    s.data_dir,
+                )
             )
         )
         runner.start()

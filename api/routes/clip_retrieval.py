@@ -24,8 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.bodies import body_doc, read_json, validate
-from api.schemas import ERRORS
 from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.schemas import ERRORS
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
 from search.engine import SearchEngine
 from search.knn import KnnRequest, embedding_query, knn

@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException
 
 from api.auth import READ
 from api.bodies import read_json, validate
-from api.schemas import ERRORS
 from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.schemas import ERRORS
 from api.uploads import read_limited
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
 from search.embedding import check_count, check_texts, payload, resolve_model

@@ -317,9 +317,7 @@ def main() -> None:
         stop = t_start + args.seconds
         rss: list[tuple[float, float | None]] = []
         ops: list[dict[str, Any]] = []
-        threads = [
-            threading.Thread(target=client_loop, args=(c, url, keys, stop, stats)) for c in range(args.clients)
-        ]
+        threads = [threading.Thread(target=client_loop, args=(c, url, keys, stop, stats)) for c in range(args.clients)]
         threads.append(threading.Thread(target=slow_client, args=(port, keys, stop, stats)))
         threads.append(threading.Thread(target=oversized_client, args=(port, keys, stop, stats, cap)))
         for t in threads:
@@ -360,7 +358,9 @@ def main() -> None:
             "body_rate_grace_s": 5,
         },
         **report,
-        "side_ops": [{k: v for k, v in o.items() if k != "stderr" or o["rc"]} for o in ops],  # compact waits for reembed
+        "side_ops": [
+            {k: v for k, v in o.items() if k != "stderr" or o["rc"]} for o in ops
+        ],  # compact waits for reembed
         "records": {
             "before": before,
             "acknowledged_adds": len(stats.added),
