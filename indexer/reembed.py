@@ -282,6 +282,8 @@ def _reembed(
                 with work.timer.time("index"):
                     info = index_store.refresh(target, policy=policy)  # adds only what the final round brought
                 m = target.reload()
+                src = live.reload()  # ids and shard names the live version used meanwhile are taken
+                m.next_id, m.next_shard = max(m.next_id, src.next_id), max(m.next_shard, src.next_shard)
                 m.reembed = None
                 m.save(target.root / MANIFEST_NAME)
                 versions.link(data_dir, name, target.root.name)  # the swap

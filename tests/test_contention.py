@@ -136,3 +136,22 @@ def test_small_shard_merging_waits_for_a_running_reembed(small_shards, blip_embe
     payload = reembed(s, "m", "blip2", embedder=blip2_embedder, progress=False, on_shard=during)
     assert merged == [0] and payload["records"] == 11  # the re-embed finished with every record
     assert merge_tail(Collection.open(s.data_dir, "m"), small_rows=1024, fanin=2).shards_merged > 0  # free again
+
+
+def test_writes_after_a_reembed_never_reuse_ids_or_shard_names(small_shards, blip_embedder, blip2_embedder, tmp_path):
+    s = small_shards
+    index_paths(s, [write_images(tmp_path / "in", 8)[0].parent], "n", embedder=blip_embedder, progress=False)
+    added: list[int] = []
+
+    def during(_: int) -> None:  # the live version takes writes while it is re-embedded
+        if not added:
+            more = write_images(tmp_path / "during", 5, start=60)[0].parent
+            added.append(index_paths(s, [more], "n", embedder=blip_embedder, progress=False).added)
+
+    reembed(s, "n", "blip2", embedder=blip2_embedder, progress=False, on_shard=during)
+    after = index_paths(s, [write_images(tmp_path / "after", 3, start=90)[0].parent], "n", embedder=blip2_embedder,
+                        progress=False)  # fmt: skip
+    assert added == [5] and after.added == 3
+    coll = Collection.open(s.data_dir, "n")
+    ids = coll.read_table(["id"]).column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 16 == coll.manifest.count
