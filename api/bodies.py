@@ -5,6 +5,7 @@ answered as the usual 422 problem."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -14,6 +15,21 @@ from pydantic import BaseModel, ValidationError
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
 
 M = TypeVar("M", bound=BaseModel)
+MAX_JSON_DEPTH = 64
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def check_depth(raw: bytes, limit: int = MAX_JSON_DEPTH) -> None:
+    """Refuse (422) JSON nested deeper than ``limit``, before parsing it (the parser recurses)."""
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return
+    depth = deepest = 0
+    for c in _STRINGS.sub(b"", raw).translate(None, _NOT_BRACKETS):
+        depth += 1 if c in b"[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            raise InvalidInputError(f"The JSON body is nested deeper than {limit} levels.")
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -34,6 +50,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     raw = await read_body(request, max_bytes)
     if not raw.strip():
         raise InvalidInputError("The request body is empty: send a JSON object.")
+    check_depth(raw)
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, ValueError) as exc:

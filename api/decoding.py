@@ -11,16 +11,22 @@ from their headers alone, before decoding any of them.
 
 from __future__ import annotations
 
+import functools
 import io
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
+from api.uploads import sniff_and_decode
 from blipsearch.errors import PayloadTooLargeError
+
+if TYPE_CHECKING:
+    from blipsearch.config import Settings
+    from media.decode import DecodedImage
 
 T = TypeVar("T")
 
@@ -33,19 +39,24 @@ class DecodeGate:
         self._slots = threading.BoundedSemaphore(limit)
         self._lock = threading.Lock()
         self.running = 0
+        self.peak = 0  # the most decodes that ever ran at once
+        self.total = 0  # decodes run so far
+
+    def run_sync(self, fn: Callable[[], T]) -> T:
+        """``fn()`` in this thread once a slot is free (for routes already off the event loop)."""
+        with self._slots:
+            with self._lock:
+                self.running += 1
+                self.total += 1
+                self.peak = max(self.peak, self.running)
+            try:
+                return fn()
+            finally:
+                with self._lock:
+                    self.running -= 1
 
     async def run(self, fn: Callable[[], T]) -> T:
-        def bounded() -> T:
-            with self._slots:
-                with self._lock:
-                    self.running += 1
-                try:
-                    return fn()
-                finally:
-                    with self._lock:
-                        self.running -= 1
-
-        return await run_in_threadpool(bounded)
+        return await run_in_threadpool(self.run_sync, fn)
 
 
 def header_pixels(data: bytes) -> int:
@@ -68,3 +79,23 @@ def check_request_pixels(images: Sequence[bytes], budget: int) -> None:
             f"The images of this request hold {total} pixels, over the {budget}-pixel limit per request "
             "(BLIPSEARCH_MAX_REQUEST_PIXELS); send fewer or smaller images per request."
         )
+
+
+def draft_side(settings: Settings, input_size: int | None) -> int | None:
+    """The side to decode reduced to (the model's input side), or None for a full decode."""
+    return input_size if settings.decode_draft() else None
+
+
+async def decode_uploads(
+    gate: DecodeGate,
+    settings: Settings,
+    items: Sequence[tuple[bytes, str | None, str | None]],
+    side: int | None,
+) -> list[DecodedImage]:
+    """The one way the API decodes uploaded bytes ((data, filename, content type) per image):
+    the request's pixel budget from the headers first (413 before anything is decoded), then
+    each image through ``gate`` (off the event loop, a bounded number at once), reduced to
+    ``side`` where the format allows (``draft_side``)."""
+    check_request_pixels([data for data, _, _ in items], settings.max_request_pixels)
+    limit = settings.max_image_pixels
+    return [await gate.run(functools.partial(sniff_and_decode, d, n, c, limit, side)) for d, n, c in items]

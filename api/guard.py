@@ -15,12 +15,21 @@ While the body is read, whatever its framing (``Content-Length`` or chunked):
 * **Bytes in flight across all requests** (what multipart parsing holds in memory or spools to
   temporary files) are counted against a global budget; past it the request is answered 503
   with ``Retry-After``, so concurrent uploads cannot fill the temporary disk.
+* **A share per client.** One client (its API key, else its address) holds at most
+  ``BLIPSEARCH_MAX_INFLIGHT_BODY_BYTES_PER_CLIENT`` of that budget (default a quarter), and the
+  last eighth of the budget is kept for small bodies (one image: a search), so a few clients
+  uploading large bodies cannot starve everyone's searches.
+* **A minimum receive rate.** After ``BLIPSEARCH_BODY_RATE_GRACE_S`` a body must have arrived
+  at ``BLIPSEARCH_MIN_BODY_RATE`` bytes/s on average; a slower or stalled one is answered 408 and
+  its bytes leave the budget, so slow clients cannot hold it.
 
 Whatever the application had started to answer for such a request is replaced by the 413/503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +38,7 @@ from starlette.routing import Match
 
 from api import problems
 from api.auth import authenticate, required_scope
-from blipsearch.errors import BlipsearchError, OverloadedError, PayloadTooLargeError
+from blipsearch.errors import BlipsearchError, OverloadedError, PayloadTooLargeError, RequestTimeoutError
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -55,7 +64,15 @@ class RequestGuard:
         # the old limit (every file of a request at its limit) is kept when it is lower
         self.max_request = min(s.max_request_bytes, s.max_upload_bytes * s.max_upload_files + (1 << 20))
         self.max_inflight = s.max_inflight_body_bytes
+        # by default a quarter of the budget, and never less than one whole request
+        self.per_client = s.max_inflight_body_bytes_per_client or max(self.max_inflight // 4, self.max_request)
+        self.reserve = self.max_inflight // 8  # kept for small bodies
+        self.small_body = s.max_upload_bytes + (64 << 10)  # one image and a few form fields
+        self.min_rate = s.min_body_rate
+        self.grace = s.body_rate_grace_s
         self.inflight = 0  # body bytes held by requests in progress (event-loop thread only)
+        self.by_client: dict[str, int] = {}  # the same, per client
+        self.timed_out = 0  # bodies cut off for arriving too slowly
         self._routes: list[tuple[Any, str | None]] | None = None  # (endpoint route, scope it needs)
 
     # -- which key a route needs ----------------------------------------------------------
@@ -80,12 +97,14 @@ class RequestGuard:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         needed = self._needs_key(scope)
+        client = "addr:" + str((scope.get("client") or ("?",))[0])
         if needed is not None:
             try:
-                await run_in_threadpool(authenticate, self.state.settings, headers.get("authorization"), needed)
+                info = await run_in_threadpool(authenticate, self.state.settings, headers.get("authorization"), needed)
             except BlipsearchError as err:
                 await _answer(err, scope, receive, send)
                 return
+            client = "key:" + info.id
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.max_request:
             too_large = PayloadTooLargeError(
@@ -93,38 +112,75 @@ class RequestGuard:
             )
             await _answer(too_large, scope, receive, send)
             return
-        await self._guarded(scope, receive, send)
+        await self._guarded(scope, receive, send, client)
 
-    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def _over_budget(self, client: str, read: int, n: int) -> BlipsearchError | None:
+        """Why ``n`` more body bytes of a request that has read ``read`` may not be held now."""
+        if read + n > self.max_request:
+            return PayloadTooLargeError(
+                f"The request body is over the {self.max_request}-byte limit; nothing more was read."
+            )
+        if self.by_client.get(client, 0) + n > self.per_client:
+            return OverloadedError(
+                "This client holds too many request-body bytes right now "
+                f"(BLIPSEARCH_MAX_INFLIGHT_BODY_BYTES_PER_CLIENT={self.per_client}); retry shortly.",
+                retry_after=2,
+            )
+        limit = self.max_inflight if read + n <= self.small_body else self.max_inflight - self.reserve
+        if self.inflight + n > limit:
+            return OverloadedError(
+                "The server holds too many upload bytes right now "
+                f"(BLIPSEARCH_MAX_INFLIGHT_BODY_BYTES={self.max_inflight}); retry shortly.",
+                retry_after=2,
+            )
+        return None
+
+    async def _receive_in_time(self, receive: Receive, started: float, read: int) -> Message:
+        """The next message, or RequestTimeoutError once the body's average rate would fall
+        below the minimum (a stalled body is cut off at that moment, not after it resumes)."""
+        if self.min_rate <= 0:
+            return await receive()
+        deadline = started + max(self.grace, read / self.min_rate)
+        left = deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            self.timed_out += 1
+            raise RequestTimeoutError(
+                f"The request body arrived slower than {self.min_rate} bytes/s (BLIPSEARCH_MIN_BODY_RATE, after "
+                f"BLIPSEARCH_BODY_RATE_GRACE_S={self.grace:g}); {read} bytes were read and dropped."
+            ) from None
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send, client: str) -> None:
         read = 0
         refused: list[BlipsearchError] = []
         started = False
+        began = time.monotonic()
+        body_done = False
 
         async def guarded_receive() -> Message:
-            nonlocal read
+            nonlocal read, body_done
             if refused:
                 raise _Refused
-            message = await receive()
+            if body_done:  # after the body: only a disconnect can come; no rate applies
+                return await receive()
+            try:
+                message = await self._receive_in_time(receive, began, read)
+            except RequestTimeoutError as err:
+                refused.append(err)
+                raise _Refused from None
             if message["type"] == "http.request":
                 n = len(message.get("body", b""))
-                if read + n > self.max_request:
-                    refused.append(
-                        PayloadTooLargeError(
-                            f"The request body is over the {self.max_request}-byte limit; nothing more was read."
-                        )
-                    )
-                    raise _Refused
-                if self.inflight + n > self.max_inflight:
-                    refused.append(
-                        OverloadedError(
-                            "The server holds too many upload bytes right now "
-                            f"(BLIPSEARCH_MAX_INFLIGHT_BODY_BYTES={self.max_inflight}); retry shortly.",
-                            retry_after=2,
-                        )
-                    )
+                why = self._over_budget(client, read, n)
+                if why is not None:
+                    refused.append(why)
                     raise _Refused
                 read += n
                 self.inflight += n
+                self.by_client[client] = self.by_client.get(client, 0) + n
+                body_done = not message.get("more_body", False)
             return message
 
         async def guarded_send(message: Message) -> None:
@@ -142,6 +198,11 @@ class RequestGuard:
                 raise
         finally:
             self.inflight -= read
+            left = self.by_client.get(client, 0) - read
+            if left > 0:
+                self.by_client[client] = left
+            else:
+                self.by_client.pop(client, None)
         if refused and not started:
             await _answer(refused[0], scope, _no_body, send)
 

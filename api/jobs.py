@@ -78,8 +78,9 @@ class JobRunner:
         images are skipped. Its saved paths are confined to the import roots again."""
         from indexer.runner import resume_fields
         from storage.job_run import RESUMABLE
+        from storage.jobs import refuse_if_owned_elsewhere
 
-        job = self.catalog.get_job(job_id)
+        job = refuse_if_owned_elsewhere(self.catalog, job_id)  # 409 while another live process runs it
         with self._lock:
             alive = job_id in self._threads and self._threads[job_id].is_alive()
         if alive or job.kind != "index" or job.state not in RESUMABLE:
@@ -141,13 +142,22 @@ class JobRunner:
             )
         except BlipsearchError as exc:  # recorded in the catalog by index_paths (or here, if it never started)
             log.info("job %s ended: %s", job_id, exc)
-            if self.catalog.get_job(job_id).state in ACTIVE:
-                self.catalog.update_job(job_id, state="failed", error=str(exc), finished_at=utcnow())
-        except Exception:
+            self._end_unfinished(job_id, str(exc))
+        except Exception as exc:
             log.exception("job %s failed", job_id)
+            self._end_unfinished(job_id, f"{type(exc).__name__}; see the server log")
         finally:
             with self._lock:
                 self._threads.pop(job_id, None)
+
+    def _end_unfinished(self, job_id: str, error: str) -> None:
+        """A job whose run ended without recording how never stays pending, running or
+        cancelling: it becomes failed (cancelled if a cancel was asked for)."""
+        state = self.catalog.get_job(job_id).state
+        if state == CANCELLING:
+            self.catalog.transition(job_id, (CANCELLING,), "cancelled", finished_at=utcnow())
+        elif state in ACTIVE:
+            self.catalog.transition(job_id, ACTIVE, "failed", error=error, finished_at=utcnow())
 
     def get(self, job_id: str) -> JobRow:
         return self.catalog.get_job(job_id)

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from blipsearch.errors import BlipsearchError, OverloadedError, UnauthorizedError
+from blipsearch.errors import BlipsearchError, OverloadedError, UnauthorizedError, disk_full_error, is_disk_full
 
 log = logging.getLogger(__name__)
 PROBLEM = "application/problem+json"
@@ -52,5 +52,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:
+        if is_disk_full(err):  # a full disk or database is the storage's problem, not a 500
+            log.warning("storage full: %s", err)
+            return for_error(disk_full_error(err))
         log.exception("unhandled error")
         return problem(500, "Internal error", f"{type(err).__name__}; see the server log.", "internal")

@@ -198,6 +198,21 @@ def build_app(settings: Settings, shards: int, replicas: int, router_replicas: i
     return router.bind(settings, *bound)
 
 
+def check_capacity(settings: Settings, shards: int, replicas: int, router_replicas: int, cpus: float) -> None:
+    """Refuse (ConfigError, exit 2) a deployment whose CPU reservations exceed what the cluster
+    has: Ray would wait for ever to place the replicas that do not fit, without a word."""
+    shard_cpus = shards * replicas * settings.ray_shard_cpus
+    router_cpus = router_replicas * settings.ray_router_cpus
+    if shard_cpus + router_cpus > cpus + 1e-9:
+        raise ConfigError(
+            f"The deployment reserves {shard_cpus + router_cpus:g} CPUs ({shards} shard(s) x {replicas} replica(s) x "
+            f"BLIPSEARCH_RAY_SHARD_CPUS={settings.ray_shard_cpus:g} + {router_replicas} router(s) x "
+            f"BLIPSEARCH_RAY_ROUTER_CPUS={settings.ray_router_cpus:g}) but the Ray cluster has {cpus:g}; Ray would "
+            "wait for ever to place it. Lower those settings (fractions such as 0.5 work), or use fewer "
+            "--shards/--replicas."
+        )
+
+
 def check_reachable(address: str, timeout_s: float = 3.0) -> None:
     """Fail fast, with a clear message, when nothing listens at a HOST:PORT (or ray://HOST:PORT)
     address (Ray itself retries for minutes). ``auto`` and other forms are left to Ray."""
@@ -251,6 +266,12 @@ def run(
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"Cannot start or join Ray (--address {address}): {exc}") from exc
+    try:
+        check_capacity(settings, shards, replicas, router_replicas, float(ray.cluster_resources().get("CPU", 0)))
+    except ConfigError:
+        if connected:
+            ray.shutdown()
+        raise
     stop = stop or threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         if threading.current_thread() is threading.main_thread():

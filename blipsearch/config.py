@@ -116,6 +116,21 @@ class Settings(BaseSettings):
         ge=1,
         description="Bytes of request bodies held at once by all requests (memory + spooled temp files): 503 past it.",
     )
+    max_inflight_body_bytes_per_client: int | None = Field(
+        default=None,
+        ge=1,
+        description="Bytes of request bodies one client (API key, else address) holds at once: 503 past it "
+        "(default: a quarter of BLIPSEARCH_MAX_INFLIGHT_BODY_BYTES, at least one request's limit).",
+    )
+    min_body_rate: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="Bytes per second a request body must arrive at on average, after the grace time: 408 "
+        "below it, and its share of the in-flight budget is freed (0: no minimum).",
+    )
+    body_rate_grace_s: float = Field(
+        default=10.0, gt=0, description="Seconds a request body may take before BLIPSEARCH_MIN_BODY_RATE applies."
+    )
     max_concurrent_decodes: int = Field(
         default=2, ge=1, description="Uploads decoded at once by the API (off the event loop); others wait."
     )

@@ -49,6 +49,13 @@ class PayloadTooLargeError(InvalidInputError):
     code = "payload_too_large"
 
 
+class RequestTimeoutError(InvalidInputError):
+    """A request body that arrived too slowly (or stalled)."""
+
+    http_status = 408
+    code = "request_timeout"
+
+
 class UnsupportedMediaTypeError(InvalidInputError):
     """Not an image, or a declared type that contradicts the content."""
 
@@ -138,6 +145,40 @@ class StorageError(BlipsearchError):
     exit_code = 6
     http_status = 500
     code = "storage_error"
+
+
+class StorageFullError(StorageError):
+    """The disk (or the database) is full: nothing partial was committed; free space and retry."""
+
+    http_status = 507
+    code = "storage_full"
+
+
+_FULL_MESSAGES = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True if ``exc`` (or an exception it was raised from) says the disk or database is full:
+    an OSError with ENOSPC/EDQUOT, or a library's error with the same message (pyarrow,
+    sqlite3, OpenVINO)."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(m in str(exc).lower() for m in _FULL_MESSAGES):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def disk_full_error(exc: BaseException) -> StorageFullError:
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return StorageFullError(
+        f"The disk or database is full ({first}); nothing partial was committed. Free space and retry."
+    )
 
 
 class MissingDependencyError(ConfigError):

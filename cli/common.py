@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from blipsearch.config import Settings, get_settings
-from blipsearch.errors import BlipsearchError, InvalidInputError
+from blipsearch.errors import BlipsearchError, InvalidInputError, disk_full_error, is_disk_full
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +54,14 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted; committed shards are kept, re-run the command to resume", err=True)
             raise typer.Exit(130) from None
+        except Exception as exc:  # a full disk from a library (pyarrow, sqlite3): one line, exit 6
+            if not is_disk_full(exc):
+                raise
+            full = disk_full_error(exc)
+            if kwargs.get("as_json"):
+                typer.echo(json.dumps({"error": {"code": full.code, "message": str(full)}}))
+            typer.echo(f"error: {full}", err=True)
+            raise typer.Exit(full.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -15,10 +15,11 @@ from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, PrecisionOp
 
 def _human_report(p: dict[str, Any]) -> str:
     lines = [
-        f"{p['collection']}: added {p['added']}, duplicates {p['skipped_duplicates']}, "
-        f"failed {p['failed']}, updated {p['updated']} (collection now {p['collection_size']} records)"
-    ]
-    lines += [f"  failed: {f['path']}: {f['error']}" for f in p["failures"]]
+        f"{p['collection']}: added {p.get('added', 0)}, duplicates {p.get('skipped_duplicates', 0)}, "
+        f"failed {p.get('failed', 0)}, updated {p.get('updated', 0)} "
+        f"(collection now {p.get('collection_size', '?')} records)"
+    ]  # index and index-texts share it; the latter reports no updates
+    lines += [f"  failed: {f.get('path', f.get('uri'))}: {f.get('error')}" for f in p.get("failures", [])]
     return "\n".join(lines)
 
 

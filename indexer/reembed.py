@@ -43,7 +43,7 @@ from storage.catalog import open_catalog
 from storage.collection import Collection
 from storage.copying import commit_copied_shard
 from storage.job_run import JobRun
-from storage.lock import writer_lock
+from storage.lock import exclusive_or_refuse, reembed_lock_path, writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.reading import live_mask, shard_meta
 
@@ -116,7 +116,13 @@ class Reembedder:
         return table.filter(pa.array(keep)), emb, (np.concatenate(feats) if feats else None)
 
     def copy_shard(self, shard: ShardInfo) -> None:
-        table = pq.read_table(self.live.shard_path(shard))
+        try:
+            table = pq.read_table(self.live.shard_path(shard))
+        except FileNotFoundError:
+            raise ConflictError(
+                f"{self.live.name!r} was compacted while it was being re-embedded; re-run reembed "
+                "(committed shards are kept)."
+            ) from None
         if shard.deleted:
             table = table.filter(pa.array(live_mask(shard, table.column("id").to_numpy())))
         if self.live.manifest.kind == "texts":
@@ -221,7 +227,25 @@ def reembed(
     progress: bool = True,
     on_shard: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Re-embed collection ``name`` with ``model`` into a new version and swap it in."""
+    """Re-embed collection ``name`` with ``model`` into a new version and swap it in. One re-embed
+    per collection at a time: a second one is refused (ConflictError) while the first runs."""
+    data_dir = settings.data_dir
+    Collection.open(data_dir, name)  # a clear error for a missing collection before any lock file
+    lock = reembed_lock_path(versions.versions_dir(data_dir, name) / "x")  # merging of uploads waits for it
+    with exclusive_or_refuse(lock, f"A re-embed of collection {name!r}"):
+        return _reembed(settings, name, model, embedder, drop_old, skip_missing, progress, on_shard)
+
+
+def _reembed(
+    settings: Settings,
+    name: str,
+    model: str,
+    embedder: Embedder,
+    drop_old: bool,
+    skip_missing: bool,
+    progress: bool,
+    on_shard: Callable[[int], None] | None,
+) -> dict[str, Any]:
     data_dir = settings.data_dir
     live = Collection.open(data_dir, name)
     policy = index_store.IndexPolicy.from_settings(settings)
@@ -260,6 +284,8 @@ def reembed(
                 with work.timer.time("index"):
                     info = index_store.refresh(target, policy=policy)  # adds only what the final round brought
                 m = target.reload()
+                src = live.reload()  # ids and shard names the live version used meanwhile are taken
+                m.next_id, m.next_shard = max(m.next_id, src.next_id), max(m.next_shard, src.next_shard)
                 m.reembed = None
                 m.save(target.root / MANIFEST_NAME)
                 versions.link(data_dir, name, target.root.name)  # the swap

@@ -30,6 +30,7 @@ from search import index_store
 from storage.catalog import Catalog
 from storage.collection import Collection
 from storage.job_run import JobRun
+from storage.jobs import FailureTally
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,7 @@ class IndexRunner:
             path_column=request.path_column,
             metadata_columns=request.metadata_columns,
             roots=request.roots,
+            max_file_bytes=getattr(getattr(self.executor, "options", None), "max_bytes", None),
         )
         total = sources.count()  # None when unknown (compressed tar shards)
         coll = create_image_collection(
@@ -160,27 +162,29 @@ class IndexRunner:
         desc = f"index {coll.name}" + (f" ({self.executor.name})" if self.executor.name != "local" else "")
         bar = tqdm(total=total, unit="img", desc=desc, disable=not self.progress or None, dynamic_ncols=True)
 
+        tally = FailureTally()
+
         def on_progress(report: IndexReport, done: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-            job.progress(job_counts(report, total), done, timings=timer.report)
+            job.progress(lambda: job_counts(report, total, tally), done, timings=timer.report)
 
         with bar, job.recorded(lambda: {"timings": timer.report()}):
             report = self.executor.run(coll, embedder, sources, on_progress)
             with timer.time("index"):
                 index_store.refresh(coll, spec=request.index_spec, policy=self.policy, on_disk=request.on_disk)
             report.timings = timer.report()
-        job.succeed(job_counts(report, total), done=report.total, failures=report.failures, timings=report.timings)
+        job.succeed(
+            job_counts(report, total, tally), done=report.total, failures=report.failures, timings=report.timings
+        )
         for f in report.failures:
             log.info("skipped %s: %s", f["path"], f["error"])
         report.job_id = job.job_id
         return report
 
 
-def job_counts(report: IndexReport, files: int | None) -> dict[str, Any]:
-    by_reason: dict[str, int] = {}
-    for f in report.failures:
-        by_reason[f["reason"]] = by_reason.get(f["reason"], 0) + 1
+def job_counts(report: IndexReport, files: int | None, tally: FailureTally | None = None) -> dict[str, Any]:
+    by_reason = (tally or FailureTally()).update(report.failures)
     return {
         "added": report.added,
         "skipped_duplicates": report.skipped_duplicates,

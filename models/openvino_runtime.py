@@ -219,7 +219,8 @@ class OpenVinoTowers:
                 if not folder.is_dir():  # not "another process stored it first"
                     raise
             return True
-        except OSError as exc:  # a read-only or full disk costs the cache, not the model
+        except (OSError, RuntimeError) as exc:  # a read-only or full disk costs the cache, not the model
+            # (OpenVINO's save_model raises RuntimeError on ENOSPC)
             log.warning("Could not cache the OpenVINO IR in %s: %s", folder, exc)
             return False
         finally:

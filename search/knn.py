@@ -53,10 +53,11 @@ def embedding_query(engine: SearchEngine, values: object) -> np.ndarray:
         )
     if not np.isfinite(rows).all():
         raise InvalidInputError("embedding_input has a NaN or infinite value.")
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    if (norms == 0).any():
+    scale = np.abs(rows).max(axis=1, keepdims=True)  # scaled first: 1e308s must not overflow the norm
+    if (scale == 0).any():
         raise InvalidInputError("embedding_input is a zero vector.")
-    q = (rows / norms).astype(np.float32)
+    rows = rows / scale
+    q = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
     return q[0] if arr.ndim == 1 else q
 
 

@@ -8,6 +8,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from blipsearch.errors import StorageFullError, disk_full_error, is_disk_full
+from storage import faults
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
@@ -32,11 +35,15 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.step(f"written {final.name}")
         os.replace(tmp, final)
         fsync_dir(final.parent)
-    except BaseException:
+        faults.step(f"renamed {final.name}")
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if is_disk_full(exc) and not isinstance(exc, StorageFullError):
+            raise disk_full_error(exc) from exc
         raise
 
 

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from blipsearch.errors import ConfigError, MissingDependencyError, NotFoundError
-from storage import owners
+from storage import faults, owners
 
 
 def utcnow() -> datetime:
@@ -149,6 +149,7 @@ class Catalog:
     def session(self) -> Iterator[Session]:
         with self._session.begin() as s:
             yield s
+        faults.step("catalog commit")
 
     # -- collections --------------------------------------------------------------------
     def upsert_collection(self, name: str, kind: str, model: dict[str, Any]) -> None:

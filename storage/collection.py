@@ -247,10 +247,23 @@ class Collection(CollectionReads):
         return self._known_hashes
 
     def known_hashes(self) -> set[str]:
-        """sha256 of every committed record (incrementally cached per shard)."""
+        """sha256 of every committed record (incrementally cached per shard).
+
+        Read without the writer lock: a merge or compaction may remove a shard this manifest
+        names after it was loaded (merged shards outlive one later manifest, not two), so a
+        vanished file means a newer manifest exists; read that one instead."""
         with self._thread_lock:
-            self.reload()
-            return set(self._refresh_hashes())
+            for attempt in range(20):
+                self.reload()
+                try:
+                    return set(self._refresh_hashes())
+                except FileNotFoundError:
+                    if attempt == 19:
+                        raise StorageError(
+                            f"The shards of {self.name!r} kept changing while they were read; retry."
+                        ) from None
+                    self._known_hashes, self._hashed_shards = None, {}
+        raise AssertionError("unreachable")
 
     def append(
         self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import faults
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.lock import writer_lock
@@ -99,4 +100,5 @@ def _drop_tombstones(coll: Collection, report: CompactReport) -> None:
         m.save(coll.root / MANIFEST_NAME)  # the commit point
         for name in report.files_removed:
             (coll.root / name).unlink(missing_ok=True)
+            faults.step(f"removed {name}")
     log.info("compacted %s: %d rows removed", coll.name, report.rows_removed)

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blipsearch.errors import ConflictError
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
 from storage.lock import writer_lock
@@ -48,6 +49,12 @@ def commit_copied_shard(
     out = pa.Table.from_arrays(arrays, schema=schema)
     with writer_lock(coll.lock_path):
         m = coll.reload_for_write()
+        state = dict(m.reembed or {})
+        if source.file in state.get("done", []) or any(s.file == source.file for s in m.shards):
+            raise ConflictError(
+                f"{source.file} of {coll.name!r} was already copied into this version by another re-embed; "
+                "nothing was written twice. Re-run reembed once the other one has finished."
+            )
         info = None
         if n:
             ids = out.column("id").to_numpy()
@@ -62,7 +69,6 @@ def commit_copied_shard(
             )
             m.shards.append(info)
             m.shards.sort(key=lambda s: s.min_id)
-        state = dict(m.reembed or {})
         state["done"] = [*state.get("done", []), source.file]
         m.reembed = state
         m.save(coll.root / MANIFEST_NAME)

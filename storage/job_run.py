@@ -20,7 +20,7 @@ from typing import Any
 
 from blipsearch.errors import CancelledError
 from storage.catalog import Catalog, utcnow
-from storage.jobs import JobWatch, recorded
+from storage.jobs import JobWatch, recorded, refuse_if_owned_elsewhere
 
 MAX_STORED_FAILURES = 10_000  # failures kept in the catalog per job (the counts stay exact)
 RESUMABLE = ("pending", "running", "failed", "cancelled", "interrupted")  # a killed job may be left "running"
@@ -48,7 +48,9 @@ class JobRun:
 
     @classmethod
     def resume(cls, catalog: Catalog, job_id: str, *, total: int | None = None) -> JobRun:
-        """Run the existing job ``job_id`` (again); a job cancelled meanwhile is not restarted."""
+        """Run the existing job ``job_id`` (again); a job cancelled meanwhile is not restarted, and
+        one that another live process runs is refused (ConflictError)."""
+        refuse_if_owned_elsewhere(catalog, job_id)
         if not catalog.transition(job_id, RESUMABLE, "running", started_at=utcnow(), finished_at=None, error=None):
             catalog.update_job(job_id, state="cancelled", finished_at=utcnow())
             raise CancelledError(f"Job {job_id} was cancelled before it started.")
@@ -80,13 +82,14 @@ class JobRun:
 
     def progress(
         self,
-        counts: dict[str, Any],
+        counts: dict[str, Any] | Callable[[], dict[str, Any]],
         done: int,
         *,
         force: bool = False,
         timings: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        """Counts and progress (throttled); raises CancelledError once the job is cancelled."""
+        """Counts and progress (throttled: a callable ``counts`` is evaluated only when a report is
+        due); raises CancelledError once the job is cancelled."""
         self.watch.tick(counts, done, force=force, timings=timings)
 
     def recorded(self, extra: Callable[[], dict[str, Any]] = dict) -> AbstractContextManager[None]:

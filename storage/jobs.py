@@ -4,6 +4,10 @@ A running job calls ``JobWatch.tick`` as it goes. At most every ``poll_s`` secon
 the job's counts and progress are written to the catalog, and its state is read: a
 ``cancelling`` state (set by ``blipsearch jobs cancel`` or ``POST /v1/jobs/{id}/cancel``)
 raises CancelledError in the job, which keeps every shard it has committed.
+
+``counts`` may be a callable: it is only evaluated when a report is due, so a job with many
+failures does not recount them on every item (``FailureTally`` counts them incrementally).
+A job another live process owns is never resumed here (``refuse_if_owned_elsewhere``).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from blipsearch.errors import CancelledError, ConflictError
-from storage.catalog import Catalog, JobRow, utcnow
+from storage import owners
+from storage.catalog import Catalog, JobOwnerRow, JobRow, utcnow
 
 CANCELLING = "cancelling"
 ACTIVE = ("pending", "running")
@@ -28,6 +33,46 @@ def cancel_job(catalog: Catalog, job_id: str) -> JobRow:
     return catalog.get_job(job_id)
 
 
+class FailureTally:
+    """Failures by reason, counted incrementally from an append-only list of failure dicts."""
+
+    def __init__(self, key: str = "reason") -> None:
+        self.key = key
+        self.seen = 0
+        self.by_reason: dict[str, int] = {}
+
+    def update(self, failures: list[dict[str, Any]]) -> dict[str, int]:
+        if len(failures) < self.seen:  # a new list: count it afresh
+            self.seen, self.by_reason = 0, {}
+        for f in failures[self.seen :]:
+            reason = str(f.get(self.key, "error"))
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+        self.seen = len(failures)
+        return dict(self.by_reason)
+
+
+def job_owner(catalog: Catalog, job_id: str) -> owners.ProcessId | None:
+    """The process recorded as running (or having queued) ``job_id``."""
+    with catalog.session() as s:
+        row = s.get(JobOwnerRow, job_id)
+        return None if row is None else owners.ProcessId(row.pid, row.host, row.started)
+
+
+def refuse_if_owned_elsewhere(catalog: Catalog, job_id: str) -> JobRow:
+    """The job, unless it is pending or running in another live process (pid, host and start
+    time checked; a dead owner's job was marked ``interrupted`` by ``get_job``): ConflictError."""
+    job = catalog.get_job(job_id)
+    if job.state not in ACTIVE:
+        return job
+    owner = job_owner(catalog, job_id)
+    if owner is not None and owner != owners.current() and owners.is_alive(owner):
+        raise ConflictError(
+            f"Job {job_id} is {job.state} in another process (pid {owner.pid} on {owner.host}); it cannot be "
+            f"resumed while that process runs. Cancel it first: blipsearch jobs cancel {job_id}"
+        )
+    return job
+
+
 class JobWatch:
     def __init__(self, catalog: Catalog, job_id: str, total: int | None = None, poll_s: float = 0.25) -> None:
         self.catalog = catalog
@@ -39,7 +84,7 @@ class JobWatch:
 
     def tick(
         self,
-        counts: dict[str, Any],
+        counts: dict[str, Any] | Callable[[], dict[str, Any]],
         done: int,
         *,
         force: bool = False,
@@ -55,7 +100,8 @@ class JobWatch:
         if self.total and rate > 0:
             progress["eta_s"] = round((self.total - done) / rate, 1)
         extra = {"timings": timings()} if timings else {}
-        self.catalog.update_job(self.job_id, counts={**counts, "progress": progress}, **extra)
+        now_counts = counts() if callable(counts) else counts
+        self.catalog.update_job(self.job_id, counts={**now_counts, "progress": progress}, **extra)
         if self.catalog.get_job(self.job_id).state == CANCELLING:
             raise CancelledError(f"Job {self.job_id} was cancelled; committed shards are kept.")
 

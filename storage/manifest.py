@@ -7,6 +7,7 @@ replaced atomically, so a reader always sees a consistent set of files.
 from __future__ import annotations
 
 import bisect
+import itertools
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -179,5 +180,20 @@ class Manifest(BaseModel):
             )
         return manifest
 
+    def check_consistent(self) -> None:
+        """Refuse a manifest that lists a shard file twice or two shards with overlapping ids:
+        saved, it would count and return those records twice, on every open."""
+        files = [s.file for s in self.shards]
+        if len(set(files)) != len(files):
+            twice = sorted({f for f in files if files.count(f) > 1})
+            raise StorageError(f"Refusing to commit a manifest of {self.collection!r} listing {twice} twice.")
+        spans = sorted((s.min_id, s.max_id, s.file) for s in self.shards)
+        for (_, hi, a), (lo, _, b) in itertools.pairwise(spans):
+            if lo <= hi:
+                raise StorageError(
+                    f"Refusing to commit a manifest of {self.collection!r} whose shards {a} and {b} overlap in ids."
+                )
+
     def save(self, path: Path) -> None:
+        self.check_consistent()
         atomic_write_bytes(path, self.model_dump_json(indent=2).encode("utf-8"))

@@ -36,9 +36,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from storage import faults
 from storage.atomic import atomic_write_with
 from storage.collection import Collection
-from storage.lock import writer_lock
+from storage.lock import is_held, reembed_lock_path, writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo, ShardRef
 from storage.reading import _save_npy
 
@@ -174,12 +175,15 @@ def _merge_groups(coll: Collection, m: Manifest, groups: list[list[int]], report
     for name in doomed:
         if name not in live:
             (coll.root / name).unlink(missing_ok=True)
+            faults.step(f"removed {name}")
 
 
 def merge_tail(coll: Collection, *, small_rows: int = 1024, fanin: int = 8) -> MergeReport:
     """Merge the newest small shards when ``fanin`` of them have piled up (cheap otherwise:
     one manifest read under the writer lock)."""
     report = MergeReport(coll.name)
+    if is_held(reembed_lock_path(coll.root)):  # a re-embed copies shards by name: merging waits for it
+        return report
     with coll._thread_lock, writer_lock(coll.lock_path):
         m = coll.reload_for_write()
         group = plan_tail(m.shards, _covered(m), small_rows, fanin)

@@ -28,6 +28,8 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from storage import faults
+
 COLLECTIONS = "collections"
 VERSIONS = ".versions"
 TRASH = ".trash"
@@ -68,6 +70,7 @@ def link(data_dir: Path, name: str, version: str) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+    faults.step(f"linked {name}")
 
 
 def current(data_dir: Path, name: str) -> str | None:

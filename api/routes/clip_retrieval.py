@@ -27,8 +27,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.bodies import body_doc, read_json, validate
+from api.decoding import check_request_pixels, decode_uploads, draft_side
 from api.schemas import ERRORS
-from api.uploads import sniff_and_decode
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
 from search.engine import SearchEngine
 from search.knn import KnnRequest, embedding_query, knn
@@ -117,7 +117,7 @@ def flat_metadata(request: Request, collection: str, rec: dict[str, Any]) -> dic
     return {k: v for k, v in out.items() if v is not None}
 
 
-def _decode_image(b64: str, settings: Any) -> Any:
+def _image_bytes(b64: str, settings: Any) -> bytes:
     data = b64.split(",", 1)[1] if b64.startswith("data:") and "," in b64 else b64
     try:
         raw = base64.b64decode(data, validate=False)
@@ -125,7 +125,7 @@ def _decode_image(b64: str, settings: Any) -> Any:
         raise InvalidInputError("image must be the image file's bytes, base64-encoded.") from None
     if len(raw) > settings.max_upload_bytes:
         raise PayloadTooLargeError(f"The image is over the {settings.max_upload_bytes}-byte limit.")
-    return sniff_and_decode(raw, None, None, settings.max_image_pixels).image
+    return raw
 
 
 def _query_vector(engine: SearchEngine, body: KnnServiceRequest, image: Any) -> np.ndarray:
@@ -161,8 +161,15 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
         max_depth=s.clip_retrieval_max_results,
     )
 
+    image = None
+    if not body.text and body.image:  # the API's one decode path: pixel budget, decode gate, reduced decode
+        raw = _image_bytes(body.image, s)
+        check_request_pixels([raw], s.max_request_pixels)  # 413 before the model loads
+        engine = await run_in_threadpool(state.engine, name)
+        side = draft_side(s, engine.embedder.input_size)
+        image = (await decode_uploads(state.decodes, s, [(raw, None, None)], side))[0].image
+
     def run() -> tuple[list[dict[str, Any]], tuple[int, ...]]:
-        image = _decode_image(body.image, s) if not body.text and body.image else None
         engine = state.engine(name)
         if body.use_mclip and not engine.embedder.multilingual:
             raise InvalidInputError(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth import READ
+from api.decoding import DecodeGate
 from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
@@ -91,16 +92,19 @@ def get_file(name: str, rid: int, request: Request) -> Response:
 @router.get("/{name}/images/{rid}/thumbnail")
 def get_thumbnail(name: str, rid: int, request: Request) -> Response:
     coll, rec = _record(request, name, rid)
-    data = thumbnail_bytes(request.app.state.blip.settings, coll, rec)
+    state = request.app.state.blip
+    data = thumbnail_bytes(state.settings, coll, rec, state.decodes)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
 
-def thumbnail_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
-    """The record's JPEG thumbnail (at most THUMB_SIZE a side), made once from the original."""
+def thumbnail_bytes(settings: Settings, coll: Collection, rec: dict, decodes: DecodeGate | None = None) -> bytes:
+    """The record's JPEG thumbnail (at most THUMB_SIZE a side), made once from the original:
+    decoded reduced to the thumbnail's side, through ``decodes`` (the API's decode gate) when given."""
     thumb = coll.root / "thumbs" / f"{rec['id']}.jpg"
     if not thumb.is_file():
         reader = _stored(settings, coll, draft=THUMB_SIZE)  # a thumbnail needs no full decode
-        img = reader.decode(_original(reader, rec)).image
+        data = _original(reader, rec)
+        img = decodes.run_sync(lambda: reader.decode(data).image) if decodes else reader.decode(data).image
         img.thumbnail((THUMB_SIZE, THUMB_SIZE))
         buf = io.BytesIO()
         img.save(buf, "JPEG", quality=85)

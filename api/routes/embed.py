@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException
 
 from api.auth import READ
 from api.bodies import read_json, validate
+from api.decoding import check_request_pixels, decode_uploads, draft_side
 from api.schemas import ERRORS
-from api.uploads import read_limited, sniff_and_decode
+from api.uploads import read_limited
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
 from search.embedding import check_count, check_texts, payload, resolve_model
 
@@ -108,11 +109,19 @@ async def embed(request: Request) -> JSONResponse:
         texts, collection, model = body.texts, body.collection, body.model
         check_texts(texts, s.embed_max_items)
 
-    def run() -> dict[str, Any]:
-        if not texts:
-            images.extend(sniff_and_decode(d, name, ct, s.max_image_pixels).image for d, name, ct in blobs)
+    if not texts:
+        check_request_pixels([d for d, _, _ in blobs], s.max_request_pixels)  # 413 before any model load
+
+    def load() -> Any:
         model_id = resolve_model(s.data_dir, s.model, collection, model, {s.model, *s.allowed_models})
-        embedder = state.embedder(model_id)
+        return state.embedder(model_id)
+
+    embedder = await run_in_threadpool(load)
+    if not texts:  # the API's one decode path: pixel budget, decode gate, reduced decode
+        decoded = await decode_uploads(state.decodes, s, blobs, draft_side(s, embedder.input_size))
+        images.extend(d.image for d in decoded)
+
+    def run() -> dict[str, Any]:
         if texts:
             return payload(embedder, state.embed_texts(embedder, texts), "text")
         return payload(embedder, state.embed_images(embedder, images), "image")

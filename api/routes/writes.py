@@ -26,6 +26,7 @@ from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, 
 from indexer.uploads import Blob, index_blobs
 from service.indexing import new_image_collection
 from storage.collection import Collection
+from storage.layout import validate_name
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERRORS)
 
@@ -34,6 +35,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERR
 def create_collection(body: CreateCollectionRequest, request: Request) -> CollectionInfo:
     state = request.app.state.blip
     settings = state.settings
+    validate_name(body.name, new=True)  # cheap checks first: no model loads for a name that cannot be
     model = body.model or settings.model
     if model not in {settings.model, *settings.allowed_models}:
         raise ForbiddenError(

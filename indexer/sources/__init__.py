@@ -70,6 +70,7 @@ def open_sources(
     path_column: str | None = None,
     metadata_columns: Sequence[str] | None = None,
     roots: Sequence[Path] | None = None,
+    max_file_bytes: int | None = None,
 ) -> Sources:
     """Sources for ``inputs``; fails fast (InvalidInputError) on a missing input or bad format."""
     if input_format not in FORMATS:
@@ -93,7 +94,7 @@ def open_sources(
             elif kind == "manifest":
                 parts.append(ManifestSource(path, path_column=path_column, metadata_columns=metadata_columns))
             else:
-                parts.append(WebDatasetSource(path))
+                parts.append(WebDatasetSource(path, max_file_bytes))
     if files:
         parts.append(FilesSource(files))
     return Sources(parts, roots)

@@ -19,10 +19,12 @@ class FileListSource(Source):
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"Cannot read the file list {str(path)!r}: {exc}") from exc
         base = path.resolve().parent
-        self.files = []
-        for line in lines:
+        self.files: list[Path | str] = []  # a path, or the line number of a line that cannot be one
+        for number, line in enumerate(lines, 1):
             entry = line.strip()
-            if entry and not entry.startswith("#"):
+            if "\0" in entry:  # no file has such a name: a per-line failure, not a crash
+                self.files.append(f"{path}#line{number}")
+            elif entry and not entry.startswith("#"):
                 p = Path(entry).expanduser()
                 self.files.append((p if p.is_absolute() else base / p).resolve())
 
@@ -30,7 +32,10 @@ class FileListSource(Source):
         # A listed path that is missing is the pipeline's to report (reason "unreadable"),
         # like any other bad input: one bad line does not stop a million-image job.
         for path in self.files:
-            yield SourceItem(str(path), path=path)
+            if isinstance(path, str):
+                yield SourceItem(path, error="the line holds a NUL byte: not a file path")
+            else:
+                yield SourceItem(str(path), path=path)
 
     def count(self) -> int:
         return len(self.files)

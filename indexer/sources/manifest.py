@@ -68,6 +68,9 @@ class ManifestSource(Source):
             if not raw:
                 yield SourceItem(f"{self.origin}#row{row}", meta=meta)  # no path: reported as a failure
                 continue
+            if "\0" in str(raw):  # no file has such a name: a per-row failure, not a crash
+                yield SourceItem(f"{self.origin}#row{row}", meta=meta, error="the path holds a NUL byte")
+                continue
             p = Path(str(raw)).expanduser()
             full = (p if p.is_absolute() else self.base / p).resolve()
             yield SourceItem(str(full), path=full, meta=meta)

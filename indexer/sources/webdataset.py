@@ -7,7 +7,10 @@ dot of its basename, as WebDataset defines it): ``000123.jpg``, ``000123.json``,
 Its uri is ``/abs/shard.tar#000123.jpg`` (media/stored.py reads it back).
 
 The shard is streamed (plain or compressed tar); a truncated shard ends with a recorded
-failure for the sample in progress rather than an exception.
+failure for the sample in progress rather than an exception. Memory is bounded by the member
+sizes from the tar headers, checked before reading: an image member over ``max_member_bytes``
+(BLIPSEARCH_MAX_FILE_BYTES) is a per-item failure, a metadata member over ``META_MAX_BYTES`` is
+left out, and members that are neither image nor metadata are skipped unread.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from indexer.sources.base import IMAGE_EXTENSIONS, Source, SourceItem
 
 log = logging.getLogger(__name__)
 
+META_EXTENSIONS = ("json", "txt", "caption")
+META_MAX_BYTES = 1 << 20
+
 
 def split_key(name: str) -> tuple[str, str]:
     """(key, extension) of a member name, WebDataset style: the extension starts at the first
@@ -33,8 +39,12 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower() if dot else ""
 
 
-def _sample_item(shard: Path, members: dict[str, tuple[str, bytes]]) -> SourceItem | None:
+def _sample_item(
+    shard: Path, members: dict[str, tuple[str, bytes]], too_large: tuple[str, str] | None
+) -> SourceItem | None:
     image = next(((name, data) for ext, (name, data) in members.items() if ext in IMAGE_EXTENSIONS), None)
+    if image is None and too_large is not None:  # its image member was left unread: a per-item failure
+        return SourceItem(f"{shard}#{too_large[0]}", error=too_large[1])
     meta: dict[str, Any] = {}
     if "json" in members:
         try:
@@ -51,15 +61,17 @@ def _sample_item(shard: Path, members: dict[str, tuple[str, bytes]]) -> SourceIt
 
 
 class WebDatasetSource(Source):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, max_member_bytes: int | None = None) -> None:
         if not path.is_file():
             raise InvalidInputError(f"Tar shard {str(path)!r} does not exist.")
         self.path = path.resolve()
+        self.max_member_bytes = max_member_bytes
         self._count: int | None = None
 
     def __iter__(self) -> Iterator[SourceItem]:
         key: str | None = None
         members: dict[str, tuple[str, bytes]] = {}
+        too_large: tuple[str, str] | None = None  # (name, why) of the sample's image member left unread
         try:
             with tarfile.open(self.path, mode="r|*") as tar:  # streaming: no seeks
                 for info in tar:
@@ -67,22 +79,39 @@ class WebDatasetSource(Source):
                         continue
                     k, ext = split_key(info.name)
                     if key is not None and k != key:
-                        item = _sample_item(self.path, members)
+                        item = _sample_item(self.path, members, too_large)
                         if item is not None:
                             yield item
-                        members = {}
+                        members, too_large = {}, None
                     key = k
+                    if ext in members or not self._wanted(info, ext):
+                        why = self._too_large(info) if ext in IMAGE_EXTENSIONS else None
+                        if why is not None and too_large is None:
+                            too_large = (info.name, why)
+                        continue  # skipped unread: the stream moves past it
                     fh = tar.extractfile(info)
-                    if fh is not None and ext not in members:
+                    if fh is not None:
                         members[ext] = (info.name, fh.read())
         except (tarfile.TarError, OSError, EOFError) as exc:
             log.warning("tar shard %s is truncated or corrupt after key %r: %s", self.path, key, exc)
             yield SourceItem(f"{self.path}#{key or ''}", error=f"truncated or corrupt tar shard: {exc}")
             return
-        if members:
-            item = _sample_item(self.path, members)
+        if members or too_large:
+            item = _sample_item(self.path, members, too_large)
             if item is not None:
                 yield item
+
+    def _too_large(self, info: tarfile.TarInfo) -> str | None:
+        limit = self.max_member_bytes
+        if limit is not None and info.size > limit:
+            return f"member is {info.size} bytes, over the {limit}-byte limit (BLIPSEARCH_MAX_FILE_BYTES)"
+        return None
+
+    def _wanted(self, info: tarfile.TarInfo, ext: str) -> bool:
+        """Read this member? Images within the file limit and small metadata members only."""
+        if ext in IMAGE_EXTENSIONS:
+            return self._too_large(info) is None
+        return ext in META_EXTENSIONS and info.size <= META_MAX_BYTES
 
     def count(self) -> int | None:
         """Samples with an image, from the tar headers (cheap for an uncompressed tar)."""
