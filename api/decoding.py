@@ -60,20 +60,27 @@ class DecodeGate:
 
 
 def header_pixels(data: bytes) -> int:
-    """width × height from the image header (nothing is decoded); 0 if it cannot be read
+    """width × height from the image header (nothing is decoded), or a lower bound of it where
+    Pillow refuses to open the header as a decompression bomb (over twice its process-wide
+    ``MAX_IMAGE_PIXELS``, which media/decode.py may have raised); 0 if the header cannot be read
     (the decode reports that file's error)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = Image.open(io.BytesIO(data)).size
         return max(int(width), 0) * max(int(height), 0)
-    except Exception:  # noqa: BLE001 - not an image, or a bomb past Pillow's own limit: decoded later
+    except Image.DecompressionBombError:
+        return 2 * int(Image.MAX_IMAGE_PIXELS or 0) + 1
+    except Exception:  # noqa: BLE001 - not an image: its decode reports why
         return 0
 
 
-def check_request_pixels(images: Sequence[bytes], budget: int) -> None:
-    """Refuse (413) a request whose images hold more than ``budget`` pixels in all."""
-    total = sum(header_pixels(d) for d in images)
+def check_request_pixels(images: Sequence[bytes], budget: int, per_image: int | None = None) -> None:
+    """Refuse (413) a request whose images hold more than ``budget`` pixels in all. An image over
+    ``per_image`` (BLIPSEARCH_MAX_IMAGE_PIXELS) is left to its decode, which refuses it alone
+    (422) before any pixel is decoded, so the answer never depends on Pillow's process-wide limit."""
+    sizes = [header_pixels(d) for d in images]
+    total = sum(n for n in sizes if per_image is None or n <= per_image)
     if total > budget:
         raise PayloadTooLargeError(
             f"The images of this request hold {total} pixels, over the {budget}-pixel limit per request "
@@ -96,6 +103,6 @@ async def decode_uploads(
     the request's pixel budget from the headers first (413 before anything is decoded), then
     each image through ``gate`` (off the event loop, a bounded number at once), reduced to
     ``side`` where the format allows (``draft_side``)."""
-    check_request_pixels([data for data, _, _ in items], settings.max_request_pixels)
+    check_request_pixels([data for data, _, _ in items], settings.max_request_pixels, settings.max_image_pixels)
     limit = settings.max_image_pixels
     return [await gate.run(functools.partial(sniff_and_decode, d, n, c, limit, side)) for d, n, c in items]

@@ -156,7 +156,9 @@ class Tools:
         from api.decoding import check_request_pixels
         from api.uploads import sniff_and_decode
 
-        check_request_pixels([data], self.settings.max_request_pixels)  # what is not an image is refused here
+        check_request_pixels(
+            [data], self.settings.max_request_pixels, self.settings.max_image_pixels
+        )  # what is not an image is refused here
         fmt = sniff_and_decode(data, filename, None, self.settings.max_image_pixels).format or ""
         out = index_blobs(self.settings, coll, self.state.embedder(coll.manifest.model_id), [Blob(filename, data, fmt)])
         return {

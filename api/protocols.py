@@ -116,7 +116,7 @@ def decode_all(state: AppState, blobs: list[bytes]) -> list[Image.Image]:
     from api.uploads import sniff_and_decode
 
     s = state.settings
-    check_request_pixels(blobs, s.max_request_pixels)
+    check_request_pixels(blobs, s.max_request_pixels, s.max_image_pixels)
     return [sniff_and_decode(b, None, None, s.max_image_pixels).image for b in blobs]
 
 

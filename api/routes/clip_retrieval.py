@@ -164,7 +164,7 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
     image = None
     if not body.text and body.image:  # the API's one decode path: pixel budget, decode gate, reduced decode
         raw = _image_bytes(body.image, s)
-        check_request_pixels([raw], s.max_request_pixels)  # 413 before the model loads
+        check_request_pixels([raw], s.max_request_pixels, s.max_image_pixels)  # 413 before the model loads
         engine = await run_in_threadpool(state.engine, name)
         side = draft_side(s, engine.embedder.input_size)
         image = (await decode_uploads(state.decodes, s, [(raw, None, None)], side))[0].image

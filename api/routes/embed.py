@@ -110,7 +110,9 @@ async def embed(request: Request) -> JSONResponse:
         check_texts(texts, s.embed_max_items)
 
     if not texts:
-        check_request_pixels([d for d, _, _ in blobs], s.max_request_pixels)  # 413 before any model load
+        check_request_pixels(
+            [d for d, _, _ in blobs], s.max_request_pixels, s.max_image_pixels
+        )  # 413 before any model load
 
     def load() -> Any:
         model_id = resolve_model(s.data_dir, s.model, collection, model, {s.model, *s.allowed_models})

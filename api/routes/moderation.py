@@ -38,7 +38,7 @@ async def check(
     state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels)
+    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
     image = await state.decodes.run(  # off the event loop, a bounded number at a time
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels).image
     )

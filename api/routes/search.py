@@ -123,7 +123,7 @@ async def search_image(
     )
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels)
+    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
     engine = await run_in_threadpool(state.engine, collection)  # once per request: decode and query use it
 
     def decode() -> Image.Image:  # off the event loop, reduced to the model's input side

@@ -56,7 +56,7 @@ async def caption(
     state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels)
+    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
     captioner = await run_in_threadpool(state.captioner)
     side = captioner.input_size if s.decode_draft() else None
     image = await state.decodes.run(

@@ -82,7 +82,9 @@ async def upload_images(
             read.append((f, await read_limited(f, settings.max_upload_bytes)))
         except InvalidInputError as exc:
             failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
-    check_request_pixels([data for _, data in read], settings.max_request_pixels)  # 413 before any decode
+    check_request_pixels(
+        [data for _, data in read], settings.max_request_pixels, settings.max_image_pixels
+    )  # 413 before any decode
     side = None
     if settings.decode_draft() and read:
         side = (await run_in_threadpool(state.embedder, coll.manifest.model_id)).input_size
