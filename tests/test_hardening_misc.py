@@ -153,3 +153,28 @@ def test_max_image_pixels_above_pillows_limit_takes_effect(monkeypatch):
     with pytest.raises(ImageDecodeError) as err:  # our own limit still holds below it
         decode_image(data, max_pixels=5_000)
     assert err.value.reason == "too_many_pixels"
+
+
+@pytest.mark.parametrize("pillow_limit", [None, 10**10])
+def test_request_pixel_budget_does_not_depend_on_pillows_process_wide_limit(monkeypatch, pillow_limit):
+    """An image over the per-image limit is refused by its own decode (422), whatever Pillow's
+    process-wide MAX_IMAGE_PIXELS another decode raised it to; images within the per-image limit
+    count toward the request budget (413)."""
+    import io
+
+    from PIL import Image
+
+    from api.decoding import check_request_pixels
+    from blipsearch.errors import PayloadTooLargeError
+
+    if pillow_limit is not None:
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", pillow_limit)
+    buf = io.BytesIO()
+    Image.new("1", (20_000, 20_000)).save(buf, "PNG")
+    huge = buf.getvalue()
+    check_request_pixels([huge], budget=50_000_000, per_image=100_000_000)  # left to the decode: no 413
+    buf = io.BytesIO()
+    Image.new("1", (6_000, 6_000)).save(buf, "PNG")
+    within = buf.getvalue()  # 36 Mpx each: two exceed a 50 Mpx request budget
+    with pytest.raises(PayloadTooLargeError):
+        check_request_pixels([within, within], budget=50_000_000, per_image=100_000_000)
