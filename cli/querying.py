@@ -19,6 +19,8 @@ def _human_results(p: dict[str, Any]) -> str:
         itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
         what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
         lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
+        if r.get("ocr_match"):
+            lines.append(f"           text in image: {r['ocr_match']['line']!r}")
     lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
     return "\n".join(lines)
 
@@ -44,7 +46,12 @@ def search(
     ] = "vector",
     rrf_k: Annotated[int, typer.Option("--rrf-k", min=1, help="Reciprocal-rank-fusion constant.")] = 60,
     target: Annotated[
-        str, typer.Option("--target", help="Image queries: images (default; texts for text collections) or captions.")
+        str,
+        typer.Option(
+            "--target",
+            help="Image queries: images (default; texts for text collections) or captions. Text queries in keyword "
+            "or hybrid mode: images (all text fields, default), ocr (text read from the images) or captions.",
+        ),
     ] = "images",
     uri_prefix: Annotated[str | None, typer.Option("--uri-prefix", help="Only records whose uri starts so.")] = None,
     added_after: Annotated[str | None, typer.Option("--added-after", help="ISO date/time (inclusive).")] = None,
@@ -81,6 +88,7 @@ def search(
     """Search a collection by text, or by example image with --image."""
     from search.engine import QueryOptions
     from search.filters import Filters
+    from storage.text_analysis import ocr_match_fields
 
     fields: dict[str, Any] = {}
     for clause in where or []:
@@ -123,8 +131,19 @@ def search(
         else:
             raise InvalidInputError(f"Unknown --target {target!r}: use images, texts or captions.")
     else:
+        fields = {"images": "all", "all": "all", "ocr": "ocr", "captions": "captions"}
+        if target not in fields:
+            raise InvalidInputError(f"Unknown --target {target!r} for a text query: use images, ocr or captions.")
         result = engine.search_text(
-            text or "", k, rerank=rerank, rerank_k=rerank_k, fusion=fusion, mode=mode, rrf_k=rrf_k, options=options
+            text or "",
+            k,
+            rerank=rerank,
+            rerank_k=rerank_k,
+            fusion=fusion,
+            mode=mode,
+            rrf_k=rrf_k,
+            options=options,
+            target=fields[target],
         )
     payload = {
         "collection": collection,
@@ -133,8 +152,10 @@ def search(
         "fusion": fusion if rerank else "itc",
         "rerank_model": getattr(engine.reranker, "model_id", None) if rerank else None,
         "mode": mode if image is None else None,
-        "target": target if image is not None else None,
-        "results": [h.to_dict() for h in result.hits],
+        "target": target if image is not None or target != "images" else None,
+        "results": [
+            {**h.to_dict(), **(ocr_match_fields(text, h.record) if text is not None else {})} for h in result.hits
+        ],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
     }

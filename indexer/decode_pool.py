@@ -40,6 +40,7 @@ class Decoded:
     pixels: np.ndarray
     caption_pixels: np.ndarray | None
     meta: dict[str, Any]
+    ocr_image: np.ndarray | None = None  # the decoded image for OCR (RGB uint8, at most ocr_pixels)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class DecodeConfig:
     caption_preprocess: Preprocess | None
     max_pixels: int
     draft: int | None
+    ocr_pixels: int | None = None  # keep the decoded image for OCR, downscaled to this many pixels
 
 
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
@@ -55,7 +57,17 @@ def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
     pixels = cfg.preprocess([img.image])[0]
     cap = cfg.caption_preprocess([img.image])[0] if cfg.caption_preprocess else None
     meta = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(data)}
-    return Decoded(pixels, cap, meta)
+    ocr = _ocr_array(img.image, cfg.ocr_pixels) if cfg.ocr_pixels else None
+    return Decoded(pixels, cap, meta, ocr)
+
+
+def _ocr_array(image: Any, max_pixels: int) -> np.ndarray:
+    """The decoded image as OCR reads it: one decode serves the embedder and OCR."""
+    w, h = image.size
+    if w * h > max_pixels:
+        s = (max_pixels / (w * h)) ** 0.5
+        image = image.resize((max(1, int(w * s)), max(1, int(h * s))))
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
 
 
 # -- worker process side ------------------------------------------------------------------

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blipsearch.config import Settings
+from indexer.ocr import OcrOptions, OcrStage
 from indexer.pipeline import IndexPipeline
 from models.base import Embedder
 from storage.atomic import atomic_write_bytes
@@ -46,6 +47,8 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         if not path.exists():
             atomic_write_bytes(path, blob.data)
         paths.append(path)
+    # A collection with OCR on reads the text of each upload (its engine loads once per process).
+    ocr = OcrStage(OcrOptions.for_collection(settings, coll.manifest.ocr)) if coll.manifest.ocr else None
     pipeline = IndexPipeline(
         coll,
         embedder,
@@ -57,8 +60,13 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         track_paths=True,
         jpeg_draft=settings.decode_draft(),
         update_changed=False,  # content-addressed paths: a uri never holds new content
+        ocr=ocr,
     )
-    report = pipeline.run(paths)
+    try:
+        report = pipeline.run(paths)
+    finally:
+        if ocr is not None:
+            ocr.close()
     if settings.merge_small_shards:  # one request = one small shard: keep their number low
         from storage.merging import merge_tail
 

@@ -164,8 +164,10 @@ class SearchEngine:
         rrf_k: int = RRF_K,
         options: QueryOptions | None = None,
         reranker: Reranker | None = None,
+        target: str = "all",
     ) -> SearchResult:
         """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF).
+        ``target`` (keyword and hybrid): the text fields searched, ``all``, ``ocr`` or ``captions``.
 
         ``reranker`` overrides the engine's own for this call (another model's ITM head)."""
         if not isinstance(text, str) or not text.strip():
@@ -174,6 +176,8 @@ class SearchEngine:
             raise InvalidInputError(f"{self.coll.name!r} is a text collection: search it with an image.")
         if mode not in MODES:
             raise InvalidInputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+        if target != "all" and mode == "vector":
+            raise InvalidInputError(f"target {target!r} searches text fields: use mode keyword or hybrid.")
         self._check(k, rerank_k, fusion)
         t0 = time.perf_counter()
         q = self.encode_text(text)
@@ -184,7 +188,7 @@ class SearchEngine:
             cands = self._shortlist(q, depth, timing, sel)
         else:
             cands = self._keyword_or_hybrid(
-                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, sel
+                text, q, mode, max(depth, HYBRID_DEPTH if mode == "hybrid" else 0), rrf_k, timing, sel, target
             )
         if not (rerank and fusion != "itc"):
             return finish(self._plain(cands[:k], timing), options)
@@ -282,11 +286,12 @@ class SearchEngine:
         rrf_k: int,
         timing: dict[str, float],
         sel: Selection | None = None,
+        target: str = "all",
     ) -> list[Candidate]:
         if self.keyword is None:
             raise InvalidInputError("Keyword search is not available (no catalog connection).")
         t0 = time.perf_counter()
-        kw = self.keyword.search(self.coll, text, MAX_K if sel is not None and sel.restricts else depth)
+        kw = self.keyword.search(self.coll, text, MAX_K if sel is not None and sel.restricts else depth, target)
         if sel is not None:  # keyword hits obey the same selection (tombstones leave the keyword index itself)
             if sel.allowed is not None:
                 keep = set(sel.allowed.tolist())

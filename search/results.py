@@ -12,7 +12,7 @@ import numpy as np
 from blipsearch.errors import InvalidInputError
 from search.filters import Filters
 
-IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height")
+IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height", "ocr_text")
 TEXT_FIELDS = ("external_id", "text")
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError
+from indexer.ocr import OcrOptions
 from indexer.pipeline import IndexReport
 from indexer.runner import Executor, IndexRequest, IndexRunner, create_image_collection, model_for_collection
 from models.base import Embedder
@@ -41,6 +42,7 @@ def executor_for(
     decoding: Decoding | None = None,
     address: str | None = None,
     num_cpus: int | None = None,
+    ocr: OcrOptions | None = None,
 ) -> Executor:
     if runner == "local":
         from indexer.executors.local import LocalExecutor, LocalOptions
@@ -56,11 +58,17 @@ def executor_for(
                 decode_mode=settings.decode_mode,
                 captioner=captioner,
                 decoding=decoding or Decoding(),
+                ocr=ocr,
             )
         )
     if runner == "ray":
         if captioner is not None:
             raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
+        if ocr is not None:
+            raise InvalidInputError(
+                "OCR (--ocr, or a collection with OCR on) runs with --runner local only; index with --runner "
+                "local, or backfill afterwards with: blipsearch ocr --collection NAME"
+            )
         from indexer.executors.ray_data import RayExecutor, RayOptions
 
         options = RayOptions(
@@ -98,12 +106,22 @@ def index_paths(
     runner: str = "local",
     address: str | None = None,
     num_cpus: int | None = None,
+    ocr: bool = False,
+    ocr_engine: str | None = None,
 ) -> IndexReport:
-    """Index ``paths`` into ``collection`` as a catalog job (see indexer/runner.py)."""
+    """Index ``paths`` into ``collection`` as a catalog job (see indexer/runner.py). ``ocr``: read
+    the text in each new image (and turn OCR on for the collection); a collection with OCR on
+    gets it without asking."""
     if runner == "ray" and cache_itm_features:
         raise InvalidInputError("--captions and --cache-itm-features run with --runner local only.")
     executor = executor_for(
-        settings, runner, captioner=captioner, decoding=decoding, address=address, num_cpus=num_cpus
+        settings,
+        runner,
+        captioner=captioner,
+        decoding=decoding,
+        address=address,
+        num_cpus=num_cpus,
+        ocr=ocr_options(settings, collection, ocr, ocr_engine),
     )
     if embedder is None:
         embedder = load_model(settings, collection_model(settings, collection, model))
@@ -126,6 +144,19 @@ def index_paths(
         progress=progress,
     )
     return run.run(request, embedder, job_id=job_id)
+
+
+def ocr_options(settings: Settings, collection: str, ocr: bool, engine: str | None = None) -> OcrOptions | None:
+    """OCR for an index run: asked for (``--ocr``), or on for the existing collection, else None."""
+    if ocr:
+        return OcrOptions.from_settings(settings, engine)
+    if engine:
+        raise InvalidInputError("--ocr-engine needs --ocr.")
+    if Collection.exists(settings.data_dir, collection):
+        entry = Collection.open(settings.data_dir, collection).manifest.ocr
+        if entry:
+            return OcrOptions.for_collection(settings, entry)
+    return None
 
 
 def index_with_ray(settings: Settings, paths: Sequence[str | Path], collection: str, **kwargs: Any) -> IndexReport:

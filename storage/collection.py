@@ -55,7 +55,7 @@ from storage.atomic import atomic_write_with
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
 from storage.reading import CollectionReads, _read_meta, _save_npy, live_mask, shard_meta
-from storage.schema import build_record_table
+from storage.schema import build_record_table, record_schema
 
 __all__ = ["Collection", "CollectionReads", "_read_meta", "_save_npy", "live_mask", "shard_meta", "validate_name"]
 
@@ -408,7 +408,10 @@ class Collection(CollectionReads):
             if columns & {"id", "embedding", "sha256"}:
                 raise InvalidInputError("id, sha256 and embedding are immutable")
             rows = [row for row, rid in enumerate(ids) if rid in values]
+            expected = record_schema(self.manifest)
             for col in columns:
+                if col not in table.column_names and col in expected.names:  # a column the shard predates
+                    table = table.append_column(expected.field(col), pa.nulls(table.num_rows, expected.field(col).type))
                 data = table.column(col).to_pylist()
                 for row in rows:
                     if col in values[ids[row]]:
@@ -417,6 +420,14 @@ class Collection(CollectionReads):
                 table = table.set_column(table.schema.get_field_index(col), field, pa.array(data, field.type))
             atomic_write_with(path, lambda p: pq.write_table(table, p, compression="zstd"))
             return len(rows)
+
+    def set_ocr(self, options: dict[str, Any] | None) -> None:
+        """Turn OCR of new records on (``{"engine", "min_confidence"}``) or off (None)."""
+        with self._thread_lock, writer_lock(self.lock_path):
+            m = self.reload_for_write()
+            if m.ocr != options:
+                m.ocr = options
+                m.save(self.root / MANIFEST_NAME)
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""

@@ -32,7 +32,15 @@ RECORD_FIELDS = (
     "model_id",
     "added_at",
     "metadata",
+    "ocr_text",
+    "ocr_lines",
+    "ocr_engine",
+    "ocr_error",
 )
+# Text read from the image (OCR; models/ocr/): the searchable text in reading order (lines under the
+# confidence threshold left out), every line as JSON ([{"text", "box": 4 [x, y] points, "confidence"}]),
+# the engine with its version, and why OCR stopped short (a bound hit) or failed. All null until OCR ran.
+OCR_FIELDS = ("ocr_text", "ocr_lines", "ocr_engine", "ocr_error")
 
 
 def embedding_type(dim: int, vectors_per_item: int) -> pa.DataType:
@@ -57,6 +65,7 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             pa.field("added_at", pa.timestamp("us", tz="UTC"), nullable=False),
             # JSON object of the source's metadata (manifest columns, a tar sample's .json/.txt)
             pa.field("metadata", pa.string(), nullable=True),
+            *(pa.field(name, pa.string(), nullable=True) for name in OCR_FIELDS),
         ]
     )
 

@@ -16,6 +16,7 @@ from blipsearch.errors import InvalidInputError
 from search.engine import MAX_K, MAX_RERANK_K, QueryOptions, SearchResult
 from search.filters import Filters
 from search.vector_index import MAX_REFINE_K
+from storage.text_analysis import ocr_match_fields
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
 
@@ -40,10 +41,12 @@ def _rerank_cost(request: Request, k: int, rerank_k: int) -> int:
     return depth
 
 
-def _response(collection: str, res: SearchResult, paths: PathView) -> SearchResponse:
+def _response(collection: str, res: SearchResult, paths: PathView, query: str | None = None) -> SearchResponse:
     results = []
     for h in res.hits:
         d = h.to_dict()
+        if query is not None:  # the OCR lines of the image that match a text query (line, box, score)
+            d.update(ocr_match_fields(query, h.record))
         d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
     return SearchResponse(
@@ -72,8 +75,9 @@ def search_text(body: TextSearchRequest, request: Request) -> SearchResponse:
             mode=body.mode,
             options=body.options(),
             reranker=reranker,
+            target=body.target,
         )
-    return _response(body.collection, res, PathView(state.settings))
+    return _response(body.collection, res, PathView(state.settings), body.query)
 
 
 @router.post("/similar", response_model=SearchResponse)

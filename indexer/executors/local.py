@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from indexer.decode_pool import resolve_mode
+from indexer.ocr import OcrOptions, OcrStage
 from indexer.pipeline import IndexPipeline, IndexReport
 from indexer.runner import Executor, Progress
 from indexer.sources.base import SourceItem
@@ -28,6 +29,7 @@ class LocalOptions:
     decode_mode: str = "auto"
     captioner: Captioner | None = None
     decoding: Decoding = field(default_factory=Decoding)
+    ocr: OcrOptions | None = None  # read text in each new image (index --ocr, or the collection has OCR on)
 
 
 class LocalExecutor(Executor):
@@ -46,6 +48,7 @@ class LocalExecutor(Executor):
         o = self.options
         count = getattr(items, "count", None)
         total = count() if callable(count) else None
+        ocr = OcrStage(o.ocr, timer=self.timer) if o.ocr is not None else None
         pipeline = IndexPipeline(
             coll,
             embedder,
@@ -60,5 +63,10 @@ class LocalExecutor(Executor):
             jpeg_draft=o.jpeg_draft,
             decode_mode=resolve_mode(o.decode_mode, total),
             timer=self.timer,
+            ocr=ocr,
         )
-        return pipeline.run(items)
+        try:
+            return pipeline.run(items)
+        finally:
+            if ocr is not None:
+                ocr.close()

@@ -40,7 +40,11 @@ class OcrLine:
     confidence: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "box": [[round(x, 1), round(y, 1)] for x, y in self.box], "confidence": self.confidence}
+        return {
+            "text": self.text,
+            "box": [[round(x, 1), round(y, 1)] for x, y in self.box],
+            "confidence": self.confidence,
+        }
 
 
 @dataclass
@@ -50,6 +54,15 @@ class OcrResult:
     error: str | None = None  # "reason: detail" when a bound was hit or the engine failed
     gated: bool = False  # the text-presence gate skipped detection
     seconds: float = 0.0
+
+    def rescaled(self, width: int, height: int, to_width: int, to_height: int) -> OcrResult:
+        """Boxes read on a (width x height) copy mapped to the original's (to_width x to_height) pixels."""
+        sx, sy = to_width / max(1, width), to_height / max(1, height)
+        if abs(sx - 1) < 1e-9 and abs(sy - 1) < 1e-9:
+            return self
+        for ln in self.lines:
+            ln.box = [[x * sx, y * sy] for x, y in ln.box]
+        return self
 
     @property
     def reason(self) -> str | None:
@@ -111,7 +124,12 @@ def valid_box(box: np.ndarray, width: int, height: int, min_side: float) -> bool
     """A finite 4-point box inside the image with both sides at least ``min_side`` pixels."""
     if box.shape != (4, 2) or not np.isfinite(box).all():
         return False
-    if (box[:, 0] < -1).any() or (box[:, 1] < -1).any() or (box[:, 0] > width + 1).any() or (box[:, 1] > height + 1).any():
+    if (
+        (box[:, 0] < -1).any()
+        or (box[:, 1] < -1).any()
+        or (box[:, 0] > width + 1).any()
+        or (box[:, 1] > height + 1).any()
+    ):
         return False
     w = float(np.linalg.norm(box[1] - box[0]))
     h = float(np.linalg.norm(box[3] - box[0]))
@@ -182,4 +200,4 @@ def downscale(rgb: np.ndarray, max_pixels: int) -> tuple[np.ndarray, float]:
 
     s = (max_pixels / (h * w)) ** 0.5
     nw, nh = max(1, int(w * s)), max(1, int(h * s))
-    return np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR)), nw / w
+    return np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.Resampling.BILINEAR)), nw / w

@@ -68,7 +68,7 @@ class TesseractEngine(OcrEngine):
         for row in csv.DictReader(io.StringIO(out.stdout), delimiter="\t", quoting=csv.QUOTE_NONE):
             if row.get("level") == "5" and (row.get("text") or "").strip() and float(row.get("conf") or -1) >= 0:
                 groups.setdefault((row["block_num"], row["par_num"], row["line_num"]), []).append(row)
-        lines = []
+        lines: list[OcrLine] = []
         error = None
         for words in groups.values():
             if len(lines) >= limits.max_regions:
