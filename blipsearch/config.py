@@ -188,7 +188,7 @@ class Settings(BaseSettings):
     ocr_gate: bool = Field(default=True, description="Skip detection where the text-presence score says no text.")
     ocr_gate_threshold: float = Field(default=0.002, ge=0, le=1, description="Text-presence score to run OCR at.")
     ocr_max_pixels: int = Field(default=8_000_000, ge=10_000, description="OCR input is downscaled to this.")
-    ocr_max_side: int = Field(default=2048, ge=64, le=8192, description="Detector input side (per tile).")
+    ocr_max_side: int = Field(default=1536, ge=64, le=8192, description="Detector input side (per tile).")
     ocr_max_regions: int = Field(default=500, ge=1, le=100_000, description="Text regions recognised per image.")
     ocr_time_budget_s: float = Field(default=20.0, gt=0, le=3600, description="OCR time bound per image.")
 

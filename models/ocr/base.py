@@ -11,6 +11,7 @@ read before it; engines never raise for a hostile image.
 from __future__ import annotations
 
 import json
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ class OcrLimits:
     """Per-image bounds (BLIPSEARCH_OCR_* settings)."""
 
     max_pixels: int = 16_000_000  # larger images are downscaled before detection
-    max_side: int = 2048  # the detector's input side (tiles of a panorama each get this)
+    max_side: int = 1536  # the detector's input side (tiles of a panorama each get this)
     max_tiles: int = 8  # a very wide or tall image is cut into at most this many tiles
     max_regions: int = 500  # text regions recognised per image (the largest first)
     time_budget_s: float = 20.0  # checked between stages and recognition batches
@@ -138,15 +139,14 @@ def valid_box(box: np.ndarray, width: int, height: int, min_side: float) -> bool
 
 def tiles(width: int, height: int, limits: OcrLimits, aspect: float = 4.0) -> list[tuple[int, int, int, int]]:
     """Crops (x0, y0, x1, y1) that cover an image whose long side is over ``aspect`` times its short
-    side, each about ``aspect``:1 with a 10 % overlap, at most ``max_tiles``; otherwise the whole image."""
+    side, overlapping by 10 %: tiles about ``aspect``:1, or longer ones when more than ``max_tiles``
+    would be needed (the detector then sees each at a smaller scale); otherwise the whole image."""
     long_, short = max(width, height), min(width, height)
     if short == 0 or long_ <= aspect * short:
         return [(0, 0, width, height)]
-    span = int(aspect * short)
-    step = max(1, int(span * 0.9))
-    n = min(limits.max_tiles, 1 + max(0, -(-(long_ - span) // step)))
-    if n == limits.max_tiles:  # spread the allowed tiles over the whole length
-        step = max(1, (long_ - span) // max(1, n - 1))
+    n = min(limits.max_tiles, 1 + math.ceil((long_ - aspect * short) / (0.9 * aspect * short)))
+    span = max(int(aspect * short), math.ceil(long_ / (1 + 0.9 * (n - 1))))
+    step = int(0.9 * span)
     out = []
     for i in range(n):
         a = min(i * step, long_ - span)

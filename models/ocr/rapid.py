@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import MissingDependencyError
-from models.ocr.base import Deadline, OcrEngine, OcrLimits, OcrLine, downscale, tiles, valid_box
+from models.ocr.base import Deadline, OcrBudgetExceeded, OcrEngine, OcrLimits, OcrLine, downscale, tiles, valid_box
 
 PACKAGE = "rapidocr-onnxruntime"
 
@@ -85,15 +85,28 @@ class RapidOcrEngine(OcrEngine):
         lines: list[OcrLine] = []
         if not boxes:
             return lines, error
-        crops = eng.get_crop_img_list(bgr, boxes)
-        for start in range(0, len(crops), self.rec_batch):
-            deadline.check("recognition")
-            part = crops[start : start + self.rec_batch]
-            res, _ = eng.text_rec(part)
-            for box, (txt, score) in zip(boxes[start : start + self.rec_batch], res, strict=True):
-                if txt and txt.strip():
-                    pts = (box / scale).astype(float).tolist()
-                    lines.append(OcrLine(str(txt).strip(), pts, round(float(score), 4)))
+        # Long lines are cut into pieces of at most MAX_RATIO:1 (at the emptiest column), so a
+        # recognition batch never pads to a very wide input; a line's pieces are joined again.
+        pieces: list[tuple[int, np.ndarray]] = []
+        for i, crop in enumerate(eng.get_crop_img_list(bgr, boxes)):
+            pieces += [(i, p) for p in split_long(crop)]
+        texts: dict[int, list[tuple[str, float]]] = {}
+        for start in range(0, len(pieces), self.rec_batch):
+            try:
+                deadline.check("recognition")
+            except OcrBudgetExceeded as exc:  # keep what was read: the lines recognised so far
+                error = f"{exc}, after {start} of {len(pieces)} text pieces"
+                break
+            part = pieces[start : start + self.rec_batch]
+            res, _ = eng.text_rec([p for _, p in part])
+            for (i, _), (txt, score) in zip(part, res, strict=True):
+                texts.setdefault(i, []).append((str(txt).strip(), float(score)))
+        for i, box in enumerate(boxes):
+            got = [(t, s) for t, s in texts.get(i, []) if t]
+            if got:
+                pts = (box / scale).astype(float).tolist()
+                conf = min(s for _, s in got)
+                lines.append(OcrLine(" ".join(t for t, _ in got), pts, round(conf, 4)))
         return lines, error
 
     @staticmethod
@@ -107,6 +120,27 @@ class RapidOcrEngine(OcrEngine):
             return []
         pts = eng._get_origin_points(dt, record, raw_h, raw_w)
         return [np.asarray(p, np.float32) for p in pts]
+
+
+MAX_RATIO = 12
+
+
+def split_long(crop: np.ndarray) -> list[np.ndarray]:
+    """``crop`` cut into pieces at most ``MAX_RATIO`` times as wide as high, each cut at the
+    column with the least contrast in the last quarter of its window (a gap between glyphs)."""
+    h, w = crop.shape[:2]
+    span = MAX_RATIO * max(1, h)
+    if w <= span:
+        return [crop]
+    contrast = crop.astype(np.float32).std(axis=(0, 2)) if crop.ndim == 3 else crop.astype(np.float32).std(axis=0)
+    out, a = [], 0
+    while w - a > span:
+        lo = a + int(span * 0.75)
+        cut = lo + int(np.argmin(contrast[lo : a + span]))
+        out.append(crop[:, a:cut])
+        a = cut
+    out.append(crop[:, a:])
+    return [p for p in out if p.shape[1] >= 2]
 
 
 def _area(b: np.ndarray) -> float:
