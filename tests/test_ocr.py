@@ -157,7 +157,7 @@ def _top_in(cli, collection: str, query: str) -> list[dict]:
 
 
 def test_ocr_files_and_bad_engine(cli, corpus):
-    _, folder, rendered = corpus
+    _, folder, _ = corpus
     out = cli("ocr", str(folder / "w0.png"), "--json")
     assert "Quarterly" in out["results"][0]["text"]
     out = cli("ocr", str(folder / "w0.png"), "--ocr-engine", "nope", "--json", code=2)
@@ -237,7 +237,7 @@ def test_upload_ocr_route_and_search_ocr_match(corpus, indexed, tiny_models):
     from api.app import create_app
     from blipsearch.config import Settings
 
-    root, folder, _ = corpus
+    root = corpus[0]
     settings = Settings(data_dir=root / "data", model=str(tiny_models["blip-itm"]))
     buf = io.BytesIO()
     ocr_render.render("Cinnamon", size_px=28, seed=33).image.save(buf, "PNG")
