@@ -193,8 +193,8 @@ class KeywordIndex:
             tsq = " && ".join(parts)
             rows = c.execute(
                 text(
-                    f"SELECT record_id, ts_rank_cd({col}, q) AS s FROM {_PG_TABLE}, ({tsq}) q"
-                    f" WHERE collection = :c AND {col} @@ q ORDER BY s DESC, record_id LIMIT :k"
+                    f"SELECT record_id, ts_rank_cd({col}, x.q) AS s FROM {_PG_TABLE}, (SELECT {tsq} AS q) x"
+                    f" WHERE collection = :c AND {col} @@ x.q ORDER BY s DESC, record_id LIMIT :k"
                 ),
                 params,
             ).all()
