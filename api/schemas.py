@@ -135,6 +135,12 @@ class Record(BaseModel):
     external_id: str | None = None
     added_at: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    ocr_text: str | None = Field(default=None, description="Text read from the image (lines over the threshold)")
+    ocr_lines: list[dict[str, Any]] | None = Field(
+        default=None, description="Every OCR line: text, box (4 [x, y] points in the image's pixels), confidence"
+    )
+    ocr_engine: str | None = None
+    ocr_error: str | None = None
 
 
 class CaptionResponse(BaseModel):
