@@ -237,6 +237,7 @@ def main() -> None:
             "min_confidence": settings.ocr_min_confidence,
             "gate_threshold": settings.ocr_gate_threshold,
             "itc_model": "random base-size BLIP" if args.model is None else str(args.model),
+            "precision": settings.precision,
             "cpu_flags": cpu_flags(),
         },
         "throughput_text_free": speed,
@@ -253,10 +254,10 @@ def main() -> None:
         "## OCR (scripts/bench/ocr.py)",
         "",
         f"Machine: {machine_line(m)}; CPU flags: {', '.join(cpu_flags()) or 'none of avx2/avx512'}. "
-        f"Engine {rep.ocr_failures and 'see JSON' or args.engine} (PP-OCRv4 det+rec from rapidocr-onnxruntime), "
-        f"{settings.ocr_workers} OCR worker x {settings.ocr_threads} ORT thread, threshold {settings.ocr_min_confidence}. "
+        f"Engine {args.engine} (PP-OCRv4 det+rec from rapidocr-onnxruntime), {settings.ocr_workers} OCR worker x "
+        f"{settings.ocr_threads} ORT thread, threshold {settings.ocr_min_confidence}. "
         f"{len(labels)} rendered text images ({args.per_condition} per condition; English words, numbers, mixed case, "
-        "Chinese in turn), 480-ish px wide.",
+        f"Chinese in turn), 480-ish px wide; embedder precision {settings.precision}.",
         "",
         "| condition | n | CER | word recall |",
         "|---|---|---|---|",
