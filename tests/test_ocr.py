@@ -270,3 +270,22 @@ def test_upload_ocr_route_and_search_ocr_match(corpus, indexed, tiny_models):
             json={"query": "marmalade", "collection": "signs", "mode": "hybrid", "target": "ocr", "k": 3},
         ).json()
         assert res["results"][0]["ocr_match"]["box"]
+
+
+def test_sharded_serving_finds_ocr_text(corpus, indexed, tiny_models):
+    from blipsearch.config import Settings
+    from search.sharded import LocalShard, ShardedIndex, split
+    from service.engines import open_engine
+
+    settings = Settings(data_dir=corpus[0] / "data", model=str(tiny_models["blip-itm"]))
+
+    def load(coll):
+        m = coll.manifest
+        parts = [LocalShard.build(coll, s) for s in split(m.shards, 2) if s]
+        return ShardedIndex(parts, m.dim, m.vectors_per_item, ntotal=m.count, lookup=coll.embeddings_of)
+
+    engine = open_engine(settings, "signs", index_loader=load)
+    assert isinstance(engine.index, ShardedIndex)
+    for mode in ("keyword", "hybrid"):
+        hits = engine.search_text("lighthouse", 3, mode=mode, target="ocr").hits
+        assert hits[0].record["uri"].endswith("w1.png")

@@ -38,9 +38,12 @@ class RapidOcrEngine(OcrEngine):
         self.threads = max(1, threads)
         self.rec_batch = max(1, rec_batch)
         self._cls = cls
-        self._local = threading.local()  # RapidOCR's detector keeps per-call state: one instance per thread
+        # RapidOCR's detector keeps per-call state, so concurrent reads each take an instance from
+        # this free list (made on demand, kept for reuse: as many as reads ever ran at once).
+        self._free: list[Any] = []
+        self._lock = threading.Lock()
         self._version = metadata.version(PACKAGE)
-        self._new()  # load once here so a broken install fails at start, not per image
+        self._free.append(self._new())  # load once here so a broken install fails at start, not per image
 
     def _new(self) -> Any:
         eng = self._cls(
@@ -53,19 +56,32 @@ class RapidOcrEngine(OcrEngine):
         # never upscaled; "min" (the package default) upscales the short side to 736 px, which
         # costs several times more on wide images and tiles.
         eng.text_det.limit_type = "max"
-        self._local.engine = eng
         return eng
 
-    def _engine(self) -> Any:
-        eng = getattr(self._local, "engine", None)
-        return eng if eng is not None else self._new()
+    def _acquire(self) -> Any:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return self._new()
+
+    def _release(self, eng: Any) -> None:
+        with self._lock:
+            self._free.append(eng)
 
     @property
     def name(self) -> str:
         return f"rapidocr-onnxruntime {self._version} PP-OCRv4"
 
     def _read(self, rgb: np.ndarray, limits: OcrLimits, deadline: Deadline) -> tuple[list[OcrLine], str | None]:
-        eng = self._engine()
+        eng = self._acquire()
+        try:
+            return self._read_with(eng, rgb, limits, deadline)
+        finally:
+            self._release(eng)
+
+    def _read_with(
+        self, eng: Any, rgb: np.ndarray, limits: OcrLimits, deadline: Deadline
+    ) -> tuple[list[OcrLine], str | None]:
         eng.max_side_len = limits.max_side
         small, scale = downscale(rgb, limits.max_pixels)
         bgr = np.ascontiguousarray(small[:, :, ::-1])
