@@ -64,13 +64,24 @@ function drawBoxes(rec, matches) {
     poly.append(title);
     svg.append(poly);
   }
-  const place = () => {
-    svg.style.left = `${img.offsetLeft}px`; svg.style.top = `${img.offsetTop}px`;
-    svg.style.width = `${img.offsetWidth}px`; svg.style.height = `${img.offsetHeight}px`;
-  };
-  if (img.complete) place();
-  img.addEventListener("load", place, { once: true });
+  placeBoxes();
 }
+
+// Keep the overlay on the image as the dialog lays out (load, resize, the info pane filling in).
+function placeBoxes() {
+  const img = $("detail-img");
+  const svg = $("detail-boxes");
+  if (!svg) return;
+  svg.style.left = `${img.offsetLeft}px`; svg.style.top = `${img.offsetTop}px`;
+  svg.style.width = `${img.offsetWidth}px`; svg.style.height = `${img.offsetHeight}px`;
+  if (!boxObserver) {
+    boxObserver = new ResizeObserver(placeBoxes);
+    boxObserver.observe(img);
+    boxObserver.observe(img.parentElement);
+    img.addEventListener("load", placeBoxes);
+  }
+}
+let boxObserver = null;
 
 export async function open(i) {
   index = i;
