@@ -189,7 +189,7 @@ def test_bad_inputs_are_bounded(engine):
     font = ImageFont.truetype(ocr_render.font_path(False), 24)
     for i in range(300):
         d.text(((i % 10) * 150 + 5, (i // 10) * 50 + 5), f"w{i:03d}", font=font, fill="black")
-    res = engine.read(np.asarray(img), OcrLimits(max_regions=40))
+    res = engine.read(np.asarray(img), OcrLimits(max_regions=40, time_budget_s=300))
     assert res.reason == "ocr_too_many_regions" and 30 <= len(res.lines) <= 40, (res.error, len(res.lines))
     # a 20,000-px-wide panorama with one word near its end, all noise, and a budget too small
     pano = np.full((200, 20_000, 3), 235, np.uint8)

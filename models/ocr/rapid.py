@@ -111,7 +111,8 @@ class RapidOcrEngine(OcrEngine):
             try:
                 deadline.check("recognition")
             except OcrBudgetExceeded as exc:  # keep what was read: the lines recognised so far
-                error = f"{exc}, after {start} of {len(pieces)} text pieces"
+                stop = f"{exc}, after {start} of {len(pieces)} text pieces"
+                error = f"{error}; {stop}" if error else stop
                 break
             part = pieces[start : start + self.rec_batch]
             res, _ = eng.text_rec([p for _, p in part])

@@ -173,7 +173,12 @@ def main() -> None:
         t0 = time.perf_counter()
         rep = index_paths(s, [rare_dir], name, embedder=embedder, progress=False, ocr=ocr)
         dt = time.perf_counter() - t0
-        speed[label] = {"images": rep.added, "seconds": round(dt, 2), "images_per_s": round(rep.added / dt, 2)}
+        speed[label] = {
+            "images": rep.added,
+            "seconds": round(dt, 2),
+            "images_per_s": round(rep.added / dt, 2),
+            "stage_timings": rep.timings,  # busy seconds per stage (model, decode, ocr_gate, ocr, ...)
+        }
         print(label, speed[label], flush=True)
     # -- the text set, indexed with OCR --------------------------------------------------------
     t0 = time.perf_counter()
