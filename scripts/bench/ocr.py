@@ -270,7 +270,8 @@ def main() -> None:
         "",
         "Word recall by kind: " + ", ".join(f"{k} {v:.2f}" for k, v in payload["word_recall_by_kind"].items()) + ".",
         "",
-        "Text-query retrieval (query = the image's word; ITC = random base-size BLIP, so chance level):",
+        f"Text-query retrieval (query = the image's word; ITC = {payload['settings']['itc_model']}, random weights, "
+        "so chance level):",
         "",
         "| search | words | n | recall@1 | recall@10 |",
         "|---|---|---|---|---|",
