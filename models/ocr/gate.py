@@ -9,8 +9,9 @@ text scores well above the default threshold.
 
 The price is recall: text below about 8 pixels high after the scaling, heavily blurred, or of
 very low contrast (step under ``step``), scores 0 and is never read. A first version (1-pixel
-steps over 40/255) lost every image blurred with σ = 2 px that OCR reads fine. scripts/bench/ocr.py measures what the gate
-skips (images gated out and words lost) on its rendered set; ``BLIPSEARCH_OCR_GATE=0`` turns it off.
+steps over 40/255) lost every image blurred with σ = 2 px that OCR reads fine.
+scripts/bench/ocr.py measures what the gate skips (images gated out and words lost) on its
+rendered set; ``BLIPSEARCH_OCR_GATE=0`` turns it off.
 """
 
 from __future__ import annotations
