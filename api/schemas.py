@@ -34,6 +34,11 @@ class TextSearchRequest(BaseModel):
         description="BLIP / BLIP-2 ITM checkpoint to re-rank with (BLIPSEARCH_ALLOWED_MODELS or the default model).",
     )
     mode: Literal["vector", "keyword", "hybrid"] = "vector"
+    target: Literal["all", "ocr", "captions"] = Field(
+        default="all",
+        description="Keyword and hybrid modes: the text fields searched (all; ocr: text read from the images; "
+        "captions: captions, texts and metadata).",
+    )
     fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
     filters: Filters | None = None
     min_score: float | None = Field(default=None, ge=-1e6, le=1e6)
@@ -69,6 +74,13 @@ class SimilarRequest(BaseModel):
     explain: bool = Field(default=False, description=EXPLAIN_HELP)
 
 
+class OcrMatch(BaseModel):
+    line: str
+    box: list[list[float]] = Field(description="4 points [x, y] in the original image's pixels")
+    score: float = Field(description="Share of the query's tokens found in the line")
+    confidence: float | None = None
+
+
 class Result(BaseModel):
     id: int
     uri: str | None = None
@@ -79,6 +91,11 @@ class Result(BaseModel):
     text: str | None = None
     external_id: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    width: int | None = None
+    height: int | None = None
+    ocr_text: str | None = None
+    ocr_match: OcrMatch | None = Field(default=None, description="The OCR line that best matches a text query.")
+    ocr_matches: list[OcrMatch] = Field(default_factory=list, description="Every OCR line matching the query.")
 
 
 class SearchResponse(BaseModel):
@@ -136,6 +153,12 @@ class Record(BaseModel):
     external_id: str | None = None
     added_at: str
     metadata: dict[str, Any] = Field(default_factory=dict)
+    ocr_text: str | None = Field(default=None, description="Text read from the image (lines over the threshold)")
+    ocr_lines: list[dict[str, Any]] | None = Field(
+        default=None, description="Every OCR line: text, box (4 [x, y] points in the image's pixels), confidence"
+    )
+    ocr_engine: str | None = None
+    ocr_error: str | None = None
 
 
 class CaptionResponse(BaseModel):

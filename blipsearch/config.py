@@ -227,6 +227,22 @@ class Settings(BaseSettings):
     weaviate_model: str | None = Field(
         default=None, description="Model id or collection /vectorize embeds with (default: BLIPSEARCH_MODEL)."
     )
+    # -- text in images (OCR) --
+    ocr_engine: str = Field(
+        default="rapidocr", pattern="^(rapidocr|tesseract)$", description="OCR engine: 'rapidocr' or 'tesseract'."
+    )
+    ocr_min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="OCR lines under this confidence are stored but not searchable."
+    )
+    ocr_workers: int = Field(default=1, ge=1, le=64, description="OCR worker threads (their own pool).")
+    ocr_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime threads per OCR worker.")
+    ocr_rec_batch: int = Field(default=16, ge=1, le=256, description="Text crops per recognition batch.")
+    ocr_gate: bool = Field(default=True, description="Skip detection where the text-presence score says no text.")
+    ocr_gate_threshold: float = Field(default=0.002, ge=0, le=1, description="Text-presence score to run OCR at.")
+    ocr_max_pixels: int = Field(default=8_000_000, ge=10_000, description="OCR input is downscaled to this.")
+    ocr_max_side: int = Field(default=1536, ge=64, le=8192, description="Detector input side (per tile).")
+    ocr_max_regions: int = Field(default=500, ge=1, le=100_000, description="Text regions recognised per image.")
+    ocr_time_budget_s: float = Field(default=20.0, gt=0, le=3600, description="OCR time bound per image.")
 
     def openvino_cache_dir(self) -> Path:
         return self.runtime_cache_dir or self.data_dir / "cache" / "openvino"

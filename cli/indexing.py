@@ -94,6 +94,15 @@ def index(
     max_new_tokens: MaxTokensOpt = 30,
     num_beams: BeamsOpt = 1,
     prompt: PromptOpt = None,
+    ocr: Annotated[
+        bool,
+        typer.Option(
+            "--ocr", help="Read the text in each new image (OCR; searchable) and keep OCR on for the collection."
+        ),
+    ] = False,
+    ocr_engine: Annotated[
+        str | None, typer.Option("--ocr-engine", help="rapidocr (default, BLIPSEARCH_OCR_ENGINE) or tesseract.")
+    ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -130,6 +139,8 @@ def index(
         metadata_columns=meta_cols,
         index_spec=index_spec,
         on_disk=on_disk,
+        ocr=ocr,
+        ocr_engine=ocr_engine,
     )
     payload = {
         "collection": report.collection,
@@ -139,6 +150,7 @@ def index(
         "updated": report.updated,
         "removed_stale": report.removed_stale,
         "failures": report.failures,
+        "ocr_failures": report.ocr_failures,
         "total": report.total,
         "collection_size": open_collection(settings, collection).manifest.count,
         "timings": report.timings,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli import captioning, families, index_stats, indexing, maintenance, querying, reembedding, serving
+from cli import captioning, families, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
 from cli.common import PrecisionOpt
 from cli.embedding import embed
 from cli.evaluating import eval_app
@@ -48,6 +48,7 @@ app.command()(maintenance.compact)
 app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)
+app.command()(ocr.ocr)
 app.command()(serving.serve)
 app.command()(embed)
 app.command("models")(families.models)

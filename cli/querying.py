@@ -29,6 +29,8 @@ def _human_results(p: dict[str, Any]) -> str:
         itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
         what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
         lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
+        if r.get("ocr_match"):
+            lines.append(f"           text in image: {r['ocr_match']['line']!r}")
     lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
     if p.get("explain"):
         from search.plan import format_explain
@@ -100,7 +102,12 @@ def search(
     ] = "vector",
     rrf_k: Annotated[int, typer.Option("--rrf-k", min=1, help="Reciprocal-rank-fusion constant.")] = RRF_K,
     target: Annotated[
-        str, typer.Option("--target", help="Image queries: images (default; texts for text collections) or captions.")
+        str,
+        typer.Option(
+            "--target",
+            help="Image queries: images (default; texts for text collections) or captions. Text queries in keyword "
+            "or hybrid mode: images (all text fields, default), ocr (text read from the images) or captions.",
+        ),
     ] = "images",
     uri_prefix: Annotated[str | None, typer.Option("--uri-prefix", help="Only records whose uri starts so.")] = None,
     added_after: Annotated[str | None, typer.Option("--added-after", help="ISO date/time (inclusive).")] = None,
@@ -174,6 +181,7 @@ def search(
 def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None = None) -> dict[str, Any]:
     """Plan and run the query ``f`` describes; the ``search`` payload."""
     from service.engines import open_engine
+    from storage.text_analysis import ocr_match_fields
 
     engine = open_engine(settings, collection, model=model, rerank=f.rerank, rerank_model=f.rerank_model)
     common: dict[str, Any] = {
@@ -193,7 +201,11 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         else:
             result = engine.execute(engine.plan_image(img, **common))
     else:
-        result = engine.execute(engine.plan_text(f.text or "", mode=f.mode, rrf_k=f.rrf_k, **common))
+        fields = {"images": "all", "all": "all", "ocr": "ocr", "captions": "captions"}
+        if f.target not in fields:
+            raise InvalidInputError(f"Unknown --target {f.target!r} for a text query: use images, ocr or captions.")
+        plan = engine.plan_text(f.text or "", mode=f.mode, rrf_k=f.rrf_k, target=fields[f.target], **common)
+        result = engine.execute(plan)
     payload = {
         "collection": collection,
         "query": f.text if f.image is None else str(f.image),
@@ -201,8 +213,10 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "fusion": f.fusion if f.rerank else "itc",
         "rerank_model": getattr(engine.reranker, "model_id", None) if f.rerank else None,
         "mode": f.mode if f.image is None else None,
-        "target": f.target if f.image is not None else None,
-        "results": [h.to_dict() for h in result.hits],
+        "target": f.target if f.image is not None or f.target != "images" else None,
+        "results": [
+            {**h.to_dict(), **(ocr_match_fields(f.text, h.record) if f.text is not None else {})} for h in result.hits
+        ],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
     }

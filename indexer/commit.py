@@ -29,6 +29,8 @@ class IndexReport:
     timings: dict[str, object] = field(default_factory=dict)
     job_id: str | None = None
     ids_by_path: dict[str, int] = field(default_factory=dict)  # filled when the pipeline tracks paths
+    # records added whose OCR hit a bound or failed (they are indexed; the reason is in ocr_error)
+    ocr_failures: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def total(self) -> int:

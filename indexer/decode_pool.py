@@ -40,6 +40,7 @@ class Decoded:
     pixels: np.ndarray
     caption_pixels: np.ndarray | None
     meta: dict[str, Any]
+    ocr_image: np.ndarray | None = None  # the decoded image for OCR (RGB uint8, at most ocr_pixels)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class DecodeConfig:
     max_pixels: int
     draft: int | None
     pdq: bool = False  # PDQ-hash the fully decoded image (media/pdq.py); no JPEG draft then
+    ocr_pixels: int | None = None  # keep the decoded image for OCR, downscaled to this many pixels
 
 
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
@@ -62,7 +64,17 @@ def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
 
         h = pdq_hash(img.image)
         meta.update(pdq_hash=h.hex, pdq_quality=h.quality)
-    return Decoded(pixels, cap, meta)
+    ocr = _ocr_array(img.image, cfg.ocr_pixels) if cfg.ocr_pixels else None
+    return Decoded(pixels, cap, meta, ocr)
+
+
+def _ocr_array(image: Any, max_pixels: int) -> np.ndarray:
+    """The decoded image as OCR reads it: one decode serves the embedder and OCR."""
+    w, h = image.size
+    if w * h > max_pixels:
+        s = (max_pixels / (w * h)) ** 0.5
+        image = image.resize((max(1, int(w * s)), max(1, int(h * s))))
+    return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
 
 
 # -- worker process side ------------------------------------------------------------------

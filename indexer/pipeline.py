@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
 from indexer.commit import IndexReport, ShardCommitter
-from indexer.decode_pool import DecodeConfig, DecodeStage, resolve_mode
+from indexer.decode_pool import DecodeConfig, Decoded, DecodeStage, resolve_mode
 from indexer.options import IndexOptions
 from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
@@ -40,7 +40,12 @@ from media.decode import read_source
 from media.pdq import available as pdq_available
 from models.base import Embedder
 from models.captioners import Captioner, Decoding
+from models.ocr.base import OcrResult
 from storage.collection import Collection
+from storage.schema import OCR_FIELDS
+
+if TYPE_CHECKING:
+    from indexer.ocr import OcrStage
 
 log = logging.getLogger(__name__)
 FEATURE_SHARD_ROWS = 256
@@ -62,6 +67,7 @@ class Prepared:
     meta: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # the source's metadata, kept in the record
     replaces: tuple[int, str] | None = None  # (id, sha256) of the record this one updates
+    ocr: Future[OcrResult] | None = None  # text read from the image, running in the OCR stage's pool
 
 
 def as_items(inputs: Iterable[SourceItem | Path]) -> Iterator[SourceItem]:
@@ -89,6 +95,7 @@ class IndexPipeline:
         track_paths: bool = False,
         update_changed: bool = True,
         timer: StageTimer | None = None,
+        ocr: OcrStage | None = None,
     ) -> None:
         self.coll = collection
         self.embedder = embedder
@@ -99,7 +106,10 @@ class IndexPipeline:
         self.track_paths = track_paths
         # JPEG draft decoding at the model's input size (the captioner's, if it is larger).
         sides = [s for s in (embedder.input_size, captioner.input_size if captioner else None) if s]
+        if ocr is not None:  # small text needs pixels: OCR reads the same decode at half its side at least
+            sides.append(ocr.options.limits.max_side // 2)
         self.draft: int | None = max(sides) if options.jpeg_draft and sides else None
+        self.ocr = ocr
         self.timer = timer or StageTimer()
         self.update_changed = update_changed
         decode_mode = resolve_mode(options.decode_mode, expected)
@@ -110,6 +120,7 @@ class IndexPipeline:
                 options.max_pixels,
                 self.draft,
                 pdq=options.pdq and pdq_available(),  # hashes need the full decode: no JPEG draft then
+                ocr_pixels=ocr.options.limits.max_pixels if ocr is not None else None,
             ),
             mode=decode_mode,
             processes=options.workers,
@@ -135,6 +146,8 @@ class IndexPipeline:
                 caption_pixels=dec.caption_pixels,
                 meta=dec.meta,
                 extra=item.meta,
+                # OCR reads the same decoded image, in its own pool (blocks while that pool is full)
+                ocr=self._ocr(dec),
             )
         except ImageDecodeError as exc:
             return Prepared(item.uri, error=str(exc), reason=exc.reason, extra=item.meta)
@@ -162,6 +175,31 @@ class IndexPipeline:
         self.timer.sample_queue("decoded_ahead_of_model", sum(1 for f in pending if f.done()), ahead)
         return pending.popleft().result()
 
+    def _ocr(self, dec: Decoded) -> Future[OcrResult] | None:
+        if self.ocr is None or dec.ocr_image is None:
+            return None
+        return self.ocr.submit(dec.ocr_image, (dec.meta["width"], dec.meta["height"]))
+
+    def _ocr_columns(self, rows: list[Prepared], report: IndexReport) -> dict[str, list[Any]]:
+        assert self.ocr is not None
+        out: dict[str, list[Any]] = {k: [] for k in OCR_FIELDS}
+        with self.timer.time("ocr_wait", len(rows)):
+            for p in rows:
+                if p.ocr is None:
+                    values: dict[str, Any] = dict.fromkeys(OCR_FIELDS)
+                else:
+                    try:
+                        res = p.ocr.result()
+                    except Exception as exc:  # the engine itself broke: the record is kept without OCR
+                        log.exception("OCR failed on %s", p.uri)
+                        res = OcrResult(self.ocr.name, error=f"ocr_failed: {type(exc).__name__}: {exc}")
+                    values = self.ocr.columns(res)
+                    if res.error:
+                        report.ocr_failures.append({"path": p.uri, "error": res.error, "reason": res.reason or "error"})
+                for k in OCR_FIELDS:
+                    out[k].append(values[k])
+        return out
+
     # -- model + writer (calling thread) ----------------------------------------------------
     def run(self, inputs: Iterable[SourceItem | Path]) -> IndexReport:
         try:
@@ -171,6 +209,8 @@ class IndexPipeline:
 
     def _run(self, items: Iterable[SourceItem]) -> IndexReport:
         report = IndexReport(self.coll.name)
+        if self.ocr is not None:  # records added later (uploads, sync) get OCR too
+            self.coll.set_ocr(self.ocr.options.manifest_entry())
         known = self.coll.known_hashes()
         updates = UriUpdates(self.coll.live_uris() if self.update_changed else {})
         writer = ShardCommitter(self.coll, report, updates, self.timer, track_paths=self.track_paths)
@@ -213,6 +253,8 @@ class IndexPipeline:
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
                 **{k: [p.meta.get(k) for p in rows] for k in RECORD_META},
             }
+            if self.ocr is not None:
+                cols.update(self._ocr_columns(rows, report))
             writer.commit(
                 cols,
                 np.concatenate(embs) if embs else np.zeros((0, 0), np.float32),

@@ -201,6 +201,7 @@ def _find_or_start(settings: Settings, live: Collection, live_version: str, embe
         itm_features=src.itm_features if embedder.has_itm else None,  # CLIP & co. have no ITM tokens
         index_spec=src.index_spec,
         index_on_disk=src.index_on_disk,
+        ocr=src.ocr,
         reembed={"source": live_version, "done": []},
     )
     return Collection.new_version(settings.data_dir, name, manifest, versions.new_version_id(embedder.fingerprint))

@@ -191,6 +191,7 @@ def job_counts(report: IndexReport, files: int | None, tally: FailureTally | Non
         "failed": report.failed,
         "failed_by_reason": by_reason,
         "updated": report.updated,
+        "ocr_failed": len(report.ocr_failures),
         "removed_stale": report.removed_stale,
         "total": report.total,
         "files": files,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blipsearch.config import Settings
+from indexer.ocr import OcrOptions, OcrStage
 from indexer.options import IndexOptions
 from indexer.pipeline import IndexPipeline
 from models.base import Embedder
@@ -54,14 +55,21 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         max_bytes=settings.max_upload_bytes,
         decode_mode="thread",  # a few files: no worker processes to start
     )
+    # A collection with OCR on reads the text of each upload (its engine loads once per process).
+    ocr = OcrStage(OcrOptions.for_collection(settings, coll.manifest.ocr)) if coll.manifest.ocr else None
     pipeline = IndexPipeline(
         coll,
         embedder,
         options,
         track_paths=True,
         update_changed=False,  # content-addressed paths: a uri never holds new content
+        ocr=ocr,
     )
-    report = pipeline.run(paths)
+    try:
+        report = pipeline.run(paths)
+    finally:
+        if ocr is not None:
+            ocr.close()
     if settings.merge_small_shards:  # one request = one small shard: keep their number low
         from storage.merging import merge_tail
 

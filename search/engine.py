@@ -169,8 +169,10 @@ class SearchEngine:
         options: QueryOptions | None = None,
         reranker: Reranker | None = None,
         rerank_model: str | None = None,
+        target: str = "all",
     ) -> QueryPlan:
         """Text → image (image collections only): ``mode`` vector (ITC), keyword, or hybrid (RRF).
+        ``target`` (keyword and hybrid): the text fields searched, ``all``, ``ocr`` or ``captions``.
 
         ``reranker`` overrides the engine's own for this query; ``rerank_model`` names one the
         caller will pass to ``execute`` (loaded only once the plan says it re-ranks)."""
@@ -180,6 +182,8 @@ class SearchEngine:
             raise InvalidInputError(f"{self.coll.name!r} is a text collection: search it with an image.")
         if mode not in MODES:
             raise InvalidInputError(f"Unknown mode {mode!r}: use one of {', '.join(MODES)}.")
+        if target != "all" and mode == "vector":
+            raise InvalidInputError(f"target {target!r} searches text fields: use mode keyword or hybrid.")
         self._check(k, rerank_k, fusion)
         step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "text")
         depth = step.depth if step is not None else k
@@ -196,6 +200,7 @@ class SearchEngine:
             reranker,
             keyword_depth=None if mode == "vector" else max(depth, HYBRID_DEPTH if hybrid else 0),
             rrf_k=rrf_k if hybrid else None,
+            target=target if mode != "vector" else None,
         )
 
     def plan_image(

@@ -108,7 +108,9 @@ def _keyword_or_hybrid(
         raise InvalidInputError("Keyword search is not available (no catalog connection).")
     sel, depth = plan.selection, int(plan.keyword_depth or plan.depth)
     t0 = time.perf_counter()
-    kw = engine.keyword.search(engine.coll, plan.payload, MAX_K if sel is not None and sel.restricts else depth)
+    kw = engine.keyword.search(
+        engine.coll, plan.payload, MAX_K if sel is not None and sel.restricts else depth, plan.target or "all"
+    )
     if sel is not None:  # keyword hits obey the same selection (tombstones leave the keyword index itself)
         if sel.allowed is not None:
             keep = set(sel.allowed.tolist())

@@ -67,6 +67,7 @@ class QueryPlan:
     rerank: RerankStep | None = None
     keyword_depth: int | None = None
     rrf_k: int | None = None
+    target: str | None = None  # keyword and hybrid: the text fields searched (all, ocr, captions)
     options: QueryOptions | None = field(default=None, repr=False)
     payload: Any = field(default=None, repr=False)
     reranker: Any = field(default=None, repr=False)
@@ -102,6 +103,8 @@ class QueryPlan:
             out["keyword_depth"] = self.keyword_depth
         if self.rrf_k is not None:
             out["rrf_k"] = self.rrf_k
+        if self.target is not None:
+            out["target"] = self.target
         return out
 
 

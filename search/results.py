@@ -10,7 +10,7 @@ from typing import Any
 from blipsearch.errors import InvalidInputError
 from search.filters import Filters
 
-IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height")
+IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height", "ocr_text")
 TEXT_FIELDS = ("external_id", "text")
 
 

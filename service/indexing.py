@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from blipsearch.config import Settings
+from blipsearch.errors import InvalidInputError
 from indexer.commit import IndexReport
+from indexer.ocr import OcrOptions
 from indexer.options import IndexOptions
 from indexer.runner import Executor, IndexRequest, IndexRunner, create_image_collection, model_for_collection
 from models.base import Embedder
@@ -32,17 +34,26 @@ def new_image_collection(
 
 
 def executor_for(
-    settings: Settings, options: IndexOptions, captioner: Captioner | None = None, decoding: Decoding | None = None
+    settings: Settings,
+    options: IndexOptions,
+    captioner: Captioner | None = None,
+    decoding: Decoding | None = None,
+    ocr: OcrOptions | None = None,
 ) -> Executor:
     """The executor ``options.runner`` names (checked by ``IndexOptions.check``): this machine,
     or Ray (model actors load the model as ``settings`` say)."""
     if options.runner == "ray":
         from indexer.executors.ray_data import RayExecutor
 
+        if ocr is not None:
+            raise InvalidInputError(
+                "OCR (--ocr, or a collection with OCR on) runs with --runner local only; index with --runner "
+                "local, or backfill afterwards with: blipsearch ocr --collection NAME"
+            )
         return RayExecutor(options, model_loader(settings))
     from indexer.executors.local import LocalExecutor
 
-    return LocalExecutor(options, captioner, decoding)
+    return LocalExecutor(options, captioner, decoding, ocr)
 
 
 def index_paths(
@@ -57,17 +68,21 @@ def index_paths(
     decoding: Decoding | None = None,
     job_id: str | None = None,
     progress: bool = True,
+    ocr: bool = False,
+    ocr_engine: str | None = None,
     **request: Any,
 ) -> IndexReport:
     """Index ``paths`` into ``collection`` as a catalog job (see indexer/runner.py).
 
     ``options``: how it runs (default: from ``settings``); ``request``: the other fields of
     ``IndexRequest`` (input format, manifest columns, index spec, on-disk, roots, ITM features).
+    ``ocr``: read the text in each new image (and turn OCR on for the collection); a collection
+    with OCR on gets it without asking.
     """
     req = IndexRequest(paths, collection, **request)
     options = options or IndexOptions.from_settings(settings)
     options.check(captions=captioner is not None, cache_itm_features=req.cache_itm_features)
-    executor = executor_for(settings, options, captioner, decoding)
+    executor = executor_for(settings, options, captioner, decoding, ocr_options(settings, collection, ocr, ocr_engine))
     if embedder is None:
         embedder = load_model(settings, collection_model(settings, collection, model))
     run = IndexRunner(
@@ -78,6 +93,19 @@ def index_paths(
         progress=progress,
     )
     return run.run(req, embedder, job_id=job_id)
+
+
+def ocr_options(settings: Settings, collection: str, ocr: bool, engine: str | None = None) -> OcrOptions | None:
+    """OCR for an index run: asked for (``--ocr``), or on for the existing collection, else None."""
+    if ocr:
+        return OcrOptions.from_settings(settings, engine)
+    if engine:
+        raise InvalidInputError("--ocr-engine needs --ocr.")
+    if Collection.exists(settings.data_dir, collection):
+        entry = Collection.open(settings.data_dir, collection).manifest.ocr
+        if entry:
+            return OcrOptions.for_collection(settings, entry)
+    return None
 
 
 def index_texts(

@@ -416,6 +416,14 @@ class Collection(CollectionReads):
             atomic_write_with(path, lambda p: pq.write_table(table, p, compression="zstd"))
             return len(rows)
 
+    def set_ocr(self, options: dict[str, Any] | None) -> None:
+        """Turn OCR of new records on (``{"engine", "min_confidence"}``) or off (None)."""
+        with self._thread_lock, writer_lock(self.lock_path):
+            m = self.reload_for_write()
+            if m.ocr != options:
+                m.ocr = options
+                m.save(self.root / MANIFEST_NAME)
+
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""
         self.reload_for_write()

@@ -1,14 +1,18 @@
-"""Keyword search over captions and text metadata, in the catalog database.
+"""Keyword search over captions, text metadata and text read from the images (OCR), in the catalog database.
 
-SQLite (the default catalog): one FTS5 table per collection, ``rowid`` = record id, with the
-``porter unicode61`` tokenizer (case-insensitive, diacritic-folding, English stemming), ranked
-by BM25. PostgreSQL: a
-``tsvector`` column (``english`` configuration, stemming) with a GIN index, ranked by
-``ts_rank_cd``. Either way it is derived data: ``sync`` re-ingests any shard whose file changed
-(new records, new captions), so a crash between a record commit and the text index loses
-nothing.
+Two fields per record: ``body`` (caption, text and metadata values) and ``ocr`` (the record's
+``ocr_text``). ``target`` picks what a query searches: ``all`` (both, the default), ``ocr`` or
+``captions`` (the body alone). Text is analysed the same way for both engines first
+(storage/text_analysis.py: normalisation, Latin diacritic folding, CJK bigrams), so they see the
+same tokens. SQLite (the default catalog): one FTS5 table per collection, ``rowid`` = record id,
+columns ``body`` and ``ocr``, the ``porter unicode61`` tokenizer (English stemming) on the
+analysed text, ranked by BM25. PostgreSQL: ``tsvector`` columns (``english`` configuration,
+stemming) with GIN indexes, ranked by ``ts_rank_cd``. Either way it is derived data: ``sync``
+re-ingests any shard whose file changed (new records, new captions, OCR), so a crash between a
+record commit and the text index loses nothing.
 
-Query syntax, both engines: words must all match (stemmed); ``"double quotes"`` match a phrase.
+Query syntax, both engines: words must all match (stemmed); ``"double quotes"`` match a phrase;
+a run of Chinese or Japanese characters matches as that sequence.
 """
 
 from __future__ import annotations
@@ -24,9 +28,12 @@ from sqlalchemy.engine import Engine
 
 from blipsearch.errors import InvalidInputError
 from storage.collection import Collection
+from storage.text_analysis import analyse, fts5_match, query_terms
 
 MAX_QUERY_CHARS = 500
-_TOKEN = re.compile(r'"([^"]*)"|(\S+)')
+TARGETS = ("all", "ocr", "captions")
+ANALYSIS = "v2"  # bumped when the analysis or the tables change: every shard is re-ingested
+_PG_TABLE = "record_text_v2"
 
 
 def body_of(rec: dict[str, Any]) -> str:
@@ -42,14 +49,8 @@ def body_of(rec: dict[str, Any]) -> str:
 
 
 def fts5_query(q: str) -> str:
-    """User query → safe FTS5 MATCH expression (every token quoted; phrases kept)."""
-    terms = []
-    for phrase, word in _TOKEN.findall(q):
-        value = (phrase or word).replace('"', " ").strip()
-        value = re.sub(r"[^\w\s']", " ", value).strip()
-        if value:
-            terms.append(f'"{value}"')
-    return " ".join(terms)
+    """User query → safe FTS5 MATCH expression over both fields (every token quoted; phrases kept)."""
+    return fts5_match(query_terms(q))
 
 
 class KeywordIndex:
@@ -60,15 +61,20 @@ class KeywordIndex:
             if self.dialect == "sqlite":
                 pass  # per-collection tables, created on first sync
             elif self.dialect == "postgresql":
+                c.execute(text("DROP TABLE IF EXISTS record_text"))  # the single-field table of earlier versions
                 c.execute(
                     text(
-                        "CREATE TABLE IF NOT EXISTS record_text (collection VARCHAR(64) NOT NULL,"
-                        " record_id BIGINT NOT NULL,"
-                        " body TEXT NOT NULL, tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', body)) STORED,"
+                        f"CREATE TABLE IF NOT EXISTS {_PG_TABLE} (collection VARCHAR(64) NOT NULL,"
+                        " record_id BIGINT NOT NULL, body TEXT NOT NULL, ocr TEXT NOT NULL,"
+                        " tsv tsvector GENERATED ALWAYS AS"
+                        " (to_tsvector('english', body) || to_tsvector('english', ocr)) STORED,"
+                        " tsv_body tsvector GENERATED ALWAYS AS (to_tsvector('english', body)) STORED,"
+                        " tsv_ocr tsvector GENERATED ALWAYS AS (to_tsvector('english', ocr)) STORED,"
                         " PRIMARY KEY (collection, record_id))"
                     )
                 )
-                c.execute(text("CREATE INDEX IF NOT EXISTS record_text_tsv ON record_text USING GIN (tsv)"))
+                for col in ("tsv", "tsv_body", "tsv_ocr"):
+                    c.execute(text(f"CREATE INDEX IF NOT EXISTS {_PG_TABLE}_{col} ON {_PG_TABLE} USING GIN ({col})"))
             else:
                 raise InvalidInputError(f"Keyword search needs SQLite or PostgreSQL, not {self.dialect}.")
             c.execute(
@@ -81,33 +87,39 @@ class KeywordIndex:
 
     def _fts(self, collection: str) -> str:
         """The SQLite FTS5 table of a collection (names are validated; the hash keeps them distinct)."""
+        return self._fts_named(collection, "fts2")
+
+    @staticmethod
+    def _fts_named(collection: str, prefix: str) -> str:
         safe = re.sub(r"[^A-Za-z0-9_]", "_", collection)
-        return f"fts_{safe}_{zlib.crc32(collection.encode()):08x}"
+        return f"{prefix}_{safe}_{zlib.crc32(collection.encode()):08x}"
 
     def _ensure(self, c: Any, collection: str) -> None:
         if self.dialect == "sqlite":
+            c.execute(text(f"DROP TABLE IF EXISTS {self._fts_named(collection, 'fts')}"))  # earlier versions'
             c.execute(
                 text(
                     f"CREATE VIRTUAL TABLE IF NOT EXISTS {self._fts(collection)} USING fts5("
-                    "body, tokenize='porter unicode61')"
+                    "body, ocr, tokenize='porter unicode61 remove_diacritics 0')"
                 )
             )
 
-    def _replace_rows(self, c: Any, collection: str, lo: int, hi: int, rows: list[tuple[int, str]]) -> None:
+    def _replace_rows(self, c: Any, collection: str, lo: int, hi: int, rows: list[tuple[int, str, str]]) -> None:
+        values = [{"c": collection, "r": r, "b": b, "o": o} for r, b, o in rows]
         if self.dialect == "sqlite":
             t = self._fts(collection)
             c.execute(text(f"DELETE FROM {t} WHERE rowid BETWEEN :lo AND :hi"), {"lo": lo, "hi": hi})
             if rows:
-                c.execute(text(f"INSERT INTO {t} (rowid, body) VALUES (:r, :b)"), [{"r": r, "b": b} for r, b in rows])
+                c.execute(text(f"INSERT INTO {t} (rowid, body, ocr) VALUES (:r, :b, :o)"), values)
         else:
             c.execute(
-                text("DELETE FROM record_text WHERE collection = :c AND record_id BETWEEN :lo AND :hi"),
+                text(f"DELETE FROM {_PG_TABLE} WHERE collection = :c AND record_id BETWEEN :lo AND :hi"),
                 {"c": collection, "lo": lo, "hi": hi},
             )
             if rows:
                 c.execute(
-                    text("INSERT INTO record_text (collection, record_id, body) VALUES (:c, :r, :b)"),
-                    [{"c": collection, "r": r, "b": b} for r, b in rows],
+                    text(f"INSERT INTO {_PG_TABLE} (collection, record_id, body, ocr) VALUES (:c, :r, :b, :o)"),
+                    values,
                 )
 
     def sync(self, coll: Collection) -> int:
@@ -119,17 +131,21 @@ class KeywordIndex:
         changed = 0
         for shard in m.shards:
             st = coll.shard_path(shard).stat()
-            stamp = f"{st.st_mtime_ns}:{st.st_size}:{len(shard.deleted)}"  # a new tombstone re-ingests
+            # a new tombstone re-ingests; so does a new analysis version
+            stamp = f"{ANALYSIS}:{st.st_mtime_ns}:{st.st_size}:{len(shard.deleted)}"
             if done.get(shard.file) == stamp:
                 continue
-            cols = [
-                c for c in ("id", "caption", "text", "metadata") if c in pq.read_schema(coll.shard_path(shard)).names
-            ]
+            names = pq.read_schema(coll.shard_path(shard)).names
+            cols = [c for c in ("id", "caption", "text", "metadata", "ocr_text") if c in names]
             recs = pq.read_table(coll.shard_path(shard), columns=cols).to_pylist()
             with self.engine.begin() as c:
                 self._ensure(c, coll.name)
-                bodies = [(int(r["id"]), body_of(r)) for r in recs if not shard.is_deleted(int(r["id"]))]
-                self._replace_rows(c, coll.name, shard.min_id, shard.max_id, [(i, b) for i, b in bodies if b])
+                bodies = [
+                    (int(r["id"]), analyse(body_of(r)), analyse(r.get("ocr_text")))
+                    for r in recs
+                    if not shard.is_deleted(int(r["id"]))
+                ]
+                self._replace_rows(c, coll.name, shard.min_id, shard.max_id, [x for x in bodies if x[1] or x[2]])
                 c.execute(
                     text("DELETE FROM fts_shards WHERE collection = :c AND shard = :s"),
                     {"c": coll.name, "s": shard.file},
@@ -141,18 +157,22 @@ class KeywordIndex:
             changed += 1
         return changed
 
-    def search(self, coll: Collection, query: str, k: int) -> list[tuple[int, float]]:
-        """(record id, relevance) best first; relevance is larger-is-better."""
+    def search(self, coll: Collection, query: str, k: int, target: str = "all") -> list[tuple[int, float]]:
+        """(record id, relevance) best first; relevance is larger-is-better. ``target``: ``all``
+        (captions, text, metadata and OCR text), ``ocr`` (OCR text only) or ``captions`` (all but OCR)."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("The keyword query is empty.")
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidInputError(f"The keyword query is longer than {MAX_QUERY_CHARS} characters.")
+        if target not in TARGETS:
+            raise InvalidInputError(f"Unknown keyword target {target!r}: use one of {', '.join(TARGETS)}.")
+        terms = query_terms(query)
+        if not terms:
+            return []
         self.sync(coll)
         with self.engine.begin() as c:
             if self.dialect == "sqlite":
-                match = fts5_query(query)
-                if not match:
-                    return []
+                match = fts5_match(terms, {"all": None, "ocr": "ocr", "captions": "body"}[target])
                 self._ensure(c, coll.name)
                 t = self._fts(coll.name)
                 rows = c.execute(
@@ -160,12 +180,23 @@ class KeywordIndex:
                     {"q": match, "k": k},
                 ).all()
                 return [(int(r[0]), -float(r[1])) for r in rows]  # bm25(): smaller is better
+            col = {"all": "tsv", "ocr": "tsv_ocr", "captions": "tsv_body"}[target]
+            params: dict[str, Any] = {"c": coll.name, "k": k}
+            parts: list[str] = []
+            for i, term in enumerate(terms):
+                if term.prefix:  # a lone CJK character: the bigrams it starts (no stemming applies)
+                    parts.append(f"to_tsquery('simple', :t{i})")
+                    params[f"t{i}"] = f"{term.tokens[0]}:*"
+                else:
+                    parts.append(f"phraseto_tsquery('english', :t{i})")
+                    params[f"t{i}"] = " ".join(term.tokens)
+            tsq = " && ".join(parts)
             rows = c.execute(
                 text(
-                    "SELECT record_id, ts_rank_cd(tsv, q) AS s FROM record_text, websearch_to_tsquery('english', :q) q"
-                    " WHERE collection = :c AND tsv @@ q ORDER BY s DESC, record_id LIMIT :k"
+                    f"SELECT record_id, ts_rank_cd({col}, x.q) AS s FROM {_PG_TABLE}, (SELECT {tsq} AS q) x"
+                    f" WHERE collection = :c AND {col} @@ x.q ORDER BY s DESC, record_id LIMIT :k"
                 ),
-                {"q": query, "c": coll.name, "k": k},
+                params,
             ).all()
             return [(int(r[0]), float(r[1])) for r in rows]
 
@@ -174,5 +205,5 @@ class KeywordIndex:
             if self.dialect == "sqlite":
                 c.execute(text(f"DROP TABLE IF EXISTS {self._fts(collection)}"))
             else:
-                c.execute(text("DELETE FROM record_text WHERE collection = :c"), {"c": collection})
+                c.execute(text(f"DELETE FROM {_PG_TABLE} WHERE collection = :c"), {"c": collection})
             c.execute(text("DELETE FROM fts_shards WHERE collection = :c"), {"c": collection})

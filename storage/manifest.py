@@ -101,6 +101,9 @@ class Manifest(BaseModel):
     # What ran the embedding forward: "torch" or "openvino" (the fast runtime, models/fast_runtime.py),
     # "mixed" once writers with both appended; None: not recorded.
     embed_runtime: str | None = None
+    # OCR on for this collection ({"engine": "rapidocr", "min_confidence": 0.5}, set by index --ocr or
+    # ocr --collection): new records (index, uploads, sync) get OCR text. None: off.
+    ocr: dict[str, Any] | None = None
 
     @classmethod
     def for_model(cls, collection: str, model: dict[str, Any], kind: str = "images", **fields: Any) -> Manifest:

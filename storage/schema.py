@@ -34,7 +34,15 @@ RECORD_FIELDS = (
     "metadata",
     "pdq_hash",
     "pdq_quality",
+    "ocr_text",
+    "ocr_lines",
+    "ocr_engine",
+    "ocr_error",
 )
+# Text read from the image (OCR; models/ocr/): the searchable text in reading order (lines under the
+# confidence threshold left out), every line as JSON ([{"text", "box": 4 [x, y] points, "confidence"}]),
+# the engine with its version, and why OCR stopped short (a bound hit) or failed. All null until OCR ran.
+OCR_FIELDS = ("ocr_text", "ocr_lines", "ocr_engine", "ocr_error")
 
 
 def embedding_type(dim: int, vectors_per_item: int) -> pa.DataType:
@@ -63,6 +71,7 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             # null where pdqhash was not installed at indexing (`moderate backfill-pdq` fills it)
             pa.field("pdq_hash", pa.string(), nullable=True),
             pa.field("pdq_quality", pa.int32(), nullable=True),
+            *(pa.field(name, pa.string(), nullable=True) for name in OCR_FIELDS),
         ]
     )
 

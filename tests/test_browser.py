@@ -239,7 +239,7 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     page.get_by_label("Re-rank with ITM").uncheck()
     page.get_by_label("Describe what you are looking for").fill("zebra")
     page.keyboard.press("Enter")
-    _status(page, "no caption or metadata contains “zebra”")
+    _status(page, "no caption, metadata or text in an image contains “zebra”")
     assert page.locator("#results li").count() == 0
 
     # Vector again; apply a metadata filter from the collection's keys (tag = t1): a removable chip.

@@ -60,7 +60,7 @@ def test_keyword_index_follows_caption_changes(settings, captioned):
 
 
 def test_fts5_query_quotes_every_token():
-    assert fts5_query('red "big car" NOT x*') == '"red" "big car" "NOT" "x"'
+    assert fts5_query('red "big car" NOT x*') == '"red" "big car" "not" "x"'
 
 
 def test_rrf_puts_an_item_first_in_both_lists_first():

@@ -59,6 +59,7 @@ def get_record(name: str, rid: int, request: Request) -> Record:
     rec["uri"] = PathView(request.app.state.blip.settings).show(rec.get("uri"))
     rec["added_at"] = str(rec.get("added_at"))
     rec["metadata"] = json.loads(rec["metadata"]) if rec.get("metadata") else {}
+    rec["ocr_lines"] = json.loads(rec["ocr_lines"]) if rec.get("ocr_lines") else None
     return Record(**rec)
 
 

@@ -25,6 +25,7 @@ from search.filters import Filters
 from search.limits import DEFAULT_K, DEFAULT_RERANK_K, MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_REFINE_K, MAX_RERANK_K
 from search.plan import QueryPlan
 from search.results import QueryOptions, SearchResult
+from storage.text_analysis import ocr_match_fields
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
 
@@ -57,10 +58,14 @@ def _run(state: AppState, engine: SearchEngine, plan: QueryPlan, cost: int) -> S
         return engine.execute(plan, reranker)
 
 
-def _response(collection: str, res: SearchResult, paths: PathView, explain: bool) -> SearchResponse:
+def _response(
+    collection: str, res: SearchResult, paths: PathView, explain: bool, query: str | None = None
+) -> SearchResponse:
     results = []
     for h in res.hits:
         d = h.to_dict()
+        if query is not None:  # the OCR lines of the image that match a text query (line, box, score)
+            d.update(ocr_match_fields(query, h.record))
         d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
     return SearchResponse(
@@ -86,9 +91,10 @@ def search_text(body: TextSearchRequest, request: Request, state: StateDep, path
         mode=body.mode,
         options=body.options(),
         rerank_model=body.rerank_model,
+        target=body.target,
     )
     cost = _check_rerank_cost(request, state, plan, body.k, body.rerank_k)
-    return _response(body.collection, _run(state, engine, plan, cost), paths, body.explain)
+    return _response(body.collection, _run(state, engine, plan, cost), paths, body.explain, body.query)
 
 
 @router.post("/similar", response_model=SearchResponse)

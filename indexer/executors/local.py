@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from indexer.commit import IndexReport
+from indexer.ocr import OcrOptions, OcrStage
 from indexer.options import IndexOptions
 from indexer.pipeline import IndexPipeline
 from indexer.runner import Executor, Progress
@@ -21,11 +22,17 @@ class LocalExecutor(Executor):
     name = "local"
 
     def __init__(
-        self, options: IndexOptions, captioner: Captioner | None = None, decoding: Decoding | None = None
+        self,
+        options: IndexOptions,
+        captioner: Captioner | None = None,
+        decoding: Decoding | None = None,
+        ocr: OcrOptions | None = None,
     ) -> None:
+        """``ocr``: read the text in each new image (index --ocr, or the collection has OCR on)."""
         self.options = options
         self.captioner = captioner
         self.decoding = decoding or Decoding()
+        self.ocr = ocr
         self.timer = StageTimer()
 
     def describe(self) -> dict[str, Any]:
@@ -35,6 +42,7 @@ class LocalExecutor(Executor):
         self, coll: Collection, embedder: Embedder, items: Iterable[SourceItem], on_progress: Progress
     ) -> IndexReport:
         count = getattr(items, "count", None)
+        ocr = OcrStage(self.ocr, timer=self.timer) if self.ocr is not None else None
         pipeline = IndexPipeline(
             coll,
             embedder,
@@ -44,5 +52,10 @@ class LocalExecutor(Executor):
             captioner=self.captioner,
             decoding=self.decoding,
             timer=self.timer,
+            ocr=ocr,
         )
-        return pipeline.run(items)
+        try:
+            return pipeline.run(items)
+        finally:
+            if ocr is not None:
+                ocr.close()

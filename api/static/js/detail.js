@@ -39,6 +39,50 @@ function row(dl, key, value) {
   dl.append(h("dt", { text: key }), h("dd", { text: value === null || value === undefined || value === "" ? "—" : String(value) }));
 }
 
+// The boxes of the OCR lines that matched the query, drawn over the image: an SVG laid exactly
+// over the <img>, its viewBox the image's own pixels, scaled like the image (object-fit: contain).
+function drawBoxes(rec, matches) {
+  const img = $("detail-img");
+  let svg = $("detail-boxes");
+  if (!svg) {
+    svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.id = "detail-boxes";
+    svg.setAttribute("preserveAspectRatio", "xMidYMid meet");
+    svg.setAttribute("aria-hidden", "true");
+    img.parentElement.append(svg);
+  }
+  svg.replaceChildren();
+  svg.hidden = !matches.length || !rec.width || !rec.height;
+  if (svg.hidden) return;
+  svg.setAttribute("viewBox", `0 0 ${rec.width} ${rec.height}`);
+  for (const m of matches) {
+    const poly = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
+    poly.setAttribute("points", m.box.map((p) => `${p[0]},${p[1]}`).join(" "));
+    poly.setAttribute("class", "ocr-box");
+    const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+    title.textContent = m.line;
+    poly.append(title);
+    svg.append(poly);
+  }
+  placeBoxes();
+}
+
+// Keep the overlay on the image as the dialog lays out (load, resize, the info pane filling in).
+function placeBoxes() {
+  const img = $("detail-img");
+  const svg = $("detail-boxes");
+  if (!svg) return;
+  svg.style.left = `${img.offsetLeft}px`; svg.style.top = `${img.offsetTop}px`;
+  svg.style.width = `${img.offsetWidth}px`; svg.style.height = `${img.offsetHeight}px`;
+  if (!boxObserver) {
+    boxObserver = new ResizeObserver(placeBoxes);
+    boxObserver.observe(img);
+    boxObserver.observe(img.parentElement);
+    img.addEventListener("load", placeBoxes);
+  }
+}
+let boxObserver = null;
+
 export async function open(i) {
   index = i;
   const r = items()[i];
@@ -51,6 +95,7 @@ export async function open(i) {
   if (!dialog.open) dialog.showModal();
   const isText = r.uri === null || r.uri === undefined;
   $("detail-img").hidden = isText;
+  if ($("detail-boxes")) $("detail-boxes").hidden = true;
   $("more").hidden = isText;
   if (!isText) {
     $("detail-img").src = api.fileUrl(c, r.id);
@@ -74,6 +119,9 @@ export async function open(i) {
     if (index !== i) return;
     row(dl, "caption", rec.caption);
     if (rec.text) row(dl, "text", rec.text);
+    if (r.ocr_match) row(dl, "matched text", r.ocr_match.line);
+    if (rec.ocr_text) row(dl, "text in image", rec.ocr_text);
+    drawBoxes(rec, r.ocr_matches || []);
     row(dl, "id", rec.id);
     row(dl, "uri", rec.uri);
     if (rec.width) row(dl, "size", `${rec.width} × ${rec.height} px`);

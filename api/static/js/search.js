@@ -207,7 +207,7 @@ async function emptyReason(state, how, coll) {
       }
     } catch { /* fall through */ }
   }
-  if (how === "text" && state.mode === "keyword") return `No results: no caption or metadata contains “${state.q}”.`;
+  if (how === "text" && state.mode === "keyword") return `No results: no caption, metadata or text in an image contains “${state.q}”.`;
   return "No results: nothing in this collection matches the query.";
 }
 
@@ -227,6 +227,7 @@ function render(body) {
   list.replaceChildren(...body.results.map((r, i) => {
     const label = r.caption || r.text || (r.uri || "").split("/").pop() || `record ${r.id}`;
     const meta = h("div.meta", {}, h("div.caption", { text: label }), h("div.score", { text: scoreLine(r, how) }));
+    if (r.ocr_match) meta.append(h("div.ocr-match", { text: `“${r.ocr_match.line}”`, title: "text in the image" }));
     if (r.uri === null || r.uri === undefined) { // a text record (image → text)
       const tmeta = h("div.meta", {}, r.external_id ? h("div.muted", { text: `id ${r.external_id}` }) : null,
         h("div.score", { text: scoreLine(r, how) }));
