@@ -129,6 +129,8 @@ def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
         input_format=saved.get("input_format") or "auto",
         path_column=saved.get("path_column"),
         metadata_columns=saved.get("metadata_columns"),
+        image_column=saved.get("image_column"),
+        allow_pipe=bool(saved.get("allow_pipe")),  # started with --allow-pipe from the CLI
         index_spec=saved.get("index_spec"),
         on_disk=saved.get("on_disk"),
     )

@@ -6,6 +6,7 @@ import tarfile
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError
+from media import remote_read
 from media.decode import RawFile, read_file, read_source
 from media.tar import is_tar, read_member
 
@@ -20,6 +21,8 @@ def split_tar_uri(uri: str) -> tuple[Path, str] | None:
 
 def read_uri(uri: str, max_bytes: int) -> RawFile:
     """The bytes at ``uri``. Raises ImageDecodeError (reason ``unreadable``/``too_large_file``)."""
+    if remote_read.handles(uri):  # object URLs, dataset rows
+        return read_source(uri, None, remote_read.read_unverified(uri, max_bytes), max_bytes)
     tar = split_tar_uri(uri)
     if tar is None:
         return read_file(Path(uri), max_bytes)

@@ -10,6 +10,7 @@ from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError
 from indexer.pipeline import IndexReport
 from indexer.runner import Executor, IndexRequest, IndexRunner, create_image_collection, model_for_collection
+from media.objects import ObjectOptions
 from models.base import Embedder
 from models.captioner import Captioner, Decoding
 from search.index_store import IndexPolicy
@@ -94,7 +95,9 @@ def index_paths(
     metadata_columns: Sequence[str] | None = None,
     index_spec: str | None = None,
     on_disk: bool | None = None,
-    roots: Sequence[Path] | None = None,
+    roots: Sequence[Path | str] | None = None,
+    image_column: str | None = None,
+    allow_pipe: bool = False,
     runner: str = "local",
     address: str | None = None,
     num_cpus: int | None = None,
@@ -117,6 +120,9 @@ def index_paths(
         on_disk=on_disk,
         roots=roots,
         cache_itm_features=cache_itm_features,
+        image_column=image_column,
+        allow_pipe=allow_pipe,
+        objects=ObjectOptions.from_settings(settings),
     )
     run = IndexRunner(
         settings.data_dir,

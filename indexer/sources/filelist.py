@@ -10,6 +10,8 @@ from pathlib import Path
 
 from blipsearch.errors import InvalidInputError
 from indexer.sources.base import Source, SourceItem
+from indexer.sources.manifest import object_entry
+from media.objects import is_remote
 
 
 class FileListSource(Source):
@@ -19,10 +21,13 @@ class FileListSource(Source):
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidInputError(f"Cannot read the file list {str(path)!r}: {exc}") from exc
         base = path.resolve().parent
-        self.files = []
+        self.files: list[Path | str] = []  # str: an object URL
         for line in lines:
             entry = line.strip()
             if entry and not entry.startswith("#"):
+                if is_remote(entry):
+                    self.files.append(entry)
+                    continue
                 p = Path(entry).expanduser()
                 self.files.append((p if p.is_absolute() else base / p).resolve())
 
@@ -30,7 +35,7 @@ class FileListSource(Source):
         # A listed path that is missing is the pipeline's to report (reason "unreadable"),
         # like any other bad input: one bad line does not stop a million-image job.
         for path in self.files:
-            yield SourceItem(str(path), path=path)
+            yield object_entry(path) if isinstance(path, str) else SourceItem(str(path), path=path)
 
     def count(self) -> int:
         return len(self.files)

@@ -17,7 +17,7 @@ import logging
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from blipsearch.errors import InvalidInputError
 from indexer.sources.base import IMAGE_EXTENSIONS, Source, SourceItem
@@ -61,7 +61,7 @@ class WebDatasetSource(Source):
         key: str | None = None
         members: dict[str, tuple[str, bytes]] = {}
         try:
-            with tarfile.open(self.path, mode="r|*") as tar:  # streaming: no seeks
+            with self.stream() as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:  # streaming: no seeks
                 for info in tar:
                     if not info.isfile():
                         continue
@@ -83,6 +83,10 @@ class WebDatasetSource(Source):
             item = _sample_item(self.path, members)
             if item is not None:
                 yield item
+
+    def stream(self) -> IO[bytes]:
+        """The shard's bytes, read front to back (object-store and pipe shards override it)."""
+        return open(self.path, "rb")
 
     def count(self) -> int | None:
         """Samples with an image, from the tar headers (cheap for an uncompressed tar)."""
