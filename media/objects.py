@@ -120,6 +120,9 @@ def split_url(uri: str) -> tuple[str, str]:
     bucket, _, key = rest.partition("/")
     if not bucket or "\x00" in rest or len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise InvalidInputError(f"Unusable object URL {scrub(uri)!r} (no bucket, a NUL, or a key over 1024 bytes).")
+    if any(seg in (".", "..") for seg in key.split("/")) or bucket in (".", ".."):
+        # Stores and HTTP layers may resolve these segments to another object.
+        raise InvalidInputError(f"Unusable object URL {scrub(uri)!r} (a '.' or '..' segment).")
     return scheme, rest
 
 
@@ -132,16 +135,17 @@ def filesystem(scheme: str, options: ObjectOptions) -> Any:
         if protocol == "s3":
             import s3fs  # noqa: F401  (the install message below names the extra)
 
-            return fsspec.filesystem(
+            fs = fsspec.filesystem(
                 "s3",
                 endpoint_url=options.endpoint_url,
-                retries=1,  # botocore's own retries (below) back off; s3fs's would multiply them
                 config_kwargs={
                     "connect_timeout": options.timeout_s,
                     "read_timeout": options.timeout_s,
-                    "retries": {"max_attempts": options.retries + 1, "mode": "standard"},
+                    "retries": {"max_attempts": 1},  # one layer of retries: with_retries, below
                 },
             )
+            fs.retries = 1  # s3fs's own retry loop (5 by default) would multiply ours
+            return fs
         if protocol in ("http", "https"):
             return fsspec.filesystem(protocol, client_kwargs={"timeout": _aiohttp_timeout(options.timeout_s)})
         return fsspec.filesystem(protocol)
@@ -191,7 +195,10 @@ def read_object(uri: str, max_bytes: int, options: ObjectOptions | None = None, 
     """The bytes of the object at ``uri`` (at most ``max_bytes``). Raises ImageDecodeError with
     reason ``missing``, ``forbidden``, ``timeout``, ``unreachable`` or ``too_large_file``."""
     options = options or ObjectOptions.from_env()
-    scheme, path = split_url(uri)
+    try:
+        scheme, path = split_url(uri)
+    except InvalidInputError as exc:
+        raise ImageDecodeError(str(exc), "bad_key") from None
     fs = filesystem(scheme, options)
     if size is not None and size > max_bytes:
         raise ImageDecodeError(f"object is {size} bytes, over the {max_bytes}-byte limit", "too_large_file")

@@ -47,7 +47,7 @@ class BulkOptions:
     image_column: str | None = None
     allow_pipe: bool = False
     max_member_bytes: int | None = None
-    objects: ObjectOptions = field(default_factory=ObjectOptions)
+    objects: ObjectOptions = field(default_factory=ObjectOptions.from_env)
 
 
 class ObjectsSource(Source):
@@ -153,13 +153,17 @@ def _remote(raw: str, o: BulkOptions) -> list[Source]:
         if o.input_format == "auto" and all(not p.lower().endswith(TAR_SUFFIXES) for p in matches):
             return [ObjectsSource(tree, matches)]
         return [_file_source(tree, p, n, o) for p, n in matches.items()]
+    base = Tree(tree.fs, posixpath.dirname(tree.root), tree.scheme, tree.options)
+    if tree.root.lower().endswith(TAR_SUFFIXES) and o.input_format in ("auto", "webdataset"):
+        # A shard (often one name of a brace list): streamed when its turn comes; a missing or
+        # forbidden shard is then that shard's failure, not the whole run's.
+        return [ObjectShardSource(base, tree.root, o.max_member_bytes)]
     info = tree.info()
     if info.get("type") == "directory":
         files = tree.files()
         if not files:
             raise InvalidInputError(f"The prefix {scrub(raw)!r} holds no object.")
         return _folder_sources(tree, files, o)
-    base = Tree(tree.fs, posixpath.dirname(tree.root), tree.scheme, tree.options)
     return [_file_source(base, tree.root, int(info.get("size") or 0), o)]
 
 

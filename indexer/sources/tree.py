@@ -19,6 +19,7 @@ from blipsearch.errors import InvalidInputError
 from indexer.sources.base import SourceItem
 from media.objects import (
     ObjectOptions,
+    failure_reason,
     filesystem,
     is_object_url,
     one_line,
@@ -69,15 +70,18 @@ class Tree:
 
     def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """A listing/metadata call, retried; a failure is a one-line InvalidInputError."""
+        name = scrub(self.uri(args[0]) if args else self.uri(self.root))
         try:
             return with_retries(lambda: fn(*args, **kwargs), self.options)
         except FileNotFoundError:
-            raise InvalidInputError(f"{what}: {scrub(self.uri(args[0]) if args else self.root)!r} not found.") from None
+            raise InvalidInputError(f"{what} {name!r}: not found.") from None
+        except PermissionError:
+            raise InvalidInputError(f"{what} {name!r}: access denied (check the store's credentials).") from None
         except Exception as exc:  # noqa: BLE001 - every store client raises its own types
-            raise InvalidInputError(f"{what} failed: {one_line(exc)}") from None
+            raise InvalidInputError(f"{what} {name!r} failed ({failure_reason(exc)}): {one_line(exc)}") from None
 
     def info(self, path: str | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = self.call("Cannot read", self.fs.info, path or self.root)
+        out: dict[str, Any] = self.call("Reading", self.fs.info, path or self.root)
         return out
 
     def files(self, path: str | None = None) -> dict[str, int]:
@@ -99,7 +103,7 @@ class Tree:
         return {n: int(m.get("size") or 0) for n, m in sorted(found.items()) if m.get("type") != "directory"}
 
     def read_bytes(self, path: str, limit: int = MAX_META_BYTES) -> bytes:
-        data: bytes = self.call("Cannot read", self.fs.cat_file, path, start=0, end=limit + 1)
+        data: bytes = self.call("Reading", self.fs.cat_file, path, start=0, end=limit + 1)
         if len(data) > limit:
             raise InvalidInputError(f"{scrub(self.uri(path))!r} is over {limit} bytes.")
         return data
@@ -107,7 +111,7 @@ class Tree:
     def open_stream(self, path: str) -> IO[bytes]:
         if self.local:
             return open(path, "rb")
-        fh: IO[bytes] = self.call("Cannot open", self.fs.open, path, "rb", block_size=8 << 20, cache_type="readahead")
+        fh: IO[bytes] = self.call("Opening", self.fs.open, path, "rb", block_size=8 << 20, cache_type="readahead")
         return fh
 
     def item(self, path: str, size: int | None = None, meta: dict[str, Any] | None = None) -> SourceItem:
