@@ -19,7 +19,8 @@ fi
 # shellcheck disable=SC2086
 .venv/bin/python -m pip install -q $TORCH_SPEC
 # openvino: the `fast` runtime of BLIP's image and text stages on CPUs with native bf16 (issue #16).
-.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino]"
+# s3: object stores as indexing sources (s3fs; the tests run a real S3 API, moto, on loopback).
+.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino,s3]"
 # clip-retrieval's real ClipClient for tests/test_clip_retrieval.py: its clip_client.py needs only
 # requests, and its declared dependencies (torch, open-clip, ...) must not be pulled in.
 .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-from blipsearch.errors import InvalidInputError, MissingDependencyError
+from blipsearch.errors import InvalidInputError
 
 MAX_NAMES = 1_000_000
 _RANGE = re.compile(r"^(-?\d+)\.\.(-?\d+)(?:\.\.(-?\d+))?$|^([a-zA-Z])\.\.([a-zA-Z])$")
@@ -78,8 +78,6 @@ def expand(pattern: str, limit: int = MAX_NAMES) -> Iterator[str]:
             f"The brace list {pattern[:200]!r} expands to {n:,} names, over the limit of {limit:,}; "
             "split it into several runs."
         )
-    try:
-        from braceexpand import braceexpand
-    except ImportError as exc:
-        raise MissingDependencyError("Brace lists of inputs", "braceexpand", "s3") from exc
+    from braceexpand import braceexpand
+
     yield from braceexpand(pattern)
