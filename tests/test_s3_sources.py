@@ -314,3 +314,25 @@ def test_credentials_are_scrubbed_from_messages(s3):
         from indexer.sources.bulk import confine_objects
 
         confine_objects(["s3://bkt/allowed/../x"], ["s3://bkt/allowed"])
+
+
+def test_a_manifest_read_over_http_names_objects(s3, bucket, settings, blip_embedder, tmp_path):
+    import functools
+    import http.server
+
+    for i in range(2):
+        s3.put(bucket, f"web/{i}.jpg", _jpeg(500 + i))
+    (tmp_path / "m.csv").write_text(f"uri,label\ns3://{bucket}/web/0.jpg,a\ns3://{bucket}/web/1.jpg,b\nrel.jpg,c\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/m.csv"
+        report = index_paths(settings, [url], "web", embedder=blip_embedder, progress=False)
+        assert report.added == 2 and [f["path"] for f in report.failures] == ["rel.jpg"]
+        labels = {json.loads(r["metadata"])["label"] for r in _records(settings, "web").values()}
+        assert labels == {"a", "b"}
+        with pytest.raises(InvalidInputError, match="http"):  # images are never fetched over http(s)
+            open_sources([f"http://127.0.0.1:{httpd.server_address[1]}/x.jpg"])
+    finally:
+        httpd.shutdown()

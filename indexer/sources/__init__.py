@@ -77,7 +77,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> Iterator[str]:
     """Every input with its brace lists expanded; at most ``MAX_NAMES`` names in all."""
     n = 0
     for raw in inputs:
-        for name in expand(str(raw)):
+        for name in [str(raw)] if Path(raw).exists() else expand(str(raw)):  # a name with literal braces
             n += 1
             if n > MAX_NAMES:
                 raise InvalidInputError(f"The inputs expand to more than {MAX_NAMES:,} names; split the run.")

@@ -32,6 +32,7 @@ from indexer.sources.img2dataset import Img2DatasetSource, is_img2dataset
 from indexer.sources.remote_lists import RemoteListSource, RemoteManifestSource
 from indexer.sources.remote_shards import PIPE_PREFIX, ObjectShardSource, PipeShardSource
 from indexer.sources.tree import Tree
+from indexer.sources.webdataset import WebDatasetSource
 from media.dataset_rows import split_dataset_uri
 from media.objects import ObjectOptions, is_object_url, is_remote, scheme_of, scrub
 from media.tar import TAR_SUFFIXES
@@ -98,8 +99,34 @@ def _folder_sources(tree: Tree, files: dict[str, int], o: BulkOptions) -> list[S
             return saved_sources(tree, o.image_column)
         return [DatasetFileSource(tree, p, image_column=o.image_column) for p in files if p.endswith(DATASET_SUFFIXES)]
     if fmt == "webdataset":
-        return [ObjectShardSource(tree, p, o.max_member_bytes) for p in files if p.lower().endswith(TAR_SUFFIXES)]
-    return [ObjectsSource(tree, files)]
+        return [_shard(tree, p, o) for p in files if p.lower().endswith(TAR_SUFFIXES)]
+    if fmt != "auto":
+        return [ObjectsSource(tree, files)]
+    # A plain folder or prefix: tar files in it are shards and Parquet/Arrow files with an image
+    # column are datasets (a Hub repository's data/ folder); every other file is an image to read.
+    parts: list[Source] = []
+    rest: dict[str, int] = {}
+    for p, n in files.items():
+        if p.lower().endswith(TAR_SUFFIXES):
+            parts.append(_shard(tree, p, o))
+        elif p.lower().endswith(DATASET_SUFFIXES) and _dataset_file(tree, p, o):
+            parts.append(DatasetFileSource(tree, p, image_column=o.image_column))
+        else:
+            rest[p] = n
+    return [ObjectsSource(tree, rest), *parts] if rest else parts
+
+
+def _shard(tree: Tree, path: str, o: BulkOptions) -> Source:
+    if tree.local:
+        return WebDatasetSource(Path(path))
+    return ObjectShardSource(tree, path, o.max_member_bytes)
+
+
+def _dataset_file(tree: Tree, path: str, o: BulkOptions) -> bool:
+    try:
+        return has_image_column(tree, path, o.image_column)
+    except InvalidInputError:
+        return False  # not a readable dataset file: read as an image like any other file
 
 
 def _local_layout(path: Path) -> bool:
@@ -109,6 +136,12 @@ def _local_layout(path: Path) -> bool:
     except OSError:
         return False
     if top & {"state.json", "dataset_dict.json", *METADATA_NAMES} or any(n.endswith("_stats.json") for n in top):
+        return True
+    lowered = [n.lower() for n in top]
+    if any(n.endswith((*TAR_SUFFIXES, *DATASET_SUFFIXES)) for n in lowered):
+        return True  # shards or dataset files at the top: see _folder_sources
+    data = path / "data"  # a Hugging Face Hub repository's layout
+    if data.is_dir() and any(n.lower().endswith(DATASET_SUFFIXES) for n in os.listdir(data)):
         return True
     for name in sorted(top)[:64]:  # split folders: train/metadata.jsonl
         sub = path / name
@@ -129,6 +162,9 @@ def open_bulk(raw: str, o: BulkOptions) -> list[Source] | None:
         return _remote(raw, o)
     path = Path(raw).expanduser()
     fmt = o.input_format
+    if fmt == "webdataset" and path.is_dir():
+        tree = Tree.open(str(path), o.objects)
+        return _folder_sources(tree, tree.files(), o)
     if path.is_dir() and (fmt in ("imagefolder", "img2dataset", "dataset") or (fmt == "auto" and _local_layout(path))):
         tree = Tree.open(str(path), o.objects)
         return _folder_sources(tree, tree.files(), o)
@@ -150,8 +186,8 @@ def _remote(raw: str, o: BulkOptions) -> list[Source]:
         matches = tree.glob(tree.root)
         if not matches:
             raise InvalidInputError(f"The pattern {scrub(raw)!r} matches no object.")
-        if o.input_format == "auto" and all(not p.lower().endswith(TAR_SUFFIXES) for p in matches):
-            return [ObjectsSource(tree, matches)]
+        if o.input_format in ("auto", "webdataset", "files"):  # shards, dataset files, images
+            return _folder_sources(tree, matches, o)
         return [_file_source(tree, p, n, o) for p, n in matches.items()]
     base = Tree(tree.fs, posixpath.dirname(tree.root), tree.scheme, tree.options)
     if tree.root.lower().endswith(TAR_SUFFIXES) and o.input_format in ("auto", "webdataset"):

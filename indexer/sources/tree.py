@@ -53,6 +53,8 @@ class Tree:
     def open(cls, raw: str, options: ObjectOptions) -> Tree:
         if scheme_of(raw):
             scheme, path = split_url(raw)
+            if scheme in ("http", "https"):  # the http filesystem takes whole URLs
+                return cls(filesystem(scheme, options), raw, scheme, options)
             return cls(filesystem(scheme, options), path.rstrip("/"), scheme, options)
         import fsspec
 
@@ -63,7 +65,7 @@ class Tree:
         return self.scheme is None
 
     def uri(self, path: str) -> str:
-        return path if self.local else f"{self.scheme}://{path}"
+        return path if self.local or self.scheme in ("http", "https") else f"{self.scheme}://{path}"
 
     def join(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts)
