@@ -138,6 +138,7 @@ def filesystem(scheme: str, options: ObjectOptions) -> Any:
             fs = fsspec.filesystem(
                 "s3",
                 endpoint_url=options.endpoint_url,
+                use_listings_cache=False,  # a re-run must see the bucket as it is now; and no memory held
                 config_kwargs={
                     "connect_timeout": options.timeout_s,
                     "read_timeout": options.timeout_s,
