@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError, ConflictError, ForbiddenError, InvalidInputError
+from indexer.sources.bulk import confine_objects
+from media.objects import is_object_url
 from storage.catalog import Catalog, JobRow, open_catalog, utcnow
 from storage.jobs import ACTIVE, CANCELLING, cancel_job
 from storage.layout import validate_name
@@ -27,16 +29,22 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def confine(paths: list[str], roots: list[Path], *, expose: bool = False) -> list[Path]:
-    """Resolved ``paths``, each inside one of ``roots``; ForbiddenError otherwise."""
-    if not roots:
+def confine(
+    paths: list[str], roots: list[Path], *, expose: bool = False, prefixes: list[str] | None = None
+) -> list[Path | str]:
+    """Resolved ``paths``, each inside one of ``roots``; ForbiddenError otherwise. An object URL
+    (``s3://bucket/prefix``) must lie under one of the object-store ``prefixes``."""
+    if not roots and not prefixes:
         raise ForbiddenError(
             "Server-side indexing is disabled: set BLIPSEARCH_IMPORT_ROOTS to the folders it may read "
             '(a JSON list, e.g. ["/srv/images"]), or upload files to POST /v1/collections/{name}/images.'
         )
     allowed = [r.expanduser().resolve() for r in roots]
-    out = []
+    out: list[Path | str] = []
     for raw in paths:
+        if isinstance(raw, str) and prefixes and is_object_url(raw):
+            out.extend(confine_objects([raw], prefixes))
+            continue
         if not isinstance(raw, str) or not raw or "\x00" in raw or "://" in raw:
             raise InvalidInputError(f"Not a server path: {raw!r} (URLs are never fetched).")
         path = Path(raw).expanduser().resolve()
@@ -65,7 +73,9 @@ class JobRunner:
         validate_name(collection)
         if not paths:
             raise InvalidInputError("paths is empty.")
-        resolved = confine(paths, self.settings.import_roots, expose=self.settings.expose_paths)
+        resolved = confine(
+            paths, self.settings.import_roots, expose=self.settings.expose_paths, prefixes=self.settings.import_prefixes
+        )
         model = collection_model(self.settings, collection)
         job_id: str = self.catalog.create_job(
             "index", collection, model, {"paths": [str(p) for p in resolved]}, state="pending"
@@ -89,7 +99,9 @@ class JobRunner:
                 f"only index jobs that are {', '.join(RESUMABLE)} (and not running here) resume."
             )
         saved = job.settings or {}
-        resolved = confine(list(saved.get("paths") or []), self.settings.import_roots)
+        resolved = confine(
+            list(saved.get("paths") or []), self.settings.import_roots, prefixes=self.settings.import_prefixes
+        )
         if not self.catalog.transition(job_id, RESUMABLE, "pending", error=None, finished_at=None):
             raise ConflictError(f"Job {job_id} changed state while resuming; try again.")
         overrides, options = resume_fields(saved)  # how the job was started (as blipsearch jobs resume does)
@@ -101,7 +113,7 @@ class JobRunner:
         self,
         job_id: str,
         collection: str,
-        paths: list[Path],
+        paths: list[Path | str],
         model: str,
         embedder: Callable[[str], Embedder],
         overrides: dict[str, Any] | None = None,
@@ -121,7 +133,7 @@ class JobRunner:
         self,
         job_id: str,
         collection: str,
-        paths: list[Path],
+        paths: list[Path | str],
         model: str,
         embedder: Callable[[str], Embedder],
         overrides: dict[str, Any],
@@ -137,7 +149,8 @@ class JobRunner:
                 embedder=embedder(model),
                 progress=False,
                 job_id=job_id,
-                roots=self.settings.import_roots,  # files named by lists/manifests are confined too
+                # files and objects named by lists/manifests are confined too
+                roots=[*self.settings.import_roots, *self.settings.import_prefixes],
                 **options,
             )
         except BlipsearchError as exc:  # recorded in the catalog by index_paths (or here, if it never started)

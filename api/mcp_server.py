@@ -12,6 +12,7 @@ bounded as the HTTP API bounds it; a bad one is a tool error naming it, never a 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field
@@ -97,8 +98,8 @@ class Tools:
             from api.jobs import confine
             from media.decode import read_file
 
-            (resolved,) = confine([path], self.settings.import_roots)
-            if not resolved.is_file():
+            (resolved,) = confine([path], self.settings.import_roots)  # no object prefixes: local files only
+            if not isinstance(resolved, Path) or not resolved.is_file():
                 raise InvalidInputError("path must be an image file.")
             return read_file(resolved, self.settings.max_upload_bytes).data
         return inline_image_bytes(image_base64 or "", self.settings.max_upload_bytes, "image_base64")

@@ -30,6 +30,11 @@ class PathView:
     def show(self, uri: str | None) -> str | None:
         if uri is None or self.expose:
             return uri
+        if uri.startswith("dataset://"):  # a row of a dataset file: the file shown like any path
+            location, sep, frag = uri[len("dataset://") :].rpartition("#")
+            return f"dataset://{self.show(location) if '://' not in location else location}{sep}{frag}"
+        if "://" in uri:  # an object URL names no server file: shown as it is
+            return uri
         head, sep, member = uri.rpartition("#")
         if not (sep and member and is_tar(head)):
             head, sep, member = uri, "", ""

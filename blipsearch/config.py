@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from blipsearch import limits
@@ -72,6 +73,16 @@ class Settings(BaseSettings):
     import_roots: list[Path] = Field(
         default_factory=list, description="Server folders POST /v1/jobs/index may read (JSON list); none by default."
     )
+    import_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Object-store prefixes POST /v1/jobs/index may read (s3://bucket/prefix); object URLs listed "
+        "in BLIPSEARCH_IMPORT_ROOTS land here.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, R2); default: AWS."
+    )
+    object_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Object-store connect/read timeout.")
+    object_retries: int = Field(default=3, ge=0, le=20, description="Retries (with back-off) of a failed object read.")
     allowed_models: list[str] = Field(
         default_factory=list, description="Models POST /v1/collections may use besides BLIPSEARCH_MODEL (JSON list)."
     )
@@ -243,6 +254,17 @@ class Settings(BaseSettings):
     ocr_max_side: int = Field(default=1536, ge=64, le=8192, description="Detector input side (per tile).")
     ocr_max_regions: int = Field(default=500, ge=1, le=100_000, description="Text regions recognised per image.")
     ocr_time_budget_s: float = Field(default=20.0, gt=0, le=3600, description="OCR time bound per image.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_object_roots(cls, data: Any) -> Any:
+        """Object URLs in ``import_roots`` (``s3://bucket/prefix``) are object-store prefixes."""
+        roots = data.get("import_roots") if isinstance(data, dict) else None
+        if isinstance(roots, list) and any(isinstance(r, str) and "://" in r for r in roots):
+            urls = [r for r in roots if isinstance(r, str) and "://" in r]
+            data = {**data, "import_roots": [r for r in roots if r not in urls]}
+            data["import_prefixes"] = [*(data.get("import_prefixes") or []), *urls]
+        return data
 
     def openvino_cache_dir(self) -> Path:
         return self.runtime_cache_dir or self.data_dir / "cache" / "openvino"

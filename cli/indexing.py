@@ -35,11 +35,13 @@ OnDiskOpt = Annotated[
 @handle_errors
 def index(
     paths: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             help="Image files, folders (recursive), glob patterns ('photos/**/*.jpg'), file lists (.txt), "
             "CSV/Parquet manifests with a path column (other columns kept as metadata), "
-            "WebDataset tar shards (.tar)."
+            "WebDataset tar shards (.tar), brace lists ('shards/{00000..00099}.tar'), object URLs "
+            "(s3://bucket/prefix, globs, lists, manifests; https:// lists and manifests), dataset folders "
+            "(imagefolder, img2dataset output, save_to_disk) and Parquet/Arrow files of image bytes."
         ),
     ],
     collection: CollectionOpt,
@@ -67,8 +69,23 @@ def index(
     ] = None,
     precision: PrecisionOpt = None,
     input_format: Annotated[
-        str, typer.Option("--input-format", help="auto (by extension), files, list, manifest or webdataset.")
+        str,
+        typer.Option(
+            "--input-format",
+            help="auto (by extension and content), files, list, manifest, webdataset, dataset, imagefolder "
+            "or img2dataset.",
+        ),
     ] = "auto",
+    image_column: Annotated[
+        str | None, typer.Option("--image-column", help="Dataset files: the column of image bytes (default: auto).")
+    ] = None,
+    allow_pipe: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pipe",
+            help="Run 'pipe:COMMAND' inputs: COMMAND runs in a shell and its output is read as a tar shard.",
+        ),
+    ] = False,
     path_column: Annotated[
         str | None, typer.Option("--path-column", help="Manifest column holding image paths (default: auto).")
     ] = None,
@@ -137,6 +154,8 @@ def index(
         input_format=input_format,
         path_column=path_column,
         metadata_columns=meta_cols,
+        image_column=image_column,
+        allow_pipe=allow_pipe,
         index_spec=index_spec,
         on_disk=on_disk,
         ocr=ocr,

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from cli import captioning, families, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
+from cli import captioning, families, importing, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
 from cli.common import PrecisionOpt
 from cli.embedding import embed
 from cli.evaluating import eval_app
@@ -53,6 +53,7 @@ app.command()(serving.serve)
 app.command()(embed)
 app.command("models")(families.models)
 app.command()(mcp)
+app.command("import-embeddings")(importing.import_embeddings)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

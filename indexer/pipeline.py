@@ -133,6 +133,8 @@ class IndexPipeline:
         try:
             if item.error is not None:
                 return Prepared(item.uri, error=item.error, reason="source_error", extra=item.meta)
+            if item.sha256 is not None and item.sha256 in known:  # committed and unchanged: not read again
+                return Prepared(item.uri, item.sha256, duplicate=True, extra=item.meta)
             with self.timer.time("read"):
                 raw = read_source(item.uri, item.path, item.data, self.options.max_bytes)
             if raw.sha256 in known:

@@ -24,7 +24,10 @@ from blipsearch.errors import NoItmModelError
 from indexer.commit import IndexReport
 from indexer.sources import open_sources
 from indexer.sources.base import SourceItem
+from indexer.sources.bulk import BulkOptions
+from indexer.sources.committed import skip_unchanged
 from indexer.stages import StageTimer
+from media.objects import ObjectOptions
 from models.base import Embedder
 from search import index_store
 from storage.catalog import Catalog
@@ -65,8 +68,11 @@ class IndexRequest:
     metadata_columns: Sequence[str] | None = None
     index_spec: str | None = None
     on_disk: bool | None = None  # --on-disk / --in-memory (None: the collection's, or by size)
-    roots: Sequence[Path] | None = None  # confine files named by lists/manifests (API jobs)
+    roots: Sequence[Path | str] | None = None  # confine files named by lists/manifests (API jobs); str: s3:// prefixes
     cache_itm_features: bool = False
+    image_column: str | None = None  # dataset files: the column of image bytes (default: recognised)
+    allow_pipe: bool = False  # run pipe: inputs as shell commands (the CLI's --allow-pipe only)
+    objects: ObjectOptions | None = None  # how object stores are reached (endpoint, timeouts, retries)
 
     def job_settings(self) -> dict[str, Any]:
         return {
@@ -77,6 +83,8 @@ class IndexRequest:
             "metadata_columns": list(self.metadata_columns) if self.metadata_columns is not None else None,
             "index_spec": self.index_spec,
             "on_disk": self.on_disk,
+            "image_column": self.image_column,
+            "allow_pipe": self.allow_pipe,
         }
 
 
@@ -91,6 +99,8 @@ def resume_fields(saved: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         "metadata_columns": saved.get("metadata_columns"),
         "index_spec": saved.get("index_spec"),
         "on_disk": saved.get("on_disk"),
+        "image_column": saved.get("image_column"),
+        "allow_pipe": bool(saved.get("allow_pipe")),  # started with --allow-pipe from the CLI
     }
     return overrides, fields
 
@@ -149,6 +159,11 @@ class IndexRunner:
             metadata_columns=request.metadata_columns,
             roots=request.roots,
             max_file_bytes=getattr(getattr(self.executor, "options", None), "max_bytes", None),
+            bulk=BulkOptions(
+                image_column=request.image_column,
+                allow_pipe=request.allow_pipe,
+                objects=request.objects or ObjectOptions.from_env(),
+            ),
         )
         total = sources.count()  # None when unknown (compressed tar shards)
         coll = create_image_collection(
@@ -170,7 +185,7 @@ class IndexRunner:
             job.progress(lambda: job_counts(report, total, tally), done, timings=timer.report)
 
         with bar, job.recorded(lambda: {"timings": timer.report()}):
-            report = self.executor.run(coll, embedder, sources, on_progress)
+            report = self.executor.run(coll, embedder, skip_unchanged(sources, coll), on_progress)
             with timer.time("index"):
                 index_store.refresh(coll, spec=request.index_spec, policy=self.policy, on_disk=request.on_disk)
             report.timings = timer.report()

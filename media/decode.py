@@ -40,12 +40,17 @@ def read_file(path: Path, max_bytes: int) -> RawFile:
 
 
 def read_source(uri: str, path: Path | None, data: bytes | None, max_bytes: int) -> RawFile:
-    """The bytes of one input item: already in memory (a tar member) or a file to read."""
+    """The bytes of one input item: already in memory (a tar member), a file to read, or an
+    object URL (media/objects.py)."""
     if data is not None:
         if len(data) > max_bytes:
             raise ImageDecodeError(f"{len(data)} bytes, over the {max_bytes}-byte limit", "too_large_file")
         return RawFile(Path(uri), data, hashlib.sha256(data).hexdigest())
     if path is None:
+        from media.objects import is_object_url, read_object  # objects: a bounded, retried ranged read
+
+        if is_object_url(uri):
+            return read_source(uri, None, read_object(uri, max_bytes), max_bytes)
         raise ImageDecodeError("no path given for this item", "no_path")
     return read_file(path, max_bytes)
 

@@ -126,6 +126,10 @@ def read_verified(uri: str, sha256: str | None, max_bytes: int, *, aliases: Mapp
     if not sha256:
         raise _unavailable("has no recorded sha256 to check it against")
     aliases = aliases or {}
+    from media import remote_read  # object URLs and dataset rows: their own module, same checks
+
+    if remote_read.handles(uri):
+        return remote_read.read_stored(uri, sha256, max_bytes, lambda p: open_regular(map_aliases(p, aliases)))
     path = map_aliases(Path(uri), aliases)
     shard, sep, member = uri.rpartition("#")
     try:

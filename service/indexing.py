@@ -12,6 +12,7 @@ from indexer.commit import IndexReport
 from indexer.ocr import OcrOptions
 from indexer.options import IndexOptions
 from indexer.runner import Executor, IndexRequest, IndexRunner, create_image_collection, model_for_collection
+from media.objects import ObjectOptions
 from models.base import Embedder
 from models.captioners import Captioner, Decoding
 from search.index_store import IndexPolicy
@@ -79,7 +80,7 @@ def index_paths(
     ``ocr``: read the text in each new image (and turn OCR on for the collection); a collection
     with OCR on gets it without asking.
     """
-    req = IndexRequest(paths, collection, **request)
+    req = IndexRequest(paths, collection, objects=ObjectOptions.from_settings(settings), **request)
     options = options or IndexOptions.from_settings(settings)
     options.check(captions=captioner is not None, cache_itm_features=req.cache_itm_features)
     executor = executor_for(settings, options, captioner, decoding, ocr_options(settings, collection, ocr, ocr_engine))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.s3server import s3, s3_server  # noqa: F401  (fixtures: a real S3 API on loopback)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 

@@ -7,7 +7,8 @@
 
 Order is preserved, so a Ray run assigns the same ids in the same order as the local runner
 for the same input (tests/test_ray_runner.py checks the records are equal). Every node needs
-blipsearch installed and the inputs readable at the same paths (a shared filesystem).
+blipsearch installed and the inputs readable at the same paths (a shared filesystem), or in an
+object store the workers reach with their own credential chain (s3:// items are read by the workers).
 Ray is an optional extra: ``pip install 'blipsearch[ray]'``.
 """
 
@@ -56,11 +57,15 @@ class ReadDecode:
         self.known: set[str] = _ray().get(known) if not isinstance(known, set) else known
         self.shape = pixel_shape
 
-    def _one(self, uri: str, path: str, data: bytes | None) -> dict[str, Any]:
+    def _one(self, uri: str, path: str, data: bytes | None, known_sha: str = "") -> dict[str, Any]:
         out: dict[str, Any] = {"sha256": "", "error": "", "reason": "", "duplicate": False}
         out.update({"width": 0, "height": 0, "format": "", "bytes": 0})
         pixels = np.zeros(self.shape, np.float32)
         try:
+            if known_sha and known_sha in self.known:  # committed, unchanged object: not read again
+                out.update(sha256=known_sha, duplicate=True)
+                out["pixels"] = pixels
+                return out
             raw = read_source(uri, Path(path) if path else None, data, self.max_bytes)
             out["sha256"] = raw.sha256
             if raw.sha256 in self.known:
@@ -76,8 +81,8 @@ class ReadDecode:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [
-            self._one(str(u), str(p), d if d else None)
-            for u, p, d in zip(batch["uri"], batch["path"], batch["data"], strict=True)
+            self._one(str(u), str(p), d if d else None, str(k))
+            for u, p, d, k in zip(batch["uri"], batch["path"], batch["data"], batch["known_sha256"], strict=True)
         ]
         out = {k: np.asarray([r[k] for r in rows]) for k in rows[0] if k != "pixels"}
         out["pixels"] = np.stack([r["pixels"] for r in rows])
@@ -111,6 +116,7 @@ def _items(sources: Iterable[SourceItem]) -> list[dict[str, Any]]:
             "data": it.data or b"",
             "meta_json": json.dumps(it.meta, sort_keys=True, default=str) if it.meta else "",
             "source_error": it.error or "",
+            "known_sha256": it.sha256 or "",
         }
         for it in sources
     ]

@@ -4,11 +4,13 @@ A source names each image by a ``uri`` that the record keeps and that media/stor
 back later (re-captioning, re-ranking from pixels, re-embedding with another model):
 
 * a file: its absolute path;
-* a member of a WebDataset-style tar shard: ``/abs/shard.tar#member-name``.
+* a member of a WebDataset-style tar shard: ``/abs/shard.tar#member-name``;
+* an object: its URL (``s3://bucket/key``), or ``s3://bucket/shard.tar#member-name``;
+* a row of a dataset file holding image bytes: ``dataset://<file>#<column>/<row>``.
 
-File items carry a ``path`` and are read by the pipeline's workers (parallel I/O); tar
-members carry their bytes (a tar is read sequentially). ``meta`` holds the caller's own
-metadata (manifest columns, a shard's ``.json``/``.txt``), stored with the record.
+File items carry a ``path`` and object items only their URL: both are read by the pipeline's
+workers (parallel I/O); tar members and dataset rows carry their bytes (read sequentially).
+``meta`` holds the caller's own metadata (manifest columns, a shard's ``.json``/``.txt``), stored with the record.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ class SourceItem:
     data: bytes | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the source could not produce this item (recorded as a failure)
+    size: int | None = None  # bytes, when a listing says so (object stores)
+    sha256: str | None = None  # content already committed under this uri, unchanged: not read again
 
 
 class Source(ABC):

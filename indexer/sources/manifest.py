@@ -15,6 +15,16 @@ from typing import Any
 
 from blipsearch.errors import InvalidInputError
 from indexer.sources.base import Source, SourceItem
+from media.objects import is_object_url, is_remote
+
+
+def object_entry(raw: str, meta: dict[str, Any] | None = None) -> SourceItem:
+    """A list or manifest entry that is a URL: an object is read by the pipeline; an http(s)
+    URL is never fetched as an image (only lists and manifests are read over http)."""
+    if is_object_url(raw):
+        return SourceItem(raw, meta=meta or {})
+    return SourceItem(raw, meta=meta or {}, error="http(s) URLs are read for lists and manifests, not as images")
+
 
 PATH_COLUMNS = ("path", "uri", "file", "filename", "image_path")
 
@@ -31,14 +41,21 @@ def _jsonable(value: Any) -> Any:
 
 class ManifestSource(Source):
     def __init__(
-        self, path: Path, *, path_column: str | None = None, metadata_columns: Sequence[str] | None = None
+        self,
+        path: Path,
+        *,
+        path_column: str | None = None,
+        metadata_columns: Sequence[str] | None = None,
+        table: Any = None,  # already read (a remote manifest: indexer/sources/remote_lists.py)
     ) -> None:
         import pyarrow as pa
         import pyarrow.csv as pcsv
         import pyarrow.parquet as pq
 
         try:
-            if path.suffix.lower() == ".parquet":
+            if table is not None:
+                pass
+            elif path.suffix.lower() == ".parquet":
                 table = pq.read_table(path)
             else:  # every CSV column is read as text: "007" stays "007"
                 names = pcsv.open_csv(path).schema.names
@@ -71,9 +88,15 @@ class ManifestSource(Source):
             if "\0" in str(raw):  # no file has such a name: a per-row failure, not a crash
                 yield SourceItem(f"{self.origin}#row{row}", meta=meta, error="the path holds a NUL byte")
                 continue
-            p = Path(str(raw)).expanduser()
-            full = (p if p.is_absolute() else self.base / p).resolve()
-            yield SourceItem(str(full), path=full, meta=meta)
+            yield self.entry(str(raw), meta)
+
+    def entry(self, raw: str, meta: dict[str, Any]) -> SourceItem:
+        """The item one row names: an object URL as it is, a path relative to the manifest."""
+        if is_remote(raw):
+            return object_entry(raw, meta)
+        p = Path(raw).expanduser()
+        full = (p if p.is_absolute() else self.base / p).resolve()
+        return SourceItem(str(full), path=full, meta=meta)
 
     def count(self) -> int:
         return len(self.paths)

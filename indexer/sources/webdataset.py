@@ -20,7 +20,7 @@ import logging
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from blipsearch.errors import InvalidInputError
 from indexer.sources.base import IMAGE_EXTENSIONS, Source, SourceItem
@@ -73,7 +73,7 @@ class WebDatasetSource(Source):
         members: dict[str, tuple[str, bytes]] = {}
         too_large: tuple[str, str] | None = None  # (name, why) of the sample's image member left unread
         try:
-            with tarfile.open(self.path, mode="r|*") as tar:  # streaming: no seeks
+            with self.stream() as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:  # streaming: no seeks
                 for info in tar:
                     if not info.isfile():
                         continue
@@ -112,6 +112,10 @@ class WebDatasetSource(Source):
         if ext in IMAGE_EXTENSIONS:
             return self._too_large(info) is None
         return ext in META_EXTENSIONS and info.size <= META_MAX_BYTES
+
+    def stream(self) -> IO[bytes]:
+        """The shard's bytes, read front to back (object-store and pipe shards override it)."""
+        return open(self.path, "rb")
 
     def count(self) -> int | None:
         """Samples with an image, from the tar headers (cheap for an uncompressed tar)."""
