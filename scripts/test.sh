@@ -15,6 +15,9 @@ scripts/ensure_fonts.sh  # Debian's fonts and Tesseract for the OCR tests and be
 export HF_HUB_OFFLINE=1  # tests build their own tiny checkpoints; never reach for a hub
 # A throwaway PostgreSQL on loopback for the catalog / full-text tests (skipped if none can run).
 scripts/with_postgres.sh .venv/bin/python -m pytest "$@"
+# OpenCLIP checkpoints need torchvision, which pairs with another torch build: their tests run in
+# their own venv (built once, then reused while pyproject.toml is unchanged).
+scripts/openclip_tests.sh "$@"
 
 # Float results differ between kernels (AVX-512 vs AVX2 vs plain SSE, bf16 dot products, batch
 # sizes), so no test may depend on float ties. Prove it whatever this CPU is: re-run the numeric
