@@ -13,6 +13,11 @@ from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, emit, handl
 def _human(p: dict[str, Any]) -> str:
     if "new_version" not in p:
         return f"{p['collection']}: dropped old versions {', '.join(p['dropped_versions']) or '(none)'}"
+    if p.get("finished_after_swap"):
+        return (
+            f"{p['collection']}: already on {p['model_id']} (version {p['new_version']}); finished what an "
+            "interrupted re-embed left after its swap"
+        )
     lines = [
         f"{p['collection']}: now {p['model_id']} (version {p['new_version']}, was {p['old_version']}); "
         f"{p['reembedded']} records re-embedded, index {p['index']['spec']}",

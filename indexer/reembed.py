@@ -237,6 +237,43 @@ def reembed(
         return _reembed(settings, name, model, embedder, drop_old, skip_missing, progress, on_shard)
 
 
+def _finish_swapped(settings: Settings, name: str, live: Collection, embedder: Embedder) -> dict[str, Any]:
+    """``name`` is already embedded with ``embedder``: a re-embed to it that was killed after its
+    swap left bookkeeping undone (the old version's ``superseded_by``, the catalog row, the job);
+    finish it. With no such unfinished job there is nothing to do: InvalidInputError."""
+    catalog = open_catalog(settings.catalog_url())
+    unfinished = [
+        j
+        for j in catalog.list_jobs(name, limit=200)
+        if j.kind == "reembed" and j.state in ("pending", "running", "interrupted") and j.model_id == embedder.model_id
+    ]
+    if not unfinished:
+        raise InvalidInputError(f"Collection {name!r} is already embedded with {embedder.model_id!r}.")
+    data_dir, current = settings.data_dir, versions.current(settings.data_dir, name)
+    with writer_lock(live.lock_path):
+        for version in versions.list_versions(data_dir, name):
+            path = versions.versions_dir(data_dir, name) / version / MANIFEST_NAME
+            if version == current or not path.is_file():
+                continue
+            old = Manifest.load(path)
+            if old.superseded_by is None and old.reembed is None:  # a replaced version, not one being built
+                old.superseded_by = current
+                old.save(path)
+    catalog.upsert_collection(name, live.manifest.kind, embedder.describe())
+    count = live.manifest.count
+    for job in unfinished:
+        JobRun(catalog, job.id, count).succeed({"copied": count, "dropped": 0}, done=count)
+    return {
+        "collection": name,
+        "model_id": embedder.model_id,
+        "new_version": current,
+        "records": count,
+        "reembedded": 0,
+        "finished_after_swap": True,
+        "job_id": unfinished[0].id,
+    }
+
+
 def _reembed(
     settings: Settings,
     name: str,
@@ -251,7 +288,7 @@ def _reembed(
     live = Collection.open(data_dir, name)
     policy = index_store.IndexPolicy.from_settings(settings)
     if embedder.fingerprint == live.manifest.model_fingerprint:
-        raise InvalidInputError(f"Collection {name!r} is already embedded with {embedder.model_id!r}.")
+        return _finish_swapped(settings, name, live, embedder)
     with writer_lock(live.lock_path):
         live_version = versions.adopt_legacy(data_dir, name)
     live = Collection.open(data_dir, name)

@@ -84,6 +84,7 @@ def test_uploads_decode_through_the_gate_reduced(served, send, monkeypatch):
 
 def test_thumbnail_of_a_large_record_decodes_reduced_through_the_gate(served, blip_embedder, tmp_path, monkeypatch):
     import media.decode
+    import media.stored
     from api.routes.collections import THUMB_SIZE
 
     client, state = served
@@ -100,6 +101,7 @@ def test_thumbnail_of_a_large_record_decodes_reduced_through_the_gate(served, bl
         return out
 
     monkeypatch.setattr(media.decode, "decode_image", spy)
+    monkeypatch.setattr(media.stored, "decode_image", spy)  # the stored-image reader's decode
     before = state.decodes.total
     r = client.get("/v1/collections/big/images/0/thumbnail")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from service.indexing import index_paths
 from storage.collection import Collection
-from tests.fault_tools import consistent, kill_sweep
+from tests.fault_tools import cli, consistent, count_steps, in_process, kill_sweep
 from tests.helpers import write_images
 
 pytestmark = pytest.mark.slow
@@ -109,6 +110,28 @@ def test_kill_during_reembed(tmp_path, base, env, blip_embedder, blip2_embedder,
     kill_sweep(base, tmp_path, lambda d: ["reembed", "-c", "c", "--model", str(tiny_models["blip2-itm"])], check)
 
 
+def test_reembed_killed_after_its_swap_is_finished_by_a_re_run(tmp_path, base, env, blip_embedder, tiny_models):
+    """Killed between the swap and its last catalog commits (the old version's mark, the catalog
+    row, the job), a re-run finishes that bookkeeping instead of refusing the collection as done."""
+    from blipsearch.config import Settings
+    from storage.catalog import open_catalog
+
+    args = lambda d: ["reembed", "-c", "c", "--model", str(tiny_models["blip2-itm"])]  # noqa: E731
+    first = tmp_path / "count"
+    shutil.copytree(base, first, symlinks=True)
+    n = count_steps(args(first), first, tmp_path / "count.log")
+    d = tmp_path / "killed"
+    shutil.copytree(base, d, symlinks=True)
+    killed = cli(args(d), d, {"BLIPSEARCH_FAULT_KILL_AT": str(n - 1)})  # before the job's final commit
+    assert killed.returncode == -9
+    in_process(args(d), d)
+    jobs = [j for j in open_catalog(Settings(data_dir=d).catalog_url()).list_jobs("c") if j.kind == "reembed"]
+    assert [j.state for j in jobs] == ["succeeded"]
+    in_process_refused = cli(args(d), d)  # now it is done: a further re-run is refused, in one line
+    assert in_process_refused.returncode == 2
+    assert "already embedded" in in_process_refused.stderr + in_process_refused.stdout
+
+
 def test_kill_during_caption(tmp_path, base, env, blip_embedder, tiny_models):
     before = consistent(base, "c", [blip_embedder])
     args = ["caption", "-c", "c", "--caption-model", str(tiny_models["blip-caption"]), "--max-new-tokens", "5"]
@@ -124,6 +147,7 @@ def test_kill_during_caption(tmp_path, base, env, blip_embedder, tiny_models):
 
 
 def test_kill_during_moderate(tmp_path, base, env, blip_embedder):
+    from blipsearch.config import Settings
     from moderation.store import query_results
     from storage.catalog import open_catalog
     from tests.test_moderation import policy_dict
@@ -135,7 +159,6 @@ def test_kill_during_moderate(tmp_path, base, env, blip_embedder):
     def check(d: Path, final: bool) -> None:
         state = consistent(d, "c", [blip_embedder])
         assert state["ids"] == before["ids"]
-        from blipsearch.config import Settings
 
         rows = query_results(open_catalog(Settings(data_dir=d).catalog_url()), "c", limit=10_000)
         ids = [r["id"] for r in rows]

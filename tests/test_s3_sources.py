@@ -203,6 +203,7 @@ def test_a_server_killed_mid_run_gives_per_item_failures_and_the_run_resumes(
 ):
     from moto.server import ThreadedMotoServer
 
+    from indexer.options import IndexOptions
     from indexer.pipeline import IndexPipeline
     from tests.s3server import free_port
 
@@ -219,11 +220,11 @@ def test_a_server_killed_mid_run_gives_per_item_failures_and_the_run_resumes(
     items = iter(sources)
     first = [next(items) for _ in range(3)]
     coll = Collection.create(settings.data_dir, "killed", model=blip_embedder.describe())
-    part = IndexPipeline(coll, blip_embedder, batch_size=2, shard_size=2).run(first)
+    part = IndexPipeline(coll, blip_embedder, IndexOptions(batch_size=2, shard_size=2)).run(first)
     assert part.added == 3
     other.stop()  # the server dies mid-run: the rest are per-item failures, bounded in time
     t0 = time.monotonic()
-    rest = IndexPipeline(coll, blip_embedder, batch_size=2, shard_size=2).run(items)
+    rest = IndexPipeline(coll, blip_embedder, IndexOptions(batch_size=2, shard_size=2)).run(items)
     assert rest.added == 0 and rest.failed == 5 and time.monotonic() - t0 < 60
     assert {f["reason"] for f in rest.failures} <= {"unreachable", "timeout"}
     assert all(SECRET not in f["error"] for f in rest.failures)
