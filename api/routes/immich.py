@@ -25,6 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from api.auth import READ
+from api.deps import StateDep
 from api.protocol_errors import IMMICH, protocol_route
 from api.protocols import ProtocolInputError, check_flat, decode_all, resolve_model
 from blipsearch.errors import PayloadTooLargeError
@@ -101,9 +102,8 @@ def ping() -> PlainTextResponse:
 
 
 @router.post("/predict", dependencies=[READ], response_model=PredictResponse, openapi_extra=_DOC)
-async def predict(request: Request) -> JSONResponse:
+async def predict(request: Request, state: StateDep) -> JSONResponse:
     """Immich's ``/predict`` for smart search (``clip`` visual / textual)."""
-    state = request.app.state.blip
     s = state.settings
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > s.max_upload_bytes + MAX_ENTRIES_BYTES + (1 << 16):
