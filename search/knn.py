@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import KNN_MAX_RESULTS
 from rerank.base import Candidate
 from search import dedup
 from search.engine import QueryOptions, SearchEngine
@@ -35,7 +36,7 @@ class KnnRequest:
     deduplicate: bool = False
     dedup_threshold: float = dedup.DEFAULT_THRESHOLD
     only_allowed: bool = False
-    max_depth: int = 10_000
+    max_depth: int = KNN_MAX_RESULTS
 
 
 @dataclass

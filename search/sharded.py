@@ -28,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from blipsearch.errors import OverloadedError
+from blipsearch.limits import SHARD_TIMEOUT_S
 from search.index_base import Found, Lookup, RecordVectors
 from search.specs import FLAT_SPEC
 from search.vector_index import VectorIndex
@@ -98,7 +99,7 @@ class ShardedIndex(RecordVectors):
         *,
         ntotal: int,
         lookup: Lookup,
-        timeout_s: float = 10.0,
+        timeout_s: float = SHARD_TIMEOUT_S,
         partial: bool = False,
         pool: Executor | None = None,
     ) -> None:
