@@ -131,6 +131,7 @@ async def predict(request: Request, state: StateDep) -> JSONResponse:
         raise ProtocolInputError("clip textual needs the 'text' field.", "text", status=400)
     model_id = await run_in_threadpool(immich_model, s, model_name)
     picture = (await state.decodes.run(lambda: decode_all(state, [data])))[0] if kind == "visual" else None
+    words = text if isinstance(text, str) else ""  # a str in the textual branch (checked above)
 
     def run() -> dict[str, Any]:
         embedder = state.embedder(model_id)
@@ -138,7 +139,7 @@ async def predict(request: Request, state: StateDep) -> JSONResponse:
             check_flat(embedder, "Immich's API")
             vec = state.embed_images(embedder, [picture])[0]
             return {"clip": _serialize(vec), "imageHeight": picture.height, "imageWidth": picture.width}
-        return {"clip": _serialize(state.embed_texts(embedder, [text])[0])}
+        return {"clip": _serialize(state.embed_texts(embedder, [words])[0])}
 
     return JSONResponse(await run_in_threadpool(run))
 
