@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.deps import SettingsDep
 from blipsearch.config import Settings
 from blipsearch.errors import BlipsearchError, ForbiddenError, UnauthorizedError
 from storage.api_keys import SCOPES, KeyInfo, verify
@@ -45,14 +46,14 @@ def authenticate(settings: Settings, authorization: str | None, scope: str) -> K
     return check_key(settings, _bearer_token(authorization), scope)
 
 
-def caller_scope(request: Request) -> str | None:
+def caller_scope(request: Request, settings: Settings) -> str | None:
     """The scope of the caller's key, or None for an anonymous caller (no key, or one that is
     not valid: on public reads a bad key is the same as none)."""
     key = _bearer_token(request.headers.get("authorization"))
     if not key:
         return None
     try:
-        return verify(open_catalog(request.app.state.blip.settings.catalog_url()), key).scope
+        return verify(open_catalog(settings.catalog_url()), key).scope
     except BlipsearchError:
         return None
 
@@ -60,8 +61,7 @@ def caller_scope(request: Request) -> str | None:
 def require(scope: str) -> Callable[..., KeyInfo | None]:
     """A dependency that admits requests whose key has ``scope`` (or public reads)."""
 
-    def check(request: Request, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> KeyInfo | None:
-        settings = request.app.state.blip.settings
+    def check(settings: SettingsDep, creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> KeyInfo | None:
         if scope == "read" and settings.read_access == "public":
             return None
         return check_key(settings, creds.credentials if creds is not None else None, scope)

@@ -38,9 +38,11 @@ class Settings(BaseSettings):
     )
     index_memory_gb: float = Field(default=16.0, gt=0, description="Memory budget for automatic index choice.")
     flat_max_vectors: int = Field(
-        default=1_000_000, ge=1, description="Largest exact (Flat) index chosen automatically."
+        default=limits.FLAT_MAX_VECTORS, ge=1, description="Largest exact (Flat) index chosen automatically."
     )
-    target_recall: float = Field(default=0.95, gt=0, le=1, description="recall@10 the default nprobe/efSearch aims at.")
+    target_recall: float = Field(
+        default=limits.TARGET_RECALL, gt=0, le=1, description="recall@10 the default nprobe/efSearch aims at."
+    )
     max_image_pixels: int = Field(default=limits.MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard.")
     max_file_bytes: int = Field(default=limits.MAX_FILE_BYTES, ge=1, description="Larger files are skipped.")
     jpeg_draft: bool = Field(
@@ -53,8 +55,10 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(default=limits.MAX_UPLOAD_BYTES, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
-    itm_batch_size: int = Field(default=32, ge=1, description="Pairs per ITM forward pass.")
-    itm_cache_items: int = Field(default=512, ge=0, description="Hot images kept in the ITM feature LRU.")
+    itm_batch_size: int = Field(default=limits.ITM_BATCH_SIZE, ge=1, description="Pairs per ITM forward pass.")
+    itm_cache_items: int = Field(
+        default=limits.ITM_CACHE_ITEMS, ge=0, description="Hot images kept in the ITM feature LRU."
+    )
     model_idle_s: float | None = Field(
         default=None,
         gt=0,
@@ -81,20 +85,31 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = Field(
         default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, R2); default: AWS."
     )
-    object_timeout_s: float = Field(default=30.0, gt=0, le=600, description="Object-store connect/read timeout.")
-    object_retries: int = Field(default=3, ge=0, le=20, description="Retries (with back-off) of a failed object read.")
+    object_timeout_s: float = Field(
+        default=limits.OBJECT_TIMEOUT_S, gt=0, le=600, description="Object-store connect/read timeout."
+    )
+    object_retries: int = Field(
+        default=limits.OBJECT_RETRIES, ge=0, le=20, description="Retries (with back-off) of a failed object read."
+    )
     allowed_models: list[str] = Field(
         default_factory=list, description="Models POST /v1/collections may use besides BLIPSEARCH_MODEL (JSON list)."
     )
     microbatch: bool = Field(default=True, description="Batch concurrent query encodes into one forward pass.")
-    microbatch_max_size: int = Field(default=32, ge=1, le=1024, description="Queries per batched forward pass.")
-    microbatch_wait_ms: float = Field(default=3.0, ge=0, le=1000, description="Wait for more queries this long.")
-    max_queue: int = Field(default=256, ge=1, description="Queued query encodes before answering 503.")
+    microbatch_max_size: int = Field(
+        default=limits.MICROBATCH_MAX_SIZE, ge=1, le=1024, description="Queries per batched forward pass."
+    )
+    microbatch_wait_ms: float = Field(
+        default=limits.MICROBATCH_WAIT_MS, ge=0, le=1000, description="Wait for more queries this long."
+    )
+    max_queue: int = Field(default=limits.MAX_QUEUE, ge=1, description="Queued query encodes before answering 503.")
     max_upload_files: int = Field(default=64, ge=1, description="Files per upload request.")
 
     # -- sharded serving on Ray Serve (blipsearch serve --runner ray) --
     shard_timeout_s: float = Field(
-        default=10.0, gt=0, le=600, description="Seconds a query waits for each index shard to answer."
+        default=limits.SHARD_TIMEOUT_S,
+        gt=0,
+        le=600,
+        description="Seconds a query waits for each index shard to answer.",
     )
     shard_partial: bool = Field(
         default=False,
@@ -110,10 +125,16 @@ class Settings(BaseSettings):
         default=True, description="Serve clip-retrieval's /knn-service, /indices-list and /metadata."
     )
     clip_retrieval_max_results: int = Field(
-        default=10_000, ge=1, le=100_000, description="Cap on num_result_ids (larger requests are cut to it)."
+        default=limits.KNN_MAX_RESULTS,
+        ge=1,
+        le=100_000,
+        description="Cap on num_result_ids (larger requests are cut to it).",
     )
     clip_retrieval_dedup_threshold: float = Field(
-        default=0.94, ge=0, le=1, description="deduplicate: cosine at or above which a lower result is dropped."
+        default=limits.DEDUP_THRESHOLD,
+        ge=0,
+        le=1,
+        description="deduplicate: cosine at or above which a lower result is dropped.",
     )
 
     # -- per-request bounds: body bytes (any framing), decodes at once, pixels per request --
@@ -201,9 +222,9 @@ class Settings(BaseSettings):
 
     # -- exact re-rank (refine) of compressed indexes --
     refine_k: int = Field(
-        default=100,
+        default=limits.DEFAULT_REFINE_K,
         ge=0,
-        le=4096,
+        le=limits.MAX_REFINE_K,
         description="Compressed (PQ/SQ) indexes: default shortlist re-scored exactly from the records' stored "
         "vectors, then cut to k (0 or 1: off). nprobe is tuned with it at build; per call: --refine-k / refine_k.",
     )
@@ -243,17 +264,30 @@ class Settings(BaseSettings):
         default="rapidocr", pattern="^(rapidocr|tesseract)$", description="OCR engine: 'rapidocr' or 'tesseract'."
     )
     ocr_min_confidence: float = Field(
-        default=0.5, ge=0, le=1, description="OCR lines under this confidence are stored but not searchable."
+        default=limits.OCR_MIN_CONFIDENCE,
+        ge=0,
+        le=1,
+        description="OCR lines under this confidence are stored but not searchable.",
     )
     ocr_workers: int = Field(default=1, ge=1, le=64, description="OCR worker threads (their own pool).")
     ocr_threads: int = Field(default=1, ge=1, le=64, description="ONNX Runtime threads per OCR worker.")
-    ocr_rec_batch: int = Field(default=16, ge=1, le=256, description="Text crops per recognition batch.")
+    ocr_rec_batch: int = Field(
+        default=limits.OCR_REC_BATCH, ge=1, le=256, description="Text crops per recognition batch."
+    )
     ocr_gate: bool = Field(default=True, description="Skip detection where the text-presence score says no text.")
-    ocr_gate_threshold: float = Field(default=0.002, ge=0, le=1, description="Text-presence score to run OCR at.")
+    ocr_gate_threshold: float = Field(
+        default=limits.OCR_GATE_THRESHOLD, ge=0, le=1, description="Text-presence score to run OCR at."
+    )
     ocr_max_pixels: int = Field(default=8_000_000, ge=10_000, description="OCR input is downscaled to this.")
-    ocr_max_side: int = Field(default=1536, ge=64, le=8192, description="Detector input side (per tile).")
-    ocr_max_regions: int = Field(default=500, ge=1, le=100_000, description="Text regions recognised per image.")
-    ocr_time_budget_s: float = Field(default=20.0, gt=0, le=3600, description="OCR time bound per image.")
+    ocr_max_side: int = Field(
+        default=limits.OCR_MAX_SIDE, ge=64, le=8192, description="Detector input side (per tile)."
+    )
+    ocr_max_regions: int = Field(
+        default=limits.OCR_MAX_REGIONS, ge=1, le=100_000, description="Text regions recognised per image."
+    )
+    ocr_time_budget_s: float = Field(
+        default=limits.OCR_TIME_BUDGET_S, gt=0, le=3600, description="OCR time bound per image."
+    )
 
     @model_validator(mode="before")
     @classmethod

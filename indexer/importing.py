@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
+from blipsearch.limits import MAX_IMAGE_PIXELS
 from indexer.decode_pool import DecodeConfig, decode_one
 from indexer.sources.manifest import _jsonable
 from media.decode import read_source
@@ -53,7 +54,7 @@ class ImportOptions:
     allow_unverified: bool = False
     shard_size: int = 4096
     max_bytes: int = 256 * 1024 * 1024
-    max_pixels: int = 100_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
     hash_workers: int = 8
 
 

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import MAX_IMAGE_PIXELS, OCR_GATE_THRESHOLD, OCR_MIN_CONFIDENCE, OCR_REC_BATCH
 from indexer.stages import StageTimer
 from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.ocr.base import OcrEngine, OcrLimits, OcrResult
@@ -44,13 +45,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class OcrOptions:
     engine: str = "rapidocr"
-    min_confidence: float = 0.5
+    min_confidence: float = OCR_MIN_CONFIDENCE
     limits: OcrLimits = field(default_factory=OcrLimits)
     gate: bool = True
-    gate_threshold: float = 0.002
+    gate_threshold: float = OCR_GATE_THRESHOLD
     workers: int = 1
     threads: int = 1
-    rec_batch: int = 16
+    rec_batch: int = OCR_REC_BATCH
 
     @classmethod
     def from_settings(cls, s: Settings, engine: str | None = None) -> OcrOptions:
@@ -161,7 +162,7 @@ def ocr_collection(
     catalog: Catalog | None = None,
     *,
     commit_every: int = 32,
-    max_pixels: int = 100_000_000,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     max_bytes: int = 256 * 1024 * 1024,
     read_threads: int = 2,
     progress: bool = True,

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import MAX_IMAGE_PIXELS
 from media.decode import decode_image
 from media.pdq import PdqHash, pdq_hash, require
 from media.safe_read import READ_ERRORS, read_verified
@@ -41,7 +42,7 @@ def backfill_pdq(
     coll: Collection,
     *,
     commit_every: int = 256,
-    max_pixels: int = 100_000_000,
+    max_pixels: int = MAX_IMAGE_PIXELS,
     max_bytes: int = 256 * 1024 * 1024,
     workers: int = 2,
     progress: bool = True,

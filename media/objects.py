@@ -32,6 +32,7 @@ from blipsearch.errors import (
     SourceChangedError,
     SourceUnavailableError,
 )
+from blipsearch.limits import OBJECT_RETRIES, OBJECT_TIMEOUT_S
 
 # URL scheme -> (fsspec protocol, the package that provides it, the blipsearch extra)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -62,8 +63,8 @@ class ObjectOptions:
     reader of stored uris has no settings at hand, from the same environment (``from_env``)."""
 
     endpoint_url: str | None = None  # S3-compatible stores (MinIO, Ceph, R2)
-    timeout_s: float = 30.0  # connect and read timeouts of each request
-    retries: int = 3  # attempts after the first on transient errors (back-off 0.5 s, 1 s, 2 s...)
+    timeout_s: float = OBJECT_TIMEOUT_S  # connect and read timeouts of each request
+    retries: int = OBJECT_RETRIES  # attempts after the first on transient errors (back-off 0.5 s, 1 s, 2 s...)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ObjectOptions:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from blipsearch.limits import ITM_BATCH_SIZE
+
 if TYPE_CHECKING:
     from models.base import Embedder
     from models.itm import ItmScorer
@@ -33,7 +35,7 @@ def load_embedder(source: str, options: EmbedderOptions | None = None, **overrid
     return _load(source, replace(options or EmbedderOptions(), **overrides))
 
 
-def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:
+def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = ITM_BATCH_SIZE) -> ItmScorer:
     """The ITM scorer sharing ``embedder``'s loaded model (BLIP or BLIP-2); NoItmModelError otherwise."""
     from models.registry import itm_for
 
@@ -41,7 +43,12 @@ def load_itm(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 
 
 
 def load_itm_model(
-    source: str, *, device: str = "auto", dtype: str = "auto", first_token: str = "enc", batch_size: int = 32
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "auto",
+    first_token: str = "enc",
+    batch_size: int = ITM_BATCH_SIZE,
 ) -> ItmScorer:
     """A BLIP / BLIP-2 ITM scorer loaded from its own checkpoint, for any collection's shortlist."""
     from models.registry import load_itm_model as _load

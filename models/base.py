@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from blipsearch.limits import BATCH_SIZE
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -41,7 +43,7 @@ class Embedder(ABC):
     multilingual: bool = False  # the text tower reads languages other than English (models/families.py)
     dim: int = 256
     vectors_per_image: int = 1
-    batch_size: int = 32
+    batch_size: int = BATCH_SIZE
     device: str = "cpu"
     text_preprocess: str = "none"  # "blip": texts go through BLIP's pre_caption before tokenizing
     precision: str = "exact"  # "exact" or "fast" (models/precision.py)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blipsearch.limits import BATCH_SIZE
 from models.fast_runtime import OpenVinoStages
 from models.fast_vision import use_sdpa
 from models.loading import from_pretrained
@@ -34,7 +35,7 @@ class BlipEmbedder(OpenVinoStages, TorchEmbedder):
         *,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
         precision: str = "exact",

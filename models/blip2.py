@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from blipsearch.limits import BATCH_SIZE
 from models.loading import from_pretrained
 from models.precision import BLIP2_FAST_STAGES
 from models.runtime import fingerprint
@@ -33,7 +34,7 @@ class Blip2Embedder(TorchEmbedder):
         *,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         text_preprocess: str = "blip",
         text_max_words: int | None = DEFAULT_MAX_WORDS,
         precision: str = "exact",

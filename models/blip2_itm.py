@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blipsearch.limits import ITM_BATCH_SIZE
 from models.blip2 import Blip2Embedder
 from models.itm import ItmScorer
 
@@ -19,7 +20,7 @@ class Blip2ItmScorer(ItmScorer):
     family = "blip2"
     embedder: Blip2Embedder
 
-    def __init__(self, embedder: Blip2Embedder, *, batch_size: int = 32) -> None:
+    def __init__(self, embedder: Blip2Embedder, *, batch_size: int = ITM_BATCH_SIZE) -> None:
         self.embedder = embedder
         self.model: Any = embedder.model
         self.batch_size = batch_size

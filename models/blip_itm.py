@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from blipsearch.limits import ITM_BATCH_SIZE
 from models.blip import BlipEmbedder
 from models.itm import ItmScorer
 
@@ -28,7 +29,7 @@ class BlipItmScorer(ItmScorer):
     family = "blip"
     embedder: BlipEmbedder
 
-    def __init__(self, embedder: BlipEmbedder, *, first_token: str = "enc", batch_size: int = 32) -> None:
+    def __init__(self, embedder: BlipEmbedder, *, first_token: str = "enc", batch_size: int = ITM_BATCH_SIZE) -> None:
         self.embedder = embedder
         self.model: Any = embedder.model
         self.batch_size = batch_size

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from blipsearch.errors import NoItmModelError
+from blipsearch.limits import BATCH_SIZE
 from models.families import MODEL_FAMILIES
 from models.loading import from_pretrained
 from models.runtime import fingerprint
@@ -38,7 +39,7 @@ class DualEncoderEmbedder(TorchEmbedder):
     text_padding: ClassVar[str] = "longest"
     text_max_length: ClassVar[int | None] = None  # a fixed padded length (ALIGN: 64)
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE) -> None:
         import transformers
         from transformers import AutoProcessor
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from blipsearch.limits import ITM_BATCH_SIZE
 from models.base import Embedder
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 class ItmScorer(ABC):
     family: str
-    batch_size: int = 32
+    batch_size: int = ITM_BATCH_SIZE
     embedder: Any  # the loaded BLIP / BLIP-2 TorchEmbedder whose vision encoder, processor and precision plan ITM uses
 
     @property

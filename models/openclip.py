@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from blipsearch.errors import ModelLoadError
+from blipsearch.limits import BATCH_SIZE
 from models.dual_encoder import DualEncoderEmbedder
 from models.openclip_config import HUB_PREFIX, is_multilingual, local_dir, read_config, weights_file
 from models.runtime import fingerprint
@@ -60,7 +61,7 @@ class OpenClipEmbedder(DualEncoderEmbedder):
     model_class = "open_clip"
     what = "OpenCLIP"
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE) -> None:
         open_clip = _import_open_clip()
         from open_clip.transform import PreprocessCfg, image_transform_v2
 

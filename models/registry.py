@@ -7,6 +7,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from blipsearch.errors import ModelLoadError, NoItmModelError
+from blipsearch.limits import ITM_BATCH_SIZE
 from models.base import Embedder
 from models.families import MODEL_FAMILIES, Family, family_for_model_type, load_class, supported
 from models.loading import from_pretrained
@@ -105,7 +106,7 @@ def load_embedder(source: str, options: EmbedderOptions | None = None) -> Embedd
     return embedder
 
 
-def itm_for(embedder: Embedder, *, first_token: str = "enc", batch_size: int = 32) -> ItmScorer:
+def itm_for(embedder: Embedder, *, first_token: str = "enc", batch_size: int = ITM_BATCH_SIZE) -> ItmScorer:
     """The ITM scorer sharing ``embedder``'s loaded model; NoItmModelError for families without one."""
     fam = MODEL_FAMILIES.get(embedder.family)
     if fam is None or fam.itm is None:
@@ -128,7 +129,7 @@ def load_itm_model(
     device: str = "auto",
     dtype: str = "auto",
     first_token: str = "enc",
-    batch_size: int = 32,
+    batch_size: int = ITM_BATCH_SIZE,
     precision: str = "exact",
     text_preprocess: str = "blip",
 ) -> ItmScorer:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from blipsearch.errors import ModelLoadError
+from blipsearch.limits import BATCH_SIZE
 from models.dual_encoder import DualEncoderEmbedder
 
 
@@ -19,7 +20,7 @@ class SiglipEmbedder(DualEncoderEmbedder):
     what = "SigLIP"
     text_padding = "max_length"
 
-    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> None:
+    def __init__(self, source: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = BATCH_SIZE) -> None:
         import importlib.util
 
         try:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
+from blipsearch.limits import MAX_IMAGE_PIXELS
 from media.decode import decode_image, read_file
 from moderation.checks import Moderator, screen_score
 
@@ -54,7 +55,7 @@ def pr_at(scores: np.ndarray, labels: np.ndarray, t: float) -> tuple[float | Non
 
 
 def calibrate(
-    moderator: Moderator, labels_csv: Path, *, target_precision: float = 0.9, max_pixels: int = 100_000_000
+    moderator: Moderator, labels_csv: Path, *, target_precision: float = 0.9, max_pixels: int = MAX_IMAGE_PIXELS
 ) -> dict[str, Any]:
     pol = moderator.policy
     kind_targets = _kind_targets(pol)

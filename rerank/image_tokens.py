@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ImageDecodeError
+from blipsearch.limits import ITM_CACHE_ITEMS, MAX_FILE_BYTES, MAX_IMAGE_PIXELS
 from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.base import Embedder
 from models.itm import ItmScorer
@@ -41,9 +42,9 @@ class ImageTokenSource:
         embedder: Embedder,
         scorer: ItmScorer,
         *,
-        max_pixels: int = 100_000_000,
-        max_bytes: int = 256 * 1024 * 1024,
-        cache_items: int = 512,
+        max_pixels: int = MAX_IMAGE_PIXELS,
+        max_bytes: int = MAX_FILE_BYTES,
+        cache_items: int = ITM_CACHE_ITEMS,
     ) -> None:
         self.coll = collection
         self.embedder = embedder

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from blipsearch.errors import OverloadedError
+from blipsearch.limits import MAX_QUEUE, MICROBATCH_MAX_SIZE, MICROBATCH_WAIT_MS
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -30,9 +31,9 @@ class MicroBatcher(Generic[T, R]):
         self,
         fn: Callable[[list[T]], Sequence[R]],
         *,
-        max_size: int = 32,
-        wait_s: float = 0.003,
-        max_queue: int = 256,
+        max_size: int = MICROBATCH_MAX_SIZE,
+        wait_s: float = MICROBATCH_WAIT_MS / 1000,
+        max_queue: int = MAX_QUEUE,
         name: str = "batcher",
         on_batch: Callable[[int], None] | None = None,
     ) -> None:

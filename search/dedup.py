@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from blipsearch.limits import DEDUP_THRESHOLD
 from search import faiss_backend as fb
 
-DEFAULT_THRESHOLD = 0.94  # clip-retrieval's clip_back uses the same cosine cut-off
+DEFAULT_THRESHOLD = DEDUP_THRESHOLD  # clip-retrieval's clip_back uses the same cosine cut-off
 
 
 def item_vectors(vectors: np.ndarray) -> np.ndarray:

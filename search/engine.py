@@ -321,12 +321,15 @@ class SearchEngine:
         """Plan and run a "more like this" query."""
         return self.execute(self.plan_similar(rid, k, options))
 
-    def search_vector(self, query: np.ndarray, n: int, options: QueryOptions | None = None) -> list[Candidate]:
+    def search_vector(
+        self, query: np.ndarray, n: int, options: QueryOptions | None = None
+    ) -> tuple[list[Candidate], tuple[int, ...]]:
         """Top-``n`` (id, ITC score) for a ready query vector ([dim] or [nq, dim]), records not
-        fetched; the same selection (filters, hidden decisions) as the other searches."""
+        fetched, and the index shards the search left out; the same selection (filters, hidden
+        decisions) as the other searches."""
         if not isinstance(n, int) or n < 1:
             raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
-        return self.shortlist(query, n, {}, select(self.coll, self.index, self.decisions, options))[0]
+        return self.shortlist(query, n, {}, select(self.coll, self.index, self.decisions, options))
 
     def captions_for_image(self, image: Image.Image, k: int = DEFAULT_K) -> SearchResult:
         """Image → text over captions: the captions of the nearest images, de-duplicated."""

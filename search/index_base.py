@@ -23,9 +23,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import MAX_REFINE_K
 from search.index_choice import is_compressed
 
-MAX_REFINE_K = 4096
 Lookup = Callable[[np.ndarray], np.ndarray]
 
 

@@ -25,6 +25,7 @@ import math
 import re
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import FLAT_MAX_VECTORS
 from search.specs import FLAT_SPEC, ID_MAP, without_id_map
 
 FLAT = FLAT_SPEC
@@ -65,7 +66,7 @@ def memory_bytes(spec: str, n: int, dim: int) -> int:
     return n * (per_vector + IDMAP_BYTES) + centroids
 
 
-def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_000_000) -> str:
+def choose_spec(n: int, dim: int, memory_budget_bytes: int, flat_max: int = FLAT_MAX_VECTORS) -> str:
     """The index spec for ``n`` vectors of ``dim`` within ``memory_budget_bytes``."""
     if n <= flat_max and memory_bytes(FLAT, n, dim) <= memory_budget_bytes:
         return FLAT
@@ -91,7 +92,7 @@ def on_disk_spec(n: int, dim: int) -> str:
 
 
 def choose_placement(
-    n: int, dim: int, memory_budget_bytes: int, flat_max: int = 1_000_000, on_disk: bool | None = None
+    n: int, dim: int, memory_budget_bytes: int, flat_max: int = FLAT_MAX_VECTORS, on_disk: bool | None = None
 ) -> tuple[str, bool]:
     """(spec, on_disk) for ``n`` vectors: in memory while some index fits the budget, else an
     on-disk IVF-PQ (search/ondisk.py). ``on_disk`` True/False forces the placement; on disk the

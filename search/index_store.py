@@ -19,6 +19,7 @@ import numpy as np
 
 from blipsearch.config import Settings
 from blipsearch.errors import InvalidInputError, ModelMismatchError, StorageError
+from blipsearch.limits import FLAT_MAX_VECTORS, TARGET_RECALL
 from search import faiss_backend as fb
 from search import ondisk
 from search.faiss_index import FaissIndex
@@ -87,8 +88,8 @@ class IndexPolicy:
     defaults equal the settings' defaults)."""
 
     memory_bytes: int = 16 * 2**30
-    flat_max: int = 1_000_000
-    target_recall: float = 0.95
+    flat_max: int = FLAT_MAX_VECTORS
+    target_recall: float = TARGET_RECALL
     refine_k: int = DEFAULT_REFINE_K  # exact re-rank depth of compressed indexes, tuned with nprobe
 
     @classmethod

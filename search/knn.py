@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import KNN_MAX_RESULTS
 from rerank.base import Candidate
 from search import dedup
 from search.engine import QueryOptions, SearchEngine
@@ -35,7 +36,15 @@ class KnnRequest:
     deduplicate: bool = False
     dedup_threshold: float = dedup.DEFAULT_THRESHOLD
     only_allowed: bool = False
-    max_depth: int = 10_000
+    max_depth: int = KNN_MAX_RESULTS
+
+
+@dataclass
+class KnnResult:
+    """Up to ``n`` (id, similarity), best first, and the index shards left out (partial mode)."""
+
+    hits: list[Candidate]
+    missing_shards: tuple[int, ...] = field(default=())
 
 
 def embedding_query(engine: SearchEngine, values: object) -> np.ndarray:
@@ -61,8 +70,9 @@ def embedding_query(engine: SearchEngine, values: object) -> np.ndarray:
     return q[0] if arr.ndim == 1 else q
 
 
-def knn(engine: SearchEngine, query: np.ndarray, req: KnnRequest) -> list[Candidate]:
-    """Up to ``req.n`` (id, similarity), best first."""
+def knn(engine: SearchEngine, query: np.ndarray, req: KnnRequest) -> KnnResult:
+    """Up to ``req.n`` (id, similarity), best first, with every index shard any of its searches
+    left out."""
     if req.modality not in MODALITIES:
         raise InvalidInputError(f"Unknown modality {req.modality!r}: use image or text.")
     options = QueryOptions(filters=Filters(exclude_decisions=NOT_ALLOWED)) if req.only_allowed else None
@@ -70,8 +80,10 @@ def knn(engine: SearchEngine, query: np.ndarray, req: KnnRequest) -> list[Candid
     depth = max(1, min(req.n, req.max_depth))
     if captions or req.deduplicate:
         depth = min(req.max_depth, max(2 * req.n, 50))
+    missing: set[int] = set()
     while True:
-        cands = engine.search_vector(query, depth, options)
+        cands, left_out = engine.search_vector(query, depth, options)
+        missing.update(left_out)
         exhausted = len(cands) < depth or depth >= req.max_depth
         if captions:
             cands = _unique_captions(engine, cands)
@@ -80,7 +92,7 @@ def knn(engine: SearchEngine, query: np.ndarray, req: KnnRequest) -> list[Candid
             mask = dedup.keep_mask(vecs, req.dedup_threshold)
             cands = [c for c, keep in zip(cands, mask, strict=True) if keep]
         if len(cands) >= req.n or exhausted:
-            return cands[: req.n]
+            return KnnResult(cands[: req.n], tuple(sorted(missing)))
         depth = min(req.max_depth, depth * 4)
 
 

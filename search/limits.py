@@ -3,8 +3,8 @@ schemas and the docs reference them (never repeat these numbers as literals)."""
 
 from __future__ import annotations
 
+from blipsearch.limits import DEFAULT_REFINE_K, MAX_REFINE_K
 from rerank.fusion import FUSIONS, RRF_K
-from search.index_base import MAX_REFINE_K
 
 DEFAULT_K = 10
 MAX_K = 1000  # results per query
@@ -15,7 +15,6 @@ MODES = ("vector", "keyword", "hybrid")
 HYBRID_DEPTH = 100  # each list contributes its top 100 to a hybrid fusion
 MAX_NPROBE = 65536  # IVF lists probed per query
 MAX_EF_SEARCH = 65536  # HNSW search depth per query
-DEFAULT_REFINE_K = 100  # = Settings.refine_k's default: exact re-rank depth of compressed indexes
 
 __all__ = [
     "DEFAULT_FUSION",

@@ -11,7 +11,7 @@ records. It is read only: a commit re-makes it from the records (the engine's in
 A shard that does not answer within ``timeout_s`` either fails the query with
 ``ShardUnavailableError`` (HTTP 503) or, in ``partial`` mode, is left out and the missing shard
 numbers come back with the answer (``Found.missing_shards``, then ``SearchResult.missing_shards``):
-never a silent loss. ``missing_shards()`` also reports them to callers that only see ids.
+never a silent loss.
 
 This is the merge layer a multi-machine deployment plugs its shard clients into: ``LocalShard``
 is the in-process client; ``api/ray_serve.py`` plugs in Ray Serve shard deployments, each running a
@@ -20,7 +20,6 @@ is the in-process client; ``api/ray_serve.py`` plugs in Ray Serve shard deployme
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor, wait
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from blipsearch.errors import OverloadedError
+from blipsearch.limits import SHARD_TIMEOUT_S
 from search.index_base import Found, Lookup, RecordVectors
 from search.specs import FLAT_SPEC
 from search.vector_index import VectorIndex
@@ -36,24 +36,12 @@ from storage.collection import Collection
 from storage.manifest import ShardInfo
 
 log = logging.getLogger(__name__)
-_missing: contextvars.ContextVar[tuple[int, ...]] = contextvars.ContextVar("missing_shards", default=())
 
 
 class ShardUnavailableError(OverloadedError):
     """A shard of the index did not answer in time."""
 
     code = "shard_unavailable"
-
-
-def missing_shards() -> tuple[int, ...]:
-    """Shards left out of the searches in this context since ``reset_missing`` (``partial`` mode),
-    for callers that see only ids (the engine reads ``Found.missing_shards`` instead)."""
-    return _missing.get()
-
-
-def reset_missing() -> None:
-    """Start a new query: forget the shards earlier searches in this context left out."""
-    _missing.set(())
 
 
 class ShardClient(Protocol):
@@ -111,7 +99,7 @@ class ShardedIndex(RecordVectors):
         *,
         ntotal: int,
         lookup: Lookup,
-        timeout_s: float = 10.0,
+        timeout_s: float = SHARD_TIMEOUT_S,
         partial: bool = False,
         pool: Executor | None = None,
     ) -> None:
@@ -159,7 +147,5 @@ class ShardedIndex(RecordVectors):
             if failed:
                 why.append(f"{sorted(failed)} failed")
             raise ShardUnavailableError(f"Index shard(s) {list(missing)} unavailable ({'; '.join(why)}); try again.")
-        if missing:  # one query may search several times (filters, hybrid): keep every miss
-            _missing.set(tuple(sorted({*_missing.get(), *missing})))
         ids, scores = merge_topk([f.result() for i, f in enumerate(futures) if i not in missing], k)
         return Found(ids, scores, missing)

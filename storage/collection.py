@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from blipsearch.errors import (
@@ -51,16 +50,18 @@ from blipsearch.errors import (
 )
 from storage import layout, vector_cache, versions
 from storage.atomic import atomic_write_with
+from storage.edits import CollectionEdits
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
-from storage.reading import CollectionReads, _save_npy, live_mask
-from storage.schema import build_record_table, record_schema
+from storage.reading import _save_npy, live_mask
+from storage.schema import build_record_table
 
 
-class Collection(CollectionReads):
+class Collection(CollectionEdits):
     """One collection version's folder: owns its manifest (the commit point), the writes that
-    commit through it (shards of new records, tombstones, column updates, the index entry) under
-    the writer lock, and the reads of ``CollectionReads`` (storage/reading.py)."""
+    commit through it (shards of new records, tombstones, the index entry) under the writer lock,
+    the edits of committed records of ``CollectionEdits`` (storage/edits.py: deletes, column
+    updates, the OCR setting) and the reads of ``CollectionReads`` (storage/reading.py)."""
 
     def __init__(self, root: Path, manifest: Manifest) -> None:
         self.root = root
@@ -162,16 +163,6 @@ class Collection(CollectionReads):
             raise CollectionNotFoundError(f"Collection {self.name!r} was deleted.") from None
         return self.manifest
 
-    def reload_for_write(self) -> Manifest:
-        """``reload``, refusing to write to a version that a re-embed has replaced."""
-        m = self.reload()
-        if m.superseded_by:
-            raise ConflictError(
-                f"Collection {self.name!r} was re-embedded (now version {m.superseded_by}) while this job ran; "
-                "nothing was written to the old version. Re-run the command: it continues on the new one."
-            )
-        return m
-
     @classmethod
     def destroy(cls, data_dir: Path, name: str) -> None:
         """Delete a collection and all its versions. The live folder is first renamed away
@@ -204,10 +195,6 @@ class Collection(CollectionReads):
             return {}  # an unversioned folder: its uris are real paths already
         coll_dir = self.root.parents[2]
         return {coll_dir / self.name / "uploads": real, coll_dir.parent / self.name / "uploads": real}
-
-    @property
-    def lock_path(self) -> Path:
-        return self.root / ".writer.lock"
 
     def shard_path(self, shard: ShardInfo | str) -> Path:
         return self.root / (shard if isinstance(shard, str) else shard.file)
@@ -357,72 +344,6 @@ class Collection(CollectionReads):
                 if self._hashed_shards.get(shard.file) is not None:
                     self._hashed_shards[shard.file] = len(shard.deleted)
         return bool(by_shard)
-
-    def delete(self, ids: Iterable[int]) -> tuple[list[int], list[int]]:
-        """Tombstone records. Returns (deleted ids, ids that were unknown or already deleted).
-
-        One manifest commit for the whole call; the index drops the vectors when it next syncs
-        (search/index_store.py), and every read skips them from this commit on.
-        """
-        wanted = sorted({int(i) for i in ids})
-        with self._thread_lock, writer_lock(self.lock_path):
-            self.reload_for_write()
-            done: dict[str, list[int]] = {}
-            missing = []
-            for rid in wanted:
-                found = self.locate(rid)
-                if found is None:
-                    missing.append(rid)
-                else:
-                    done.setdefault(found[0].file, []).append(rid)
-            if done:
-                for shard in self.manifest.shards:
-                    if shard.file in done:
-                        shard.deleted = sorted(set(shard.deleted) | set(done[shard.file]))
-                self.manifest.save(self.root / MANIFEST_NAME)
-            return sorted(r for rs in done.values() for r in rs), missing
-
-    def update_columns(self, shard_file: str, values: Mapping[int, Mapping[str, Any]]) -> int:
-        """Set columns of existing records in one shard (e.g. captions), atomically.
-
-        ``values`` maps record id → {column: value}; embeddings and ids cannot change. The
-        shard is rewritten under the same name (temp file + rename), so the index, which
-        covers shards by name, stays valid. Returns the number of rows changed.
-        """
-        if not values:
-            return 0
-        with self._thread_lock, writer_lock(self.lock_path):
-            self.reload_for_write()
-            shard = next((sh for sh in self.manifest.shards if sh.file == shard_file), None)
-            if shard is None:
-                raise StorageError(f"Shard {shard_file} is not part of collection {self.name!r}")
-            path = self.shard_path(shard)
-            table = pq.read_table(path)
-            ids = table.column("id").to_pylist()
-            columns = {c for v in values.values() for c in v}
-            if columns & {"id", "embedding", "sha256"}:
-                raise InvalidInputError("id, sha256 and embedding are immutable")
-            rows = [row for row, rid in enumerate(ids) if rid in values]
-            expected = record_schema(self.manifest)
-            for col in columns:
-                if col not in table.column_names and col in expected.names:  # a column the shard predates
-                    table = table.append_column(expected.field(col), pa.nulls(table.num_rows, expected.field(col).type))
-                data = table.column(col).to_pylist()
-                for row in rows:
-                    if col in values[ids[row]]:
-                        data[row] = values[ids[row]][col]
-                field = table.schema.field(col)
-                table = table.set_column(table.schema.get_field_index(col), field, pa.array(data, field.type))
-            atomic_write_with(path, lambda p: pq.write_table(table, p, compression="zstd"))
-            return len(rows)
-
-    def set_ocr(self, options: dict[str, Any] | None) -> None:
-        """Turn OCR of new records on (``{"engine", "min_confidence"}``) or off (None)."""
-        with self._thread_lock, writer_lock(self.lock_path):
-            m = self.reload_for_write()
-            if m.ocr != options:
-                m.ocr = options
-                m.save(self.root / MANIFEST_NAME)
 
     def commit_index(self, info: IndexInfo, previous_file: str | None) -> None:
         """Point the manifest at a freshly written index file (writer lock held by caller)."""

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from blipsearch.limits import ITM_CACHE_ITEMS
 from storage.collection import Collection
 
 
 class FeatureStore:
-    def __init__(self, collection: Collection, max_items: int = 512) -> None:
+    def __init__(self, collection: Collection, max_items: int = ITM_CACHE_ITEMS) -> None:
         self.coll = collection
         self.max_items = max_items
         self._lru: OrderedDict[int, np.ndarray] = OrderedDict()

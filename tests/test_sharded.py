@@ -10,7 +10,7 @@ import pytest
 
 from blipsearch.errors import CollectionReplacedError
 from search import index_store
-from search.sharded import LocalShard, ShardedIndex, ShardUnavailableError, merge_topk, missing_shards, split
+from search.sharded import LocalShard, ShardedIndex, ShardUnavailableError, merge_topk, split
 from storage.compaction import compact
 from tests.helpers import synthetic_rows
 from tests.test_index_choice import _clustered, _collection
@@ -30,10 +30,11 @@ def test_two_shards_equal_one_index(tmp_path):
     for q in _clustered(15, seed=4):
         for kw in ({}, {"allowed": np.arange(1, 4000, 3)}, {"excluded": np.arange(0, 4000, 2)}):
             a_ids, a_scores = single.search(q, 10, **kw)
-            b_ids, b_scores = sharded.search(q, 10, **kw)
+            found = sharded.search(q, 10, **kw)
+            b_ids, b_scores = found
             np.testing.assert_array_equal(b_ids, a_ids)
             np.testing.assert_allclose(b_scores, a_scores, atol=1e-6)
-        assert missing_shards() == ()
+            assert found.missing_shards == ()
     ids = np.array([5, 1999, 3001])
     np.testing.assert_allclose(sharded.item_scores(q, ids), single.item_scores(q, ids), atol=1e-6)
     np.testing.assert_allclose(sharded.vectors_of(42), single.vectors_of(42), atol=1e-6)
@@ -66,8 +67,9 @@ def test_a_shard_that_does_not_answer_is_never_lost_silently(tmp_path):
     partial = ShardedIndex(
         [good, stuck], m.dim, 1, ntotal=m.count, lookup=coll.embeddings_of, timeout_s=0.2, partial=True
     )
-    ids, _ = partial.search(q, 5)
-    assert missing_shards() == (1,)
+    found = partial.search(q, 5)
+    ids, _ = found
+    assert found.missing_shards == (1,)
     np.testing.assert_array_equal(ids, good.search(q, 5, None, None)[0])
     stuck.release.set()
 

@@ -28,11 +28,11 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import READ
 from api.bodies import body_doc, read_json, validate
 from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.deps import SettingsDep, StateDep
 from api.schemas import ERRORS
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
 from search.engine import SearchEngine
 from search.knn import KnnRequest, embedding_query, knn
-from search.sharded import missing_shards, reset_missing
 from storage.collection import Collection
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[READ], responses=ERRORS)
@@ -93,10 +93,10 @@ def collection_names(data_dir: Path) -> list[str]:
     return list_names(data_dir)
 
 
-def _indice(request: Request, name: str | None) -> str:
+def _indice(data_dir: Path, name: str | None) -> str:
     if name:
         return name
-    names = collection_names(request.app.state.blip.settings.data_dir)
+    names = collection_names(data_dir)
     if not names:
         raise CollectionNotFoundError("There are no collections yet: index one first.")
     return names[0]
@@ -137,11 +137,10 @@ def _query_vector(engine: SearchEngine, body: KnnServiceRequest, image: Any) -> 
 
 
 @router.post("/knn-service", response_model=list[dict[str, Any]], openapi_extra=body_doc(KnnServiceRequest, *JSON_ANY))
-async def knn_service(request: Request, response: Response) -> list[dict[str, Any]]:
+async def knn_service(request: Request, response: Response, state: StateDep) -> list[dict[str, Any]]:
     """Nearest neighbours by text, image (base64) or embedding: a bare array sorted by similarity,
     ``num_result_ids`` long; the first ``num_images`` carry the record's metadata. Under sharded
     serving with partial results on, index shards left out are named in ``X-Missing-Shards``."""
-    state = request.app.state.blip
     s = state.settings
     body = validate(KnnServiceRequest, await read_json(request, s.max_upload_bytes * 4 // 3 + (1 << 20)))
     if body.image_url:
@@ -150,7 +149,7 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
         )
     if not body.text and not body.image and body.embedding_input is None:
         raise InvalidInputError("Send one of text, image (base64) or embedding_input.")
-    name = _indice(request, body.indice_name)
+    name = _indice(s.data_dir, body.indice_name)
     n_ids = min(body.num_result_ids or body.num_images, s.clip_retrieval_max_results)
     req = KnnRequest(
         n=n_ids,
@@ -178,8 +177,8 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
                 "Send use_mclip: false, or query a collection indexed with a multilingual model "
                 "(siglip2, metaclip_2, altclip, chinese_clip: see `blipsearch models`)."
             )
-        reset_missing()
-        hits = knn(engine, _query_vector(engine, body, image), req)
+        found = knn(engine, _query_vector(engine, body, image), req)
+        hits = found.hits
         head = [h.id for h in hits[: body.num_images]]
         records = engine.coll.get_records(head)
         out = []
@@ -189,7 +188,7 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
                 row.update(flat_metadata(request, name, records[h.id]))
             row.update({"id": h.id, "similarity": float(h.itc)})
             out.append(row)
-        return out, missing_shards()
+        return out, found.missing_shards
 
     out, missing = await run_in_threadpool(run)
     if missing:
@@ -198,19 +197,18 @@ async def knn_service(request: Request, response: Response) -> list[dict[str, An
 
 
 @router.get("/indices-list", response_model=list[str])
-def indices_list(request: Request) -> list[str]:
+def indices_list(settings: SettingsDep) -> list[str]:
     """The collection names (clip-retrieval's indices)."""
-    return collection_names(request.app.state.blip.settings.data_dir)
+    return collection_names(settings.data_dir)
 
 
 @router.post("/metadata", response_model=list[dict[str, Any]], openapi_extra=body_doc(MetadataRequest, *JSON_ANY))
-async def metadata(request: Request) -> list[dict[str, Any]]:
+async def metadata(request: Request, state: StateDep) -> list[dict[str, Any]]:
     """``{"ids", "indice_name"}`` → ``[{"id", "metadata"}]`` in the asked order; unknown ids are left out."""
-    state = request.app.state.blip
     body = validate(MetadataRequest, await read_json(request, 1 << 22))
 
     def run() -> list[dict[str, Any]]:
-        name = _indice(request, body.indice_name)
+        name = _indice(state.settings.data_dir, body.indice_name)
         records = Collection.open(state.settings.data_dir, name).get_records(body.ids)
         return [{"id": i, "metadata": flat_metadata(request, name, records[i])} for i in body.ids if i in records]
 

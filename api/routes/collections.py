@@ -5,12 +5,12 @@ from __future__ import annotations
 import io
 import json
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from api.auth import READ
 from api.decoding import DecodeGate
-from api.paths import PathView
+from api.deps import PathsDep, SettingsDep, StateDep
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.config import Settings
@@ -28,8 +28,8 @@ def collection_info(coll: Collection) -> CollectionInfo:
     return CollectionInfo(**coll.manifest.summary())
 
 
-def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
-    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
+    coll = Collection.open(settings.data_dir, name)
     rec = coll.get_records([rid]).get(rid)
     if rec is None:
         raise RecordNotFoundError(f"Collection {name!r} has no record {rid}.")
@@ -37,26 +37,26 @@ def _record(request: Request, name: str, rid: int) -> tuple[Collection, dict]:
 
 
 @router.get("", response_model=CollectionList)
-def list_collections(request: Request) -> CollectionList:
-    data_dir = request.app.state.blip.settings.data_dir
+def list_collections(settings: SettingsDep) -> CollectionList:
+    data_dir = settings.data_dir
     names = list_names(data_dir)
     return CollectionList(collections=[collection_info(Collection.open(data_dir, n)) for n in names])
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-def get_collection(name: str, request: Request) -> CollectionInfo:
+def get_collection(name: str, settings: SettingsDep) -> CollectionInfo:
     """The collection, with ``metadata_keys``: the keys its records' JSON metadata use (filters.fields)."""
     from storage.metadata_keys import metadata_keys
 
-    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+    coll = Collection.open(settings.data_dir, name)
     return collection_info(coll).model_copy(update={"metadata_keys": metadata_keys(coll)})
 
 
 @router.get("/{name}/images/{rid}", response_model=Record)
-def get_record(name: str, rid: int, request: Request) -> Record:
-    _, rec = _record(request, name, rid)
+def get_record(name: str, rid: int, settings: SettingsDep, paths: PathsDep) -> Record:
+    _, rec = _record(settings, name, rid)
     rec = {k: v for k, v in rec.items() if k in Record.model_fields}
-    rec["uri"] = PathView(request.app.state.blip.settings).show(rec.get("uri"))
+    rec["uri"] = paths.show(rec.get("uri"))
     rec["added_at"] = str(rec.get("added_at"))
     rec["metadata"] = json.loads(rec["metadata"]) if rec.get("metadata") else {}
     rec["ocr_lines"] = json.loads(rec["ocr_lines"]) if rec.get("ocr_lines") else None
@@ -83,17 +83,16 @@ def _original(reader: StoredImages, rec: dict) -> bytes:
 
 
 @router.get("/{name}/images/{rid}/file", response_model=None)
-def get_file(name: str, rid: int, request: Request) -> Response:
-    coll, rec = _record(request, name, rid)
-    data = original_bytes(request.app.state.blip.settings, coll, rec)
+def get_file(name: str, rid: int, settings: SettingsDep) -> Response:
+    coll, rec = _record(settings, name, rid)
+    data = original_bytes(settings, coll, rec)
     media_type, headers = file_headers(rec.get("format"), rid)
     return Response(data, media_type=media_type, headers=headers)
 
 
 @router.get("/{name}/images/{rid}/thumbnail")
-def get_thumbnail(name: str, rid: int, request: Request) -> Response:
-    coll, rec = _record(request, name, rid)
-    state = request.app.state.blip
+def get_thumbnail(name: str, rid: int, state: StateDep) -> Response:
+    coll, rec = _record(state.settings, name, rid)
     data = thumbnail_bytes(state.settings, coll, rec, state.decodes)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from api.auth import READ
 from api.bodies import read_json, validate
 from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.deps import StateDep
 from api.schemas import ERRORS
 from api.uploads import read_limited
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
@@ -76,9 +77,8 @@ def _field(form: Any, key: str) -> str | None:
 
 
 @router.post("/v1/embed", response_model=EmbedResponse, openapi_extra=_DOC)
-async def embed(request: Request) -> JSONResponse:
+async def embed(request: Request, state: StateDep) -> JSONResponse:
     """L2-normalised float32 embeddings, in input order, from the collection's (or the named, allowed) model."""
-    state = request.app.state.blip
     s = state.settings
     images: list[Any] = []
     texts: list[str] = []

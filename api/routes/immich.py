@@ -25,6 +25,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from api.auth import READ
+from api.deps import StateDep
 from api.protocol_errors import IMMICH, protocol_route
 from api.protocols import ProtocolInputError, check_flat, decode_all, resolve_model
 from blipsearch.errors import PayloadTooLargeError
@@ -101,9 +102,8 @@ def ping() -> PlainTextResponse:
 
 
 @router.post("/predict", dependencies=[READ], response_model=PredictResponse, openapi_extra=_DOC)
-async def predict(request: Request) -> JSONResponse:
+async def predict(request: Request, state: StateDep) -> JSONResponse:
     """Immich's ``/predict`` for smart search (``clip`` visual / textual)."""
-    state = request.app.state.blip
     s = state.settings
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > s.max_upload_bytes + MAX_ENTRIES_BYTES + (1 << 16):
@@ -131,6 +131,7 @@ async def predict(request: Request) -> JSONResponse:
         raise ProtocolInputError("clip textual needs the 'text' field.", "text", status=400)
     model_id = await run_in_threadpool(immich_model, s, model_name)
     picture = (await state.decodes.run(lambda: decode_all(state, [data])))[0] if kind == "visual" else None
+    words = text if isinstance(text, str) else ""  # a str in the textual branch (checked above)
 
     def run() -> dict[str, Any]:
         embedder = state.embedder(model_id)
@@ -138,7 +139,7 @@ async def predict(request: Request) -> JSONResponse:
             check_flat(embedder, "Immich's API")
             vec = state.embed_images(embedder, [picture])[0]
             return {"clip": _serialize(vec), "imageHeight": picture.height, "imageWidth": picture.width}
-        return {"clip": _serialize(state.embed_texts(embedder, [text])[0])}
+        return {"clip": _serialize(state.embed_texts(embedder, [words])[0])}
 
     return JSONResponse(await run_in_threadpool(run))
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from api.auth import READ, WRITE
+from api.deps import PathsDep, StateDep
 from api.paths import PathView
 from api.schemas import ERRORS, IndexJobRequest, JobInfo, JobList
 from storage.catalog import JobRow
@@ -37,16 +38,16 @@ def job_info(job: JobRow, paths: PathView) -> JobInfo:
 
 
 @router.post("/index", response_model=JobInfo, status_code=202, dependencies=[WRITE])
-def start_index_job(body: IndexJobRequest, request: Request) -> JobInfo:
+def start_index_job(body: IndexJobRequest, state: StateDep, paths: PathsDep) -> JobInfo:
     """Index server-side folders or files (inside BLIPSEARCH_IMPORT_ROOTS) in the background."""
-    state = request.app.state.blip
     job_id = state.jobs.submit_index(body.collection, body.paths, state.embedder)
-    return job_info(state.jobs.get(job_id), PathView(state.settings))
+    return job_info(state.jobs.get(job_id), paths)
 
 
 @router.get("", response_model=JobList, dependencies=[READ])
 def list_jobs(
-    request: Request,
+    blip: StateDep,
+    paths: PathsDep,
     collection: Annotated[str | None, Query(max_length=64)] = None,
     kind: Annotated[str | None, Query(max_length=32, description="index, moderate, caption, …")] = None,
     state: Annotated[
@@ -55,23 +56,20 @@ def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JobList:
     """Recent jobs (index, moderation, captions), newest first, with progress, rate and ETA in ``counts``."""
-    blip = request.app.state.blip
-    view = PathView(blip.settings)
-    return JobList(jobs=[job_info(j, view) for j in blip.jobs.recent(collection, kind, state, limit)])
+    return JobList(jobs=[job_info(j, paths) for j in blip.jobs.recent(collection, kind, state, limit)])
 
 
 @router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
-def get_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.get(job_id), PathView(request.app.state.blip.settings))
+def get_job(job_id: str, state: StateDep, paths: PathsDep) -> JobInfo:
+    return job_info(state.jobs.get(job_id), paths)
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])
-def cancel_job(job_id: str, request: Request) -> JobInfo:
-    return job_info(request.app.state.blip.jobs.cancel(job_id), PathView(request.app.state.blip.settings))
+def cancel_job(job_id: str, state: StateDep, paths: PathsDep) -> JobInfo:
+    return job_info(state.jobs.cancel(job_id), paths)
 
 
 @router.post("/{job_id}/resume", response_model=JobInfo, status_code=202, dependencies=[WRITE])
-def resume_job(job_id: str, request: Request) -> JobInfo:
+def resume_job(job_id: str, state: StateDep, paths: PathsDep) -> JobInfo:
     """Run an interrupted, failed or cancelled index job again in the background (committed images are skipped)."""
-    state = request.app.state.blip
-    return job_info(state.jobs.resume(job_id, state.embedder), PathView(state.settings))
+    return job_info(state.jobs.resume(job_id, state.embedder), paths)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ, WRITE
 from api.decoding import check_request_pixels
+from api.deps import SettingsDep, StateDep
 from api.schemas import (
     ERRORS,
     ManualDecisionRequest,
@@ -20,6 +21,7 @@ from api.schemas import (
     RecordModeration,
 )
 from api.uploads import read_limited, sniff_and_decode
+from blipsearch.config import Settings
 from blipsearch.errors import RecordNotFoundError
 from storage.api_keys import KeyInfo
 from storage.catalog import Catalog, open_catalog
@@ -30,12 +32,11 @@ router = APIRouter(prefix="/v1/moderation", tags=["moderation"], dependencies=[R
 
 @router.post("/check", response_model=ModerationCheck)
 async def check(
-    request: Request,
+    state: StateDep,
     file: Annotated[UploadFile, File(description="Image to check")],
     policy: Annotated[str, Form(min_length=1, max_length=64, description="Policy name (BLIPSEARCH_POLICY_DIR)")],
     text: Annotated[str | None, Form(max_length=2000, description="Accompanying text: consistency")] = None,
 ) -> ModerationCheck:
-    state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
@@ -54,7 +55,7 @@ async def check(
 
 @router.get("/results", response_model=ModerationResults)
 def results(
-    request: Request,
+    settings: SettingsDep,
     collection: Annotated[str | None, Query(max_length=64)] = None,
     decision: Annotated[Literal["allow", "flag", "review", "block"] | None, Query()] = None,
     policy: Annotated[str | None, Query(max_length=64)] = None,
@@ -64,24 +65,24 @@ def results(
     from moderation.store import query_results
 
     rows: list[dict[str, Any]] = query_results(
-        open_catalog(request.app.state.blip.settings.catalog_url()), collection, decision, policy, limit, offset
+        open_catalog(settings.catalog_url()), collection, decision, policy, limit, offset
     )
     return ModerationResults(results=rows)
 
 
-def _catalog(request: Request) -> Catalog:
-    return open_catalog(request.app.state.blip.settings.catalog_url())
+def _catalog(settings: Settings) -> Catalog:
+    return open_catalog(settings.catalog_url())
 
 
-def _existing(request: Request, collection: str, rid: int) -> None:
-    coll = Collection.open(request.app.state.blip.settings.data_dir, collection)
+def _existing(settings: Settings, collection: str, rid: int) -> None:
+    coll = Collection.open(settings.data_dir, collection)
     if rid not in coll.get_records([rid]):
         raise RecordNotFoundError(f"Collection {collection!r} has no record {rid}.")
 
 
 @router.get("/queue", response_model=ModerationQueue)
 def queue(
-    request: Request,
+    settings: SettingsDep,
     collection: Annotated[str, Query(min_length=1, max_length=64)],
     decision: Annotated[list[Literal["flag", "review", "block", "allow"]] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -91,30 +92,30 @@ def queue(
     for), with the category, score and prompt of each trigger that led there."""
     from moderation.store import review_queue
 
-    Collection.open(request.app.state.blip.settings.data_dir, collection)  # 404 for an unknown collection
-    total, items = review_queue(_catalog(request), collection, decision or ("flag", "review"), limit, offset)
+    Collection.open(settings.data_dir, collection)  # 404 for an unknown collection
+    total, items = review_queue(_catalog(settings), collection, decision or ("flag", "review"), limit, offset)
     return ModerationQueue(collection=collection, total=total, items=[QueueItem(**i) for i in items])
 
 
 @router.get("/records/{collection}/{rid}", response_model=RecordModeration)
-def record(collection: str, rid: int, request: Request) -> RecordModeration:
+def record(collection: str, rid: int, settings: SettingsDep) -> RecordModeration:
     """One record's effective decision, its manual decision if any, and each policy's latest result."""
     from moderation.store import record_decision
 
-    _existing(request, collection, rid)
-    return RecordModeration(**record_decision(_catalog(request), collection, rid))
+    _existing(settings, collection, rid)
+    return RecordModeration(**record_decision(_catalog(settings), collection, rid))
 
 
 @router.post("/decisions", response_model=RecordModeration)
 def decide(
-    body: ManualDecisionRequest, request: Request, key: Annotated[KeyInfo | None, WRITE] = None
+    body: ManualDecisionRequest, settings: SettingsDep, key: Annotated[KeyInfo | None, WRITE] = None
 ) -> RecordModeration:
     """A manual decision: ``approve`` (allow) or ``block``. It wins over every automatic result;
     search honours it at once (blocked records are hidden, approved ones leave the review queue)."""
     from moderation.store import record_decision, save_manual
 
-    _existing(request, body.collection, body.id)
-    catalog = _catalog(request)
+    _existing(settings, body.collection, body.id)
+    catalog = _catalog(settings)
     decision = "allow" if body.decision in ("approve", "allow") else "block"
     save_manual(catalog, body.collection, body.id, decision, body.note or "", by=key.id if key else "")
     return RecordModeration(**record_decision(catalog, body.collection, body.id))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, UploadFile
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.decoding import check_request_pixels
+from api.deps import StateDep
 from api.schemas import ERRORS
 from api.uploads import read_limited, sniff_and_decode
 
@@ -45,13 +46,12 @@ class OcrResponse(BaseModel):
 
 @router.post("/v1/ocr", response_model=OcrResponse)
 async def ocr(
-    request: Request,
+    state: StateDep,
     file: Annotated[UploadFile, File(description="The image to read")],
     engine: Annotated[str | None, Form(pattern="^(rapidocr|tesseract)$")] = None,
 ) -> OcrResponse:
     from indexer.ocr import OcrOptions, OcrStage, image_array
 
-    state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels)

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.bodies import body_doc, read_json
+from api.deps import StateDep
 from api.protocol_errors import OPENAI, protocol_route
 from api.protocols import (
     ModelNotFoundError,
@@ -173,10 +174,9 @@ def _encode(vec: np.ndarray, fmt: str) -> list[float] | str:
 @router.post(
     "/v1/embeddings", response_model=EmbeddingsResponse, openapi_extra=body_doc(EmbeddingsBody, "application/json")
 )
-async def embeddings(request: Request) -> JSONResponse:
+async def embeddings(request: Request, state: StateDep) -> JSONResponse:
     """OpenAI's embeddings: ``{"object": "list", "data": [{"object": "embedding", "index", "embedding"}],
     "model", "usage"}``."""
-    state = request.app.state.blip
     s = state.settings
     body = _body(await read_json(request, json_body_cap(s)))
     fmt = body.get("encoding_format") or "float"
@@ -277,9 +277,8 @@ def _openai_result(moderator: Any, res: Any, with_text: bool) -> dict[str, Any]:
 @router.post(
     "/v1/moderations", response_model=ModerationsResponse, openapi_extra=body_doc(ModerationsBody, "application/json")
 )
-async def moderations(request: Request) -> JSONResponse:
+async def moderations(request: Request, state: StateDep) -> JSONResponse:
     """OpenAI's moderations backed by a named policy: ``{"id", "model", "results": [...]}``."""
-    state = request.app.state.blip
     s = state.settings
     body = _body(await read_json(request, json_body_cap(s)))
     policy = body.get("model") or s.openai_moderation_policy

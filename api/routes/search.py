@@ -41,7 +41,7 @@ def _check_rerank_cost(request: Request, state: AppState, plan: QueryPlan, k: in
     for callers without a write key."""
     depth = plan.rerank_cost
     cap = state.settings.public_rerank_depth
-    if depth > cap and caller_scope(request) not in ("write", "admin"):
+    if depth > cap and caller_scope(request, state.settings) not in ("write", "admin"):
         raise InvalidInputError(
             f"Re-ranking {depth} candidates (the larger of k={k} and rerank_k={rerank_k}) is over the {cap} "
             "allowed without a write key (BLIPSEARCH_PUBLIC_RERANK_DEPTH); lower k or rerank_k, or send a key "

@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.decoding import check_request_pixels
+from api.deps import StateDep
 from api.schemas import ERRORS, CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
@@ -22,10 +23,9 @@ def healthz() -> Health:
 
 
 @router.get("/readyz", response_model=Health)
-def readyz(request: Request) -> Health:
+def readyz(state: StateDep) -> Health:
     """Ready. Open to all, so it says no more than a reader may know: nothing in key mode (reads
     need a key), and model names without server paths otherwise (api/paths.py)."""
-    state = request.app.state.blip
     settings = state.settings
     if settings.read_access == "key":
         return Health(status="ready")
@@ -43,7 +43,7 @@ def metrics(request: Request) -> Response:
 
 @router.post("/v1/captions", response_model=CaptionResponse, dependencies=[READ])
 async def caption(
-    request: Request,
+    state: StateDep,
     file: Annotated[UploadFile, File(description="Image to caption")],
     prompt: Annotated[
         str | None, Form(max_length=1000, description="BLIP: prefix to continue; InstructBLIP/LLaVA: the instruction")
@@ -53,7 +53,6 @@ async def caption(
 ) -> CaptionResponse:
     from models.captioners import Decoding
 
-    state = request.app.state.blip
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.bodies import body_doc, read_json
+from api.deps import StateDep
 from api.protocol_errors import WEAVIATE, protocol_route
 from api.protocols import (
     ProtocolInputError,
@@ -34,6 +35,7 @@ from api.protocols import (
     resolve_model,
 )
 from blipsearch import __version__
+from blipsearch.config import Settings
 
 router = APIRouter(tags=["weaviate"], route_class=protocol_route(WEAVIATE), responses=WEAVIATE.responses())
 
@@ -55,16 +57,15 @@ def live_and_ready() -> Response:
     return Response(status_code=204)
 
 
-def _model(request: Request) -> str:
-    s = request.app.state.blip.settings
+def _model(s: Settings) -> str:
     return resolve_model(s, s.weaviate_model, "BLIPSEARCH_WEAVIATE_MODEL")
 
 
 @router.get("/meta", dependencies=[READ])
-def meta(request: Request) -> dict[str, Any]:
+def meta(state: StateDep) -> dict[str, Any]:
     """The model the container vectorizes with (Weaviate shows this object as the module's meta)."""
-    model_id = _model(request)
-    embedder = request.app.state.blip.embedder(model_id)
+    model_id = _model(state.settings)
+    embedder = state.embedder(model_id)
     return {
         "model": {"name": model_id, **embedder.describe()},
         "dim": embedder.dim,
@@ -87,9 +88,8 @@ def _strings(body: dict[str, Any], key: str) -> list[str]:
     response_model=VectorizeResponse,
     openapi_extra=body_doc(VectorizeBody, "application/json"),
 )
-async def vectorize(request: Request) -> JSONResponse:
+async def vectorize(request: Request, state: StateDep) -> JSONResponse:
     """``{"texts", "images"}`` → ``{"textVectors", "imageVectors"}`` (L2-normalised, input order)."""
-    state = request.app.state.blip
     s = state.settings
     body = await read_json(request, json_body_cap(s))
     if not isinstance(body, dict):
@@ -104,7 +104,7 @@ async def vectorize(request: Request) -> JSONResponse:
         if not t.strip():
             raise ProtocolInputError(f"texts[{i}] is empty.", f"texts[{i}]")
     blobs = [inline_image_bytes(b, s.max_upload_bytes, f"images[{i}]") for i, b in enumerate(images_b64)]
-    model_id = await run_in_threadpool(_model, request)
+    model_id = await run_in_threadpool(_model, s)
     pictures = await state.decodes.run(lambda: decode_all(state, blobs)) if blobs else []
 
     def run() -> dict[str, Any]:

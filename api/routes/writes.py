@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 from typing import Annotated
 
-from fastapi import APIRouter, File, Request, UploadFile
+from fastapi import APIRouter, File, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import ADMIN, WRITE
 from api.decoding import check_request_pixels
+from api.deps import SettingsDep, StateDep
 from api.routes.collections import collection_info
 from api.schemas import (
     ERRORS,
@@ -32,8 +33,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERR
 
 
 @router.post("", response_model=CollectionInfo, status_code=201, dependencies=[WRITE])
-def create_collection(body: CreateCollectionRequest, request: Request) -> CollectionInfo:
-    state = request.app.state.blip
+def create_collection(body: CreateCollectionRequest, state: StateDep) -> CollectionInfo:
     settings = state.settings
     validate_name(body.name, new=True)  # cheap checks first: no model loads for a name that cannot be
     model = body.model or settings.model
@@ -48,8 +48,7 @@ def create_collection(body: CreateCollectionRequest, request: Request) -> Collec
 
 
 @router.delete("/{name}", status_code=204, dependencies=[ADMIN])
-def delete_collection(name: str, request: Request) -> None:
-    state = request.app.state.blip
+def delete_collection(name: str, state: StateDep) -> None:
     settings = state.settings
     Collection.destroy(settings.data_dir, name)
     state.forget(name)
@@ -64,11 +63,10 @@ def delete_collection(name: str, request: Request) -> None:
 @router.post("/{name}/images", response_model=UploadResponse, dependencies=[WRITE])
 async def upload_images(
     name: str,
-    request: Request,
+    state: StateDep,
     files: Annotated[list[UploadFile], File(description="One or more images")],
 ) -> UploadResponse:
     """Upload and index images now. Bad files are reported in ``failures``; the rest are added."""
-    state = request.app.state.blip
     settings = state.settings
     coll = Collection.open(settings.data_dir, name)
     if coll.manifest.kind != "images":
@@ -117,9 +115,9 @@ async def upload_images(
 
 
 @router.delete("/{name}/images/{rid}", response_model=DeleteResponse, dependencies=[WRITE])
-def delete_image(name: str, rid: int, request: Request) -> DeleteResponse:
+def delete_image(name: str, rid: int, settings: SettingsDep) -> DeleteResponse:
     """Delete a record: never returned by a later search (tombstoned and removed from the index)."""
-    coll = Collection.open(request.app.state.blip.settings.data_dir, name)
+    coll = Collection.open(settings.data_dir, name)
     deleted, _ = coll.delete([rid])
     if not deleted:
         raise RecordNotFoundError(f"Collection {name!r} has no record {rid}.")

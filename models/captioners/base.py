@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from blipsearch.limits import CAPTION_BATCH_SIZE
 from models.base import ImagePreprocessor
 from models.loading import from_pretrained, resolve_source
 from models.precision import plan_precision
@@ -54,7 +55,7 @@ class Captioner(ABC):
         *,
         device: str = "auto",
         dtype: str = "auto",
-        batch_size: int = 16,
+        batch_size: int = CAPTION_BATCH_SIZE,
         config: Any = None,
         memory_headroom: float | None = 1.2,
         precision: str = "exact",

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from blipsearch.limits import OCR_MAX_REGIONS, OCR_MAX_SIDE, OCR_TIME_BUDGET_S
+
 Box = list[list[float]]  # 4 points [[x, y], ...], clockwise from the top-left
 
 
@@ -27,10 +29,10 @@ class OcrLimits:
     """Per-image bounds (BLIPSEARCH_OCR_* settings)."""
 
     max_pixels: int = 16_000_000  # larger images are downscaled before detection
-    max_side: int = 1536  # the detector's input side (tiles of a panorama each get this)
+    max_side: int = OCR_MAX_SIDE  # the detector's input side (tiles of a panorama each get this)
     max_tiles: int = 8  # a very wide or tall image is cut into at most this many tiles
-    max_regions: int = 500  # text regions recognised per image (the largest first)
-    time_budget_s: float = 20.0  # checked between stages and recognition batches
+    max_regions: int = OCR_MAX_REGIONS  # text regions recognised per image (the largest first)
+    time_budget_s: float = OCR_TIME_BUDGET_S  # checked between stages and recognition batches
     min_box_side: float = 3.0  # boxes thinner than this (pixels) are degenerate: dropped
 
 
