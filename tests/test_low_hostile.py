@@ -39,3 +39,46 @@ def test_caption_cli_names_the_limit(tmp_path, tiny_models, monkeypatch):
     r = CliRunner().invoke(app, [*args, "--max-new-tokens", "500"])
     assert r.exit_code == 2 and "--max-new-tokens" in r.output and "64 positions" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+def test_embed_to_an_unwritable_output_is_one_line(tmp_path, tiny_models, monkeypatch):
+    from cli.main import app
+
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    r = CliRunner().invoke(app, ["embed", "--text", "a cat", "--model", str(tiny_models["blip-itm"]), "-o", "/proc/x"])
+    assert r.exit_code == 2 and "Cannot write --output /proc/x" in r.output and "Traceback" not in r.output, r.output
+
+
+@pytest.mark.parametrize("spec", ["HNSW0", "HNSW1", "IVF4_HNSW0,Flat", "RR0,Flat", "PQ4x0", "NSG32", "IVF0,Flat", ""])
+def test_bad_index_specs_are_refused_before_faiss(spec):
+    from blipsearch.errors import InvalidInputError
+    from search.faiss_backend import new_index
+
+    with pytest.raises(InvalidInputError, match="Invalid FAISS index spec"):
+        new_index(spec, 16)
+
+
+@pytest.mark.parametrize("spec", ["Flat", "HNSW32", "IVF4,Flat", "IVF2,PQ4x2", "OPQ4_16,IVF4,PQ4", "IVF4_HNSW8,SQ8"])
+def test_good_index_specs_still_build(spec):
+    from search.faiss_backend import new_index
+
+    assert new_index(spec, 16).d == 16
+
+
+def test_reindex_with_a_spec_that_aborts_faiss_exits_2(tmp_path, blip_embedder, tiny_models):
+    import os
+    import subprocess
+    import sys
+
+    from service.indexing import index_paths
+    from tests.helpers import write_images
+
+    settings = Settings(data_dir=tmp_path / "data", model=str(tiny_models["blip-itm"]))
+    write_images(tmp_path / "imgs", 3)
+    index_paths(settings, [tmp_path / "imgs"], "p", embedder=blip_embedder, progress=False)
+    env = {**os.environ, "BLIPSEARCH_DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "cli", "reindex", "-c", "p", "--index-spec", "HNSW0"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and "HNSW M must be 2..256" in r.stderr, (r.returncode, r.stderr[-2000:])
