@@ -82,3 +82,32 @@ def test_reindex_with_a_spec_that_aborts_faiss_exits_2(tmp_path, blip_embedder, 
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 2 and "HNSW M must be 2..256" in r.stderr, (r.returncode, r.stderr[-2000:])
+
+
+def _tar(path, members: dict[str, bytes]) -> None:
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_tar_members_with_hash_and_percent_in_their_names_read_back(tmp_path):
+    import hashlib
+
+    from indexer.sources.webdataset import WebDatasetSource
+    from media.safe_read import read_verified
+
+    png = _png()
+    shard = tmp_path / "s.tar"
+    _tar(shard, {"a#1.png": png, "b%23.png": png + b"\0", "c%zz.png": png + b"\0\0"})
+    items = list(WebDatasetSource(shard))
+    assert len(items) == 3 and all(it.error is None for it in items)
+    for it in items:
+        assert it.uri.rpartition("#")[0] == str(shard.resolve())
+        assert read_verified(it.uri, hashlib.sha256(it.data).hexdigest(), 1 << 20) == it.data
+    # A uri stored before member names were encoded still reads its raw member.
+    old = f"{shard.resolve()}#b%23.png"
+    assert read_verified(old, hashlib.sha256(png + b"\0").hexdigest(), 1 << 20) == png + b"\0"
