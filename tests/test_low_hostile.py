@@ -111,3 +111,17 @@ def test_tar_members_with_hash_and_percent_in_their_names_read_back(tmp_path):
     # A uri stored before member names were encoded still reads its raw member.
     old = f"{shard.resolve()}#b%23.png"
     assert read_verified(old, hashlib.sha256(png + b"\0").hexdigest(), 1 << 20) == png + b"\0"
+
+
+def test_a_glob_over_symlink_loops_finishes(tmp_path):
+    from indexer.sources.files import expand_glob
+
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    make_image(1).save(tmp_path / "a" / "b" / "x.png")
+    make_image(2).save(tmp_path / "top.png")
+    (tmp_path / ".hidden").mkdir()
+    make_image(3).save(tmp_path / ".hidden" / "h.png")
+    (tmp_path / "a" / "b" / "loop1").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "loop2").symlink_to(tmp_path)
+    got = expand_glob(str(tmp_path / "**" / "*.png"))
+    assert got == [tmp_path / "a" / "b" / "x.png", tmp_path / "top.png"]
