@@ -35,9 +35,7 @@ def _transform(m: re.Match[str], dim: int) -> str | None:
 
 
 def _ivf(m: re.Match[str], dim: int) -> str | None:
-    return _range("IVF lists", m.group(1), 1, MAX_NLIST) or (
-        m.group(2) and _range("HNSW M", m.group(2), 2, MAX_HNSW_M)
-    )
+    return _range("IVF lists", m.group(1), 1, MAX_NLIST) or (m.group(2) and _range("HNSW M", m.group(2), 2, MAX_HNSW_M))
 
 
 def _pq(m: re.Match[str], dim: int) -> str | None:
@@ -60,7 +58,9 @@ def check_spec(spec: str, dim: int) -> None:
     body = re.sub(r"^IDMap2?,", "", spec.strip())
     parts = body.split(",")
     if not body or len(parts) > MAX_COMPONENTS:
-        raise InvalidInputError(f"Invalid FAISS index spec {spec!r}: give 1..{MAX_COMPONENTS} components ({_EXAMPLES}).")
+        raise InvalidInputError(
+            f"Invalid FAISS index spec {spec!r}: give 1..{MAX_COMPONENTS} components ({_EXAMPLES})."
+        )
     for part in parts:
         for pattern, rule in _RULES:
             m = pattern.fullmatch(part)
