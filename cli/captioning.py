@@ -49,6 +49,7 @@ def caption(
     settings = settings_for(data_dir)
     captioner = load_captioner(settings, caption_model)
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
+    captioner.check_decoding(decoding)
     if collection:
         from service.captioning import caption_collection
 

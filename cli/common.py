@@ -66,6 +66,19 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def write_output(path: Path, data: bytes | str, flag: str = "--output") -> None:
+    """Write a command's result to ``path``; an unwritable path is a one-line error naming the flag."""
+    try:
+        if isinstance(data, bytes):
+            path.write_bytes(data)
+        else:
+            path.write_text(data, encoding="utf-8")
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise
+        raise InvalidInputError(f"Cannot write {flag} {path}: {exc.strerror or exc}") from None
+
+
 def settings_for(data_dir: Path | None, **extra: Any) -> Settings:
     if extra.get("precision") not in (None, "exact", "fast"):
         raise InvalidInputError(f"Unknown precision {extra['precision']!r}: use 'exact' or 'fast'.")

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from blipsearch.errors import InvalidInputError
-from cli.common import DataDirOpt, handle_errors, settings_for
+from cli.common import DataDirOpt, handle_errors, settings_for, write_output
 
 
 @handle_errors
@@ -61,13 +61,13 @@ def embed(
         buf = io.BytesIO()
         np.save(buf, vectors)
         if output is not None:
-            output.write_bytes(buf.getvalue())
+            write_output(output, buf.getvalue())
         else:
             sys.stdout.buffer.write(buf.getvalue())
             sys.stdout.buffer.flush()
         return
     out = json.dumps(payload(embedder, vectors, kind))
     if output is not None:
-        output.write_text(out + "\n")
+        write_output(output, out + "\n")
     else:
         typer.echo(out)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from blipsearch.errors import InvalidInputError
-from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for, write_output
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval quality on labelled data.")
 
@@ -79,5 +79,5 @@ def retrieval(
         draft=draft,
     )
     if output:
-        output.write_text(json.dumps(result, indent=2))
+        write_output(output, json.dumps(result, indent=2))
     emit(result, as_json, format_table)

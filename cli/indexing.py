@@ -142,6 +142,9 @@ def index(
     options = IndexOptions.from_settings(settings, runner=runner, address=address)
     options.check(captions=captions, cache_itm_features=cache_itm_features)  # before a captioner loads
     captioner = load_captioner(settings, caption_model) if captions else None
+    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
+    if captioner is not None:
+        captioner.check_decoding(decoding)  # before any record is written
     report = index_paths(
         settings,
         paths,
@@ -150,7 +153,7 @@ def index(
         model=model,
         cache_itm_features=cache_itm_features,
         captioner=captioner,
-        decoding=Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt),
+        decoding=decoding,
         input_format=input_format,
         path_column=path_column,
         metadata_columns=meta_cols,

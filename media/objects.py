@@ -33,6 +33,7 @@ from blipsearch.errors import (
     SourceUnavailableError,
 )
 from blipsearch.limits import OBJECT_RETRIES, OBJECT_TIMEOUT_S
+from media.tar import get_member
 
 # URL scheme -> (fsspec protocol, the package that provides it, the blipsearch extra)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -229,7 +230,7 @@ def _read_remote_member(shard: str, member: str, max_bytes: int, options: Object
     try:
         with open_object(shard, options, block_size=1 << 20) as fh, tarfile.open(fileobj=fh, mode="r:*") as tar:
             try:
-                info = tar.getmember(member)
+                info = get_member(tar, member)
             except KeyError:
                 raise SourceUnavailableError("The stored original is no longer in its tar shard.") from None
             if not info.isfile():

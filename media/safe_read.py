@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError, SourceChangedError, SourceUnavailableError
-from media.tar import is_tar
+from media.tar import get_member, is_tar
 
 # Everything a reader of stored uris may need to catch to skip one record.
 READ_ERRORS = (ImageDecodeError, SourceUnavailableError, SourceChangedError)
@@ -90,7 +90,7 @@ def _read_member(fd: int, member: str, max_bytes: int) -> bytes:
         try:
             with tarfile.open(fileobj=fh, mode="r:*") as tar:
                 try:
-                    info = tar.getmember(member)
+                    info = get_member(tar, member)
                 except KeyError:
                     raise _unavailable("is no longer in its tar shard") from None
                 if not info.isfile():

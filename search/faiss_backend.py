@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from blipsearch.errors import InvalidInputError, MissingDependencyError, StorageError
+from search.spec_check import check_spec
 from search.specs import FLAT_SPEC, ID_MAP, with_id_map
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def _gpu_resources() -> Any:
 def new_index(spec: str, dim: int, id_map: bool = True) -> Any:
     """An inner-product index from a factory spec; IDs are mapped with IDMap2 if not already
     (``id_map=False``: the spec as given, e.g. an IVF index storing ids in its lists)."""
+    check_spec(spec, dim)  # some bad parameters abort the process inside FAISS
     f = faiss()
     full = with_id_map(spec) if id_map else spec
     if full.startswith(f"{ID_MAP}IVF"):

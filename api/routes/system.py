@@ -57,10 +57,11 @@ async def caption(
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
     captioner = await run_in_threadpool(state.captioner)
+    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt or None)
+    await run_in_threadpool(captioner.check_decoding, decoding)
     side = captioner.input_size if s.decode_draft() else None
     image = await state.decodes.run(
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
     )
-    decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt or None)
     text = (await run_in_threadpool(captioner.caption, [image], decoding))[0]
     return CaptionResponse(caption_model=captioner.model_id, caption=text)

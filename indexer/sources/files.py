@@ -19,10 +19,27 @@ def is_glob(raw: str) -> bool:
 
 def expand_glob(pattern: str) -> list[Path]:
     """Sorted matches of ``pattern`` (``**`` recurses); no match is an error, not a silent no-op."""
-    matches = sorted(glob.glob(os.path.expanduser(pattern), recursive=True))
+    matches = sorted(_glob_no_links(os.path.expanduser(pattern)))
     if not matches:
         raise InvalidInputError(f"The pattern {pattern!r} matches no file.")
     return [Path(m) for m in matches]
+
+
+def _glob_no_links(pattern: str) -> list[str]:
+    """``glob.glob(pattern, recursive=True)`` without following directory symlinks under ``**``
+    (a symlink loop made glob's recursion endless): pathlib's walk, hidden names skipped as glob does."""
+    parts = Path(pattern).parts
+    fixed = next((i for i, part in enumerate(parts) if is_glob(part)), len(parts))
+    if fixed == len(parts):
+        return glob.glob(pattern)
+    root, rel = Path(*parts[:fixed]) if fixed else Path("."), Path(*parts[fixed:])
+    out = []
+    for m in root.glob(str(rel)):
+        tail = m.relative_to(root).parts
+        if any(t.startswith(".") and not p.startswith(".") for t, p in zip(tail, rel.parts, strict=False)):
+            continue
+        out.append(str(m) if fixed else os.path.relpath(m))
+    return out
 
 
 def walk(path: Path) -> Iterator[Path]:

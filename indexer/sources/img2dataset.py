@@ -21,7 +21,7 @@ from indexer.sources.manifest import _jsonable
 from indexer.sources.remote_shards import ObjectShardSource
 from indexer.sources.tree import Tree
 from indexer.sources.webdataset import WebDatasetSource, split_key
-from media.tar import TAR_SUFFIXES
+from media.tar import TAR_SUFFIXES, member_names
 
 DROPPED = ("status", "error_message")
 
@@ -72,7 +72,7 @@ class Img2DatasetSource(Source):
                 yield SourceItem(f"{self.tree.uri(shard)}#", error=f"unreadable img2dataset Parquet: {exc}")
             seen: set[str] = set()
             for item in self._shard(shard):
-                key = posixpath.basename(split_key(item.uri.rpartition("#")[2])[0])
+                key = posixpath.basename(split_key(member_names(item.uri.rpartition("#")[2])[0])[0])
                 row = rows.get(key)
                 if row is not None:
                     seen.add(key)

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from blipsearch.errors import InvalidInputError
 from indexer.sources.base import IMAGE_EXTENSIONS, Source, SourceItem
+from media.tar import member_uri
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _sample_item(
 ) -> SourceItem | None:
     image = next(((name, data) for ext, (name, data) in members.items() if ext in IMAGE_EXTENSIONS), None)
     if image is None and too_large is not None:  # its image member was left unread: a per-item failure
-        return SourceItem(f"{shard}#{too_large[0]}", error=too_large[1])
+        return SourceItem(member_uri(shard, too_large[0]), error=too_large[1])
     meta: dict[str, Any] = {}
     if "json" in members:
         try:
@@ -57,7 +58,7 @@ def _sample_item(
             meta["text"] = members[ext][1].decode("utf-8", "replace")
     if image is None:
         return None
-    return SourceItem(f"{shard}#{image[0]}", data=image[1], meta=meta)
+    return SourceItem(member_uri(shard, image[0]), data=image[1], meta=meta)
 
 
 class WebDatasetSource(Source):

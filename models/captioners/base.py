@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
+from blipsearch.errors import InvalidInputError
 from blipsearch.limits import CAPTION_BATCH_SIZE
 from models.base import ImagePreprocessor
 from models.loading import from_pretrained, resolve_source
@@ -109,6 +110,42 @@ class Captioner(ABC):
         inputs["pixel_values"] = torch.as_tensor(pixel_values).to(self.device, self.torch_dtype)
         return inputs
 
+    @property
+    def max_positions(self) -> int | None:
+        """Positions the text decoder holds (prompt plus new tokens); None without a fixed table."""
+        text = getattr(self.model.config, "text_config", None) or self.model.config
+        if getattr(text, "is_encoder_decoder", False):
+            return None  # T5-style decoders use relative positions: no table to overrun
+        n = getattr(text, "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) and n > 0 else None
+
+    def check_length(self, inputs: dict[str, torch.Tensor], decoding: Decoding) -> None:
+        """Refuse a decoding whose prompt plus ``max_new_tokens`` overruns the decoder's positions.
+
+        Past the table ``generate`` fails with an IndexError deep in the model; the message here
+        names the limit and how much of it the prompt takes.
+        """
+        limit = self.max_positions
+        if limit is None:
+            return
+        ids = inputs.get("input_ids")
+        prompt = int(ids.shape[1]) if ids is not None else 1  # a bare BLIP decode starts from [BOS]
+        if prompt + decoding.max_new_tokens > limit:
+            room = max(limit - prompt, 0)
+            raise InvalidInputError(
+                f"max_new_tokens={decoding.max_new_tokens} plus the prompt's {prompt} tokens exceeds the "
+                f"caption model's {limit} positions: use max_new_tokens <= {room} (--max-new-tokens)"
+            )
+
+    def check_decoding(self, decoding: Decoding) -> None:
+        """``check_length`` before any image is read: the prompt's tokens for one blank image."""
+        if self.max_positions is None:
+            return
+        from PIL import Image
+
+        blank = self.preprocess([Image.new("RGB", (8, 8))])
+        self.check_length(self.text_inputs(blank, decoding.prompt or self.default_prompt), decoding)
+
     def new_tokens(self, out: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Only the generated tokens: decoder-only models echo the prompt ids first."""
         ids = inputs.get("input_ids")
@@ -118,6 +155,7 @@ class Captioner(ABC):
 
     def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
         inputs = self.model_inputs(pixel_values, decoding.prompt)
+        self.check_length(inputs, decoding)
         with torch.inference_mode(), self.plan.run("caption"):
             out = self.model.generate(**inputs, **decoding.generate_kwargs())
         texts = self.processor.batch_decode(self.new_tokens(out, inputs), skip_special_tokens=True)
