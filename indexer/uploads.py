@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from blipsearch.config import Settings
+from blipsearch.errors import CollectionNotFoundError
 from indexer.ocr import OcrOptions, OcrStage
 from indexer.options import IndexOptions
 from indexer.pipeline import IndexPipeline
@@ -46,7 +47,12 @@ def index_blobs(settings: Settings, coll: Collection, embedder: Embedder, blobs:
         sha = hashlib.sha256(blob.data).hexdigest()
         path = folder / f"{sha}.{EXTENSIONS.get(blob.format, 'img')}"
         if not path.exists():
-            atomic_write_bytes(path, blob.data)
+            try:
+                atomic_write_bytes(path, blob.data)
+            except FileNotFoundError:  # the collection was deleted while this upload arrived
+                if Collection.exists(settings.data_dir, coll.name):
+                    raise
+                raise CollectionNotFoundError(f"Collection {coll.name!r} does not exist.") from None
         paths.append(path)
     options = IndexOptions.from_settings(
         settings,
