@@ -265,7 +265,8 @@ def _rule_results(
             ["text"] if has_text and "text" in rule.sources else []
         )
         if types:
-            out[f"text_rule:{rule.name}"] = (("text_rule", rule.name) in hit, float(rule.name in matched), types)
+            flag = ("text_rule", rule.name) in hit  # a match, or a regex out of time (on_timeout)
+            out[f"text_rule:{rule.name}"] = (flag, float(flag or rule.name in matched), types)
     return out
 
 
@@ -314,8 +315,9 @@ async def moderations(request: Request) -> JSONResponse:
     if isinstance(raw, list) and len(raw) > s.embed_max_items:
         raise ProtocolInputError(f"{len(raw)} inputs is over the limit of {s.embed_max_items} per request.", "input")
     inputs = _moderation_inputs(raw)
-    with_image = [i for i, (img, _) in enumerate(inputs) if img is not None]
-    blobs = [inline_image_bytes(inputs[i][0], s.max_upload_bytes, f"input[{i}]") for i in with_image]
+    uris = [(i, img) for i, (img, _) in enumerate(inputs) if img is not None]
+    with_image = [i for i, _ in uris]
+    blobs = [inline_image_bytes(img, s.max_upload_bytes, f"input[{i}]") for i, img in uris]
 
     images = await state.decodes.run(lambda: decode_all(state, blobs)) if blobs else []
 
