@@ -228,6 +228,24 @@ def test_text_only_moderations_run_the_text_rules_and_images_every_kind(live, cl
     assert hit["blipsearch"]["policy"] == "rules" and hit["blipsearch"]["version"] == "3"
 
 
+def test_image_moderations_map_detector_scores(live, client, tmp_path):
+    """A detector rule's category: the best score of a detection mapped to it, hit at the threshold."""
+    pytest.importorskip("nudenet")
+    from models.detectors.nudenet import LABELS
+
+    pol = {"name": "det", "version": 1,
+           "detectors": [{"name": "n", "detector": "nudenet", "classes": {c: "nudity" for c in LABELS},
+                          "threshold": 0.0, "action": "review"}]}  # fmt: skip
+    (live["settings"].policy_dir / "det.yaml").write_text(yaml.safe_dump(pol))
+    r = client.moderations.create(model="det", input=[data_uri(_png(photo(2)))]).results[0].model_dump()
+    boxes = [b for ev in r["blipsearch"]["checks"]["detectors"].values() for b in ev["detections"]]
+    assert r["category_scores"]["detector:nudity"] == pytest.approx(max((b["score"] for b in boxes), default=0.0))
+    assert r["categories"]["detector:nudity"] is bool(boxes)
+    assert r["category_applied_input_types"]["detector:nudity"] == ["image"]
+    with pytest.raises(openai.BadRequestError):  # detectors need an image
+        client.moderations.create(model="det", input="words")
+
+
 def test_hostile_moderation_requests(live, client):
     with pytest.raises(openai.NotFoundError):
         client.moderations.create(model="nope", input=[data_uri(png_bytes(1))])
