@@ -156,6 +156,27 @@ class Moderator:
             res.decision = _decide(res.triggers)
         return out
 
+    @property
+    def reads_text(self) -> bool:
+        """Whether a text alone (no image) has a check here: a text rule over the accompanying text."""
+        return any("text" in r.sources for r in self.policy.text_rules)
+
+    def check_texts(self, texts: list[str]) -> list[CheckResult]:
+        """Check texts without an image: only the policy's text rules over the accompanying text
+        apply (every other kind needs an image); PolicyError when the policy has none."""
+        if not self.reads_text:
+            raise PolicyError(f"Policy {self.policy.name!r} has no check that applies to text (no text_rules on text).")
+        kind = next(k for k in self.kinds if k.name == "text_rules")
+        t0 = time.perf_counter()
+        found = kind.check([Subject(None, t) for t in texts])
+        per_text = round((time.perf_counter() - t0) * 1e3 / max(len(texts), 1), 3)
+        return [
+            CheckResult(
+                _decide(kr.triggers), [], kr.triggers, timing_ms={kind.name: per_text}, checks={kind.name: kr.evidence}
+            )
+            for kr in found
+        ]
+
     def _blip_checks(self, images: list[Image.Image], texts: list[str | None], screen: bool) -> list[CheckResult]:
         t0 = time.perf_counter()
         tokens: list[Any]

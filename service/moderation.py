@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from blipsearch.config import Settings
-from blipsearch.errors import InvalidInputError, NotFoundError
+from blipsearch.errors import InvalidInputError, MissingDependencyError, NotFoundError
 from models.base import Embedder
 from models.vqa import VisualQuestionScorer
 from moderation.checks import Moderator
@@ -67,17 +67,22 @@ def ocr_reader(settings: Settings) -> Callable[[Image.Image], str] | None:
     """The text of an image for text rules that read OCR text, where the record has none stored
     (``moderate check``, uploads): the configured OCR engine (models/ocr/), when it is installed;
     None otherwise (those rules then see only stored OCR text)."""
-    try:
-        from models.ocr.registry import load_ocr_engine
-    except ImportError:
-        return None
     import numpy as np
 
-    engine = load_ocr_engine(getattr(settings, "ocr_engine", "rapidocr"), threads=getattr(settings, "ocr_threads", 1))
-    min_conf = float(getattr(settings, "ocr_min_confidence", 0.5))
+    from indexer.ocr import OcrOptions
+    from models.ocr.registry import load_ocr_engine
+
+    opts = OcrOptions.from_settings(settings)
+    try:
+        engine = load_ocr_engine(opts.engine, threads=opts.threads, rec_batch=opts.rec_batch)
+    except (ImportError, MissingDependencyError):  # the engine is not installed: those rules see only stored OCR text
+        return None
 
     def read(image: Image.Image) -> str:
-        return str(engine.read(np.asarray(image.convert("RGB"))).text(min_conf))
+        res = engine.read(np.asarray(image.convert("RGB")), opts.limits)
+        if res.error and not res.lines:  # nothing read: the text rule reports it (review), never a silent allow
+            raise RuntimeError(res.error)
+        return str(res.text(opts.min_confidence))
 
     return read
 

@@ -395,3 +395,34 @@ def test_api_check_reports_the_new_kinds(tmp_path, tiny_models):
         assert body["decision"] == "block" and body["checks"]["hash_lists"]["lists"][0]["distance"] == 0
         assert body["checks"]["text_rules"]["matches"][0]["match"] == "www.example.com"
         assert {t["check"] for t in body["triggers"]} == {"hash_list", "text_rule"}
+
+
+def test_moderate_check_reads_the_image_text_by_ocr_for_text_rules(tmp_path, monkeypatch):
+    """An image with an e-mail address written in it and no accompanying text: ``moderate check``
+    runs the OCR engine (RapidOCR, real weights) and the text rule fires on what it read."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    from PIL import ImageFont
+    from typer.testing import CliRunner
+
+    from cli.main import app as cli
+
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 48)
+    im = Image.new("RGB", (640, 240), "white")
+    draw = ImageDraw.Draw(im)
+    draw.text((40, 40), "Hello", fill="black", font=font)
+    draw.text((40, 130), "bob@mail.com", fill="black", font=font)
+    im.save(tmp_path / "sign.png")
+    Image.new("RGB", (640, 240), "white").save(tmp_path / "blank.png")
+    pol = {"name": "ocr", "version": 1, "text_rules": [{"name": "email", "builtin": "email", "action": "review"}]}
+    (tmp_path / "ocr.yaml").write_text(yaml.safe_dump(pol))
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    out = CliRunner().invoke(
+        cli, ["moderate", "check", str(tmp_path / "sign.png"), str(tmp_path / "blank.png"),
+              "--policy", str(tmp_path / "ocr.yaml"), "--json"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    sign, blank = json.loads(out.stdout)["results"]
+    assert sign["decision"] == "review"
+    (hit,) = sign["checks"]["text_rules"]["matches"]
+    assert hit["source"] == "ocr" and hit["match"] == "bob@mail.com" and sign["checks"]["text_rules"]["ocr_read"]
+    assert blank["decision"] == "allow" and blank["checks"]["text_rules"]["matches"] == []

@@ -12,10 +12,11 @@ import requests
 import yaml
 
 from blipsearch.config import Settings
+from media.pdq import pdq_hash
 from service.indexing import index_paths
 from tests.helpers import write_images
 from tests.live_server import data_uri, png_bytes, serve
-from tests.test_moderation import policy_dict
+from tests.test_moderation import photo, policy_dict
 
 openai = pytest.importorskip("openai")
 
@@ -27,6 +28,13 @@ def live(tmp_path_factory, blip_embedder, tiny_models):
     policies.mkdir()
     (policies / "shop.yaml").write_text(yaml.safe_dump(policy_dict(itm=0.0)))  # every category hits: block
     (policies / "calm.yaml").write_text(yaml.safe_dump(policy_dict(itc=1.0, itm=1.0)))  # nothing passes the screen
+    (policies / "known.pdq").write_text(pdq_hash(photo(5)).hex + "\n")
+    rules = {"name": "rules", "version": 3,
+             "hash_lists": [{"name": "known", "path": "known.pdq", "action": "block"}],
+             "text_rules": [{"name": "spam", "keywords": ["free money"], "action": "review"},
+                            {"name": "email", "builtin": "email", "action": "flag"},
+                            {"name": "card", "builtin": "payment_card", "action": "block"}]}  # fmt: skip
+    (policies / "rules.yaml").write_text(yaml.safe_dump(rules))
     settings = Settings(
         data_dir=root / "data",
         model=str(tiny_models["blip-itm"]),
@@ -183,12 +191,71 @@ def test_moderations_follow_the_policy_and_report_its_decision(live, client):
             assert d["category_scores"][cat["name"]] == pytest.approx((1 + cat["itc"]) / 2, abs=1e-6)
 
 
+def _png(im) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_text_only_moderations_run_the_text_rules_and_images_every_kind(live, client):
+    texts = ["get FREE  Money now", "write to bob@example.com", "card 4111 1111 1111 1111", "a quiet day"]
+    res = [r.model_dump() for r in client.moderations.create(model="rules", input=texts).results]
+    spam, mail, card, _ = res
+    assert [r["blipsearch"]["decision"] for r in res] == ["review", "flag", "block", "allow"]
+    assert [r["flagged"] for r in res] == [True, True, True, False]
+    assert spam["categories"]["text_rule:spam"] is True and spam["category_scores"]["text_rule:spam"] == 1.0
+    assert spam["categories"]["text_rule:email"] is False and spam["category_scores"]["text_rule:email"] == 0.0
+    assert mail["categories"]["text_rule:email"] is True
+    assert mail["blipsearch"]["checks"]["text_rules"]["matches"][0]["match"] == "bob@example.com"
+    assert card["categories"]["text_rule:card"] is True
+    assert "4111 1111 1111 1111" not in json.dumps(card)  # card numbers are redacted in the evidence
+    for r in res:  # no image: the hash list does not apply, the text rules read the text
+        assert "hash_list:known" not in r["categories"]
+        assert r["category_applied_input_types"]["text_rule:spam"] == ["text"]
+    part = client.moderations.create(model="rules", input=[{"type": "text", "text": "free money"}]).results[0]
+    assert part.model_dump()["categories"]["text_rule:spam"] is True
+    # an image matched by the PDQ list: block, score 1 - distance / 256 (an exact copy: 1.0)
+    img = client.moderations.create(model="rules", input=[data_uri(_png(photo(5))), data_uri(_png(photo(1)))])
+    hit, miss = (r.model_dump() for r in img.results)
+    assert hit["blipsearch"]["decision"] == "block" and hit["categories"]["hash_list:known"] is True
+    assert hit["category_scores"]["hash_list:known"] == 1.0
+    assert hit["category_applied_input_types"]["hash_list:known"] == ["image"]
+    d = miss["blipsearch"]["checks"]["hash_lists"]["lists"][0]["distance"]
+    assert miss["categories"]["hash_list:known"] is False
+    assert miss["category_scores"]["hash_list:known"] == pytest.approx(1 - d / 256)
+    assert hit["blipsearch"]["policy"] == "rules" and hit["blipsearch"]["version"] == "3"
+
+
+def test_image_moderations_map_detector_scores(live, client, tmp_path):
+    """A detector rule's category: the best score of a detection mapped to it, hit at the threshold."""
+    pytest.importorskip("nudenet")
+    from models.detectors.nudenet import LABELS
+
+    pol = {"name": "det", "version": 1,
+           "detectors": [{"name": "n", "detector": "nudenet", "classes": {c: "nudity" for c in LABELS},
+                          "threshold": 0.0, "action": "review"}]}  # fmt: skip
+    (live["settings"].policy_dir / "det.yaml").write_text(yaml.safe_dump(pol))
+    r = client.moderations.create(model="det", input=[data_uri(_png(photo(2)))]).results[0].model_dump()
+    boxes = [b for ev in r["blipsearch"]["checks"]["detectors"].values() for b in ev["detections"]]
+    assert r["category_scores"]["detector:nudity"] == pytest.approx(max((b["score"] for b in boxes), default=0.0))
+    assert r["categories"]["detector:nudity"] is bool(boxes)
+    assert r["category_applied_input_types"]["detector:nudity"] == ["image"]
+    with pytest.raises(openai.BadRequestError):  # detectors need an image
+        client.moderations.create(model="det", input="words")
+
+
 def test_hostile_moderation_requests(live, client):
     with pytest.raises(openai.NotFoundError):
         client.moderations.create(model="nope", input=[data_uri(png_bytes(1))])
     with pytest.raises(openai.BadRequestError) as text_only:
         client.moderations.create(model="shop", input="just words")
     assert text_only.value.body["param"] == "input[0]"
+    assert "no check that applies to text" in text_only.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as mixed:  # one text among images: still refused, by position
+        client.moderations.create(model="shop", input=[data_uri(png_bytes(1)), "words"])
+    assert mixed.value.body["param"] == "input[1]"
     with pytest.raises(openai.BadRequestError):
         client.moderations.create(model="../shop", input=[data_uri(png_bytes(1))])
     two = [{"type": "image_url", "image_url": {"url": data_uri(png_bytes(i))}} for i in range(2)]

@@ -9,7 +9,8 @@ content part, or any string item under infinity's ``"modality": "image"``). Vect
 ``encoding_format: "base64"`` is little-endian float32, as OpenAI sends it.
 
 Moderations: ``model`` names a policy (BLIPSEARCH_POLICY_DIR; default
-BLIPSEARCH_OPENAI_MODERATION_POLICY); each input holds one image and optional accompanying text;
+BLIPSEARCH_OPENAI_MODERATION_POLICY); each input holds an image and optional accompanying text,
+or text alone (checked by the policy's text rules);
 the answer carries the policy's categories and, under ``blipsearch``, the full result that
 ``blipsearch moderate check --json`` prints. Score mapping: docs/protocols.md.
 """
@@ -224,29 +225,52 @@ async def embeddings(request: Request, state: StateDep) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(run))
 
 
-def _moderation_inputs(raw: Any) -> list[tuple[str, str | None]]:
-    """``input`` as ``[(image text, accompanying text or None)]``: a list of content parts is one
-    input; a string or a list of strings is one input per string."""
+def _moderation_inputs(raw: Any) -> list[tuple[str | None, str | None]]:
+    """``input`` as ``[(image text or None, accompanying text or None)]``: a list of content parts
+    is one input (at most one image, its text parts joined); a string or a list of strings is one
+    input per string (a data:image URI is an image, any other string a text-only input)."""
     if isinstance(raw, list) and raw and all(isinstance(p, dict) for p in raw):
         kinds = _items(raw, "auto")
         images = [v for k, v in kinds if k == "image"]
         texts = [v for k, v in kinds if k == "text"]
-        if len(images) != 1:
-            raise ProtocolInputError("A multi-modal input holds exactly one image_url part.", "input")
-        return [(images[0], " ".join(texts) if texts else None)]
-    out: list[tuple[str, str | None]] = []
-    for i, (kind, value) in enumerate(_items(raw, "auto")):
-        if kind != "image":
-            raise ProtocolInputError(
-                f"input[{i}]: blipsearch policies check images; a text-only input has nothing to check. Send "
-                "[{'type': 'image_url', ...}, {'type': 'text', ...}] (the text is the image's accompanying text).",
-                f"input[{i}]",
-            )
-        out.append((value, None))
+        if len(images) > 1:
+            raise ProtocolInputError("A multi-modal input holds at most one image_url part.", "input")
+        return [(images[0] if images else None, " ".join(texts) if texts else None)]
+    return [(v, None) if k == "image" else (None, v) for k, v in _items(raw, "auto")]
+
+
+RuleResult = tuple[bool, float, list[str]]
+
+
+def _rule_results(
+    moderator: Any, res: Any, has_image: bool, has_text: bool
+) -> dict[str, tuple[bool, float, list[str]]]:
+    """``(flagged, score, applied input types)`` per hash list, detector category and text rule."""
+    p, checks = moderator.policy, res.checks
+    hit = {(t["check"], t.get("list") or t.get("category") or t.get("rule")) for t in res.triggers}
+    out: dict[str, RuleResult] = {}
+    for entry in (checks.get("hash_lists") or {}).get("lists", []):
+        score = 1.0 - entry["distance"] / 256 if entry.get("distance") is not None else 0.0
+        out[f"hash_list:{entry['list']}"] = (("hash_list", entry["list"]) in hit, score, ["image"])
+    for rule in p.detectors if has_image else []:
+        boxes = [b for ev in (checks.get("detectors") or {}).values() if isinstance(ev, dict)
+                 for b in ev.get("detections", [])]  # fmt: skip
+        for cat in sorted(set(rule.classes.values())):
+            score = max((float(b["score"]) for b in boxes if cat in b["categories"]), default=0.0)
+            prev = out.get(f"detector:{cat}", (False, 0.0, ["image"]))
+            out[f"detector:{cat}"] = (prev[0] or ("detector", cat) in hit, max(prev[1], score), ["image"])
+    matched = {m["rule"] for m in (checks.get("text_rules") or {}).get("matches", []) if "match" in m}
+    for rule in p.text_rules:
+        types = (["image"] if has_image and "ocr" in rule.sources else []) + (
+            ["text"] if has_text and "text" in rule.sources else []
+        )
+        if types:
+            flag = ("text_rule", rule.name) in hit  # a match, or a regex out of time (on_timeout)
+            out[f"text_rule:{rule.name}"] = (flag, float(flag or rule.name in matched), types)
     return out
 
 
-def _openai_result(moderator: Any, res: Any, with_text: bool) -> dict[str, Any]:
+def _openai_result(moderator: Any, res: Any, has_image: bool, with_text: bool) -> dict[str, Any]:
     """One OpenAI moderation result from a policy's ``CheckResult`` (mapping: docs/protocols.md)."""
     categories: dict[str, bool] = {}
     scores: dict[str, float] = {}
@@ -264,6 +288,8 @@ def _openai_result(moderator: Any, res: Any, with_text: bool) -> dict[str, Any]:
         categories["blocklist"] = bool(res.blocklist["matched"])
         scores["blocklist"] = float(res.blocklist["score"] or 0.0)
         applied["blocklist"] = ["image"]
+    for key, (flag, score, types) in _rule_results(moderator, res, has_image, with_text).items():
+        categories[key], scores[key], applied[key] = flag, score, types
     p = moderator.policy
     return {
         "flagged": res.decision != "allow",
@@ -288,17 +314,36 @@ async def moderations(request: Request, state: StateDep) -> JSONResponse:
     if isinstance(raw, list) and len(raw) > s.embed_max_items:
         raise ProtocolInputError(f"{len(raw)} inputs is over the limit of {s.embed_max_items} per request.", "input")
     inputs = _moderation_inputs(raw)
-    blobs = [inline_image_bytes(img, s.max_upload_bytes, f"input[{i}]") for i, (img, _) in enumerate(inputs)]
+    uris = [(i, img) for i, (img, _) in enumerate(inputs) if img is not None]
+    with_image = [i for i, _ in uris]
+    blobs = [inline_image_bytes(img, s.max_upload_bytes, f"input[{i}]") for i, img in uris]
 
-    images = await state.decodes.run(lambda: decode_all(state, blobs))
+    images = await state.decodes.run(lambda: decode_all(state, blobs)) if blobs else []
 
     def run() -> dict[str, Any]:
         try:
             moderator = state.moderator(policy)
         except NotFoundError:
             raise ModelNotFoundError(f"No moderation policy {policy!r} in the policy folder.") from None
-        results = moderator.check_images(images, [t for _, t in inputs])
-        out = [_openai_result(moderator, r, t is not None) for r, (_, t) in zip(results, inputs, strict=True)]
+        text_only = [i for i, (img, _) in enumerate(inputs) if img is None]
+        if text_only and not moderator.reads_text:
+            raise ProtocolInputError(
+                f"input[{text_only[0]}]: policy {policy!r} has no check that applies to text (no text_rules on "
+                "accompanying text); send an image, or name a policy with text_rules.",
+                f"input[{text_only[0]}]",
+            )
+        results: list[Any] = [None] * len(inputs)
+        checked = moderator.check_images(images, [inputs[i][1] for i in with_image])
+        for i, r in zip(with_image, checked, strict=True):
+            results[i] = r
+        for i, r in zip(
+            text_only, moderator.check_texts([inputs[i][1] or "" for i in text_only]) if text_only else [], strict=True
+        ):
+            results[i] = r
+        out = [
+            _openai_result(moderator, r, img is not None, t is not None)
+            for r, (img, t) in zip(results, inputs, strict=True)
+        ]
         for r in out:  # the decision, as `moderate check` reports it, in the server log too
             b = r["blipsearch"]
             log.info("moderation policy=%s version=%s decision=%s", b["policy"], b["version"], b["decision"])
