@@ -344,8 +344,8 @@ async def moderations(request: Request, state: StateDep) -> JSONResponse:
             _openai_result(moderator, r, img is not None, t is not None)
             for r, (img, t) in zip(results, inputs, strict=True)
         ]
-        for r in out:  # the decision, as `moderate check` reports it, in the server log too
-            b = r["blipsearch"]
+        for answer in out:  # the decision, as `moderate check` reports it, in the server log too
+            b = answer["blipsearch"]
             log.info("moderation policy=%s version=%s decision=%s", b["policy"], b["version"], b["decision"])
         return {"id": f"modr-{uuid.uuid4().hex}", "model": policy, "results": out}
 
