@@ -33,7 +33,7 @@ from blipsearch.errors import (
     SourceUnavailableError,
 )
 from blipsearch.limits import OBJECT_RETRIES, OBJECT_TIMEOUT_S
-from media.tar import get_member
+from media.tar import member_bytes
 
 # URL scheme -> (fsspec protocol, the package that provides it, the blipsearch extra)
 SCHEMES: dict[str, tuple[str, str, str]] = {
@@ -226,23 +226,16 @@ def open_object(uri: str, options: ObjectOptions | None = None, block_size: int 
     return fh
 
 
+def _member_unavailable(why: str) -> SourceUnavailableError:
+    return SourceUnavailableError(f"The stored original {why}.")
+
+
 def _read_remote_member(shard: str, member: str, max_bytes: int, options: ObjectOptions) -> bytes:
     try:
         with open_object(shard, options, block_size=1 << 20) as fh, tarfile.open(fileobj=fh, mode="r:*") as tar:
-            try:
-                info = get_member(tar, member)
-            except KeyError:
-                raise SourceUnavailableError("The stored original is no longer in its tar shard.") from None
-            if not info.isfile():
-                raise SourceUnavailableError("The stored original is not a regular tar member.")
-            if info.size > max_bytes:
-                raise ImageDecodeError(
-                    f"member is {info.size} bytes, over the {max_bytes}-byte limit", "too_large_file"
-                )
-            got = tar.extractfile(info)
-            if got is None:
-                raise SourceUnavailableError("The stored original is not a regular tar member.")
-            return got.read(max_bytes + 1)
+            return member_bytes(
+                tar, member, max_bytes, lambda why: SourceUnavailableError(f"The stored original {why}.")
+            )
     except (SourceUnavailableError, ImageDecodeError):
         raise
     except Exception as exc:  # noqa: BLE001 - any store error: the original cannot be served

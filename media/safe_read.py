@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from blipsearch.errors import ImageDecodeError, SourceChangedError, SourceUnavailableError
-from media.tar import get_member, is_tar
+from media.tar import is_tar, member_bytes
 
 # Everything a reader of stored uris may need to catch to skip one record.
 READ_ERRORS = (ImageDecodeError, SourceUnavailableError, SourceChangedError)
@@ -89,20 +89,7 @@ def _read_member(fd: int, member: str, max_bytes: int) -> bytes:
     with os.fdopen(fd, "rb") as fh:
         try:
             with tarfile.open(fileobj=fh, mode="r:*") as tar:
-                try:
-                    info = get_member(tar, member)
-                except KeyError:
-                    raise _unavailable("is no longer in its tar shard") from None
-                if not info.isfile():
-                    raise _unavailable("is not a regular tar member")
-                if info.size > max_bytes:
-                    raise ImageDecodeError(
-                        f"member is {info.size} bytes, over the {max_bytes}-byte limit", "too_large_file"
-                    )
-                got = tar.extractfile(info)
-                if got is None:
-                    raise _unavailable("is not a regular tar member")
-                return got.read(max_bytes + 1)
+                return member_bytes(tar, member, max_bytes, _unavailable)
         except (tarfile.TarError, EOFError, OSError):
             raise _unavailable("is in a tar shard that can no longer be read") from None
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import re
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+
+from blipsearch.errors import ImageDecodeError
 
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 _ESCAPES = re.compile(r"%2[35]", re.I)
@@ -36,3 +39,21 @@ def get_member(tar: tarfile.TarFile, member: str) -> tarfile.TarInfo:
         except KeyError:
             continue
     raise KeyError(member)
+
+
+def member_bytes(tar: tarfile.TarFile, member: str, max_bytes: int, unavailable: Callable[[str], Exception]) -> bytes:
+    """The bytes of the regular member ``member`` names (at most ``max_bytes`` + 1 read, so a
+    caller sees an overflow); ``unavailable(why)`` is raised when it is gone or not a file, and
+    ImageDecodeError ``too_large_file`` when the header says it is over ``max_bytes``."""
+    try:
+        info = get_member(tar, member)
+    except KeyError:
+        raise unavailable("is no longer in its tar shard") from None
+    if not info.isfile():
+        raise unavailable("is not a regular tar member")
+    if info.size > max_bytes:
+        raise ImageDecodeError(f"member is {info.size} bytes, over the {max_bytes}-byte limit", "too_large_file")
+    got = tar.extractfile(info)
+    if got is None:
+        raise unavailable("is not a regular tar member")
+    return got.read(max_bytes + 1)
