@@ -103,33 +103,39 @@ def test_delete_a_collection_while_uploads_arrive(tmp_path, tiny_models, blip_em
     write, admin = create_key(catalog, "w", "write")[0], create_key(catalog, "a", "admin")[0]
     app = create_app(s)
     app.state.blip._embedders[blip_embedder.model_id] = blip_embedder
-    statuses: list[int] = []
+    # (started after the delete returned?, status): a request in flight when the delete ran may
+    # still answer 200 after it (its commit came first); one that starts later must see 404.
+    outcomes: list[tuple[bool, int]] = []
     with TestClient(app, raise_server_exceptions=False) as client:
-        stop = threading.Event()
+        stop, deleted = threading.Event(), threading.Event()
 
         def upload() -> None:
             seed = 700
             while not stop.is_set():
+                after = deleted.is_set()
                 r = client.post(
                     "/v1/collections/c/images",
                     files=[("files", (f"{seed}.png", _png(seed)))],
                     headers={"Authorization": f"Bearer {write}"},
                 )
-                statuses.append(r.status_code)
+                outcomes.append((after, r.status_code))
                 seed += 1
 
         threads = [threading.Thread(target=upload) for _ in range(2)]
         for t in threads:
             t.start()
-        while len(statuses) < 3:
+        while len(outcomes) < 3:
             threading.Event().wait(0.05)
         r = client.delete("/v1/collections/c", headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 204, r.text
-        while len(statuses) < 8:
+        deleted.set()
+        while sum(after for after, _ in list(outcomes)) < 4:
             threading.Event().wait(0.05)
         stop.set()
         for t in threads:
             t.join()
-    assert 500 not in statuses and set(statuses) <= {200, 404, 409}, statuses
-    assert statuses[-1] == 404  # gone, and not resurrected by a late upload
+    statuses = [code for _, code in outcomes]
+    assert 500 not in statuses and set(statuses) <= {200, 404, 409}, outcomes
+    # gone, and not resurrected by a late upload
+    assert {code for after, code in outcomes if after} == {404}, outcomes
     assert not Collection.exists(s.data_dir, "c")
