@@ -171,6 +171,43 @@ class Captioner(ABC):
             )  # fmt: skip
         return out.logits[0].float().cpu()
 
+    def greedy_logits(
+        self, pixel_values: np.ndarray, decoding: Decoding = Decoding()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy decoding's new tokens [n, T] and the raw logits [n, T, vocab] (float32) that chose them."""
+        inputs = self.model_inputs(pixel_values, decoding.prompt)
+        self.check_length(inputs, decoding)
+        with torch.inference_mode(), self.plan.run("caption"):
+            out = self.model.generate(
+                **inputs, max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
+                output_logits=True, return_dict_in_generate=True,
+            )  # fmt: skip
+        steps = len(out.logits)
+        return out.sequences[:, -steps:].cpu(), torch.stack(out.logits, dim=1).float().cpu()
+
+    def forced_logits(self, pixel_values: np.ndarray, tokens: torch.Tensor, prompt: str | None = None) -> torch.Tensor:
+        """Teacher forcing through ``generate``: the raw logits [n, T, vocab] this model gives at each
+        step when the tokens it is fed are ``tokens`` [n, T] (another model's caption), whatever it
+        would have chosen itself. Same decode path as captioning (KV cache, this plan's precision)."""
+        from transformers import LogitsProcessorList
+
+        inputs = self.model_inputs(pixel_values, prompt)
+        forced = tokens.to(self.device)
+        force = _ForceTokens(forced)
+        with torch.inference_mode(), self.plan.run("caption"):
+            out = self.model.generate(
+                **inputs, max_new_tokens=int(forced.shape[1]), do_sample=False, num_beams=1,
+                logits_processor=LogitsProcessorList([force]), output_logits=True, return_dict_in_generate=True,
+            )  # fmt: skip
+        return torch.stack(out.logits, dim=1).float().cpu()
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            return []
+        return [int(e) for e in (eos if isinstance(eos, list | tuple) else [eos])]
+
     def caption(self, images: Sequence[Image.Image], decoding: Decoding = Decoding()) -> list[str]:
         out: list[str] = []
         for i in range(0, len(images), self.batch_size):
@@ -179,3 +216,18 @@ class Captioner(ABC):
 
     def describe(self) -> dict[str, object]:
         return {"model_id": self.model_id, "family": self.family, "vqa": self.supports_vqa}
+
+
+class _ForceTokens:
+    """A logits processor that leaves only the next of the given tokens possible at each step
+    (``generate`` still reports the model's raw logits for that step)."""
+
+    def __init__(self, tokens: torch.Tensor) -> None:
+        self.tokens = tokens
+        self.step = 0
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        t = min(self.step, self.tokens.shape[1] - 1)
+        self.step += 1
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, self.tokens[:, t : t + 1], 0.0)
