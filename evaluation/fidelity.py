@@ -62,7 +62,7 @@ def valid_positions(tokens: np.ndarray, eos_ids: Sequence[int]) -> np.ndarray:
     if not len(eos_ids):
         return np.ones(tokens.shape, dtype=bool)
     is_eos = np.isin(tokens, np.asarray(list(eos_ids)))
-    ended_before = np.cumsum(is_eos, axis=1) - is_eos  # eos tokens strictly before each position
+    ended_before: np.ndarray = np.cumsum(is_eos, axis=1) - is_eos  # eos tokens strictly before each position
     return ended_before == 0
 
 
