@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from api.auth import READ
 from api.decoding import DecodeGate
 from api.deps import PathsDep, SettingsDep, StateDep
+from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.config import Settings
@@ -24,8 +25,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=
 THUMB_SIZE = 256
 
 
-def collection_info(coll: Collection) -> CollectionInfo:
-    return CollectionInfo(**coll.manifest.summary())
+def collection_info(coll: Collection, paths: PathView) -> CollectionInfo:
+    summary = coll.manifest.summary()
+    return CollectionInfo(**{**summary, "model_id": paths.model(summary["model_id"])})
 
 
 def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
@@ -37,19 +39,19 @@ def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
 
 
 @router.get("", response_model=CollectionList)
-def list_collections(settings: SettingsDep) -> CollectionList:
+def list_collections(settings: SettingsDep, paths: PathsDep) -> CollectionList:
     data_dir = settings.data_dir
     names = list_names(data_dir)
-    return CollectionList(collections=[collection_info(Collection.open(data_dir, n)) for n in names])
+    return CollectionList(collections=[collection_info(Collection.open(data_dir, n), paths) for n in names])
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-def get_collection(name: str, settings: SettingsDep) -> CollectionInfo:
+def get_collection(name: str, settings: SettingsDep, paths: PathsDep) -> CollectionInfo:
     """The collection, with ``metadata_keys``: the keys its records' JSON metadata use (filters.fields)."""
     from storage.metadata_keys import metadata_keys
 
     coll = Collection.open(settings.data_dir, name)
-    return collection_info(coll).model_copy(update={"metadata_keys": metadata_keys(coll)})
+    return collection_info(coll, paths).model_copy(update={"metadata_keys": metadata_keys(coll)})
 
 
 @router.get("/{name}/images/{rid}", response_model=Record)

@@ -22,6 +22,7 @@ from api.auth import READ
 from api.bodies import read_json, validate
 from api.decoding import check_request_pixels, decode_uploads, draft_side
 from api.deps import StateDep
+from api.paths import PathView
 from api.schemas import ERRORS
 from api.uploads import read_limited
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
@@ -128,4 +129,5 @@ async def embed(request: Request, state: StateDep) -> JSONResponse:
             return payload(embedder, state.embed_texts(embedder, texts), "text")
         return payload(embedder, state.embed_images(embedder, images), "image")
 
-    return JSONResponse(await run_in_threadpool(run))
+    out = await run_in_threadpool(run)
+    return JSONResponse({**out, "model": PathView(s).model(out["model"])})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 
@@ -20,15 +20,25 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
+def shown_failure(failure: dict[str, Any], paths: PathView) -> dict[str, Any]:
+    """A job failure with its path and message shown as every response shows server paths."""
+    out = dict(failure)
+    if "path" in out:
+        out["path"] = paths.show(out["path"]) or ""
+    if isinstance(out.get("error"), str):
+        out["error"] = paths.text(out["error"])
+    return out
+
+
 def job_info(job: JobRow, paths: PathView) -> JobInfo:
     return JobInfo(
         id=job.id,
         kind=job.kind,
         collection=job.collection,
         state=job.state,
-        model_id=job.model_id,
+        model_id=paths.model(job.model_id),
         counts=job.counts or {},
-        failures=[{**f, "path": paths.show(f["path"]) or ""} if "path" in f else f for f in job.failures or []],
+        failures=[shown_failure(f, paths) for f in job.failures or []],
         timings=job.timings or {},
         error=paths.text(job.error),
         created_at=_iso(job.created_at),

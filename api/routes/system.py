@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
@@ -10,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.decoding import check_request_pixels
-from api.deps import StateDep
+from api.deps import PathsDep, StateDep
+from api.paths import PathView
 from api.schemas import ERRORS, CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
@@ -30,8 +30,7 @@ def readyz(state: StateDep) -> Health:
     if settings.read_access == "key":
         return Health(status="ready")
     loaded = state.loaded()
-    if not settings.expose_paths:
-        loaded["models"] = [Path(m).name if Path(m).is_absolute() else m for m in loaded.get("models", [])]
+    loaded["models"] = PathView(settings).models(loaded.get("models", []))
     return Health(status="ready", detail=loaded)
 
 
@@ -44,6 +43,7 @@ def metrics(request: Request) -> Response:
 @router.post("/v1/captions", response_model=CaptionResponse, dependencies=[READ])
 async def caption(
     state: StateDep,
+    paths: PathsDep,
     file: Annotated[UploadFile, File(description="Image to caption")],
     prompt: Annotated[
         str | None, Form(max_length=1000, description="BLIP: prefix to continue; InstructBLIP/LLaVA: the instruction")
@@ -64,4 +64,4 @@ async def caption(
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
     )
     text = (await run_in_threadpool(captioner.caption, [image], decoding))[0]
-    return CaptionResponse(caption_model=captioner.model_id, caption=text)
+    return CaptionResponse(caption_model=paths.model(captioner.model_id) or "", caption=text)

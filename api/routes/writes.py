@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import ADMIN, WRITE
 from api.decoding import check_request_pixels
-from api.deps import SettingsDep, StateDep
+from api.deps import PathsDep, SettingsDep, StateDep
 from api.routes.collections import collection_info
 from api.schemas import (
     ERRORS,
@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERR
 
 
 @router.post("", response_model=CollectionInfo, status_code=201, dependencies=[WRITE])
-def create_collection(body: CreateCollectionRequest, state: StateDep) -> CollectionInfo:
+def create_collection(body: CreateCollectionRequest, state: StateDep, paths: PathsDep) -> CollectionInfo:
     settings = state.settings
     validate_name(body.name, new=True)  # cheap checks first: no model loads for a name that cannot be
     model = body.model or settings.model
@@ -44,7 +44,7 @@ def create_collection(body: CreateCollectionRequest, state: StateDep) -> Collect
     if Collection.exists(settings.data_dir, body.name):
         raise ConflictError(f"Collection {body.name!r} already exists.")
     coll = new_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
-    return collection_info(coll)
+    return collection_info(coll, paths)
 
 
 @router.delete("/{name}", status_code=204, dependencies=[ADMIN])
