@@ -8,7 +8,7 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
-from api.decoding import check_request_pixels
+from api.decoding import check_uploads
 from api.deps import PathsDep, StateDep
 from api.paths import PathView
 from api.schemas import ERRORS, CaptionResponse, Health
@@ -55,7 +55,7 @@ async def caption(
 
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
+    check_uploads(s, [(data, file.filename, file.content_type)])  # before the captioner loads
     captioner = await run_in_threadpool(state.captioner)
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt or None)
     await run_in_threadpool(captioner.check_decoding, decoding)
