@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from api.auth import READ
 from api.decoding import DecodeGate
 from api.deps import PathsDep, SettingsDep, StateDep
+from api.member_cache import MEMBER_CACHE_DIR, MemberCache
 from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
@@ -73,8 +74,12 @@ def _stored(settings: Settings, coll: Collection, draft: int | None = None) -> S
 
 def original_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
     """The record's original bytes, only if still the regular file (or tar member) that was
-    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py)."""
-    return _original(_stored(settings, coll), rec)
+    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py). A member of a
+    compressed tar shard is extracted once and then served from the collection's member cache
+    (api/member_cache.py), so one read costs one member, not the shard."""
+    reader = _stored(settings, coll)
+    cache = MemberCache(coll.root / MEMBER_CACHE_DIR, reader.aliases)
+    return cache.read(rec.get("uri") or "", rec.get("sha256"), reader.limits.max_bytes, lambda: _original(reader, rec))
 
 
 def _original(reader: StoredImages, rec: dict) -> bytes:
