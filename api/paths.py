@@ -21,6 +21,12 @@ from media.tar import is_tar
 # An absolute path inside a message: a "/" not preceded by a word character, ":" or "/" (so
 # never the path part of a URL), up to a quote, blank, comma or bracket.
 _ABS_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;()\[\]{}<>]+")
+# First components of this API's own routes: a message naming a route ("upload files to POST
+# /v1/collections/{name}/images") keeps it.
+_ROUTE_ROOTS = frozenset(
+    {"v1", "v2", "api", "knn-service", "indices-list", "metadata", "meta", "metrics", "healthz", "readyz"}
+    | {"ping", "predict", "docs", "redoc", "openapi.json", ".well-known"}
+)
 
 
 class PathView:
@@ -74,4 +80,11 @@ class PathView:
     @staticmethod
     def hide(message: str) -> str:
         """``message`` with every absolute path replaced by its last component."""
-        return _ABS_PATH.sub(lambda m: Path(m.group(0)).name or "<root>", message)
+
+        def shown(m: re.Match[str]) -> str:
+            path = m.group(0)
+            if path.split("/", 2)[1].rstrip(".:") in _ROUTE_ROOTS:
+                return path
+            return Path(path).name or "<root>"
+
+        return _ABS_PATH.sub(shown, message)

@@ -100,5 +100,7 @@ def test_path_view_keeps_urls_and_relative_text(tmp_path):
     msg = "fetch https://host/a/b failed; s3://bkt/k/x; model '/srv/models/tiny' and 1/2 and/or"
     assert view.text(msg) == "fetch https://host/a/b failed; s3://bkt/k/x; model 'tiny' and 1/2 and/or"
     assert view.text(f"{tmp_path / 'd'}/collections/c/manifest.json") == "collections/c/manifest.json"
+    hint = "upload files to POST /v1/collections/{name}/images, or see /readyz and /knn-service."
+    assert view.text(hint) == hint  # the API's own routes are not server paths
     exposed = PathView(Settings(data_dir=tmp_path / "d", expose_paths=True))
     assert exposed.model("/srv/models/tiny") == "/srv/models/tiny"

@@ -410,8 +410,8 @@ def main() -> None:
             "equal": after == expected,
         },
         "rss_mb": {
-            "first_third_median": statistics.median(values[:third]) if values else None,
-            "last_third_median": statistics.median(values[-third:]) if values else None,
+            "first_third_median": round(statistics.median(values[:third]), 1) if values else None,
+            "last_third_median": round(statistics.median(values[-third:]), 1) if values else None,
             "max": max(values) if values else None,
             "slope_mb_per_min": slope_mb_per_min(warm),
             "samples": rss,
