@@ -18,9 +18,10 @@ from pathlib import Path
 from blipsearch.config import Settings
 from media.tar import is_tar
 
-# An absolute path inside a message: a "/" not preceded by a word character, ":" or "/" (so
-# never the path part of a URL), up to a quote, blank, comma or bracket.
-_ABS_PATH = re.compile(r"(?<![\w:/.~-])/[^\s'\"`,;()\[\]{}<>]+")
+# An absolute path inside a message: a "/" not preceded by a word character, ":", "/" or a
+# closing bracket (so never the path part of a URL or a route template), up to a quote, blank,
+# comma or bracket.
+_ABS_PATH = re.compile(r"(?<![\w:/.~}\])>-])/[^\s'\"`,;()\[\]{}<>]+")
 # First components of this API's own routes: a message naming a route ("upload files to POST
 # /v1/collections/{name}/images") keeps it.
 _ROUTE_ROOTS = frozenset(

@@ -7,10 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from search import index_store
+from search.engine import SearchEngine
 from search.filters import Filters, allowed_ids
 from storage.collection import Collection
 from storage.merging import merge_all
-from tests.test_merging import MODEL, _commits
+from tests.test_merging import MODEL, _commits, _FakeEmbedder, _state
 
 
 @pytest.fixture
@@ -64,3 +66,23 @@ def test_filters(stale):
 def test_dedup_hashes(stale):
     reader, end = stale
     assert len(reader.known_hashes()) == end
+
+
+def test_an_index_catches_up_past_two_merges(tmp_path):
+    """An engine's index sync loaded the manifest naming two new shards; two merges removed them
+    before it read them: it goes on from the newer manifest, never a missing file."""
+    data = tmp_path / "data"
+    writer = Collection.create(data, "e", model=MODEL)
+    end = _commits(writer, [100])  # large: never merged
+    engine = SearchEngine.open(Collection.open(data, "e"), _FakeEmbedder())
+    end = _commits(writer, [3, 1], start=end)
+    engine.coll.reload()  # the manifest naming the two new shards, not yet read
+    merge_all(writer, small_rows=64, target_rows=64)
+    end = _commits(writer, [1], start=end)
+    merge_all(writer, small_rows=64, target_rows=64)  # the new shards' files are gone now
+    assert not (engine.coll.root / engine.coll.manifest.shards[1].file).exists()
+    assert index_store.sync(engine.coll, engine.index)
+    ids, emb = _state(Collection.open(data, "e"))
+    assert engine.index.ntotal == end == len(ids)
+    for rid, vec in zip(ids, emb, strict=True):
+        assert engine.index.search(vec, 1)[0][0] == rid
