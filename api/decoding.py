@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
-from api.uploads import sniff_and_decode
+from api.uploads import sniff, sniff_and_decode
 from blipsearch.errors import PayloadTooLargeError
 
 if TYPE_CHECKING:
@@ -86,6 +86,15 @@ def check_request_pixels(images: Sequence[bytes], budget: int, per_image: int | 
             f"The images of this request hold {total} pixels, over the {budget}-pixel limit per request "
             "(BLIPSEARCH_MAX_REQUEST_PIXELS); send fewer or smaller images per request."
         )
+
+
+def check_uploads(settings: Settings, items: Sequence[tuple[bytes, str | None, str | None]]) -> None:
+    """The checks of uploaded images ((data, filename, content type) each) that need no decode
+    and no model: the request's pixel budget (413), then each one's format and declared type
+    from its header (415 / 422). Routes run them before loading a model."""
+    check_request_pixels([data for data, _, _ in items], settings.max_request_pixels, settings.max_image_pixels)
+    for data, filename, content_type in items:
+        sniff(data, filename, content_type, settings.max_image_pixels)
 
 
 def draft_side(settings: Settings, input_size: int | None) -> int | None:

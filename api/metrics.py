@@ -21,6 +21,9 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Histogram
         from prometheus_client.core import GaugeMetricFamily
 
+        from api.paths import PathView
+
+        self.paths = PathView(state.settings)  # labels name model folders, never server paths
         self.registry = CollectorRegistry()
         self.latency = Histogram(
             "blipsearch_request_duration_seconds",
@@ -37,11 +40,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        paths = self.paths
+
         class _Live:  # read at scrape time: queue depths and index sizes
             def collect(self) -> Iterator[GaugeMetricFamily]:
                 depth = GaugeMetricFamily("blipsearch_queue_depth", "Items waiting in a queue.", labels=["queue"])
                 for name, value in state.queue_depths().items():
-                    depth.add_metric([name], value)
+                    queue, sep, model = name.partition("/")  # a micro-batcher: "<kind>_encode/<model>"
+                    depth.add_metric([f"{queue}{sep}{paths.model(model)}" if sep else name], value)
                 yield depth
                 size = GaugeMetricFamily(
                     "blipsearch_index_vectors", "Vectors in a loaded collection index.", labels=["collection"]
@@ -53,7 +59,7 @@ class Metrics:
         self.registry.register(_Live())
 
     def observe_batch(self, model: str, kind: str, n: int) -> None:
-        self.batch_size.labels(model, kind).observe(n)
+        self.batch_size.labels(self.paths.model(model), kind).observe(n)
 
     async def middleware(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         t0 = time.perf_counter()

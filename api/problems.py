@@ -31,24 +31,29 @@ def for_error(err: BlipsearchError, detail: str | None = None) -> JSONResponse:
     return response
 
 
+def _shown(request: Request, message: str) -> str:
+    """``message`` without absolute server paths (model folders, files), as api/paths.py shows them."""
+    from api.paths import PathView
+
+    state = getattr(request.app.state, "blip", None)
+    if state is None:
+        return PathView.hide(message)
+    return PathView(state.settings).text(message) or message
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(BlipsearchError)
     async def _domain(request: Request, err: BlipsearchError) -> JSONResponse:
-        state = getattr(request.app.state, "blip", None)
-        if state is None:
-            return for_error(err)
-        from api.paths import PathView  # no absolute server paths in messages
-
-        return for_error(err, PathView(state.settings).text(str(err)))
+        return for_error(err, _shown(request, str(err)))
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in err.errors()]
+    async def _validation(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": _shown(request, str(e.get("msg", "")))} for e in err.errors()]
         return problem(422, "Invalid request", "The request failed validation.", "invalid_request", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-        return problem(err.status_code, "HTTP error", str(err.detail), "http_error")
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        return problem(err.status_code, "HTTP error", _shown(request, str(err.detail)), "http_error")
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, err: Exception) -> JSONResponse:

@@ -92,14 +92,19 @@ class AppState:
         needs = (self._embedder_key(model),)
         return self.models.get(key, load, stamp=coll.manifest.created_at, needs=needs, expires=False)
 
-    def itm_scorer(self, model_id: str) -> ItmScorer:
-        """A BLIP / BLIP-2 ITM model by name: BLIPSEARCH_ALLOWED_MODELS or the default model only."""
+    def check_rerank_model(self, model_id: str | None) -> None:
+        """422 for a ``rerank_model`` outside the allow-list: checked before any model loads."""
         s = self.settings
-        if model_id not in {s.model, *s.allowed_models}:
+        if model_id is not None and model_id not in {s.model, *s.allowed_models}:
             raise InvalidInputError(
                 f"rerank_model {model_id!r} is not allowed here: use {s.model!r} or a model listed in "
                 "BLIPSEARCH_ALLOWED_MODELS."
             )
+
+    def itm_scorer(self, model_id: str) -> ItmScorer:
+        """A BLIP / BLIP-2 ITM model by name: BLIPSEARCH_ALLOWED_MODELS or the default model only."""
+        s = self.settings
+        self.check_rerank_model(model_id)
         embedder = self.embedder(model_id)
         key: Key = ("itm", model_id, *self._opts, s.itm_first_token, s.itm_batch_size)
         loaded: ItmScorer = self.models.get(

@@ -42,6 +42,14 @@ def sniff_and_decode(
 ) -> DecodedImage:
     """Decode by content; refuse a declared type or extension that contradicts the content.
     ``draft``: the model's input side, to decode large images reduced (indexer/decode.py)."""
+    sniff(data, filename, content_type, max_pixels)
+    return decode_image(data, max_pixels, draft, reduce=draft is not None)
+
+
+def sniff(data: bytes, filename: str | None, content_type: str | None, max_pixels: int) -> str:
+    """The image format of ``data`` from its header alone (nothing decoded): the cheap check a
+    route runs before any model load. Refuses what is not an image, or whose declared type or
+    extension contradicts the content."""
     if not data:
         raise ImageDecodeError("empty upload")
     allow_pixels(max_pixels)
@@ -62,4 +70,4 @@ def sniff_and_decode(
         raise UnsupportedMediaTypeError(f"Declared type {declared!r} but the content is {fmt}.")
     if ext and ext in {a for v in _ALIASES.values() for a in v} and ext not in allowed:
         raise UnsupportedMediaTypeError(f"File name says {ext!r} but the content is {fmt}.")
-    return decode_image(data, max_pixels, draft, reduce=draft is not None)
+    return str(fmt)

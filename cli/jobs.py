@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from storage.catalog import Catalog, JobRow
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Indexing and captioning jobs (state, progress, timings).")
-JobIdArg = Annotated[str, typer.Argument(help="Job id (see jobs list).")]
+JobIdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (jobs list shows 8 characters).")]
 
 
 def _catalog(data_dir: Path | None) -> Catalog:
@@ -43,8 +43,10 @@ def _row(job: JobRow) -> dict[str, Any]:
     }
 
 
-# The count a job kind is about, for ``jobs list`` (index jobs: added).
-HEADLINE = {"caption": "captioned", "moderate": "checked", "reembed": "copied"}
+# The counts a job kind is about, first in its summary (index jobs: added).
+HEADLINE = {"caption": "captioned", "moderate": "checked", "reembed": "copied", "ocr": "read"}
+_NOT_COUNTS = {"progress", "failed_by_reason", "files", "total", "decisions"}
+_LABELS = {"skipped_duplicates": "duplicates", "already_done": "already done", "removed_stale": "removed stale"}
 
 
 def _headline(job: dict[str, Any]) -> str:
@@ -52,25 +54,124 @@ def _headline(job: dict[str, Any]) -> str:
     return f"{key} {(job['counts'] or {}).get(key, 0)}"
 
 
+def _short(job_id: str) -> str:
+    return job_id[:8]
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else str(value or "-")
+
+
+def _wall_s(p: dict[str, Any]) -> float | None:
+    """Seconds from started to finished (to now while it runs): what the two timestamps say."""
+    start, end = p["started_at"], p["finished_at"]
+    if not isinstance(start, datetime):
+        return None
+    if not isinstance(end, datetime):
+        end = datetime.now(start.tzinfo or timezone.utc)
+    if start.tzinfo is None and end.tzinfo is not None:
+        start = start.replace(tzinfo=end.tzinfo)
+    elif end.tzinfo is None and start.tzinfo is not None:
+        end = end.replace(tzinfo=start.tzinfo)
+    return max((end - start).total_seconds(), 0.0)
+
+
+def _counts_line(p: dict[str, Any]) -> str:
+    """The job's own counts, its headline first, zeros left out ("failed 0" says nothing)."""
+    c = p["counts"] or {}
+    first = HEADLINE.get(p["kind"], "added")
+    keys = [first, *(k for k in c if k != first)]
+    parts = []
+    for key in keys:
+        value = c.get(key)
+        if key in _NOT_COUNTS or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if value == 0 and key != first:
+            continue
+        text = f"{_LABELS.get(key, key.replace('_', ' '))} {value}"
+        if key == "failed" and c.get("failed_by_reason"):
+            text += " (" + ", ".join(f"{r} {n}" for r, n in sorted(c["failed_by_reason"].items())) + ")"
+        parts.append(text)
+    if c.get("decisions"):
+        parts.append("decisions: " + ", ".join(f"{d} {n}" for d, n in sorted(c["decisions"].items())))
+    return ", ".join(parts)
+
+
+def _stage_table(timings: dict[str, Any]) -> list[str]:
+    """Per-stage busy seconds and rates, then queue depths, as aligned columns."""
+    stages = timings.get("stages", timings)
+    rows = [(n, v) for n, v in stages.items() if isinstance(v, dict) and n != "queues" and "busy_s" in v]
+    lines = []
+    if rows:
+        lines.append(f"    {'stage':<16} {'busy s':>10} {'items':>10} {'items/s':>10}")
+        for name, v in rows:
+            rate = v.get("items_per_s")
+            lines.append(
+                f"    {name:<16} {v.get('busy_s', 0):>10.2f} {v.get('items', 0):>10} "
+                f"{(f'{rate:.1f}' if isinstance(rate, int | float) else '-'):>10}"
+            )
+    queues = timings.get("queues") or stages.get("queues") or {}
+    if queues:
+        lines.append(f"    {'queue':<16} {'mean':>10} {'max':>10} {'capacity':>10}")
+        for name, q in queues.items():
+            lines.append(f"    {name:<16} {q.get('mean', 0):>10} {q.get('max', 0):>10} {q.get('capacity', 0):>10}")
+    return lines
+
+
 def _show(p: dict[str, Any]) -> str:
     c = p["counts"] or {}
     prog = c.get("progress") or {}
     lines = [
         f"job {p['id']}  {p['kind']}  {p['collection']}  {p['state']}",
-        f"  model: {p['model_id']}",
-        f"  started {p['started_at']}  finished {p['finished_at']}",
-        f"  progress: {prog.get('done', 0)}/{prog.get('total', '?')} at {prog.get('rate_per_s', '?')}/s"
-        + (f", ETA {prog['eta_s']} s" if prog.get("eta_s") is not None else ""),
-        f"  added {c.get('added', 0)}, duplicates {c.get('skipped_duplicates', 0)}, failed {c.get('failed', 0)} "
-        f"{c.get('failed_by_reason') or ''}, updated {c.get('updated', 0)}",
+        f"  model: {p['model_id'] or '-'}",
     ]
-    stages = (p["timings"] or {}).get("stages", p["timings"] or {})
-    if stages:
-        lines.append("  stages (busy seconds, items/s) and queue depths (mean/max/capacity):")
-        lines += [f"    {name}: {json.dumps(v, default=str)}" for name, v in stages.items()]
+    wall = _wall_s(p)
+    when = f"  started {_when(p['started_at'])}  finished {_when(p['finished_at'])}"
+    lines.append(when + (f"  (wall_s {wall:.1f})" if wall is not None else ""))
+    done, total = prog.get("done"), prog.get("total")
+    if done is not None:
+        line = f"  progress: {done}" + (f"/{total}" if total is not None else "")
+        rate = prog.get("rate_per_s")
+        if p["state"] in ("pending", "running", "cancelling") and isinstance(rate, int | float) and rate > 0:
+            line += f" at {rate}/s" + (f", ETA {prog['eta_s']} s" if prog.get("eta_s") is not None else "")
+        lines.append(line)
+    counts = _counts_line(p)
+    if counts:
+        lines.append(f"  {counts}")
+    table = _stage_table(p["timings"] or {})
+    if table:
+        lines.append("  stages (busy seconds, items/s) and queue depths:")
+        lines += table
     if p["error"]:
         lines.append(f"  error: {p['error']}")
-    lines += [f"  failed: {f.get('path')}: {f.get('error')}" for f in (p["failures"] or [])[:20]]
+    failures = p["failures"] or []
+    lines += [f"  failed: {f.get('path', f.get('id'))}: {f.get('error')}" for f in failures[:20]]
+    if len(failures) > 20:
+        lines.append(f"  … {len(failures) - 20} more: blipsearch jobs show {_short(p['id'])} --failures")
+    return "\n".join(lines)
+
+
+def _list(p: dict[str, Any]) -> str:
+    if not p["jobs"]:
+        return "no jobs"
+    head = f"{'ID':<8}  {'KIND':<8} {'COLLECTION':<20} {'STATE':<11} {'DONE':<16} CREATED"
+    return "\n".join(
+        [head]
+        + [
+            f"{_short(j['id']):<8}  {j['kind']:<8} {j['collection']:<20} {j['state']:<11} {_headline(j):<16} "
+            f"{_when(j['created_at'])}"
+            for j in p["jobs"]
+        ]
+    )
+
+
+def _failures(p: dict[str, Any]) -> str:
+    lines = [f"job {p['job_id']}: failures {p['offset'] + 1}-{p['offset'] + len(p['failures'])} of {p['total']}"]
+    if not p["failures"]:
+        lines = [f"job {p['job_id']}: no failures" + (f" past {p['offset']}" if p["offset"] and p["total"] else "")]
+    for i, f in enumerate(p["failures"], start=p["offset"] + 1):
+        reason = f" [{f['reason']}]" if f.get("reason") else ""
+        lines.append(f"  {i:>6}  {f.get('path', f.get('id'))}: {f.get('error')}{reason}")
     return "\n".join(lines)
 
 
@@ -82,26 +183,38 @@ def list_(
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent jobs, newest first."""
+    """Recent jobs, newest first (ids shortened to 8 characters; any unique prefix names a job)."""
     jobs = [_row(j) for j in _catalog(data_dir).list_jobs(collection, limit)]
-    emit(
-        {"jobs": jobs},
-        as_json,
-        lambda p: (
-            "\n".join(
-                f"{j['id']}  {j['kind']:<8} {j['collection']:<20} {j['state']:<10} {_headline(j)}  {j['created_at']}"
-                for j in p["jobs"]
-            )
-            or "no jobs"
-        ),
-    )
+    emit({"jobs": jobs}, as_json, _list)
 
 
 @jobs_app.command("show")
 @handle_errors
-def show(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+def show(
+    job_id: JobIdArg,
+    failures: Annotated[bool, typer.Option("--failures", help="List the job's failures, a page at a time.")] = False,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="With --failures: skip this many.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="With --failures: at most this many.")] = 100,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """State, progress, counts by reason, per-stage timings and failures of one job."""
-    emit(_row(_catalog(data_dir).get_job(job_id)), as_json, _show)
+    catalog = _catalog(data_dir)
+    job_id = _resolve(catalog, job_id)
+    if failures:
+        from storage.jobs import failure_page
+
+        total, page = failure_page(catalog, job_id, offset, limit)
+        payload = {"job_id": job_id, "total": total, "offset": offset, "limit": limit, "failures": page}
+        emit(payload, as_json, _failures)
+        return
+    emit(_row(catalog.get_job(job_id)), as_json, _show)
+
+
+def _resolve(catalog: Catalog, job_id: str) -> str:
+    from storage.jobs import resolve_job_id
+
+    return resolve_job_id(catalog, job_id)
 
 
 @jobs_app.command("cancel")
@@ -110,7 +223,8 @@ def cancel(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
     """Ask a pending or running job to stop; it keeps what it committed."""
     from storage.jobs import cancel_job
 
-    job = cancel_job(_catalog(data_dir), job_id)
+    catalog = _catalog(data_dir)
+    job = cancel_job(catalog, _resolve(catalog, job_id))
     emit(_row(job), as_json, lambda p: f"job {p['id']}: {p['state']}")
 
 
@@ -123,6 +237,7 @@ def resume(job_id: JobIdArg, data_dir: DataDirOpt = None, as_json: JsonOpt = Fal
 
     settings = settings_for(data_dir)
     catalog = _catalog(data_dir)
+    job_id = _resolve(catalog, job_id)
     job = catalog.get_job(job_id)
     if job.kind not in RESUMABLES or job.state not in RESUMABLE:
         raise ConflictError(

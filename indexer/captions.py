@@ -116,7 +116,7 @@ def caption_collection(
             report["captioned"] += len(updates)
             bar.update(len(loaded))
             if job:
-                job.progress(counts(), bar.n)
+                job.progress(counts(), bar.n, failures=report["failures"])
     if job:
         job.succeed(counts(), done=total, failures=report["failures"])
     return report

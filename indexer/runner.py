@@ -182,7 +182,7 @@ class IndexRunner:
         def on_progress(report: IndexReport, done: int) -> None:
             bar.update(done - bar.n)
             bar.set_postfix(added=report.added, dup=report.skipped_duplicates, failed=report.failed, refresh=False)
-            job.progress(lambda: job_counts(report, total, tally), done, timings=timer.report)
+            job.progress(lambda: job_counts(report, total, tally), done, timings=timer.report, failures=report.failures)
 
         with bar, job.recorded(lambda: {"timings": timer.report()}):
             report = self.executor.run(coll, embedder, skip_unchanged(sources, coll), on_progress)

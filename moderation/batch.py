@@ -67,7 +67,7 @@ def moderate_collection(
             counts["checked"] += len(results)
             counts["failed"] = len(failures)
             bar.update(len(chunk))
-            job.progress(counts, start + len(chunk))
+            job.progress(counts, start + len(chunk), failures=failures)
     job.succeed(counts, done=len(todo), failures=failures)
     return {"job_id": job.job_id, "collection": coll.name, "policy": policy.name, "version": policy.version, **counts,
             "failures": failures}  # fmt: skip

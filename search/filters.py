@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from blipsearch.errors import InvalidInputError
 from storage.collection import Collection
-from storage.reading import live_mask, shard_meta
+from storage.reading import live_mask, on_newer_manifest, shard_meta
 
 Scalar = str | int | float | bool
 INT32_MAX = 2**31 - 1
@@ -180,7 +180,12 @@ def _mask(table: pa.Table, f: Filters) -> pa.ChunkedArray | pa.Array:
 
 
 def allowed_ids(coll: Collection, f: Filters) -> np.ndarray:
-    """Record ids matching ``f`` (sorted int64)."""
+    """Record ids matching ``f`` (sorted int64), read again on a newer manifest when a merge
+    removed a shard meanwhile (storage/reading.py)."""
+    return on_newer_manifest(coll, lambda: _allowed_ids(coll, f))
+
+
+def _allowed_ids(coll: Collection, f: Filters) -> np.ndarray:
     out = []
     for shard in coll.manifest.shards:
         meta = shard_meta(coll, shard)

@@ -32,6 +32,7 @@ from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, ShardInfo
+from storage.reading import on_newer_manifest
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +45,14 @@ def sync(coll: Collection, index: FaissIndex) -> bool:
     """Apply the manifest's new shards and tombstones to ``index``. Returns True if it changed.
 
     Raises StaleIndexError when the index holds shards that are gone (compaction renamed
-    them), and StorageError when the index type cannot remove vectors (HNSW).
+    them), and StorageError when the index type cannot remove vectors (HNSW). A shard a merge
+    removed after the manifest was loaded means a newer one exists: the sync goes on from that
+    (storage/reading.py; what was applied stays applied, merged parents are adopted).
     """
+    return on_newer_manifest(coll, lambda: _sync(coll, index))
+
+
+def _sync(coll: Collection, index: FaissIndex) -> bool:
     m = coll.manifest
     live = {s.file for s in m.shards}
     for s in m.shards:  # merged shards (storage/merging.py): the parents' rows and ids, a new name

@@ -59,6 +59,18 @@ class JobRow(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+class JobFailureRow(Base):
+    """One failure of a job's latest run, in the order it happened (storage/jobs.py): stored as
+    the job goes, read back in pages."""
+
+    __tablename__ = "job_failures"
+    __table_args__ = (UniqueConstraint("job_id", "seq"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
 class JobOwnerRow(Base):
     """The process that runs (or queued) a job: dead owners' jobs become ``interrupted``
     (storage/owners.py)."""

@@ -46,14 +46,13 @@ from blipsearch.errors import (
     ConflictError,
     InvalidInputError,
     ModelMismatchError,
-    StorageError,
 )
 from storage import layout, vector_cache, versions
 from storage.atomic import atomic_write_with
 from storage.edits import CollectionEdits
 from storage.lock import writer_lock
 from storage.manifest import MANIFEST_NAME, IndexInfo, Manifest, ShardInfo
-from storage.reading import _save_npy, live_mask
+from storage.reading import _save_npy, live_mask, on_newer_manifest
 from storage.schema import build_record_table
 
 
@@ -240,17 +239,12 @@ class Collection(CollectionEdits):
         names after it was loaded (merged shards outlive one later manifest, not two), so a
         vanished file means a newer manifest exists; read that one instead."""
         with self._thread_lock:
-            for attempt in range(20):
-                self.reload()
-                try:
-                    return set(self._refresh_hashes())
-                except FileNotFoundError:
-                    if attempt == 19:
-                        raise StorageError(
-                            f"The shards of {self.name!r} kept changing while they were read; retry."
-                        ) from None
-                    self._known_hashes, self._hashed_shards = None, {}
-        raise AssertionError("unreachable")
+            return on_newer_manifest(
+                self, lambda: set(self._refresh_hashes()), reload_first=True, reset=self._forget_hashes
+            )
+
+    def _forget_hashes(self) -> None:
+        self._known_hashes, self._hashed_shards = None, {}
 
     def append(
         self, rows: Mapping[str, Sequence[Any]], embeddings: np.ndarray, features: np.ndarray | None = None

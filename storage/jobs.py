@@ -8,6 +8,10 @@ raises CancelledError in the job, which keeps every shard it has committed.
 ``counts`` may be a callable: it is only evaluated when a report is due, so a job with many
 failures does not recount them on every item (``FailureTally`` counts them incrementally).
 A job another live process owns is never resumed here (``refuse_if_owned_elsewhere``).
+
+Failures are stored as the job goes, one row each (``FailureLog``: only the ones new since the
+last report are written, so a report costs what is new, never the whole list), and read back in
+pages (``failure_page``).
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from blipsearch.errors import CancelledError, ConflictError
+from blipsearch.errors import CancelledError, ConflictError, InvalidInputError, NotFoundError
 from storage import owners
-from storage.catalog import Catalog, JobOwnerRow, JobRow, utcnow
+from storage.catalog import Catalog, JobFailureRow, JobOwnerRow, JobRow, utcnow
 
 CANCELLING = "cancelling"
 ACTIVE = ("pending", "running")
+MAX_FAILURE_ROWS = 1_000_000  # failures stored per job run (the counts stay exact past it)
 
 
 def cancel_job(catalog: Catalog, job_id: str) -> JobRow:
@@ -49,6 +54,73 @@ class FailureTally:
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
         self.seen = len(failures)
         return dict(self.by_reason)
+
+
+class FailureLog:
+    """Appends a job run's new failures to the catalog (``job_failures``), in order."""
+
+    def __init__(self, catalog: Catalog, job_id: str) -> None:
+        self.catalog = catalog
+        self.job_id = job_id
+        self.stored = 0
+
+    def clear(self) -> None:
+        """Forget the failures of an earlier run of this job (a resumed job lists its latest run)."""
+        from sqlalchemy import delete
+
+        with self.catalog.session() as s:
+            s.execute(delete(JobFailureRow).where(JobFailureRow.job_id == self.job_id))
+        self.stored = 0
+
+    def flush(self, failures: list[dict[str, Any]]) -> None:
+        """Store ``failures[stored:]`` (``failures`` is the run's append-only list)."""
+        new = failures[self.stored : MAX_FAILURE_ROWS]
+        if not new:
+            return
+        from sqlalchemy import insert
+
+        rows = [{"job_id": self.job_id, "seq": self.stored + i, "data": dict(f)} for i, f in enumerate(new)]
+        with self.catalog.session() as s:
+            s.execute(insert(JobFailureRow), rows)  # one executemany, not one statement per row
+        self.stored += len(new)
+
+
+def resolve_job_id(catalog: Catalog, given: str) -> str:
+    """The job id ``given`` names: the id itself, or a unique prefix of one (the 8 characters
+    listings show). NotFoundError when none matches, InvalidInputError when several do."""
+    from sqlalchemy import select
+
+    with catalog.session() as s:
+        if s.get(JobRow, given) is not None:
+            return given
+        hexadecimal = bool(given) and all(c in "0123456789abcdef" for c in given)  # no LIKE wildcards
+        found = list(s.scalars(select(JobRow.id).where(JobRow.id.startswith(given)).limit(2))) if hexadecimal else []
+    if not found:
+        raise NotFoundError(f"No job {given!r}. List jobs with: blipsearch jobs list")
+    if len(found) > 1:
+        raise InvalidInputError(f"Job id prefix {given!r} matches more than one job; give more characters.")
+    return found[0]
+
+
+def failure_page(catalog: Catalog, job_id: str, offset: int, limit: int) -> tuple[int, list[dict[str, Any]]]:
+    """(total, the failures ``offset`` .. ``offset + limit``) of a job's latest run; 404 for an
+    unknown job. Jobs recorded before failures had their own rows page their stored list."""
+    from sqlalchemy import func, select
+
+    job = catalog.get_job(job_id)
+    with catalog.session() as s:
+        total = s.scalar(select(func.count()).where(JobFailureRow.job_id == job_id)) or 0
+        if total:
+            rows = s.scalars(
+                select(JobFailureRow.data)
+                .where(JobFailureRow.job_id == job_id)
+                .order_by(JobFailureRow.seq)
+                .offset(offset)
+                .limit(limit)
+            )
+            return int(total), [dict(r) for r in rows]
+    stored = job.failures or []
+    return len(stored), [dict(f) for f in stored[offset : offset + limit]]
 
 
 def job_owner(catalog: Catalog, job_id: str) -> owners.ProcessId | None:

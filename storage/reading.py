@@ -1,21 +1,28 @@
 """Read paths of a collection version: records, embeddings, lookups by id.
 
 Every read skips tombstoned records (storage/collection.py has the row-alignment contract).
-``Collection`` mixes these in; they use only ``root`` and ``manifest``.
+``Collection`` mixes these in; they use only ``root``, ``manifest`` and ``reload``.
+
+Reads take no lock: a merge or a compaction may remove a shard the loaded manifest names (a
+merged shard outlives one later manifest, not two). A vanished file therefore means a newer
+manifest exists, and every read here runs through ``on_newer_manifest``: it reloads the
+manifest and reads again (ids never change across a merge or a compaction, so the answer is
+the same records).
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from blipsearch.errors import StorageError
 from storage.manifest import Manifest, ShardInfo
 from storage.schema import embeddings_from_arrow, record_schema
 from storage.vector_cache import shard_vectors
@@ -31,6 +38,35 @@ def shard_meta(coll: CollectionReads, shard: ShardInfo) -> pa.Table:
     """A shard's non-embedding columns (cached while the file is unchanged)."""
     path = coll.shard_path(shard)
     return _read_meta(str(path), path.stat().st_mtime_ns)
+
+
+T = TypeVar("T")
+READ_ATTEMPTS = 20
+
+
+def on_newer_manifest(
+    coll: CollectionReads,
+    read: Callable[[], T],
+    *,
+    reload_first: bool = False,
+    reset: Callable[[], None] | None = None,
+) -> T:
+    """``read()``, again on a newer manifest each time a shard file it reads has vanished (a
+    merge or a compaction removed it after the manifest was loaded); ``reset`` drops state built
+    from the old manifest first. ``reload_first``: read the newest manifest before the first try.
+    A collection deleted meanwhile raises CollectionNotFoundError (from ``reload``)."""
+    for attempt in range(READ_ATTEMPTS):
+        if reload_first or attempt:
+            coll.reload()
+        try:
+            return read()
+        except FileNotFoundError:
+            if attempt == READ_ATTEMPTS - 1:
+                break
+            if reset is not None:
+                reset()
+    name = getattr(coll, "name", coll.root.name)
+    raise StorageError(f"The shards of {name!r} kept changing while they were read; retry.")
 
 
 def live_mask(shard: ShardInfo, ids: np.ndarray) -> np.ndarray:
@@ -56,9 +92,12 @@ class CollectionReads:
         raise NotImplementedError
 
     def live_uris(self) -> dict[str, tuple[int, str]]:
-        """uri → (id, sha256) of every live record (the newest, if a uri has several)."""
+        """uri → (id, sha256) of every live record (the newest, if a uri has several), as of
+        the newest manifest."""
+        return on_newer_manifest(self, self._live_uris, reload_first=True)
+
+    def _live_uris(self) -> dict[str, tuple[int, str]]:
         out: dict[str, tuple[int, str]] = {}
-        self.reload()
         for shard in self.manifest.shards:
             t = shard_meta(self, shard).select(["id", "uri", "sha256"])
             if shard.deleted:
@@ -68,7 +107,9 @@ class CollectionReads:
         return out
 
     def iter_embeddings(self, shards: Iterable[ShardInfo] | None = None) -> Iterable[tuple[np.ndarray, np.ndarray]]:
-        """(ids [n], embeddings) per shard, in commit order."""
+        """(ids [n], embeddings) per shard, in commit order. A generator cannot be read again
+        from its start once it has yielded: callers that need a retry on a newer manifest go
+        through ``all_embeddings`` (or ``on_newer_manifest``)."""
         m = self.manifest
         for shard in self.manifest.shards if shards is None else shards:
             t = pq.read_table(self.shard_path(shard), columns=["id", "embedding"])
@@ -80,6 +121,9 @@ class CollectionReads:
             yield ids, emb
 
     def all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        return on_newer_manifest(self, self._all_embeddings)
+
+    def _all_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         parts = list(self.iter_embeddings())
         if not parts:
             m = self.manifest
@@ -92,10 +136,13 @@ class CollectionReads:
 
         Reads one shard at a time (memory: the sample plus one shard), so it also serves
         collections larger than RAM; the draw equals sampling the concatenated vectors."""
+        return on_newer_manifest(self, lambda: self._sample_vectors(n, seed))
+
+    def _sample_vectors(self, n: int, seed: int) -> np.ndarray:
         m = self.manifest
         total = sum(s.live_rows for s in m.shards) * m.vectors_per_item
         if total <= n:
-            return self.all_embeddings()[1].reshape(-1, m.dim)
+            return self._all_embeddings()[1].reshape(-1, m.dim)
         pick = np.random.default_rng(seed).choice(total, n, replace=False)
         order = np.argsort(pick, kind="stable")
         wanted = pick[order]
@@ -112,6 +159,9 @@ class CollectionReads:
         """Stored embeddings of record ``ids`` ([n, dim] or [n, v, dim]), one row read per id
         from the shards' memory-mapped vector cache (storage/vector_cache.py). Raises KeyError
         for an id no live record has."""
+        return on_newer_manifest(self, lambda: self._embeddings_of(ids))
+
+    def _embeddings_of(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
         m = self.manifest
         ids = np.asarray(ids, dtype=np.int64)
         shape = (len(ids), m.dim) if m.vectors_per_item == 1 else (len(ids), m.vectors_per_item, m.dim)
@@ -133,6 +183,9 @@ class CollectionReads:
 
     def read_table(self, columns: list[str] | None = None) -> pa.Table:
         """Live records (tombstones dropped) of every shard, in id order."""
+        return on_newer_manifest(self, lambda: self._read_table(columns))
+
+    def _read_table(self, columns: list[str] | None) -> pa.Table:
         schema = record_schema(self.manifest)
         if columns:
             schema = pa.schema([schema.field(c) for c in columns])
@@ -151,6 +204,9 @@ class CollectionReads:
 
     def locate(self, rid: int) -> tuple[ShardInfo, int] | None:
         """(shard, row within it) of record ``rid``, or None if no committed record has that id."""
+        return on_newer_manifest(self, lambda: self._locate(rid))
+
+    def _locate(self, rid: int) -> tuple[ShardInfo, int] | None:
         shards = self.manifest.shards
         pos = bisect.bisect_right([s.min_id for s in shards], int(rid)) - 1
         if pos < 0 or int(rid) > shards[pos].max_id:
@@ -164,9 +220,12 @@ class CollectionReads:
 
     def get_records(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         """Metadata rows (no embedding) for ``ids``; unknown ids are absent from the result."""
+        return on_newer_manifest(self, lambda: self._get_records(ids))
+
+    def _get_records(self, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
         for rid in ids:
-            found = self.locate(int(rid))
+            found = self._locate(int(rid))
             if found is not None:
                 path = self.shard_path(found[0])
                 meta = _read_meta(str(path), path.stat().st_mtime_ns)

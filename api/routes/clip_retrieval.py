@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
 from api.bodies import body_doc, read_json, validate
-from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.decoding import check_uploads, decode_uploads, draft_side
 from api.deps import SettingsDep, StateDep
 from api.schemas import ERRORS
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
@@ -163,7 +163,7 @@ async def knn_service(request: Request, response: Response, state: StateDep) -> 
     image = None
     if not body.text and body.image:  # the API's one decode path: pixel budget, decode gate, reduced decode
         raw = _image_bytes(body.image, s)
-        check_request_pixels([raw], s.max_request_pixels, s.max_image_pixels)  # 413 before the model loads
+        check_uploads(s, [(raw, None, None)])  # 413 / 415 before the model loads
         engine = await run_in_threadpool(state.engine, name)
         side = draft_side(s, engine.embedder.input_size)
         image = (await decode_uploads(state.decodes, s, [(raw, None, None)], side))[0].image

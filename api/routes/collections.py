@@ -11,6 +11,8 @@ from fastapi.responses import Response
 from api.auth import READ
 from api.decoding import DecodeGate
 from api.deps import PathsDep, SettingsDep, StateDep
+from api.member_cache import MEMBER_CACHE_DIR, MemberCache
+from api.paths import PathView
 from api.schemas import ERRORS, CollectionInfo, CollectionList, Record
 from api.security import file_headers
 from blipsearch.config import Settings
@@ -24,8 +26,9 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=
 THUMB_SIZE = 256
 
 
-def collection_info(coll: Collection) -> CollectionInfo:
-    return CollectionInfo(**coll.manifest.summary())
+def collection_info(coll: Collection, paths: PathView) -> CollectionInfo:
+    summary = coll.manifest.summary()
+    return CollectionInfo(**{**summary, "model_id": paths.model(summary["model_id"])})
 
 
 def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
@@ -37,19 +40,19 @@ def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
 
 
 @router.get("", response_model=CollectionList)
-def list_collections(settings: SettingsDep) -> CollectionList:
+def list_collections(settings: SettingsDep, paths: PathsDep) -> CollectionList:
     data_dir = settings.data_dir
     names = list_names(data_dir)
-    return CollectionList(collections=[collection_info(Collection.open(data_dir, n)) for n in names])
+    return CollectionList(collections=[collection_info(Collection.open(data_dir, n), paths) for n in names])
 
 
 @router.get("/{name}", response_model=CollectionInfo)
-def get_collection(name: str, settings: SettingsDep) -> CollectionInfo:
+def get_collection(name: str, settings: SettingsDep, paths: PathsDep) -> CollectionInfo:
     """The collection, with ``metadata_keys``: the keys its records' JSON metadata use (filters.fields)."""
     from storage.metadata_keys import metadata_keys
 
     coll = Collection.open(settings.data_dir, name)
-    return collection_info(coll).model_copy(update={"metadata_keys": metadata_keys(coll)})
+    return collection_info(coll, paths).model_copy(update={"metadata_keys": metadata_keys(coll)})
 
 
 @router.get("/{name}/images/{rid}", response_model=Record)
@@ -71,8 +74,12 @@ def _stored(settings: Settings, coll: Collection, draft: int | None = None) -> S
 
 def original_bytes(settings: Settings, coll: Collection, rec: dict) -> bytes:
     """The record's original bytes, only if still the regular file (or tar member) that was
-    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py)."""
-    return _original(_stored(settings, coll), rec)
+    indexed: 404 when gone or a symlink, 409 when changed (media/stored.py). A member of a
+    compressed tar shard is extracted once and then served from the collection's member cache
+    (api/member_cache.py), so one read costs one member, not the shard."""
+    reader = _stored(settings, coll)
+    cache = MemberCache(coll.root / MEMBER_CACHE_DIR, reader.aliases)
+    return cache.read(rec.get("uri") or "", rec.get("sha256"), reader.limits.max_bytes, lambda: _original(reader, rec))
 
 
 def _original(reader: StoredImages, rec: dict) -> bytes:

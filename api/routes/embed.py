@@ -20,8 +20,9 @@ from starlette.exceptions import HTTPException
 
 from api.auth import READ
 from api.bodies import read_json, validate
-from api.decoding import check_request_pixels, decode_uploads, draft_side
+from api.decoding import check_uploads, decode_uploads, draft_side
 from api.deps import StateDep
+from api.paths import PathView
 from api.schemas import ERRORS
 from api.uploads import read_limited
 from blipsearch.errors import InvalidInputError, PayloadTooLargeError
@@ -110,9 +111,7 @@ async def embed(request: Request, state: StateDep) -> JSONResponse:
         check_texts(texts, s.embed_max_items)
 
     if not texts:
-        check_request_pixels(
-            [d for d, _, _ in blobs], s.max_request_pixels, s.max_image_pixels
-        )  # 413 before any model load
+        check_uploads(s, blobs)  # 413 / 415 / 422 before any model load
 
     def load() -> Any:
         model_id = resolve_model(s.data_dir, s.model, collection, model, {s.model, *s.allowed_models})
@@ -128,4 +127,5 @@ async def embed(request: Request, state: StateDep) -> JSONResponse:
             return payload(embedder, state.embed_texts(embedder, texts), "text")
         return payload(embedder, state.embed_images(embedder, images), "image")
 
-    return JSONResponse(await run_in_threadpool(run))
+    out = await run_in_threadpool(run)
+    return JSONResponse({**out, "model": PathView(s).model(out["model"])})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from api.auth import READ, WRITE
 from api.deps import PathsDep, StateDep
@@ -20,15 +21,25 @@ def _iso(t: datetime | None) -> str | None:
     return t.isoformat() if t else None
 
 
+def shown_failure(failure: dict[str, Any], paths: PathView) -> dict[str, Any]:
+    """A job failure with its path and message shown as every response shows server paths."""
+    out = dict(failure)
+    if "path" in out:
+        out["path"] = paths.show(out["path"]) or ""
+    if isinstance(out.get("error"), str):
+        out["error"] = paths.text(out["error"])
+    return out
+
+
 def job_info(job: JobRow, paths: PathView) -> JobInfo:
     return JobInfo(
         id=job.id,
         kind=job.kind,
         collection=job.collection,
         state=job.state,
-        model_id=job.model_id,
+        model_id=paths.model(job.model_id),
         counts=job.counts or {},
-        failures=[{**f, "path": paths.show(f["path"]) or ""} if "path" in f else f for f in job.failures or []],
+        failures=[shown_failure(f, paths) for f in job.failures or []],
         timings=job.timings or {},
         error=paths.text(job.error),
         created_at=_iso(job.created_at),
@@ -62,6 +73,35 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobInfo, dependencies=[READ])
 def get_job(job_id: str, state: StateDep, paths: PathsDep) -> JobInfo:
     return job_info(state.jobs.get(job_id), paths)
+
+
+class JobFailures(BaseModel):
+    job_id: str
+    total: int
+    offset: int
+    limit: int
+    failures: list[dict[str, Any]]
+
+
+MAX_FAILURES_PAGE = 1000
+
+
+@router.get("/{job_id}/failures", response_model=JobFailures, dependencies=[READ])
+def job_failures(
+    job_id: str,
+    state: StateDep,
+    paths: PathsDep,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_FAILURES_PAGE)] = 100,
+) -> JobFailures:
+    """The failures of a job's latest run, in the order they happened, a page at a time
+    (``total``: how many are stored)."""
+    from storage.jobs import failure_page
+
+    total, page = failure_page(state.jobs.catalog, job_id, offset, limit)
+    return JobFailures(
+        job_id=job_id, total=total, offset=offset, limit=limit, failures=[shown_failure(f, paths) for f in page]
+    )
 
 
 @router.post("/{job_id}/cancel", response_model=JobInfo, dependencies=[WRITE])

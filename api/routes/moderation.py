@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import READ, WRITE
 from api.decoding import check_request_pixels
 from api.deps import SettingsDep, StateDep
+from api.paths import PathView
 from api.schemas import (
     ERRORS,
     ManualDecisionRequest,
@@ -48,7 +49,8 @@ async def check(
         moderator = state.moderator(policy)
         res = moderator.check_images([image], [text])[0]
         p = moderator.policy
-        return ModerationCheck(policy=p.name, version=p.version, models=moderator.model_ids, **res.to_dict())
+        models = {k: PathView(s).model(v) for k, v in moderator.model_ids.items()}
+        return ModerationCheck(policy=p.name, version=p.version, models=models, **res.to_dict())
 
     return await run_in_threadpool(run)
 

@@ -31,6 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import READ
 from api.bodies import body_doc, read_json
 from api.deps import StateDep
+from api.paths import PathView
 from api.protocol_errors import OPENAI, protocol_route
 from api.protocols import (
     ModelNotFoundError,
@@ -270,7 +271,9 @@ def _rule_results(
     return out
 
 
-def _openai_result(moderator: Any, res: Any, has_image: bool, with_text: bool) -> dict[str, Any]:
+def _openai_result(
+    moderator: Any, res: Any, has_image: bool, with_text: bool, paths: PathView | None = None
+) -> dict[str, Any]:
     """One OpenAI moderation result from a policy's ``CheckResult`` (mapping: docs/protocols.md)."""
     categories: dict[str, bool] = {}
     scores: dict[str, float] = {}
@@ -291,12 +294,13 @@ def _openai_result(moderator: Any, res: Any, has_image: bool, with_text: bool) -
     for key, (flag, score, types) in _rule_results(moderator, res, has_image, with_text).items():
         categories[key], scores[key], applied[key] = flag, score, types
     p = moderator.policy
+    models = {k: paths.model(v) if paths else v for k, v in moderator.model_ids.items()}  # no server paths
     return {
         "flagged": res.decision != "allow",
         "categories": categories,
         "category_scores": scores,
         "category_applied_input_types": applied,
-        "blipsearch": {"policy": p.name, "version": p.version, "models": moderator.model_ids, **res.to_dict()},
+        "blipsearch": {"policy": p.name, "version": p.version, "models": models, **res.to_dict()},
     }
 
 
@@ -341,7 +345,7 @@ async def moderations(request: Request, state: StateDep) -> JSONResponse:
         ):
             results[i] = r
         out = [
-            _openai_result(moderator, r, img is not None, t is not None)
+            _openai_result(moderator, r, img is not None, t is not None, PathView(state.settings))
             for r, (img, t) in zip(results, inputs, strict=True)
         ]
         for answer in out:  # the decision, as `moderate check` reports it, in the server log too

@@ -13,7 +13,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ, caller_scope
-from api.decoding import check_request_pixels
+from api.decoding import check_uploads
 from api.deps import PathsDep, StateDep
 from api.paths import PathView
 from api.schemas import ERRORS, EXPLAIN_HELP, Result, SearchResponse, SimilarRequest, TextSearchRequest
@@ -81,6 +81,7 @@ def _response(
 
 @router.post("/text", response_model=SearchResponse)
 def search_text(body: TextSearchRequest, request: Request, state: StateDep, paths: PathsDep) -> SearchResponse:
+    state.check_rerank_model(body.rerank_model)  # cheap checks before the model loads
     engine = state.engine(body.collection)
     plan = engine.plan_text(
         body.query,
@@ -129,7 +130,8 @@ async def search_image(
     )
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
+    check_uploads(s, [(data, file.filename, file.content_type)])  # before the model loads
+    state.check_rerank_model(rerank_model)
     engine = await run_in_threadpool(state.engine, collection)  # once per request: decode and query use it
 
     def decode() -> Image.Image:  # off the event loop, reduced to the model's input side

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import READ
-from api.decoding import check_request_pixels
-from api.deps import StateDep
+from api.decoding import check_uploads
+from api.deps import PathsDep, StateDep
+from api.paths import PathView
 from api.schemas import ERRORS, CaptionResponse, Health
 from api.uploads import read_limited, sniff_and_decode
 
@@ -30,8 +30,7 @@ def readyz(state: StateDep) -> Health:
     if settings.read_access == "key":
         return Health(status="ready")
     loaded = state.loaded()
-    if not settings.expose_paths:
-        loaded["models"] = [Path(m).name if Path(m).is_absolute() else m for m in loaded.get("models", [])]
+    loaded["models"] = PathView(settings).models(loaded.get("models", []))
     return Health(status="ready", detail=loaded)
 
 
@@ -44,6 +43,7 @@ def metrics(request: Request) -> Response:
 @router.post("/v1/captions", response_model=CaptionResponse, dependencies=[READ])
 async def caption(
     state: StateDep,
+    paths: PathsDep,
     file: Annotated[UploadFile, File(description="Image to caption")],
     prompt: Annotated[
         str | None, Form(max_length=1000, description="BLIP: prefix to continue; InstructBLIP/LLaVA: the instruction")
@@ -55,7 +55,7 @@ async def caption(
 
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
-    check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
+    check_uploads(s, [(data, file.filename, file.content_type)])  # before the captioner loads
     captioner = await run_in_threadpool(state.captioner)
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt or None)
     await run_in_threadpool(captioner.check_decoding, decoding)
@@ -64,4 +64,4 @@ async def caption(
         lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
     )
     text = (await run_in_threadpool(captioner.caption, [image], decoding))[0]
-    return CaptionResponse(caption_model=captioner.model_id, caption=text)
+    return CaptionResponse(caption_model=paths.model(captioner.model_id) or "", caption=text)

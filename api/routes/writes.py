@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.auth import ADMIN, WRITE
 from api.decoding import check_request_pixels
-from api.deps import SettingsDep, StateDep
+from api.deps import PathsDep, SettingsDep, StateDep
 from api.routes.collections import collection_info
 from api.schemas import (
     ERRORS,
@@ -22,7 +22,7 @@ from api.schemas import (
     UploadResponse,
     UploadSkipped,
 )
-from api.uploads import read_limited, sniff_and_decode
+from api.uploads import read_limited, sniff, sniff_and_decode
 from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, RecordNotFoundError
 from indexer.uploads import Blob, index_blobs
 from service.indexing import new_image_collection
@@ -33,7 +33,7 @@ router = APIRouter(prefix="/v1/collections", tags=["collections"], responses=ERR
 
 
 @router.post("", response_model=CollectionInfo, status_code=201, dependencies=[WRITE])
-def create_collection(body: CreateCollectionRequest, state: StateDep) -> CollectionInfo:
+def create_collection(body: CreateCollectionRequest, state: StateDep, paths: PathsDep) -> CollectionInfo:
     settings = state.settings
     validate_name(body.name, new=True)  # cheap checks first: no model loads for a name that cannot be
     model = body.model or settings.model
@@ -44,7 +44,7 @@ def create_collection(body: CreateCollectionRequest, state: StateDep) -> Collect
     if Collection.exists(settings.data_dir, body.name):
         raise ConflictError(f"Collection {body.name!r} already exists.")
     coll = new_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
-    return collection_info(coll)
+    return collection_info(coll, paths)
 
 
 @router.delete("/{name}", status_code=204, dependencies=[ADMIN])
@@ -68,16 +68,18 @@ async def upload_images(
 ) -> UploadResponse:
     """Upload and index images now. Bad files are reported in ``failures``; the rest are added."""
     settings = state.settings
+    if len(files) > settings.max_upload_files:
+        raise InvalidInputError(f"At most {settings.max_upload_files} files per request, got {len(files)}.")
     coll = Collection.open(settings.data_dir, name)
     if coll.manifest.kind != "images":
         raise InvalidInputError(f"{name!r} is a text collection; upload images to an image collection.")
-    if len(files) > settings.max_upload_files:
-        raise InvalidInputError(f"At most {settings.max_upload_files} files per request, got {len(files)}.")
     blobs, failures = [], []
     read: list[tuple[UploadFile, bytes]] = []
     for f in files:
         try:
-            read.append((f, await read_limited(f, settings.max_upload_bytes)))
+            data = await read_limited(f, settings.max_upload_bytes)
+            sniff(data, f.filename, f.content_type, settings.max_image_pixels)  # from the header: no model yet
+            read.append((f, data))
         except InvalidInputError as exc:
             failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
     check_request_pixels(
@@ -96,8 +98,7 @@ async def upload_images(
             failures.append(UploadSkipped(filename=f.filename, reason=str(exc), code=exc.code))
 
     def ingest() -> UploadResponse:
-        embedder = state.embedder(coll.manifest.model_id)
-        out = index_blobs(settings, coll, embedder, blobs) if blobs else None
+        out = index_blobs(settings, coll, state.embedder(coll.manifest.model_id), blobs) if blobs else None
         added = [UploadAdded(filename=fn, id=i) for fn, i in (out.added if out else [])]
         return UploadResponse(
             collection=name,

@@ -2,6 +2,7 @@
 """Soak test: mixed traffic against a real server for a fixed time, with hostile clients.
 
     python scripts/bench/soak.py [--seconds 600] [--clients 16] [--model-size base|tiny]
+                                 [--rss-every 5] [--name soak]
 
 It indexes generated images into a collection, starts ``uvicorn api.app:create_app`` in its own
 process, and runs for ``--seconds`` (default 10 minutes):
@@ -15,9 +16,13 @@ process, and runs for ``--seconds`` (default 10 minutes):
 * one ``reembed`` (to a second model) at a third of the run and one ``compact`` at two thirds,
   as CLI processes on the same data dir.
 
-Reported: p50/p99 latency per route, status counts, 5xx count (goal 0), the server's RSS over
-time (goal: flat), and the records at the end against the acknowledged writes (goal: equal).
-Results go to bench-results/soak.json and the ``soak`` section of BENCHMARKS.md.
+Reported: p50/p99 latency per route, status counts, 5xx count (goal 0; 503 answers with
+Retry-After counted apart), the server's RSS sampled every ``--rss-every`` seconds (the series,
+and its least-squares slope in MB per minute over the run after warm-up; goal: flat), the load
+average, and the records before and after against the acknowledged writes (goal: equal).
+Results go to bench-results/<name>.json and the ``<name>`` section of BENCHMARKS.md (a short
+trial run can use ``--seconds 60 --model-size tiny --name soak-short`` and leave the 10-minute
+``soak`` results alone).
 """
 
 from __future__ import annotations
@@ -119,7 +124,27 @@ class Stats:
             }
         fives = sum(n for r in self.status.values() for code, n in r.items() if code >= 500 and code != 503)
         overloaded = sum(r.get(503, 0) for r in self.status.values())
-        return {"routes": routes, "5xx_excluding_503": fives, "503_overloaded": overloaded}
+        return {"routes": routes, "5xx": fives + overloaded, "5xx_excluding_503": fives, "503_overloaded": overloaded}
+
+
+def slope_mb_per_min(samples: list[tuple[float, float | None]]) -> float | None:
+    """Least-squares slope of RSS (MB) over time, per minute; None with under 3 samples."""
+    pts = [(t, v) for t, v in samples if v is not None]
+    if len(pts) < 3:
+        return None
+    mt = statistics.fmean(t for t, _ in pts)
+    mv = statistics.fmean(v for _, v in pts)
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    if var == 0:
+        return None
+    return round(60 * sum((t - mt) * (v - mv) for t, v in pts) / var, 2)
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def client_loop(cid: int, url: str, keys: dict[str, str], stop: float, stats: Stats) -> None:
@@ -252,6 +277,14 @@ def oversized_client(port: int, keys: dict[str, str], stop: float, stats: Stats,
         time.sleep(0.5)
 
 
+def _thin(samples: list[tuple[float, float | None]], n: int) -> list[tuple[float, float | None]]:
+    """At most ``n`` evenly spaced samples (the first and last kept), for the markdown series."""
+    if len(samples) <= n:
+        return samples
+    step = (len(samples) - 1) / (n - 1)
+    return [samples[round(i * step)] for i in range(n)]
+
+
 def run_cli(args: list[str], env: dict[str, str], log: list[dict[str, Any]], name: str) -> None:
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cli", *args], env=env, cwd=ROOT, capture_output=True, text=True)
@@ -266,6 +299,8 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--model-size", choices=["base", "tiny"], default="base")
+    ap.add_argument("--rss-every", type=float, default=5.0, help="Seconds between RSS samples.")
+    ap.add_argument("--name", default="soak", help="Results name: bench-results/<name>.json, BENCHMARKS.md section.")
     args = ap.parse_args()
 
     import httpx
@@ -316,6 +351,7 @@ def main() -> None:
         t_start = time.monotonic()
         stop = t_start + args.seconds
         rss: list[tuple[float, float | None]] = []
+        load_start = load_average()
         ops: list[dict[str, Any]] = []
         threads = [threading.Thread(target=client_loop, args=(c, url, keys, stop, stats)) for c in range(args.clients)]
         threads.append(threading.Thread(target=slow_client, args=(port, keys, stop, stats)))
@@ -336,7 +372,8 @@ def main() -> None:
                 job = ["compact", "-c", COLLECTION]
                 side.append(threading.Thread(target=run_cli, args=(job, env, ops, "compact"), name="compact"))
                 side[-1].start()
-            time.sleep(5)
+            time.sleep(max(0.5, min(args.rss_every, stop - time.monotonic())))
+        load_end = load_average()
         for t in threads + side:
             t.join()
         rss.append((round(time.monotonic() - t_start, 1), rss_mb(server.pid)))
@@ -348,6 +385,7 @@ def main() -> None:
     expected = before + len(stats.added) - len(stats.deleted)
     values = [v for _, v in rss if v is not None]
     third = max(1, len(values) // 3)
+    warm = [(t, v) for t, v in rss if t >= min(60.0, args.seconds / 10)]  # past the first caches' fill
     result = {
         "settings": {
             "seconds": args.seconds,
@@ -356,7 +394,9 @@ def main() -> None:
             "images": args.images,
             "max_request_bytes": cap,
             "body_rate_grace_s": 5,
+            "rss_every_s": args.rss_every,
         },
+        "load_average": {"start": load_start, "end": load_end},
         **report,
         "side_ops": [
             {k: v for k, v in o.items() if k != "stderr" or o["rc"]} for o in ops
@@ -370,18 +410,20 @@ def main() -> None:
             "equal": after == expected,
         },
         "rss_mb": {
-            "first_third_median": statistics.median(values[:third]) if values else None,
-            "last_third_median": statistics.median(values[-third:]) if values else None,
+            "first_third_median": round(statistics.median(values[:third]), 1) if values else None,
+            "last_third_median": round(statistics.median(values[-third:]), 1) if values else None,
             "max": max(values) if values else None,
+            "slope_mb_per_min": slope_mb_per_min(warm),
             "samples": rss,
         },
     }
-    write_result("soak", result)
+    write_result(args.name, result)
     m = machine()
     lines = [
         f"Soak ({args.seconds:.0f} s, {args.clients} clients + 1 slow + 1 oversized-body client, "
         f"{args.model_size} random BLIP, reembed at 1/3, compact at 2/3 (after the reembed); scripts/bench/soak.py). "
-        f"Machine: {machine_line(m)}.",
+        f"Machine: {machine_line(m)}; load average {load_start} at the start, {load_end} at the end "
+        "(the machine may have been shared).",
         "",
         "| route | requests | p50 ms | p99 ms | statuses |",
         "|---|---|---|---|---|",
@@ -393,7 +435,7 @@ def main() -> None:
     rs = result["rss_mb"]
     lines += [
         "",
-        f"5xx other than 503: **{report['5xx_excluding_503']}**; 503 (overloaded, Retry-After): "
+        f"5xx: **{report['5xx']}**, of them 503 (overloaded, Retry-After): "
         f"{report['503_overloaded']}. Side operations: "
         + ", ".join(f"{o['op']} rc {o['rc']} in {o['seconds']} s" for o in ops)
         + ".",
@@ -401,9 +443,10 @@ def main() -> None:
         f"{rec['acknowledged_deletes']} acknowledged deletes = {rec['expected']}; found {rec['after']} "
         f"({'equal' if rec['equal'] else 'NOT equal'}).",
         f"Server RSS: median {rs['first_third_median']} MB in the first third, {rs['last_third_median']} MB in "
-        f"the last third, max {rs['max']} MB.",
+        f"the last third, max {rs['max']} MB; slope {rs['slope_mb_per_min']} MB/min after warm-up. Series "
+        "(s: MB): " + ", ".join(f"{t:.0f}: {v}" for t, v in _thin(rss, 20)) + ".",
     ]
-    update_markdown("soak", "\n".join(lines))
+    update_markdown(args.name, "\n".join(lines))
     print("\n".join(lines))
 
 
