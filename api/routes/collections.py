@@ -25,7 +25,9 @@ THUMB_SIZE = 256
 
 
 def collection_info(coll: Collection) -> CollectionInfo:
-    return CollectionInfo(**coll.manifest.summary())
+    from storage.photo_counts import photo_field_counts
+
+    return CollectionInfo(**coll.manifest.summary(), photo_fields=photo_field_counts(coll))
 
 
 def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
