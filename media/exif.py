@@ -244,11 +244,12 @@ def _from_xmp(packet: bytes, out: dict[str, Any], notes: Notes) -> None:
 
 
 def capture_columns(exif: Image.Exif | None, xmp: bytes | None = None) -> dict[str, Any]:
-    """The record columns: ``CAPTURE_FIELDS`` and ``capture_notes`` (a JSON list, or None)."""
+    """The record columns: ``CAPTURE_FIELDS`` and ``capture_notes``, the JSON list of notes
+    (``[]`` when nothing was dropped: a null ``capture_notes`` means the metadata was never read)."""
     import json
 
     out, notes = capture_metadata(exif, xmp)
-    return {**out, "capture_notes": json.dumps(notes) if notes else None}
+    return {**out, "capture_notes": json.dumps(notes)}
 
 
 def read_capture(data: bytes) -> dict[str, Any]:

@@ -59,7 +59,8 @@ OCR_FIELDS = ("ocr_text", "ocr_lines", "ocr_engine", "ocr_error")
 # Capture metadata from the image's EXIF/XMP (media/exif.py) and the place of its GPS position
 # (media/places.py), filled at indexing (or by `backfill-metadata`); null where the file says nothing.
 # ``taken_at``: UTC, or, where ``taken_at_local`` is true, the camera's wall clock of unknown zone
-# stored as if it were UTC. ``capture_notes``: JSON list of what was dropped as unreadable or absurd.
+# stored as if it were UTC. ``capture_notes``: JSON list of what was dropped as unreadable or absurd
+# (``[]``: nothing); null only where the metadata was never read (`backfill-metadata` reads it).
 CAPTURE_TEXT = ("camera_make", "camera_model", "lens")
 GPS_FIELDS = ("gps_lat", "gps_lon", "gps_alt")
 PLACE_FIELDS = ("country_code", "country", "region", "city")
