@@ -239,3 +239,30 @@ def test_backfill_metadata_fills_old_records_idempotently(lib, tmp_path, tiny_mo
     assert after == fresh
     again = json.loads(CliRunner().invoke(app, ["backfill-metadata", "-c", "old", "--json"]).stdout)
     assert again["updated"] == 0
+
+
+def test_api_filters_sort_and_record_fields(lib):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    settings, paths, rows, _ = lib
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        body = {"collection": "c", "query": "a photo", "k": 100, "sort": "taken_at"}
+        r = client.post("/v1/search/text", json={**body, "filters": {"near": "35.6895,139.6917,100", "camera": "SONY"}})
+        assert r.status_code == 200, r.text
+        got = r.json()["results"]
+        assert {h["id"] for h in got} == _brute(rows, {"near": (35.6895, 139.6917, 100.0), "camera": "sony"})
+        dates = [h["taken_at"] for h in got if h["taken_at"]]
+        assert dates == sorted(dates, reverse=True) and all(h["country"] == "Japan" for h in got)
+        r = client.post("/v1/search/text", json={**body, "filters": {"place": "île-de-france"}})
+        assert {h["id"] for h in r.json()["results"]} == _brute(rows, {"place": "ile-de-france"})
+        for bad in ({"near": "95,0,1"}, {"near": [1, 2]}, {"place": " "}, {"taken_after": "yesterday"}):
+            r = client.post("/v1/search/text", json={**body, "filters": bad})
+            assert r.status_code == 422, (bad, r.text)
+        rid = rows[str(paths["paris"])]["id"]
+        rec = client.get(f"/v1/collections/c/images/{rid}").json()
+        assert (rec["camera_model"], rec["city"], rec["taken_at_local"]) == ("iPhone 15 Pro", "Paris", False)
+        assert rec["taken_at"].startswith("2022-05-01T08:00:00")
+        info = client.get("/v1/collections/c").json()
+        assert info["photo_fields"]["city"] == sum(r["city"] is not None for r in rows.values())
