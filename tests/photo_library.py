@@ -107,6 +107,31 @@ def dng_bytes(shot: Shot, width: int = 96, height: int = 64) -> bytes:
     return bytes(writer.convert(mosaic))
 
 
+def dng_with_preview(preview: np.ndarray, width: int = 640, height: int = 480, make: str = "Canon") -> bytes:
+    """A DNG as tifffile writes it: IFD0 the 8-bit RGB preview (NewSubfileType 1), its SubIFD the
+    12-bit RGGB mosaic (NewSubfileType 0), the layout cameras and Adobe's converter use."""
+    import tifffile
+
+    rng = np.random.default_rng(width)
+    cfa = (rng.random((height, width)) * 4095).astype(np.uint16)
+    dng = [(50706, "B", 4, (1, 4, 0, 0), True), (50707, "B", 4, (1, 2, 0, 0), True)]
+    camera = [(271, "s", 0, make, True), (272, "s", 0, f"{make} R", True), (50708, "s", 0, f"{make} R", True)]
+    mosaic = [
+        (33421, "H", 2, (2, 2), True),
+        (33422, "B", 4, (0, 1, 1, 2), True),
+        (50717, "I", 1, 4095, True),
+        (50714, "I", 1, 0, True),
+        (50721, "2i", 9, (1, 1, 0, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 1), True),
+        (50778, "H", 1, 21, True),
+        (50728, "2I", 3, (1, 1, 1, 1, 1, 1), True),
+    ]
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tif:
+        tif.write(preview, photometric="rgb", subfiletype=1, subifds=1, extratags=dng + camera)
+        tif.write(cfa, photometric=32803, subfiletype=0, extratags=mosaic)
+    return buf.getvalue()
+
+
 def photo_bytes(shot: Shot, raw_exif: dict[str, Any] | None = None) -> bytes:
     if shot.fmt == "DNG":
         return dng_bytes(shot)

@@ -17,9 +17,10 @@ from api.app import create_app
 from blipsearch.config import Settings
 from blipsearch.errors import ImageDecodeError
 from media.decode import decode_image
+from media.exif import read_capture
 from service.indexing import index_paths
 from storage.collection import Collection
-from tests.photo_library import Shot, photo_bytes
+from tests.photo_library import Shot, dng_with_preview, photo_bytes
 
 
 def _frames(fmt: str) -> bytes:
@@ -44,6 +45,19 @@ def test_heic_avif_dng_decode_upright_rgb_with_original_size():
     assert (full.format, full.width, full.height, full.image.size, full.image.mode) == ("DNG", 96, 64, (96, 64), "RGB")
     half = decode_image(dng, 10**7, draft=16)  # half the sensor still covers the model's side: half-size demosaic
     assert (half.width, half.height, half.image.size) == (96, 64, (48, 32))
+
+
+def test_raw_embeds_the_preview_when_large_enough_else_demosaics():
+    preview = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    dng = dng_with_preview(preview)
+    d = decode_image(dng, 10**7, draft=224)  # the model's side is covered by the camera's preview
+    assert (d.format, d.width, d.height) == ("DNG", 640, 480)
+    assert np.array_equal(np.asarray(d.image), preview)
+    full = decode_image(dng, 10**7, draft=300)  # the preview is too small: the sensor data is demosaiced
+    assert (full.width, full.height, full.image.size) == (640, 480, (640, 480))
+    assert not np.array_equal(np.asarray(full.image.resize((320, 240))), preview)
+    meta = read_capture(dng)
+    assert (meta["camera_make"], meta["camera_model"]) == ("Canon", "Canon R")
 
 
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP", "TIFF"])
