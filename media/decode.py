@@ -169,6 +169,27 @@ def decode_image(
     return DecodedImage(img, width, height, fmt, exif, xmp)
 
 
+def probe_format(data: bytes) -> str | None:
+    """The format ``data`` decodes as (``JPEG``, ``HEIF``, ``DNG``...), from its header alone;
+    None when it is no image format blipsearch reads. Raises ImageDecodeError for a missing
+    decoder and for an image over Pillow's process-wide bomb limit."""
+    kind = sniff(data)
+    if kind in RAW_FORMATS:
+        return kind
+    if kind == "HEIF":
+        from media.formats.heif import ensure_opener
+
+        ensure_opener()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data)).format
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}", "too_many_pixels") from None
+    except Exception:  # noqa: BLE001 - any failure to identify is "not an image"
+        return None
+
+
 def container_exif(opened: Image.Image) -> tuple[Image.Exif | None, bytes | None]:
     """The EXIF and XMP of an opened (not yet decoded) image; (None, None) where unreadable."""
     try:

@@ -143,3 +143,25 @@ def test_file_serves_the_original_with_its_type_and_thumbnails_work(served, name
     assert t.status_code == 200 and t.headers["content-type"] == "image/jpeg"
     thumb = Image.open(io.BytesIO(t.content))
     assert thumb.format == "JPEG" and max(thumb.size) <= 256 and min(thumb.size) > 0
+
+
+def test_heic_and_dng_uploads_are_indexed(served):
+    from storage.api_keys import create_key
+    from storage.catalog import open_catalog
+
+    client, _, _, files = served  # the last test of this module: from here on, requests need a key
+    key = create_key(open_catalog(client.app.state.blip.settings.catalog_url()), "photos", "write")[0]
+    h = {"Authorization": f"Bearer {key}"}
+    assert client.post("/v1/collections", json={"name": "up"}, headers=h).status_code == 201
+    up = [
+        ("files", ("IMG_0001.HEIC", files["phone.heic"], "image/heic")),
+        ("files", ("cam.dng", files["cam.dng"], "image/x-adobe-dng")),
+        ("files", ("lie.jpg", files["phone.heic"][:-1] + b"\x01", "image/jpeg")),  # says JPEG, is HEIC
+    ]
+    r = client.post("/v1/collections/up/images", files=up, headers=h)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [a["filename"] for a in out["added"]] == ["IMG_0001.HEIC", "cam.dng"]
+    assert [f["filename"] for f in out["failures"]] == ["lie.jpg"]
+    rid = out["added"][0]["id"]
+    assert client.get(f"/v1/collections/up/images/{rid}", headers=h).json()["format"] == "HEIF"
