@@ -266,3 +266,25 @@ def test_api_filters_sort_and_record_fields(lib):
         assert rec["taken_at"].startswith("2022-05-01T08:00:00")
         info = client.get("/v1/collections/c").json()
         assert info["photo_fields"]["city"] == sum(r["city"] is not None for r in rows.values())
+
+
+def test_xmp_fills_what_exif_lacks():
+    import io
+
+    from PIL import Image
+
+    from media.exif import read_capture
+
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        b'<rdf:Description xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+        b'exif:DateTimeOriginal="2018-02-03T04:05:06+01:00" tiff:Make="NIKON CORPORATION" '
+        b'exif:GPSLatitude="48,51.396N" exif:GPSLongitude="2,21.132E"><tiff:Model>NIKON D850</tiff:Model>'
+        b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 24), (10, 200, 10)).save(buf, "JPEG", xmp=xmp)
+    got = read_capture(buf.getvalue())
+    assert got["taken_at"] == datetime(2018, 2, 3, 3, 5, 6, tzinfo=timezone.utc) and got["taken_at_local"] is False
+    assert (got["camera_make"], got["camera_model"]) == ("NIKON CORPORATION", "NIKON D850")
+    assert got["gps_lat"] == pytest.approx(48.8566) and got["gps_lon"] == pytest.approx(2.3522)
