@@ -9,24 +9,10 @@ from typing import Any
 
 from blipsearch.errors import InvalidInputError
 from search.filters import Filters
+from storage.schema import PHOTO_FIELDS  # capture metadata and place, shown where a record has them
 
 IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height", "ocr_text")
 TEXT_FIELDS = ("external_id", "text")
-# capture metadata and place (storage/schema.py PHOTO_FIELDS), shown where a record has them
-PHOTO_FIELDS = (
-    "taken_at",
-    "taken_at_local",
-    "camera_make",
-    "camera_model",
-    "lens",
-    "gps_lat",
-    "gps_lon",
-    "gps_alt",
-    "country_code",
-    "country",
-    "region",
-    "city",
-)
 
 
 @dataclass

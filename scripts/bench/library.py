@@ -114,9 +114,12 @@ def main() -> None:
     lines += [
         "",
         "RAW preview: the DNG's IFD0 is an uncompressed RGB preview at half the sensor's side (tifffile cannot "
-        "write a JPEG-compressed one without imagecodecs); cameras embed JPEG previews, which decode at about "
-        "the JPEG row's rate. RAW demosaic: LibRaw's AHD demosaic at half size (the sensor's half side still "
-        "covers the model's input).",
+        "write a JPEG-compressed one without imagecodecs); cameras embed JPEG previews, whose rate this run does "
+        "not measure (expected near the JPEG row's). RAW demosaic: LibRaw's AHD demosaic at half size "
+        "(the sensor's half side still "
+        "covers the model's input). The formats and the model run one after the other; under this load the "
+        "model (two torch threads against many other processes) suffered most, so the × column overstates the "
+        "margin: on an idle machine rerun it before trusting the ratio.",
     ]
     update_markdown("library", "\n".join(lines))
 
