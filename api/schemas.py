@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -42,7 +43,7 @@ class TextSearchRequest(BaseModel):
     fusion: Literal["itm+itc", "itm", "itc"] = "itm+itc"
     filters: Filters | None = None
     min_score: float | None = Field(default=None, ge=-1e6, le=1e6)
-    sort: Literal["relevance", "added_at"] = "relevance"
+    sort: Literal["relevance", "added_at", "taken_at"] = "relevance"
     nprobe: int | None = Field(
         default=None, ge=1, le=MAX_NPROBE, description="IVF lists to probe (approximate indexes)."
     )
@@ -81,7 +82,26 @@ class OcrMatch(BaseModel):
     confidence: float | None = None
 
 
-class Result(BaseModel):
+class PhotoFields(BaseModel):
+    """Capture metadata and place of a photo (docs/photos.md); null where the file said nothing."""
+
+    taken_at: datetime | None = Field(
+        default=None, description="When taken: UTC, or the camera's wall clock where taken_at_local is true."
+    )
+    taken_at_local: bool | None = Field(default=None, description="taken_at is local time of an unknown zone.")
+    camera_make: str | None = None
+    camera_model: str | None = None
+    lens: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
+    gps_alt: float | None = Field(default=None, description="Metres above sea level.")
+    country_code: str | None = None
+    country: str | None = None
+    region: str | None = None
+    city: str | None = None
+
+
+class Result(PhotoFields):
     id: int
     uri: str | None = None
     score: float
@@ -131,13 +151,16 @@ class CollectionInfo(BaseModel):
     embed_runtime: str | None = Field(
         default=None, description="What ran the embedding forward: torch or openvino (BLIPSEARCH_FAST_RUNTIME)."
     )
+    photo_fields: dict[str, int] | None = Field(
+        default=None, description="How many records have each capture/place field (taken_at, gps_lat, city...)."
+    )
 
 
 class CollectionList(BaseModel):
     collections: list[CollectionInfo]
 
 
-class Record(BaseModel):
+class Record(PhotoFields):
     id: int
     uri: str | None = None
     sha256: str

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 
+from media.formats import EXTENSIONS, ORIGINAL_TYPES
+
 # Pillow's decoded format -> the image type browsers render inline.
 RASTER_TYPES = {
     "JPEG": "image/jpeg",
@@ -27,7 +29,7 @@ RASTER_TYPES = {
     "AVIF": "image/avif",
 }
 # Stored formats that are images but that browsers do not display: served as downloads.
-DOWNLOAD_TYPES = {"TIFF": "image/tiff"}
+DOWNLOAD_TYPES = {"TIFF": "image/tiff", **ORIGINAL_TYPES}  # + HEIC and camera RAW (media/formats/)
 
 PAGE_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
@@ -45,7 +47,8 @@ def file_headers(fmt: str | None, rid: int) -> tuple[str, dict[str, str]]:
         disposition = f'inline; filename="{rid}.{fmt.lower()}"'
         return RASTER_TYPES[fmt], {"Content-Disposition": disposition, "Content-Security-Policy": FILE_CSP}
     media = DOWNLOAD_TYPES.get(fmt, "application/octet-stream")
-    return media, {"Content-Disposition": f'attachment; filename="{rid}.bin"', "Content-Security-Policy": FILE_CSP}
+    ext = EXTENSIONS.get(fmt, fmt.lower()) if fmt in DOWNLOAD_TYPES else "bin"
+    return media, {"Content-Disposition": f'attachment; filename="{rid}.{ext}"', "Content-Security-Policy": FILE_CSP}
 
 
 def _is_page(path: str) -> bool:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import warnings
-
 from fastapi import UploadFile
-from PIL import Image
 
 from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
-from media.decode import DecodedImage, allow_pixels, decode_image
+from media.decode import DecodedImage, allow_pixels, decode_image, probe_format
+from media.formats import ORIGINAL_TYPES
 
 # What a declared Content-Type / extension may be, for each format Pillow detects.
 _ALIASES = {
@@ -19,6 +16,9 @@ _ALIASES = {
     "GIF": {"image/gif", ".gif"},
     "BMP": {"image/bmp", "image/x-ms-bmp", ".bmp"},
     "TIFF": {"image/tiff", ".tif", ".tiff"},
+    "HEIF": {"image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence", ".heic", ".heif", ".hif"},
+    "AVIF": {"image/avif", ".avif"},
+    **{raw: {mime, f".{raw.lower()}"} for raw, mime in ORIGINAL_TYPES.items() if raw not in ("HEIF", "RAW")},
 }
 _NEUTRAL = {"", "application/octet-stream", "image/*"}
 
@@ -53,14 +53,7 @@ def sniff(data: bytes, filename: str | None, content_type: str | None, max_pixel
     if not data:
         raise ImageDecodeError("empty upload")
     allow_pixels(max_pixels)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            fmt = Image.open(io.BytesIO(data)).format
-    except Image.DecompressionBombError as exc:
-        raise ImageDecodeError(f"decompression bomb: {exc}") from None
-    except Exception:  # noqa: BLE001 - any failure to identify is "not an image"
-        fmt = None
+    fmt = probe_format(data)  # HEIC/AVIF/RAW too (media/formats/)
     if fmt is None:
         raise UnsupportedMediaTypeError("The upload is not an image format blipsearch can read.")
     allowed = _ALIASES.get(fmt, set())

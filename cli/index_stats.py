@@ -18,6 +18,8 @@ def _human(p: dict[str, Any]) -> str:
         f"  precision: {p['precision'] or 'unrecorded'} (embeddings computed in {p['embed_dtype'] or '?'}"
         f" by {p.get('embed_runtime') or '?'})",
     ]
+    if p.get("photo_fields"):
+        lines.append("  photo fields: " + ", ".join(f"{k} {v}" for k, v in p["photo_fields"].items()))
     rec = p.get("recall")
     if rec:
         refined = f", exact re-rank of the top {rec['refine_k']}" if rec.get("refine_k") else ""

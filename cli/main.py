@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from cli import captioning, families, importing, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
+from cli.backfill import backfill_metadata
 from cli.common import PrecisionOpt
 from cli.embedding import embed
 from cli.evaluating import eval_app
@@ -48,6 +49,7 @@ app.command()(maintenance.compact)
 app.command()(querying.search)
 app.command()(querying.collections)
 app.command()(captioning.caption)
+app.command("backfill-metadata")(backfill_metadata)
 app.command()(ocr.ocr)
 app.command()(serving.serve)
 app.command()(embed)

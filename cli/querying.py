@@ -116,13 +116,18 @@ def search(
     max_width: Annotated[int | None, typer.Option("--max-width", min=0)] = None,
     min_height: Annotated[int | None, typer.Option("--min-height", min=0)] = None,
     max_height: Annotated[int | None, typer.Option("--max-height", min=0)] = None,
+    taken_after: Annotated[str | None, typer.Option("--taken-after", help="Taken at/after (ISO date/time).")] = None,
+    taken_before: Annotated[str | None, typer.Option("--taken-before", help="Taken before (ISO date/time).")] = None,
+    near: Annotated[str | None, typer.Option("--near", help="GPS within a radius: LAT,LON,RADIUS_KM.")] = None,
+    place: Annotated[str | None, typer.Option("--place", help="Country, region or city (any case/accents).")] = None,
+    camera: Annotated[str | None, typer.Option("--camera", help="Camera make or model contains this.")] = None,
     where: Annotated[
         list[str] | None, typer.Option("--where", help="FIELD=VALUE or FIELD=V1,V2 (in); repeatable.")
     ] = None,
     min_score: Annotated[
         float | None, typer.Option("--min-score", help="Cut-off: ITM probability if re-ranked, else ITC.")
     ] = None,
-    sort: Annotated[str, typer.Option("--sort", help="relevance or added_at.")] = "relevance",
+    sort: Annotated[str, typer.Option("--sort", help="relevance, added_at or taken_at (newest first).")] = "relevance",
     nprobe: Annotated[
         int | None,
         typer.Option("--nprobe", min=1, help="IVF lists to probe (default: the tuned value)."),
@@ -156,6 +161,8 @@ def search(
             "max_width": max_width,
             "min_height": min_height,
             "max_height": max_height,
+            **{"taken_after": taken_after, "taken_before": taken_before, "near": near},
+            **{"place": place, "camera": camera},  # photo filters (docs/photos.md)
         },
         where,
         text=text,

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -30,6 +30,7 @@ from storage.collection import Collection
 from storage.job_run import JobRun
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _pending(coll: Collection, model_id: str) -> list[tuple[str, list[tuple[int, str, str]]]]:
@@ -122,10 +123,9 @@ def caption_collection(
     return report
 
 
-def _chunks(
-    work: list[tuple[str, list[tuple[int, str, str]]]], size: int
-) -> Iterator[tuple[str, list[tuple[int, str, str]]]]:
-    """Each shard's pending records, ``size`` at a time (one commit each)."""
+def _chunks(work: list[tuple[str, list[T]]], size: int) -> Iterator[tuple[str, list[T]]]:
+    """Each shard's pending records, ``size`` at a time (one commit each; also the metadata
+    backfill's, indexer/metadata_backfill.py)."""
     for shard_file, todo in work:
         for start in range(0, len(todo), size):
             yield shard_file, todo[start : start + size]

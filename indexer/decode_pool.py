@@ -28,6 +28,7 @@ import numpy as np
 
 from blipsearch.errors import ImageDecodeError
 from media.decode import decode_image
+from media.exif import capture_columns
 
 Preprocess = Callable[[Sequence[Any]], np.ndarray]
 MODES = ("auto", "process", "thread")
@@ -55,10 +56,11 @@ class DecodeConfig:
 
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
     # PDQ is defined on the full decode: a draft-scale JPEG would hash differently.
-    img = decode_image(data, cfg.max_pixels, None if cfg.pdq else cfg.draft)
+    img = decode_image(data, cfg.max_pixels, None if cfg.pdq else cfg.draft, with_exif=True)
     pixels = cfg.preprocess([img.image])[0]
     cap = cfg.caption_preprocess([img.image])[0] if cfg.caption_preprocess else None
     meta: dict[str, Any] = {"width": img.width, "height": img.height, "format": img.format, "bytes": len(data)}
+    meta.update(capture_columns(img.exif, img.xmp))  # when and where it was taken (media/exif.py)
     if cfg.pdq:
         from media.pdq import pdq_hash
 

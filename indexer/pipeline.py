@@ -37,7 +37,9 @@ from indexer.sources.base import SourceItem
 from indexer.stages import StageTimer
 from indexer.updates import UriUpdates
 from media.decode import read_source
+from media.exif import CAPTURE_FIELDS
 from media.pdq import available as pdq_available
+from media.places import place_columns
 from models.base import Embedder
 from models.captioners import Captioner, Decoding
 from models.ocr.base import OcrResult
@@ -50,7 +52,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 FEATURE_SHARD_ROWS = 256
 # the record columns the CPU stages fill (Prepared.meta)
-RECORD_META = ("width", "height", "format", "bytes", "caption", "caption_model", "pdq_hash", "pdq_quality")
+RECORD_META = (
+    "width",
+    "height",
+    "format",
+    "bytes",
+    "caption",
+    "caption_model",
+    "pdq_hash",
+    "pdq_quality",
+    *CAPTURE_FIELDS,
+    "capture_notes",
+)
 
 
 @dataclass
@@ -255,6 +268,8 @@ class IndexPipeline:
                 "metadata": [json.dumps(p.extra, sort_keys=True, default=str) if p.extra else None for p in rows],
                 **{k: [p.meta.get(k) for p in rows] for k in RECORD_META},
             }
+            with self.timer.time("places", len(rows)):  # GPS -> place names, offline, one lookup per shard
+                cols.update(place_columns(cols["gps_lat"], cols["gps_lon"]))
             if self.ocr is not None:
                 cols.update(self._ocr_columns(rows, report))
             writer.commit(

@@ -20,7 +20,7 @@ from storage.atomic import atomic_write_bytes
 from storage.collection import Collection
 
 log = logging.getLogger(__name__)
-EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff"}
+EXTENSIONS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tiff", "HEIF": "heic"}
 
 
 @dataclass

@@ -1,4 +1,10 @@
-"""Safe image decoding: size limits, decompression-bomb guard, EXIF orientation, RGB."""
+"""Safe image decoding: size limits, decompression-bomb guard, EXIF orientation, RGB.
+
+The one decode of every image, whatever its container: what Pillow reads on its own, HEIC/HEIF
+and AVIF as Pillow plugins, camera RAW through LibRaw (media/formats/). The pixel budget is
+checked from the container's header before any pixel is decoded; multi-frame files (animated
+GIF/WebP, multi-page TIFF, HEIF sequences) decode their first (primary) frame.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from blipsearch.errors import ImageDecodeError
+from media.formats.sniff import sniff
+
+RAW_FORMATS = frozenset({"DNG", "CR2", "CR3", "NEF", "ARW", "PEF", "RAF", "ORF", "RW2", "SRW"})
 
 
 @dataclass
@@ -26,6 +35,9 @@ class DecodedImage:
     width: int
     height: int
     format: str | None
+    # with ``with_exif``: the container's EXIF (before orientation is applied) and XMP packet
+    exif: Image.Exif | None = None
+    xmp: bytes | None = None
 
 
 def read_file(path: Path, max_bytes: int) -> RawFile:
@@ -75,7 +87,9 @@ def allow_pixels(max_pixels: int) -> None:
 _REDUCIBLE = {"L", "LA", "RGB", "RGBA", "RGBX", "CMYK", "I", "F", "I;16"}
 
 
-def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce: bool = False) -> DecodedImage:
+def decode_image(
+    data: bytes, max_pixels: int, draft: int | None = None, reduce: bool = False, with_exif: bool = False
+) -> DecodedImage:
     """Decode ``data`` to an RGB image, upright per EXIF. Raises ImageDecodeError with a reason.
 
     ``draft``: the model's input side. A JPEG at least twice that size on both sides is decoded
@@ -85,11 +99,26 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
     ``reduce``: other formats at least twice ``draft`` on both sides are box-reduced by an
     integer factor right after decoding, never below ``draft`` a side, before the RGB conversion
     and everything after it (the API's query decodes).
-    ``width`` and ``height`` are always the original's.
+    ``width`` and ``height`` are always the original's. Camera RAW: the embedded preview when
+    its shorter side reaches ``draft`` (media/formats/raw.py), else a demosaic.
+    ``with_exif``: also return the container's EXIF and XMP (capture metadata, media/exif.py).
     """
     if not data:
         raise ImageDecodeError("empty file (0 bytes)", "empty")
     allow_pixels(max_pixels)
+    kind = sniff(data)
+    if kind in RAW_FORMATS:
+        return _decode_raw(data, kind, max_pixels, draft, with_exif)
+    if kind == "HEIF":
+        from media.formats.heif import ensure_opener
+
+        ensure_opener()
+    elif kind == "AVIF":
+        from media.formats.avif import ensure_codec
+
+        ensure_codec()
+    exif: Image.Exif | None = None
+    xmp: bytes | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies below
@@ -105,6 +134,8 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
                     "limit (decompression-bomb guard; raise BLIPSEARCH_MAX_IMAGE_PIXELS to allow it)",
                     "too_many_pixels",
                 )
+            if with_exif:
+                exif, xmp = container_exif(opened)
             if draft and fmt == "JPEG" and min(width, height) >= 2 * draft:
                 img.draft("RGB", (draft, draft))
             img.load()
@@ -125,12 +156,70 @@ def decode_image(data: bytes, max_pixels: int, draft: int | None = None, reduce:
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
+        if kind is not None:  # the container says HEIF/AVIF, but its image cannot be read
+            raise ImageDecodeError(f"corrupt {kind} file: no readable image in it", "corrupt") from None
         raise ImageDecodeError("not a recognised image format", "not_an_image") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageDecodeError(f"decompression bomb: {exc}", "too_many_pixels") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, RuntimeError) as exc:  # RuntimeError: libheif's
         raise ImageDecodeError(f"corrupt or truncated image: {exc}", "corrupt") from None
     w, h = img.size
     if (w > h) != (width > height):  # EXIF rotated by 90 degrees
         width, height = height, width
-    return DecodedImage(img, width, height, fmt)
+    return DecodedImage(img, width, height, fmt, exif, xmp)
+
+
+def probe_format(data: bytes) -> str | None:
+    """The format ``data`` decodes as (``JPEG``, ``HEIF``, ``DNG``...), from its header alone;
+    None when it is no image format blipsearch reads. Raises ImageDecodeError for a missing
+    decoder and for an image over Pillow's process-wide bomb limit."""
+    kind = sniff(data)
+    if kind in RAW_FORMATS:
+        return kind
+    if kind == "HEIF":
+        from media.formats.heif import ensure_opener
+
+        ensure_opener()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data)).format
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"decompression bomb: {exc}", "too_many_pixels") from None
+    except Exception:  # noqa: BLE001 - any failure to identify is "not an image"
+        return None
+
+
+def container_exif(opened: Image.Image) -> tuple[Image.Exif | None, bytes | None]:
+    """The EXIF and XMP of an opened (not yet decoded) image; (None, None) where unreadable."""
+    try:
+        exif = opened.getexif()
+    except Exception:  # noqa: BLE001 - garbage EXIF must not fail the image: no metadata then
+        exif = None
+    xmp = opened.info.get("xmp") or opened.info.get("XML:com.adobe.xmp")
+    if isinstance(xmp, str):
+        xmp = xmp.encode("utf-8", "replace")
+    return exif, xmp if isinstance(xmp, bytes) else None
+
+
+def raw_exif(data: bytes) -> Image.Exif | None:
+    """The EXIF of a TIFF-based RAW file (DNG, CR2, NEF, ARW, PEF: IFD0 and its EXIF/GPS IFDs),
+    which Pillow cannot open as an image; None for the other RAW containers."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return None
+    exif = Image.Exif()
+    try:
+        exif.load(data)
+    except Exception:  # noqa: BLE001 - garbage EXIF: no metadata, the image still decodes
+        return None
+    return exif
+
+
+def _decode_raw(data: bytes, kind: str, max_pixels: int, draft: int | None, with_exif: bool) -> DecodedImage:
+    from media.formats.raw import decode_raw
+
+    def preview(jpeg: bytes) -> Image.Image:
+        return decode_image(jpeg, max_pixels, draft=draft).image
+
+    out = decode_raw(data, max_pixels, draft, preview)
+    return DecodedImage(out.image, out.width, out.height, kind, raw_exif(data) if with_exif else None)

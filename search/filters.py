@@ -7,6 +7,12 @@ Supported: ``uri_prefix``; ``added_after`` / ``added_before``; width and height 
 collections, and images indexed from manifests or tar shards);
 and ``exclude_decisions``: moderation decisions to hide (``block`` is hidden by default).
 
+Photos (capture metadata, media/exif.py and media/places.py): ``taken_after`` / ``taken_before``
+on ``taken_at`` (a local ``taken_at`` compares as its wall clock read as UTC); ``near``
+(``"lat,lon,radius_km"``: great-circle distance of the GPS position); ``place`` (equal to the
+country, its code, the region or the city, ignoring case and accents); ``camera`` (a substring
+of "make model", ignoring case). Records without the field never match.
+
 Bad values are refused with the field named, never passed on to Arrow: dates without a zone
 are UTC and must lie in ``DATE_RANGE``; bounds are JSON integers (not ``true``, not ``"10"``)
 within int32; ``fields`` values must fit the column's type (text is cast: ``--where
@@ -26,11 +32,13 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from blipsearch.errors import InvalidInputError
+from media.places import EARTH_RADIUS_KM, fold
 from storage.collection import Collection
 from storage.reading import live_mask, on_newer_manifest, shard_meta
 
 Scalar = str | int | float | bool
 INT32_MAX = 2**31 - 1
+PHOTO_FILTERS = ("taken_after", "taken_before", "near", "place", "camera")
 DATE_RANGE = (datetime(1970, 1, 1, tzinfo=timezone.utc), datetime(3000, 1, 1, tzinfo=timezone.utc))
 
 
@@ -45,18 +53,65 @@ class Filters(BaseModel):
     min_height: int | None = Field(default=None, ge=0, le=INT32_MAX, strict=True)
     max_height: int | None = Field(default=None, ge=0, le=INT32_MAX, strict=True)
     fields: dict[str, Scalar | list[Scalar]] = Field(default_factory=dict)
+    taken_after: datetime | None = Field(default=None, description="Taken at or after (ISO; without a zone: UTC).")
+    taken_before: datetime | None = Field(default=None, description="Taken before (ISO; without a zone: UTC).")
+    near: tuple[float, float, float] | None = Field(
+        default=None, description='GPS within a radius: "lat,lon,radius_km" (or [lat, lon, radius_km]).'
+    )
+    place: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Country (or code), region or city; any case/accents."
+    )
+    camera: str | None = Field(
+        default=None, min_length=1, max_length=200, description="Substring of the camera's make or model."
+    )
     exclude_decisions: list[Literal["flag", "review", "block"]] = Field(
         default_factory=list, description="Hide records whose moderation decision is one of these (block always is)."
     )
 
-    @field_validator("added_after", "added_before", mode="before")
+    @field_validator("place", "camera")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+    @field_validator("near", mode="before")
+    @classmethod
+    def _near_text(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            parts = [p.strip() for p in v.split(",")]
+            if len(parts) != 3:
+                raise ValueError('must be "lat,lon,radius_km"')
+            try:
+                return tuple(float(p) for p in parts)
+            except ValueError:
+                raise ValueError('must be three numbers: "lat,lon,radius_km"') from None
+        if isinstance(v, list | tuple) and any(isinstance(x, bool) for x in v):
+            raise ValueError("must be numbers, not booleans")
+        return v
+
+    @field_validator("near")
+    @classmethod
+    def _near_range(cls, v: tuple[float, float, float] | None) -> tuple[float, float, float] | None:
+        if v is None:
+            return v
+        lat, lon, radius = v
+        if not all(math.isfinite(x) for x in v):
+            raise ValueError("must be finite numbers")
+        if not -90 <= lat <= 90 or not -180 <= lon <= 180:
+            raise ValueError("lat must be within -90..90 and lon within -180..180")
+        if not 0 < radius <= 20_100:
+            raise ValueError("radius_km must be over 0 and at most 20100 (half the Earth's circumference)")
+        return v
+
+    @field_validator("added_after", "added_before", "taken_after", "taken_before", mode="before")
     @classmethod
     def _no_bool_dates(cls, v: Any) -> Any:
         if isinstance(v, bool):
             raise ValueError("must be an ISO date/time, not a boolean")
         return v
 
-    @field_validator("added_after", "added_before")
+    @field_validator("added_after", "added_before", "taken_after", "taken_before")
     @classmethod
     def _utc_in_range(cls, v: datetime | None) -> datetime | None:
         if v is None:
@@ -151,6 +206,8 @@ def _mask(table: pa.Table, f: Filters) -> pa.ChunkedArray | pa.Array:
 
     if f.uri_prefix:
         mask = pc.and_(mask, pc.fill_null(pc.starts_with(need("uri"), f.uri_prefix), False))
+    if any(getattr(f, k) is not None for k in PHOTO_FILTERS):
+        mask = pc.and_(mask, photo_mask(table, f))
     for col, bound, op in (
         ("added_at", f.added_after, pc.greater_equal),
         ("added_at", f.added_before, pc.less),
@@ -177,6 +234,49 @@ def _mask(table: pa.Table, f: Filters) -> pa.ChunkedArray | pa.Array:
             raise InvalidInputError(f"Unknown filter field {key!r}.")
         mask = pc.and_(mask, pc.fill_null(hit, False))
     return mask
+
+
+def photo_mask(table: pa.Table, f: Filters) -> pa.Array:
+    """Rows matching the photo filters (``taken_*``, ``near``, ``place``, ``camera``); a shard
+    written before these columns existed has them all null, so matches none of them."""
+    n = table.num_rows
+    keep = np.ones(n, dtype=bool)
+    names = set(table.column_names)
+
+    def col(name: str) -> list[Any]:
+        return table.column(name).to_pylist() if name in names else [None] * n
+
+    if f.taken_after is not None or f.taken_before is not None:
+        if "taken_at" not in names:
+            return pa.array(np.zeros(n, dtype=bool))
+        taken = table.column("taken_at")
+        for bound, op in ((f.taken_after, pc.greater_equal), (f.taken_before, pc.less)):
+            if bound is not None:
+                keep &= np.asarray(pc.fill_null(op(taken, pa.scalar(bound)), False), dtype=bool)
+    if f.near is not None:
+        lat, lon, radius = f.near
+        lats = np.array([np.nan if v is None else v for v in col("gps_lat")], dtype=np.float64)
+        lons = np.array([np.nan if v is None else v for v in col("gps_lon")], dtype=np.float64)
+        with np.errstate(invalid="ignore"):
+            keep &= haversine_km(lat, lon, lats, lons) <= radius  # NaN (no position) compares False
+    if f.place is not None:
+        want = fold(f.place.strip())
+        cols = [col(c) for c in ("country_code", "country", "region", "city")]
+        rows = zip(*cols, strict=True)
+        keep &= np.array([any(v is not None and fold(v) == want for v in row) for row in rows], dtype=bool)
+    if f.camera is not None:
+        want = fold(f.camera.strip())
+        pairs = zip(col("camera_make"), col("camera_model"), strict=True)
+        keep &= np.array([want in fold(f"{mk or ''} {md or ''}") for mk, md in pairs], dtype=bool)
+    return pa.array(keep)
+
+
+def haversine_km(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """Great-circle distances (km) from (lat, lon) to each of (lats, lons) (media/places.py's, vectorised)."""
+    p1, p2 = np.radians(lat), np.radians(lats)
+    dp, dl = p2 - p1, np.radians(lons - lon)
+    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(a)))
 
 
 def allowed_ids(coll: Collection, f: Filters) -> np.ndarray:

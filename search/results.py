@@ -9,6 +9,7 @@ from typing import Any
 
 from blipsearch.errors import InvalidInputError
 from search.filters import Filters
+from storage.schema import PHOTO_FIELDS  # capture metadata and place, shown where a record has them
 
 IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height", "ocr_text")
 TEXT_FIELDS = ("external_id", "text")
@@ -37,6 +38,9 @@ class Hit:
             out.update({k: self.record.get(k) for k in TEXT_FIELDS})
         else:
             out.update({k: self.record.get(k) for k in IMAGE_FIELDS})
+            out.update({k: self.record[k] for k in PHOTO_FIELDS if self.record.get(k) is not None})
+            if "taken_at" in out:
+                out["taken_at"] = out["taken_at"].isoformat()
         meta = self.record.get("metadata")
         out["metadata"] = json.loads(meta) if meta else {}
         return out
@@ -59,7 +63,8 @@ class QueryOptions:
     """Per-call options: filters (inside FAISS), a relevance cut-off, and the result order.
 
     ``min_score`` applies to the ITM match probability when a result was re-ranked, to the
-    ITC score otherwise. ``sort`` is ``relevance`` or ``added_at`` (newest first).
+    ITC score otherwise. ``sort`` is ``relevance``, ``added_at`` or ``taken_at`` (newest first;
+    records without the date last).
     """
 
     filters: Filters | None = None
@@ -78,11 +83,11 @@ def finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:
     if options.min_score is not None:
         cut = options.min_score
         hits = [h for h in hits if (h.itm_score if h.itm_score is not None else h.itc_score) >= cut]
-    if options.sort == "added_at":
-        hits = sorted(
-            hits, key=lambda h: (h.record.get("added_at") is not None, h.record.get("added_at")), reverse=True
-        )
+    if options.sort in ("added_at", "taken_at"):
+        key = options.sort
+        dated = sorted((h for h in hits if h.record.get(key) is not None), key=lambda h: h.record[key], reverse=True)
+        hits = dated + [h for h in hits if h.record.get(key) is None]
     elif options.sort != "relevance":
-        raise InvalidInputError(f"Unknown sort {options.sort!r}: use relevance or added_at.")
+        raise InvalidInputError(f"Unknown sort {options.sort!r}: use relevance, added_at or taken_at.")
     result.hits = hits
     return result

@@ -22,12 +22,19 @@ def policy(settings: Settings) -> index_store.IndexPolicy:
     return index_store.IndexPolicy.from_settings(settings)
 
 
+def photo_field_counts(coll: Collection) -> dict[str, int] | None:
+    from storage.photo_counts import photo_field_counts as count
+
+    return count(coll)
+
+
 def list_collections(settings: Settings) -> list[dict[str, Any]]:
     """Every collection the catalog knows that exists on disk, as ``Manifest.summary``."""
     rows = []
     for row in open_catalog(settings.catalog_url()).list_collections():
         if Collection.exists(settings.data_dir, row.name):
-            rows.append(Collection.open(settings.data_dir, row.name).manifest.summary())
+            coll = Collection.open(settings.data_dir, row.name)
+            rows.append({**coll.manifest.summary(), "photo_fields": photo_field_counts(coll)})
     return rows
 
 
@@ -78,6 +85,7 @@ def index_stats(settings: Settings, name: str, *, eval_recall: bool = False, que
         "refine_k": info.search_defaults.get("refine_k", 0) if index.compressed else 0,
         "memory_bytes": memory_bytes(info.spec, n, m.dim),
         "on_disk": info.on_disk,
+        "photo_fields": photo_field_counts(coll),
         "disk_bytes": (coll.root / info.data_file).stat().st_size if info.data_file else None,
         "on_gpu": index.on_gpu,
         "index": json.loads(info.model_dump_json()),

@@ -38,11 +38,33 @@ RECORD_FIELDS = (
     "ocr_lines",
     "ocr_engine",
     "ocr_error",
+    "taken_at",
+    "taken_at_local",
+    "camera_make",
+    "camera_model",
+    "lens",
+    "gps_lat",
+    "gps_lon",
+    "gps_alt",
+    "country_code",
+    "country",
+    "region",
+    "city",
+    "capture_notes",
 )
 # Text read from the image (OCR; models/ocr/): the searchable text in reading order (lines under the
 # confidence threshold left out), every line as JSON ([{"text", "box": 4 [x, y] points, "confidence"}]),
 # the engine with its version, and why OCR stopped short (a bound hit) or failed. All null until OCR ran.
 OCR_FIELDS = ("ocr_text", "ocr_lines", "ocr_engine", "ocr_error")
+# Capture metadata from the image's EXIF/XMP (media/exif.py) and the place of its GPS position
+# (media/places.py), filled at indexing (or by `backfill-metadata`); null where the file says nothing.
+# ``taken_at``: UTC, or, where ``taken_at_local`` is true, the camera's wall clock of unknown zone
+# stored as if it were UTC. ``capture_notes``: JSON list of what was dropped as unreadable or absurd
+# (``[]``: nothing); null only where the metadata was never read (`backfill-metadata` reads it).
+CAPTURE_TEXT = ("camera_make", "camera_model", "lens")
+GPS_FIELDS = ("gps_lat", "gps_lon", "gps_alt")
+PLACE_FIELDS = ("country_code", "country", "region", "city")
+PHOTO_FIELDS = ("taken_at", "taken_at_local", *CAPTURE_TEXT, *GPS_FIELDS, *PLACE_FIELDS)
 
 
 def embedding_type(dim: int, vectors_per_item: int) -> pa.DataType:
@@ -72,6 +94,12 @@ def image_schema(dim: int, vectors_per_item: int) -> pa.Schema:
             pa.field("pdq_hash", pa.string(), nullable=True),
             pa.field("pdq_quality", pa.int32(), nullable=True),
             *(pa.field(name, pa.string(), nullable=True) for name in OCR_FIELDS),
+            pa.field("taken_at", pa.timestamp("us", tz="UTC"), nullable=True),
+            pa.field("taken_at_local", pa.bool_(), nullable=True),
+            *(pa.field(name, pa.string(), nullable=True) for name in CAPTURE_TEXT),
+            *(pa.field(name, pa.float64(), nullable=True) for name in GPS_FIELDS),
+            *(pa.field(name, pa.string(), nullable=True) for name in PLACE_FIELDS),
+            pa.field("capture_notes", pa.string(), nullable=True),
         ]
     )
 

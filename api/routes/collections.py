@@ -27,8 +27,12 @@ THUMB_SIZE = 256
 
 
 def collection_info(coll: Collection, paths: PathView) -> CollectionInfo:
+    from storage.photo_counts import photo_field_counts
+
     summary = coll.manifest.summary()
-    return CollectionInfo(**{**summary, "model_id": paths.model(summary["model_id"])})
+    return CollectionInfo(
+        **{**summary, "model_id": paths.model(summary["model_id"])}, photo_fields=photo_field_counts(coll)
+    )
 
 
 def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
