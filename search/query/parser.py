@@ -136,7 +136,11 @@ class _Reader:
             self.span("added", dates.value(value, self.today), source)
         elif k in DATE_FILTERS:
             s = dates.value(value, self.today)
-            self.span(k.rsplit("_", 1)[0], dates.Span(s.start, None) if k.endswith("after") else dates.Span(None, s.start), source)
+            self.span(
+                k.rsplit("_", 1)[0],
+                dates.Span(s.start, None) if k.endswith("after") else dates.Span(None, s.start),
+                source,
+            )
         elif k in INT_FILTERS:
             if not value.isdigit():
                 raise InvalidInputError(f"{source!r}: {k} takes a whole number of pixels.")
@@ -154,7 +158,9 @@ class _Reader:
         src = m.group(0)
         if m.group("filter"):
             if self.pending is not None:
-                raise InvalidInputError(f"The weight {self.pending[1]!r} is followed by a filter ({src!r}), not a term.")
+                raise InvalidInputError(
+                    f"The weight {self.pending[1]!r} is followed by a filter ({src!r}), not a term."
+                )
             if m.group("fneg"):
                 raise InvalidInputError(f"{src!r}: a filter cannot be negated.")
             self.flush()

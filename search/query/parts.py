@@ -111,3 +111,9 @@ def feedback_parts(positive_ids: list[int] | None, negative_ids: list[int] | Non
                 raise InvalidInputError(f"{name} holds {rid!r}: record ids are integers of at least 0.")
             out.append(Part("record", int(rid), w, name))
     return out
+
+
+def rerank_text(parts: list[Part]) -> str:
+    """What ITM re-ranks a weighted query with: its positive text parts, joined by spaces
+    (weights, negative parts, images and records shape the ITC shortlist only)."""
+    return " ".join(str(p.value).strip() for p in parts if p.kind == "text" and p.weight > 0)
