@@ -131,7 +131,7 @@ def _reference(engine, parts: list[Part]) -> tuple[np.ndarray, np.ndarray]:
         vecs.append(v / np.linalg.norm(v, axis=1, keepdims=True))
     if engine.embedder.vectors_per_image == 1:  # ITC of the normalised weighted sum
         q = sum(p.weight * v[0] for p, v in zip(parts, vecs, strict=True))
-        s = (x[:, 0, :] @ (q / np.linalg.norm(q)))
+        s = x[:, 0, :] @ (q / np.linalg.norm(q))
     else:  # weighted sum of per-part max-sim
         s = sum(p.weight * (x @ v.T).reshape(len(ids), -1).max(axis=1) for p, v in zip(parts, vecs, strict=True))
     return ids, np.asarray(s)
@@ -174,3 +174,151 @@ def test_every_query_kind_is_the_documented_score(built, spec):
             np.testing.assert_allclose([h.score for h in res.hits], [by_id[h.id] for h in res.hits], atol=1e-4)
             assert not set(examples) & {h.id for h in res.hits}
         assert res.explain["plan"]["parts"] == [p.describe() for p in parts], name
+
+
+# -- the API and the CLI -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, blip_embedder, tiny_models):
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from blipsearch.config import Settings
+    from service.indexing import index_paths
+
+    root = tmp_path_factory.mktemp("qlapi")
+    settings = Settings(data_dir=root / "data", batch_size=8, model=str(tiny_models["blip-itm"]))
+    write_images(root / "imgs", 10)
+    write_images(root / "imgs", 4, start=10, fmt="PNG")
+    index_paths(settings, [root / "imgs"], "photos", embedder=blip_embedder, progress=False)
+    app = create_app(settings)
+    app.state.blip._embedders[blip_embedder.model_id] = blip_embedder
+    with TestClient(app, raise_server_exceptions=False) as c:
+        c.settings = settings
+        yield c
+
+
+def _post(client, path, status=200, **body):
+    r = client.post(f"/v1/search/{path}", json={"collection": "photos", **body})
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+def test_api_text_understood_and_filters(client):
+    out = _post(client, "text", query="a red square -blue format:PNG", k=5, explain=True, today="2026-12-02")
+    assert out["understood"]["parts"] == [
+        {"kind": "text", "weight": 1.0, "text": "a red square", "source": "a red square"},
+        {"kind": "text", "weight": -1.0, "text": "blue", "source": "-blue"},
+    ]
+    assert out["understood"]["filters"] == {"fields": {"format": "PNG"}}
+    assert len(out["results"]) == 4 and all(r["uri"].endswith(".png") for r in out["results"])
+    plan = out["explain"]["plan"]
+    assert plan["query"] == "parts" and [p["weight"] for p in plan["parts"]] == [1.0, -1.0]
+    assert out["no_confident_match"] is False  # not re-ranked: nothing to judge by
+    # raw: the same words are one visual text, nothing parsed
+    raw = _post(client, "text", query="a red square -blue format:PNG", raw=True)
+    assert raw["understood"] == {
+        "parts": [
+            {
+                "kind": "text",
+                "weight": 1.0,
+                "text": "a red square -blue format:PNG",
+                "source": "a red square -blue format:PNG",
+            }
+        ],
+        "filters": {},
+        "filter_sources": {},
+    }
+    assert len(raw["results"]) == 10  # default k, no filter
+
+
+def test_api_feedback_text_and_similar(client, blip_embedder):
+    both = _post(client, "text", query="a red square", positive_ids=[1, 2], negative_ids=[3], k=20)
+    ids = [r["id"] for r in both["results"]]
+    assert not {1, 2, 3} & set(ids) and len(ids) == 11  # the examples are never returned
+    alone = _post(client, "similar", positive_ids=[1, 2], negative_ids=[3], k=20)
+    assert [p["id"] for p in alone["understood"]["parts"]] == [1, 2, 3]
+    assert not {1, 2, 3} & {r["id"] for r in alone["results"]}
+    one = _post(client, "similar", id=4, k=3)  # the classic "more like this" is unchanged
+    assert 4 not in {r["id"] for r in one["results"]} and len(one["results"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("text", {"query": ""}, "empty"),
+        ("text", {"query": "2019"}, "empty"),
+        ("text", {"query": "-cat -dog"}, "only negative"),
+        ("text", {"query": "0*cat"}, "is 0"),
+        ("text", {"query": "NaN*cat"}, "not a finite"),
+        ("text", {"query": "1e308*cat"}, "over the limit"),
+        ("text", {"query": "dog February 30"}, "not a date"),
+        ("text", {"query": "dog colour:red"}, "no field 'colour'"),
+        ("text", {"query": "dog", "positive_ids": [999]}, "record 999"),
+        ("text", {"query": "dog", "positive_ids": [1], "negative_ids": [1]}, "both"),
+        ("text", {"query": "dog", "positive_ids": list(range(10_000))}, ""),
+        ("text", {"query": " ".join(["a -b"] * 20)}, "more than"),
+        ("text", {"query": "cat -dog", "mode": "keyword"}, "mode keyword"),
+        ("text", {"query": "cat", "filters": {"added_after": "2020-01-01"}, "today": "2026-01-01"}, None),
+        ("text", {"query": "cat added:2020", "filters": {"added_after": "2020-01-01"}}, "give it once"),
+        ("similar", {"negative_ids": [1]}, "only negative"),
+        ("similar", {}, "empty"),
+    ],
+)
+def test_api_bad_queries_are_422_naming_the_problem(client, path, body, says):
+    if says is None:  # a well-formed neighbour of the bad cases answers
+        _post(client, path, **body)
+        return
+    out = _post(client, path, 422, **body)
+    assert says.lower() in json.dumps(out).lower()
+
+
+def test_api_composed_image_and_text(client, blip_embedder):
+    import io
+
+    buf = io.BytesIO()
+    make_image(3).save(buf, format="PNG")
+    files = {"file": ("q.png", buf.getvalue(), "image/png")}
+    form = {"collection": "photos", "query": "at night", "image_weight": "2", "k": "4", "explain": "true"}
+    r = client.post("/v1/search/image", files=files, data=form)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert [(p["kind"], p["weight"]) for p in out["understood"]["parts"]] == [("text", 1.0), ("image", 2.0)]
+    img = blip_embedder.embed_images([make_image(3)])[0]
+    txt = blip_embedder.embed_texts(["at night"])[0]
+    q = 2 * img + txt
+    q /= np.linalg.norm(q)
+    engine = client.app.state.blip.engine("photos")
+    stored = engine.index.vectors(np.array([r["id"] for r in out["results"]], np.int64))[:, 0, :]
+    np.testing.assert_allclose([r["score"] for r in out["results"]], stored @ q, atol=1e-4)  # the documented score
+    assert out["explain"]["plan"]["score"].startswith("cosine of the normalised weighted sum")
+    # every option works for the query kind or is refused
+    for extra, says in [
+        ({"rerank": "true"}, "image → image"),
+        ({"target": "texts"}, "target texts"),
+        ({"image_weight": "2", "query": ""}, "add query"),
+        ({"target": "captions", "query": "x"}, "captions takes an image alone"),
+        ({"target": "captions", "rerank": "true", "query": ""}, "captions"),
+    ]:
+        data = {"collection": "photos", **extra}
+        r = client.post("/v1/search/image", files=files, data=data)
+        assert r.status_code == 422 and says in r.json()["detail"], (extra, r.text)
+
+
+def test_no_confident_match_follows_the_threshold(client):
+    body = {"query": "a red square", "rerank": True, "rerank_k": 8, "k": 5}
+    out = _post(client, "text", **body)
+    best = max(r["itm_score"] for r in out["results"])
+    old = client.settings.no_match_threshold
+    try:
+        client.settings.no_match_threshold = min(1.0, best + 1e-3)
+        assert _post(client, "text", **body)["no_confident_match"] is True
+        client.settings.no_match_threshold = max(0.0, best - 1e-3)
+        assert _post(client, "text", **body)["no_confident_match"] is False
+        # a weighted query re-ranks with its positive text parts, and is judged the same way
+        client.settings.no_match_threshold = 1.0
+        weighted = _post(client, "text", **{**body, "query": "a red square -blue"})
+        assert weighted["no_confident_match"] is True and weighted["results"][0]["itm_score"] is not None
+    finally:
+        client.settings.no_match_threshold = old

@@ -15,7 +15,7 @@ from search.engine import SearchEngine
 from search.filters import Filters
 from search.plan import QueryPlan
 from search.query.parser import Understood, parse, raw
-from search.query.parts import Part, check_weight, feedback_parts, is_single_text
+from search.query.parts import Part, check_parts, check_weight, feedback_parts, is_single_text
 from search.results import QueryOptions
 from storage.collection import Collection
 
@@ -117,6 +117,7 @@ def plan_for(
     """The plan of an understood query: a plain text (one text part of weight 1) is the classic
     text query (every mode); anything else is a weighted query (vector mode only).
     ``rerank``: rerank, rerank_k, fusion, reranker, rerank_model."""
+    check_parts(u.parts)  # empty, only negative, or too many: refused before anything else
     options = merge_filters(options, u, engine.coll)
     if is_single_text(u.parts):
         extra = {"rrf_k": rrf_k} if rrf_k is not None else {}

@@ -220,3 +220,10 @@ def raw(text: str) -> Understood:
     if isinstance(text, str) and text.strip():
         out.parts.append(Part("text", text.strip(), 1.0, text.strip()))
     return out
+
+
+def format_understood(u: dict[str, Any]) -> str:
+    """``understood`` as one line for a terminal: the parts with their weights, then the filters."""
+    parts = [f"{p['weight']:+g} {p.get('text', p.get('id', p['kind']))!r}" for p in u["parts"]]
+    filters = [f"{k}={v}" for k, v in u["filters"].items()]
+    return "understood: " + ", ".join(parts) + (f"; filters {', '.join(filters)}" if filters else "")
