@@ -85,7 +85,7 @@ class SearchFlags:
             raise InvalidInputError("Give the text once: as TEXT or as --text, not both.")
         like, unlike = (_ids(flags.pop(name), f"--{name}") for name in ("like", "unlike"))
         out = cls(options=options, text=text if text is not None else text_opt, like=like, unlike=unlike, **flags)
-        if out.text is None and out.image is None and not out.like:
+        if out.text is None and out.image is None and not out.like and not out.unlike:
             raise InvalidInputError("Give a TEXT query, --image FILE, or --like ID (or a mix: they are weighed).")
         if out.image is None and out.image_weight != 1.0:
             raise InvalidInputError("--image-weight weighs --image in a composed query: add --image.")

@@ -322,3 +322,51 @@ def test_no_confident_match_follows_the_threshold(client):
         assert weighted["no_confident_match"] is True and weighted["results"][0]["itm_score"] is not None
     finally:
         client.settings.no_match_threshold = old
+
+
+def test_knn_service_text_takes_the_same_syntax(client):
+    text = _post(client, "text", query="a red square -blue format:PNG", k=3)
+    r = client.post(
+        "/knn-service", json={"text": "a red square -blue format:PNG", "indice_name": "photos", "num_images": 3}
+    )
+    assert r.status_code == 200, r.text
+    knn = r.json()
+    assert [h["id"] for h in knn] == [h["id"] for h in text["results"]]
+    np.testing.assert_allclose([h["similarity"] for h in knn], [h["score"] for h in text["results"]], atol=1e-5)
+    bad = client.post("/knn-service", json={"text": "-cat", "indice_name": "photos", "num_images": 3})
+    assert bad.status_code == 422 and "only negative" in bad.json()["detail"]
+
+
+def test_cli_composed_feedback_raw_and_explain(tmp_path, monkeypatch, tiny_models):
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("BLIPSEARCH_MODEL", str(tiny_models["blip-itm"]))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from cli.main import app
+
+    write_images(tmp_path / "imgs", 8)
+    runner = CliRunner()
+    assert runner.invoke(app, ["index", str(tmp_path / "imgs"), "--collection", "p", "--json"]).exit_code == 0
+    q = str(tmp_path / "imgs" / "img_00002.jpg")
+    args = ["search", "-c", "p", "--image", q, "--text", "at night", "--image-weight", "2", "--text-weight", "0.5"]
+    out = runner.invoke(app, [*args, "--json", "--explain"])
+    assert out.exit_code == 0, out.stdout
+    got = json.loads(out.stdout)
+    assert [(p["kind"], p["weight"]) for p in got["understood"]["parts"]] == [("text", 0.5), ("image", 2.0)]
+    assert got["explain"]["plan"]["query"] == "parts" and got["no_confident_match"] is False
+    human = runner.invoke(app, [*args, "--explain"])
+    assert human.exit_code == 0 and "part: +2 x image" in human.stdout and "score: cosine" in human.stdout
+    like = json.loads(runner.invoke(app, ["search", "-c", "p", "--like", "1,2", "--unlike", "3", "--json"]).stdout)
+    assert not {1, 2, 3} & {r["id"] for r in like["results"]} and len(like["results"]) == 5
+    raw = json.loads(runner.invoke(app, ["search", "red -blue 2019", "-c", "p", "--raw", "--json"]).stdout)
+    assert raw["understood"]["parts"][0]["text"] == "red -blue 2019" and raw["understood"]["filters"] == {}
+    for bad, says in [
+        (["search", "-c", "p", "--unlike", "3"], "only negative"),
+        (["search", "-c", "p", "--like", "99"], "record 99"),
+        (["search", "-c", "p", "--like", "x"], "record ids"),
+        (["search", "dog Feb 30", "-c", "p"], "not a date"),
+        (["search", "-c", "p", "--image", q, "--rerank"], "image → image"),
+        (["search", "-c", "p", "--image", q, "--target", "texts"], "--target texts"),
+        (["search", "-c", "p", "--image", q, "--target", "captions", "--rerank"], "captions"),
+    ]:
+        res = runner.invoke(app, bad)
+        assert res.exit_code == 2 and says in res.output, (bad, res.output)
