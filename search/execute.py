@@ -18,7 +18,7 @@ from models.base import Embedder
 from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import rrf
 from search.index_base import SearchIndex
-from search.plan import QueryPlan, Ran, Selection
+from search.plan import QueryPlan, Ran, Selection, selected_ids
 from search.query import score
 from search.query.parts import Part, rerank_text
 from search.results import Hit, SearchResult
@@ -89,7 +89,10 @@ def _parts(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran
         return got
 
     exact_index = plan.index["type"] == "flat" and not engine.index.compressed
-    ranked = score.rank(enc, engine.index, shortlist, plan.depth, exact_index)
+    def universe() -> np.ndarray:
+        return selected_ids(engine.coll, plan.selection)
+
+    ranked = score.rank(enc, engine.index, shortlist, plan.depth, exact_index, universe)
     ran.shortlist, ran.itc_scored = max(ranked.shortlisted, len(ranked.cands)), ranked.shortlisted
     ran.score_rounds, ran.score_exact = ranked.rounds, ranked.exact
     if plan.rerank is None or reranker is None:

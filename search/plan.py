@@ -182,6 +182,18 @@ def select(
     )
 
 
+def selected_ids(coll: Collection, sel: Selection | None) -> np.ndarray:
+    """Every record id a query under ``sel`` may return (sorted int64): brute force's universe."""
+    from search.filters import Filters
+
+    if sel is not None and sel.allowed is not None:
+        return np.asarray(sel.allowed, np.int64)
+    ids = allowed_ids(coll, Filters())
+    if sel is not None and sel.excluded is not None:
+        ids = np.setdiff1d(ids, np.asarray(sel.excluded, np.int64))
+    return ids
+
+
 def describe_index(ix: SearchIndex, sel: Selection | None, depth: int) -> dict[str, Any]:
     """The index a plan searches: spec, type, size, the per-query knob in effect (tuned default
     or per call), the refine depth, and whether its scores are the exact ITC cosines."""

@@ -370,3 +370,37 @@ def test_cli_composed_feedback_raw_and_explain(tmp_path, monkeypatch, tiny_model
     ]:
         res = runner.invoke(app, bad)
         assert res.exit_code == 2 and says in res.output, (bad, res.output)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_threshold_search_equals_brute_force_on_a_multi_vector_flat_index(seed):
+    """The deepening shortlists (no whole-collection shortcut) prove the exact top of the
+    per-part max-sim sum, negative parts included."""
+    from rerank.base import Candidate
+    from search.query import score
+    from search.vector_index import VectorIndex
+
+    rng = np.random.default_rng(seed)
+    n, v, dim = 400, 8, 16
+    x = rng.normal(size=(n * v, dim)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ix = VectorIndex.empty("Flat", dim, v)
+    ix.add(np.arange(n, dtype=np.int64), x)
+    q = [rng.normal(size=(m, dim)).astype(np.float32) for m in (1, v, 1)]
+    parts = [Part("vector", q[0], 1.0), Part("vector", q[1], 0.5), Part("vector", q[2], -0.7)]
+    enc = score.encode(parts, dim, False, lambda p: p.value)
+
+    def shortlist(query, k):
+        ids, s = ix.search(query, k)
+        return [Candidate(int(i), float(t)) for i, t in zip(ids, s, strict=True)], ()
+
+    ranked = score.rank(enc, ix, shortlist, 10, True, brute_force_vectors=0)
+    xs = x.reshape(n, v, dim).astype(np.float64)
+    ref = np.zeros(n)
+    for p in parts:
+        qn = p.value / np.linalg.norm(p.value, axis=1, keepdims=True)
+        ref += p.weight * (xs @ qn.T.astype(np.float64)).reshape(n, -1).max(axis=1)
+    top = np.argsort(-ref, kind="stable")[:10]
+    assert ranked.exact and ranked.rounds >= 1
+    assert [c.id for c in ranked.cands] == top.tolist()
+    np.testing.assert_allclose([c.itc for c in ranked.cands], ref[top], atol=1e-5)

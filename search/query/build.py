@@ -120,8 +120,9 @@ def plan_for(
     check_parts(u.parts)  # empty, only negative, or too many: refused before anything else
     options = merge_filters(options, u, engine.coll)
     if is_single_text(u.parts):
-        extra = {"rrf_k": rrf_k} if rrf_k is not None else {}
-        return engine.plan_text(str(u.parts[0].value), k, mode=mode, target=target, options=options, **extra, **rerank)
+        extra: dict[str, Any] = {"rrf_k": rrf_k} if rrf_k is not None else {}
+        text = str(u.parts[0].value)
+        return engine.plan_text(text, k, mode=mode, target=target, options=options, **extra, **rerank)
     if mode != "vector":
         raise InvalidInputError(
             f"mode {mode} searches one text: this query has {len(u.parts)} parts (weights, negations, images or ids). "

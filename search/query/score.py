@@ -35,6 +35,7 @@ from search.query.parts import Part
 
 SINGLE_RULE = "cosine of the normalised weighted sum of the parts' vectors"
 MULTI_RULE = "weighted sum of the parts' max-sim scores"
+BRUTE_FORCE_VECTORS = 1 << 18  # exact indexes up to this many vectors score every record directly
 Shortlist = Callable[[np.ndarray, int], tuple[list[Candidate], tuple[int, ...]]]
 
 
@@ -118,14 +119,28 @@ class Ranked:
     exact: bool  # the result is the brute force of the score
 
 
-def rank(enc: Encoded, index: SearchIndex, shortlist: Shortlist, depth: int, exact_index: bool) -> Ranked:
+def rank(
+    enc: Encoded,
+    index: SearchIndex,
+    shortlist: Shortlist,
+    depth: int,
+    exact_index: bool,
+    universe: Callable[[], np.ndarray] | None = None,
+    brute_force_vectors: int = BRUTE_FORCE_VECTORS,
+) -> Ranked:
     """Rank by the score (module docstring): ``shortlist(query, n)``: the index's top ``n``
-    under the query's selection, with the shards it left out."""
+    under the query's selection, with the shards it left out; ``universe()``: every record id
+    the selection allows (small exact indexes are scored whole: cheaper than deep shortlists)."""
     if enc.single and exact_index:
         assert enc.combined is not None
-        cands, missing = shortlist(enc.combined, depth)
-        return Ranked(cands, missing, 0, 1, True)
+        cands, left_out = shortlist(enc.combined, depth)
+        return Ranked(cands, left_out, 0, 1, True)
     records = max(1, index.ntotal // max(1, index.vectors_per_item))
+    if exact_index and universe is not None and index.ntotal <= brute_force_vectors:
+        ids = np.asarray(universe(), np.int64)
+        s = scores(enc, index, ids) if ids.size else np.zeros(0)
+        order = np.argsort(-s, kind="stable")[:depth]
+        return Ranked([Candidate(int(ids[j]), float(s[j])) for j in order], (), int(ids.size), 1, True)
     positive = [i for i, p in enumerate(enc.parts) if p.weight > 0]
     n = min(records, max(depth, 2 * depth, 64))
     low = _lower_bounds(enc, shortlist) if exact_index and not enc.single else {}
