@@ -6,18 +6,29 @@ the same everywhere."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Protocol
 
 from blipsearch.errors import InvalidInputError
-from search.engine import SearchEngine
 from search.filters import Filters
 from search.plan import QueryPlan
 from search.query.parser import Understood, parse, raw
 from search.query.parts import Part, check_parts, check_weight, feedback_parts, is_single_text
 from search.results import QueryOptions
 from storage.collection import Collection
+
+
+class Planner(Protocol):
+    """What ``plan_for`` uses of ``search.engine.SearchEngine`` (which imports this package)."""
+
+    coll: Collection
+
+    @property
+    def plan_text(self) -> Callable[..., QueryPlan]: ...
+    @property
+    def plan_query(self) -> Callable[..., QueryPlan]: ...
 
 
 @dataclass
@@ -104,7 +115,7 @@ def check_fields(coll: Collection, fields: dict[str, Any], sources: dict[str, st
 
 
 def plan_for(
-    engine: SearchEngine,
+    engine: Planner,
     u: Understood,
     k: int,
     options: QueryOptions | None,
