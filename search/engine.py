@@ -46,7 +46,7 @@ from search.limits import (
 )
 from search.plan import QueryPlan, Ran, RerankStep, Selection, describe_index, explain, select
 from search.query.confidence import no_confident_match
-from search.query.parts import Part, check_parts, rerank_text
+from search.query.parts import Part, check_for
 from search.query.score import rule
 from search.results import Hit, QueryOptions, SearchResult, finish
 from storage.collection import Collection
@@ -256,23 +256,8 @@ class SearchEngine:
         texts, images, records of this collection (excluded from the results) and vectors.
         ITM re-ranks with the positive text parts (image collections)."""
         self._check(k, rerank_k, fusion)
-        check_parts(parts)
-        examples = [int(p.value) for p in parts if p.kind == "record"]
-        for p in parts:
-            if p.kind == "text" and self.kind != "images":
-                raise InvalidInputError(f"{self.coll.name!r} is a text collection: its queries have no text parts.")
-            if p.kind == "record" and self.coll.locate(int(p.value)) is None:
-                raise InvalidInputError(
-                    f"{p.source or 'The query'} names record {int(p.value)}, which collection {self.coll.name!r} "
-                    "does not hold (unknown, deleted, or of another collection)."
-                )
-        step = None
-        if rerank and fusion != "itc":
-            if self.kind != "images" or not rerank_text(parts):
-                raise InvalidInputError(
-                    "Re-ranking scores a text against images: this query has no positive text part to re-rank with."
-                )
-            step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "text")
+        examples = check_for(parts, self.coll, rerank and fusion != "itc")
+        step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "text")
         depth = step.depth if step is not None else k
         single = self.index.vectors_per_item == 1 and self.embedder.vectors_per_image == 1
         encode = "; ".join(f"{p.weight:+g} x {p.kind} {p.describe().get('text', p.source)!r}" for p in parts)

@@ -89,6 +89,7 @@ def _parts(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran
         return got
 
     exact_index = plan.index["type"] == "flat" and not engine.index.compressed
+
     def universe() -> np.ndarray:
         return selected_ids(engine.coll, plan.selection)
 

@@ -117,3 +117,24 @@ def rerank_text(parts: list[Part]) -> str:
     """What ITM re-ranks a weighted query with: its positive text parts, joined by spaces
     (weights, negative parts, images and records shape the ITC shortlist only)."""
     return " ".join(str(p.value).strip() for p in parts if p.kind == "text" and p.weight > 0)
+
+
+def check_for(parts: list[Part], coll: Any, rerank: bool) -> list[int]:
+    """``parts`` checked (``check_parts``) against collection ``coll``: text parts only on image
+    collections, record parts naming records it holds, and a positive text part to re-rank
+    with when ``rerank``. Returns the example record ids (never returned as results)."""
+    check_parts(parts)
+    images = coll.manifest.kind == "images"
+    for p in parts:
+        if p.kind == "text" and not images:
+            raise InvalidInputError(f"{coll.name!r} is a text collection: its queries have no text parts.")
+        if p.kind == "record" and coll.locate(int(p.value)) is None:
+            raise InvalidInputError(
+                f"{p.source or 'The query'} names record {int(p.value)}, which collection {coll.name!r} "
+                "does not hold (unknown, deleted, or of another collection)."
+            )
+    if rerank and (not images or not rerank_text(parts)):
+        raise InvalidInputError(
+            "Re-ranking scores a text against images: this query has no positive text part to re-rank with."
+        )
+    return [int(p.value) for p in parts if p.kind == "record"]
