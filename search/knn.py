@@ -37,6 +37,7 @@ class KnnRequest:
     dedup_threshold: float = dedup.DEFAULT_THRESHOLD
     only_allowed: bool = False
     max_depth: int = KNN_MAX_RESULTS
+    filters: Filters | None = None  # the column filters a query-language text carries (search/query/)
 
 
 @dataclass
@@ -75,7 +76,11 @@ def knn(engine: SearchEngine, query: np.ndarray, req: KnnRequest) -> KnnResult:
     left out."""
     if req.modality not in MODALITIES:
         raise InvalidInputError(f"Unknown modality {req.modality!r}: use image or text.")
-    options = QueryOptions(filters=Filters(exclude_decisions=NOT_ALLOWED)) if req.only_allowed else None
+    filters = req.filters.model_copy() if req.filters is not None else None
+    if req.only_allowed:
+        filters = filters or Filters()
+        filters.exclude_decisions = NOT_ALLOWED
+    options = QueryOptions(filters=filters) if filters is not None else None
     captions = req.modality == "text" and engine.kind == "images"
     depth = max(1, min(req.n, req.max_depth))
     if captions or req.deduplicate:

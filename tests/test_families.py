@@ -255,7 +255,8 @@ def test_api_rerank_model_allowed_list_and_no_itm(tiny_models, settings, tmp_pat
                 files={"file": ("q.jpg", fh, "image/jpeg")},
                 data={"collection": "c", "k": "2", "rerank": "true", "rerank_model": blip},
             )
-        assert img.status_code == 200 and len(img.json()["results"]) == 2  # image→image stays ITC
+        # image→image has no ITM (it scores an image against a text): refused, never silently ITC
+        assert img.status_code == 422 and "image → image" in img.json()["detail"]
 
 
 def test_moderation_on_clip_is_itc_only_unless_itm_model(tiny_models, settings):

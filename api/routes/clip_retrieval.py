@@ -31,8 +31,14 @@ from api.decoding import check_uploads, decode_uploads, draft_side
 from api.deps import SettingsDep, StateDep
 from api.schemas import ERRORS
 from blipsearch.errors import CollectionNotFoundError, InvalidInputError, PayloadTooLargeError
+from rerank.base import Candidate
 from search.engine import SearchEngine
-from search.knn import KnnRequest, embedding_query, knn
+from search.knn import KnnRequest, KnnResult, embedding_query, knn
+from search.limits import MAX_K
+from search.query import score
+from search.query.build import QueryInput, merge_filters, understand
+from search.query.parts import check_parts, is_single_text
+from search.results import QueryOptions
 from storage.collection import Collection
 
 router = APIRouter(tags=["clip-retrieval"], dependencies=[READ], responses=ERRORS)
@@ -128,9 +134,30 @@ def _image_bytes(b64: str, settings: Any) -> bytes:
     return raw
 
 
+def _text_query(engine: SearchEngine, text: str, req: KnnRequest) -> np.ndarray | list[Candidate]:
+    """A text in the query language (docs/queries.md): a plain text is its ITC vector; with
+    weights or negation, the weighted query's vector (single-vector models) or, for BLIP-2, its
+    ranked results (the score has no single vector); its filters apply to the search."""
+    u = understand(QueryInput(text=text))
+    check_parts(u.parts)
+    req.filters = merge_filters(None, u, engine.coll).filters
+    if is_single_text(u.parts):
+        return engine.encode_text(str(u.parts[0].value))
+    single = engine.index.vectors_per_item == 1 and engine.embedder.vectors_per_image == 1
+    if single:
+        vec = score.encode(u.parts, engine.index.dim, True, engine.part_vectors).combined
+        assert vec is not None
+        return vec
+    if req.deduplicate or (req.modality == "text" and engine.kind == "images"):
+        raise InvalidInputError(
+            "A weighted text on a BLIP-2 collection is ranked by its parts' scores: deduplicate and modality text "
+            "do not apply to it. Send one plain text, or drop them."
+        )
+    plan = engine.plan_query(u.parts, max(1, min(req.n, MAX_K)), options=QueryOptions(filters=req.filters))
+    return [Candidate(h.id, h.score) for h in engine.execute(plan).hits]
+
+
 def _query_vector(engine: SearchEngine, body: KnnServiceRequest, image: Any) -> np.ndarray:
-    if body.text:  # clip_back's order: text, then image, then embedding_input
-        return engine.encode_text(body.text)
     if image is not None:  # exactly search_image's query encode
         return engine.embedder.embed_pixels(engine.embedder.preprocess([image]))[0]
     return embedding_query(engine, body.embedding_input)
@@ -177,7 +204,8 @@ async def knn_service(request: Request, response: Response, state: StateDep) -> 
                 "Send use_mclip: false, or query a collection indexed with a multilingual model "
                 "(siglip2, metaclip_2, altclip, chinese_clip: see `blipsearch models`)."
             )
-        found = knn(engine, _query_vector(engine, body, image), req)
+        query = _text_query(engine, body.text, req) if body.text else _query_vector(engine, body, image)
+        found = KnnResult(query) if isinstance(query, list) else knn(engine, query, req)
         hits = found.hits
         head = [h.id for h in hits[: body.num_images]]
         records = engine.coll.get_records(head)
