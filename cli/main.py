@@ -11,6 +11,7 @@ import typer
 
 from cli import captioning, families, importing, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
 from cli.common import PrecisionOpt
+from cli.configuring import config_app
 from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
@@ -58,6 +59,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(moderate_app, name="moderate")
+app.add_typer(config_app, name="config")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,15 +22,25 @@ from search.results import QueryOptions
 
 
 def _human_results(p: dict[str, Any]) -> str:
+    from cli.render import CAPTION_WIDTH, clip, score_kind, table
+
     lines = []
     if not p["results"]:
-        lines.append("no results (the collection is empty)" if "explain" not in p else "no results")
+        lines.append(f"no results: {p.get('empty_reason') or 'nothing matched'}")
+    rows = []
     for r in p["results"]:
-        itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
+        kind = score_kind(r, p)
+        score = f"{kind} {r['score']:.3f}"
+        if r.get("itm_score") is not None and kind != "itm":
+            score += f" (itm {r['itm_score']:.3f}, itc {r['itc_score']:.3f})"
         what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
-        lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
+        rows.append([score, f"#{r['id']}", what, clip(r.get("caption") or "", CAPTION_WIDTH)])
         if r.get("ocr_match"):
-            lines.append(f"           text in image: {r['ocr_match']['line']!r}")
+            rows.append(["", "", f"text in image: {r['ocr_match']['line']!r}", ""])
+    if rows:
+        with_captions = any(r[3] for r in rows)
+        headers = ["score", "id", "record", "caption"]
+        lines.append(table(headers if with_captions else headers[:3], [r if with_captions else r[:3] for r in rows]))
     lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
     if p.get("explain"):
         from search.plan import format_explain
@@ -191,21 +201,32 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "fusion": f.fusion,
         "options": f.options,
     }
+    from search.why_empty import describe_empty
+
+    plan = None
     if f.image is not None:
+        from blipsearch.errors import ImageDecodeError
         from media.decode import decode_image, read_file
 
-        raw = read_file(f.image, settings.max_file_bytes)
-        img = decode_image(raw.data, settings.max_image_pixels).image
+        if not f.image.is_file():  # the decoder's message would not name the path
+            raise InvalidInputError(f"Query image {str(f.image)!r} does not exist or is not a file.")
+        try:
+            raw = read_file(f.image, settings.max_file_bytes)
+            img = decode_image(raw.data, settings.max_image_pixels).image
+        except ImageDecodeError as exc:
+            raise InvalidInputError(f"Query image {str(f.image)!r}: {exc}") from None
         if f.target == "captions":
             result = engine.captions_for_image(img, f.k)
         else:
-            result = engine.execute(engine.plan_image(img, **common))
+            plan = engine.plan_image(img, **common)
+            result = engine.execute(plan)
     else:
         fields = {"images": "all", "all": "all", "ocr": "ocr", "captions": "captions"}
         if f.target not in fields:
             raise InvalidInputError(f"Unknown --target {f.target!r} for a text query: use images, ocr or captions.")
         plan = engine.plan_text(f.text or "", mode=f.mode, rrf_k=f.rrf_k, target=fields[f.target], **common)
         result = engine.execute(plan)
+    empty_reason = describe_empty(engine, result, plan)
     payload = {
         "collection": collection,
         "query": f.text if f.image is None else str(f.image),
@@ -219,6 +240,7 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         ],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
+        "empty_reason": empty_reason,
     }
     if f.explain:
         payload["explain"] = result.explain
@@ -236,11 +258,12 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         if not p["collections"]:
             return "no collections yet: blipsearch index PATH --collection NAME"
 
+        from cli.render import table
+
         def built(c: dict[str, Any]) -> str:  # e.g. fast/bf16/openvino
             return "/".join(c[k] for k in ("precision", "embed_dtype", "embed_runtime") if c.get(k)) or "-"
 
-        return "\n".join(
-            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {built(c):<18} {c['model_id']}" for c in p["collections"]
-        )
+        rows = [[c["name"], c["kind"], c["count"], built(c), c["model_id"]] for c in p["collections"]]
+        return table(["name", "kind", "records", "built", "model"], rows, right=(2,))
 
     emit({"collections": rows}, as_json, human)
