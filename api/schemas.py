@@ -109,6 +109,11 @@ class SearchResponse(BaseModel):
     missing_shards: list[int] = Field(default_factory=list)
     # With explain: true, the query plan and what ran (search/plan.py): {"plan": ..., "ran": ...}.
     explain: dict[str, Any] | None = None
+    empty_reason: str | None = Field(
+        default=None,
+        description="Why there are no results (search/why_empty.py: the same words as the CLI), e.g. "
+        "'no record matches fields.format=PNG'; null when there are results.",
+    )
 
 
 class CollectionInfo(BaseModel):

@@ -129,3 +129,21 @@ def raw_config(data_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     return _load_toml(path.read_text(encoding="utf-8"), path)
+
+
+def is_new(data_dir: Path) -> bool:
+    """Whether ``data_dir`` holds nothing yet (no settings file, no collections, no catalog)."""
+    root = Path(data_dir)
+    return not any((root / name).exists() for name in (CONFIG_NAME, "collections", "catalog.db"))
+
+
+def remember(data_dir: Path, values: Mapping[str, Any]) -> Path | None:
+    """At a data dir's creation: write the settings it was created with (``values`` that are not
+    None) as its file, so later commands need no flags or variables for them."""
+    chosen = {k: v for k, v in values.items() if v is not None}
+    for key in MODEL_KEYS:  # a directory named relative to where the command ran: kept absolute
+        if isinstance(chosen.get(key), str) and Path(chosen[key]).expanduser().is_dir():
+            chosen[key] = str(Path(chosen[key]).expanduser().resolve())
+    if not chosen or config_path(data_dir).exists():
+        return None
+    return write_config(data_dir, chosen)

@@ -7,10 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.render import cell, table
 
 moderate_app = typer.Typer(no_args_is_help=True, help="Policy screening, image-text consistency, blocklists.")
 PolicyOpt = Annotated[Path, typer.Option("--policy", help="Policy file (YAML or JSON).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="ITC model: hub id or local directory (default: BLIPSEARCH_MODEL, or the data dir's model)."
+    ),
+]
+RunModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="ITC model: hub id or local directory (default: the collection's model)."),
+]
 
 
 def _trigger_line(t: dict[str, Any]) -> str:
@@ -96,7 +107,7 @@ def check(
 def run(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to moderate.")],
     policy: PolicyOpt,
-    model: ModelOpt = None,
+    model: RunModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -115,7 +126,7 @@ def run(
         as_json,
         lambda p: (
             f"{collection}: checked {p['checked']} ({p['already_done']} already done, {p['failed']} failed); "
-            f"decisions {p['decisions']}"
+            f"decisions: {cell(p['decisions'])}"
         ),
     )
 
@@ -141,18 +152,18 @@ def results(
     rows = query_results(
         open_catalog(settings_for(data_dir).catalog_url()), collection, decision, policy, limit, offset
     )
-    emit(
-        {"results": rows},
-        as_json,
-        lambda p: (
-            "\n".join(
-                f"{r['collection']}/{r['id']}  {r['decision']:<6}  {r['policy']} v{r['policy_version']}  "
-                + ", ".join(t.get("category", t["check"]) for t in r["triggers"])
-                for r in p["results"]
-            )
-            or "no results"
-        ),
-    )
+
+    def human(p: dict[str, Any]) -> str:
+        if not p["results"]:
+            return "no stored moderation results" + (" for these filters" if collection or decision or policy else "")
+        body = [
+            [r["collection"], r["id"], r["decision"], f"{r['policy']} v{r['policy_version']}",
+             ", ".join(t.get("category", t["check"]) for t in r["triggers"])]
+            for r in p["results"]
+        ]  # fmt: skip
+        return table(["collection", "id", "decision", "policy", "triggered by"], body, right=(1,))
+
+    emit({"results": rows}, as_json, human)
 
 
 @moderate_app.command("calibrate")

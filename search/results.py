@@ -52,6 +52,8 @@ class SearchResult:
     missing_shards: tuple[int, ...] = ()
     # The query plan and what ran (search/plan.py: ``explain``), for --explain / explain: true.
     explain: dict[str, Any] | None = None
+    # Why there are no hits, when there are none (search/why_empty.py: set by the API and the CLI).
+    empty_reason: str | None = None
 
 
 @dataclass

@@ -25,6 +25,7 @@ from search.filters import Filters
 from search.limits import DEFAULT_K, DEFAULT_RERANK_K, MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_REFINE_K, MAX_RERANK_K
 from search.plan import QueryPlan
 from search.results import QueryOptions, SearchResult
+from search.why_empty import describe_empty
 from storage.text_analysis import ocr_match_fields
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
@@ -55,7 +56,9 @@ def _run(state: AppState, engine: SearchEngine, plan: QueryPlan, cost: int) -> S
     step = plan.rerank
     reranker = state.reranker(engine, step.model) if step is not None and not step.own_model else None
     with state.rerank_budget.take(cost):  # 503 + Retry-After while too much re-ranking is in flight
-        return engine.execute(plan, reranker)
+        res = engine.execute(plan, reranker)
+        res.empty_reason = describe_empty(engine, res, plan, reranker, style="api")
+        return res
 
 
 def _response(
@@ -76,6 +79,7 @@ def _response(
         partial=bool(res.missing_shards),
         missing_shards=list(res.missing_shards),
         explain=res.explain if explain else None,
+        empty_reason=res.empty_reason,
     )
 
 
@@ -102,7 +106,9 @@ def search_similar(body: SimilarRequest, state: StateDep, paths: PathsDep) -> Se
     """More like this: the nearest records to a stored record (by its own embedding)."""
     engine = state.engine(body.collection)
     plan = engine.plan_similar(body.id, body.k, QueryOptions(filters=body.filters))
-    return _response(body.collection, engine.execute(plan), paths, body.explain)
+    res = engine.execute(plan)
+    res.empty_reason = describe_empty(engine, res, plan, style="api")
+    return _response(body.collection, res, paths, body.explain)
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -140,7 +146,9 @@ async def search_image(
 
     def run() -> SearchResult:  # model inference off the event loop
         if target == "captions":
-            return engine.captions_for_image(image, k)
+            res = engine.captions_for_image(image, k)
+            res.empty_reason = describe_empty(engine, res, style="api")
+            return res
         plan = engine.plan_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options, rerank_model=rerank_model)
         return _run(state, engine, plan, _check_rerank_cost(request, state, plan, k, rerank_k))
 
