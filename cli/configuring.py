@@ -73,20 +73,31 @@ def show(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
 @config_app.command("set")
 @handle_errors
 def set_(
-    key: Annotated[str, typer.Argument(help="Setting name, e.g. model, caption_model, device, batch_size.")],
-    value: Annotated[str, typer.Argument(help="Its value (a model directory, a number, true/false, ...).")],
+    items: Annotated[
+        list[str],
+        typer.Argument(
+            help="KEY VALUE pairs: a setting name (model, caption_model, device, batch_size, ...) and its value "
+            "(a model directory, a number, true/false, ...); several pairs in one call."
+        ),
+    ],
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Write KEY = VALUE to the data dir's settings file (validated first)."""
+    """Write KEY = VALUE to the data dir's settings file (each value validated first)."""
     from blipsearch.config import Settings, get_settings
 
+    if len(items) % 2:
+        raise InvalidInputError(f"config set takes KEY VALUE pairs; {items[-1]!r} has no value.")
     root = dir_config.data_dir_from_env(data_dir)
     values = dir_config.raw_config(root)
-    values[_known(key)] = _parse(key, value)
+    pairs = [(_known(k), v) for k, v in zip(items[::2], items[1::2], strict=True)]
+    for key, raw in pairs:
+        values[key] = _parse(key, raw)
     dir_config.check_keys(values, Settings.model_fields, dir_config.config_path(root))
-    get_settings(data_dir=root, **{key: dir_config.read_value(root, key, values[key])})  # refuses a bad value
+    # refuses a bad value, named by its key
+    get_settings(data_dir=root, **{k: dir_config.read_value(root, k, values[k]) for k, _ in pairs})
     path = dir_config.write_config(root, values)
-    typer.echo(f"{path}: {key} = {values[key]}")
+    for key, _ in pairs:
+        typer.echo(f"{path}: {key} = {values[key]}")
 
 
 @config_app.command("unset")
