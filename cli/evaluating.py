@@ -37,6 +37,7 @@ def retrieval(
         str,
         typer.Option(
             "--precision",
+            metavar="exact|fast",
             help="exact: fp32 and full JPEG decode (the reference computation); fast: the settings' "
             "dtype and JPEG draft decoding.",
         ),

@@ -79,13 +79,17 @@ def index(
         ),
     ] = None,
     decode: Annotated[
-        str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
+        str | None,
+        typer.Option(
+            "--decode", metavar="process|thread", help="Decode in worker processes or threads (default auto)."
+        ),
     ] = None,
     precision: PrecisionOpt = None,
     input_format: Annotated[
         str,
         typer.Option(
             "--input-format",
+            metavar="auto|files|list|manifest|webdataset|dataset|imagefolder|img2dataset",
             help="auto (by extension and content), files, list, manifest, webdataset, dataset, imagefolder "
             "or img2dataset.",
         ),
@@ -107,7 +111,9 @@ def index(
         str | None,
         typer.Option("--metadata-columns", help="Comma-separated manifest columns to keep (default: all others)."),
     ] = None,
-    runner: Annotated[str, typer.Option("--runner", help="'local' (this machine) or 'ray' (a Ray cluster).")] = "local",
+    runner: Annotated[
+        str, typer.Option("--runner", metavar="local|ray", help="local (this machine) or ray (a Ray cluster).")
+    ] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")
     ] = None,
@@ -132,7 +138,10 @@ def index(
         ),
     ] = False,
     ocr_engine: Annotated[
-        str | None, typer.Option("--ocr-engine", help="rapidocr (default, BLIPSEARCH_OCR_ENGINE) or tesseract.")
+        str | None,
+        typer.Option(
+            "--ocr-engine", metavar="rapidocr|tesseract", help="OCR engine (default BLIPSEARCH_OCR_ENGINE, rapidocr)."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,

@@ -19,7 +19,12 @@ from cli.keys import keys_app
 from cli.mcp import mcp
 from cli.moderating import moderate_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain help: no type column (`<bool>` on flags), brackets kept as written
+    help="Multimodal image search on BLIP embeddings.",
+)
 
 
 @app.callback()

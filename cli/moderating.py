@@ -134,11 +134,13 @@ def run(
 @moderate_app.command("results")
 @handle_errors
 def results(
-    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
-    decision: Annotated[str | None, typer.Option("--decision", help="allow, flag, review or block.")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")] = None,
+    decision: Annotated[
+        str | None, typer.Option("--decision", metavar="allow|flag|review|block", help="Only this decision.")
+    ] = None,
     policy: Annotated[str | None, typer.Option("--policy-name", help="Only this policy.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Most results shown.")] = 100,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Results skipped first.")] = 0,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -171,7 +173,9 @@ def results(
 def calibrate(
     labels: Annotated[Path, typer.Option("--labels", help="CSV with columns path,category,label.")],
     policy: PolicyOpt,
-    target_precision: Annotated[float, typer.Option("--target-precision", min=0.0, max=1.0)] = 0.9,
+    target_precision: Annotated[
+        float, typer.Option("--target-precision", min=0.0, max=1.0, help="Precision the suggested thresholds aim at.")
+    ] = 0.9,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -238,7 +242,9 @@ def backfill_pdq(
 @handle_errors
 def hash_list(
     path: Annotated[Path, typer.Argument(help="A PDQ hash list: one hex hash a line, or ThreatExchange's CSV.")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, lines or threatexchange_csv.")] = "auto",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="auto|lines|threatexchange_csv", help="The list's format.")
+    ] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Read a hash list as a policy would: how many hashes load, and each malformed line (exit 2 if any)."""

@@ -94,7 +94,9 @@ def search(
     collection: CollectionOpt,
     text: Annotated[str | None, typer.Argument(help="Text query (text→image).")] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Query image (image→image, or image→text).")] = None,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Number of results.")] = DEFAULT_K,
+    k: Annotated[
+        int, typer.Option("-k", "--limit", "--k", min=1, max=MAX_K, help="How many results to return (at most).")
+    ] = DEFAULT_K,
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
     rerank_k: Annotated[
         int, typer.Option("--rerank-k", min=1, max=MAX_RERANK_K, help="ITC shortlist size to re-rank.")
@@ -122,10 +124,18 @@ def search(
     uri_prefix: Annotated[str | None, typer.Option("--uri-prefix", help="Only records whose uri starts so.")] = None,
     added_after: Annotated[str | None, typer.Option("--added-after", help="ISO date/time (inclusive).")] = None,
     added_before: Annotated[str | None, typer.Option("--added-before", help="ISO date/time (exclusive).")] = None,
-    min_width: Annotated[int | None, typer.Option("--min-width", min=0)] = None,
-    max_width: Annotated[int | None, typer.Option("--max-width", min=0)] = None,
-    min_height: Annotated[int | None, typer.Option("--min-height", min=0)] = None,
-    max_height: Annotated[int | None, typer.Option("--max-height", min=0)] = None,
+    min_width: Annotated[
+        int | None, typer.Option("--min-width", min=0, help="Only images at least this wide (px).")
+    ] = None,
+    max_width: Annotated[
+        int | None, typer.Option("--max-width", min=0, help="Only images at most this wide (px).")
+    ] = None,
+    min_height: Annotated[
+        int | None, typer.Option("--min-height", min=0, help="Only images at least this tall (px).")
+    ] = None,
+    max_height: Annotated[
+        int | None, typer.Option("--max-height", min=0, help="Only images at most this tall (px).")
+    ] = None,
     where: Annotated[
         list[str] | None, typer.Option("--where", help="FIELD=VALUE or FIELD=V1,V2 (in); repeatable.")
     ] = None,
