@@ -332,7 +332,7 @@ def get_settings(**overrides: object) -> Settings:
         if k not in clean and not dir_config.set_in_env(k)
     }
     try:
-        return Settings(**{**from_file, **clean})  # type: ignore[arg-type]
+        return Settings(**{**from_file, **clean})
     except ValidationError as exc:  # a bad BLIPSEARCH_* value: one line, not a traceback
 
         def where(loc: tuple[int | str, ...]) -> str:

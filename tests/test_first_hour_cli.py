@@ -29,12 +29,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return make_all(tmp_path_factory.mktemp("models"), only=["blip-itm", "blip-caption"])
 
 
-@pytest.fixture
-def cli(tmp_path, monkeypatch, models):
-    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("BLIPSEARCH_MODEL", str(models["blip-itm"]))
-    monkeypatch.delenv("BLIPSEARCH_CAPTION_MODEL", raising=False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _runner():
     runner = CliRunner()
 
     def run(*args: str, code: int = 0) -> tuple[str, str]:
@@ -45,13 +40,40 @@ def cli(tmp_path, monkeypatch, models):
     return run
 
 
+def _env(mp: pytest.MonkeyPatch, data: Path, models: dict[str, Path]) -> None:
+    mp.setenv("BLIPSEARCH_DATA_DIR", str(data))
+    mp.setenv("BLIPSEARCH_MODEL", str(models["blip-itm"]))
+    mp.delenv("BLIPSEARCH_CAPTION_MODEL", raising=False)
+    mp.setenv("HF_HUB_OFFLINE", "1")
+
+
 @pytest.fixture
-def shapes(cli, tmp_path, models):
-    """A 6-image collection ``shapes`` (JPEGs, 64 px), indexed with captions."""
-    write_images(tmp_path / "imgs", 6)
-    cap = str(models["blip-caption"])
-    cli("index", str(tmp_path / "imgs"), "-c", "shapes", "--captions", "--caption-model", cap, "--json")
-    return tmp_path / "imgs"
+def cli(tmp_path, monkeypatch, models):
+    """The CLI on a fresh data dir of this test."""
+    _env(monkeypatch, tmp_path / "data", models)
+    return _runner()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory, models):
+    """The CLI on one data dir for the module, with a 6-image collection ``shapes`` indexed with
+    (short) captions; returns (run, image folder)."""
+    root = tmp_path_factory.mktemp("shared")
+    with pytest.MonkeyPatch.context() as mp:
+        _env(mp, root / "data", models)
+        run = _runner()
+        write_images(root / "imgs", 6)
+        cap = str(models["blip-caption"])
+        run("index", str(root / "imgs"), "-c", "shapes", "--captions", "--caption-model", cap, "--max-new-tokens", "6")
+        yield run, root / "imgs"
+
+
+@pytest.fixture
+def shapes(shared, monkeypatch, models):
+    """The module's ``shapes`` collection, this test's environment pointing at it."""
+    _, imgs = shared
+    _env(monkeypatch, imgs.parent / "data", models)
+    return imgs
 
 
 # -- the data dir remembers its models ---------------------------------------------------------
@@ -85,7 +107,8 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch, models
 
 def test_new_data_dir_remembers_its_models(cli, tmp_path, monkeypatch, models):
     write_images(tmp_path / "imgs", 3)
-    cli("index", str(tmp_path / "imgs"), "-c", "a", "--caption-model", str(models["blip-caption"]), "--captions")
+    cap = str(models["blip-caption"])
+    cli("index", str(tmp_path / "imgs"), "-c", "a", "--caption-model", cap)
     saved = (tmp_path / "data" / "blipsearch.toml").read_text()
     assert f'model = "{models["blip-itm"]}"' in saved and f'caption_model = "{models["blip-caption"]}"' in saved
     # a later shell sets only the data dir: index, search and caption all work
@@ -153,7 +176,9 @@ def test_empty_reason_words():
     assert empty_reason(hidden) == "every record is hidden by moderation (10 hidden)"
 
 
-def test_cli_empty_results_give_the_real_reason(cli, shapes):
+def test_cli_empty_results_give_the_real_reason(shapes):
+    cli = _runner()
+
     def why(*flags: str) -> str:
         out, _ = cli("search", "a red square", "-c", "shapes", *flags)
         assert out.startswith("no results: "), out
@@ -171,7 +196,7 @@ def test_cli_empty_results_give_the_real_reason(cli, shapes):
     assert "Unknown filter field 'colour'" in err and "format" in err and "width" in err
 
 
-def test_api_search_answers_the_same_reason(shapes, tmp_path, models):
+def test_api_search_answers_the_same_reason(shapes):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -188,13 +213,17 @@ def test_api_search_answers_the_same_reason(shapes, tmp_path, models):
 
 
 # -- output: headers, captions, score kinds, no reprs ------------------------------------------------
-def test_rows_have_headers_captions_and_score_kinds(cli, shapes, tmp_path):
+def test_rows_have_headers_captions_and_score_kinds(shapes, tmp_path):
+    cli = _runner()
     out, _ = cli("collections")
     assert out.splitlines()[0].split() == ["name", "kind", "records", "built", "model"]
     out, _ = cli("search", "a red square", "-c", "shapes", "-k", "2")
     head, *rows = out.splitlines()
     assert head.split() == ["score", "id", "record", "caption"] and len(rows) == 2
-    captions = [r["caption"] for r in json.loads(cli("search", "a red square", "-c", "shapes", "-k", "2", "--json")[0])["results"]]
+    captions = [
+        r["caption"]
+        for r in json.loads(cli("search", "a red square", "-c", "shapes", "-k", "2", "--json")[0])["results"]
+    ]
     assert all(r.startswith("itc ") for r in rows) and all(c and c[:20] in out for c in captions)
     out, _ = cli("search", "a red square", "-c", "shapes", "-k", "2", "--rerank", "--fusion", "itm")
     assert all(r.startswith("itm ") for r in out.splitlines()[1:])
@@ -207,7 +236,8 @@ def test_rows_have_headers_captions_and_score_kinds(cli, shapes, tmp_path):
     assert f"no images found in {tmp_path / 'empty'}" in out
 
 
-def test_keyword_rows_say_bm25(cli, shapes, tmp_path):
+def test_keyword_rows_say_bm25(shapes):
+    cli = _runner()
     cap = json.loads(cli("search", "a red square", "-c", "shapes", "-k", "1", "--json")[0])["results"][0]["caption"]
     out, _ = cli("search", cap.split()[0], "-c", "shapes", "--mode", "keyword", "-k", "1")
     assert out.splitlines()[1].startswith("bm25 ")
@@ -220,7 +250,8 @@ def _policy(tmp_path: Path) -> Path:
     return path
 
 
-def test_moderation_scales_and_output(cli, shapes, tmp_path):
+def test_moderation_scales_and_output(shapes, tmp_path):
+    cli = _runner()
     policy = _policy(tmp_path)
     out, _ = cli("moderate", "check", str(shapes / "img_00000.jpg"), "--policy", str(policy), "--json")
     cat = json.loads(out)["results"][0]["categories"][0]
@@ -252,8 +283,9 @@ def test_help_text(cli):
     assert "moderation" in out
 
 
-def test_caption_collection_is_a_job(cli, shapes, models):
-    cli("caption", "-c", "shapes", "--caption-model", str(models["blip-caption"]))
+def test_caption_collection_is_a_job(shapes, models):
+    cli = _runner()
+    cli("caption", "-c", "shapes", "--caption-model", str(models["blip-caption"]), "--max-new-tokens", "6")
     jobs = json.loads(cli("jobs", "list", "--json")[0])["jobs"]
     assert any(j["kind"] == "caption" and j["collection"] == "shapes" for j in jobs)
 
