@@ -179,6 +179,11 @@ class SearchResponse(BaseModel):
         description="Re-ranked queries: no result's ITM match probability reached BLIPSEARCH_NO_MATCH_THRESHOLD; "
         "the results are the nearest, not matches. Always false without re-ranking.",
     )
+    empty_reason: str | None = Field(
+        default=None,
+        description="Why there are no results (search/why_empty.py: the same words as the CLI), e.g. "
+        "'no record matches fields.format=PNG'; null when there are results.",
+    )
 
 
 class CollectionInfo(BaseModel):

@@ -1,4 +1,5 @@
-"""Settings, read from ``BLIPSEARCH_*`` environment variables (and CLI flags at the edge)."""
+"""Settings: CLI flags at the edge, then ``BLIPSEARCH_*`` environment variables, then the data
+dir's own ``blipsearch.toml`` (blipsearch/dir_config.py), then the defaults here."""
 
 from __future__ import annotations
 
@@ -321,14 +322,31 @@ class Settings(BaseSettings):
 
 
 def get_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit (non-None) overrides from the caller."""
+    """Settings from explicit (non-None) overrides of the caller (flags), else the environment,
+    else the data dir's own file (``DATA_DIR/blipsearch.toml``: blipsearch/dir_config.py), else
+    the built-in defaults."""
     from pydantic import ValidationError
 
+    from blipsearch import dir_config
     from blipsearch.errors import ConfigError
 
     clean = {k: v for k, v in overrides.items() if v is not None}
+    data_dir = dir_config.data_dir_from_env(clean.get("data_dir"))  # type: ignore[arg-type]
+    path = dir_config.config_path(data_dir)
+    from_file = {
+        k: v
+        for k, v in dir_config.read_config(data_dir, Settings.model_fields).items()
+        if k not in clean and not dir_config.set_in_env(k)
+    }
     try:
-        return Settings(**clean)  # type: ignore[arg-type]
+        return Settings(**{**from_file, **clean})
     except ValidationError as exc:  # a bad BLIPSEARCH_* value: one line, not a traceback
-        bad = "; ".join(f"BLIPSEARCH_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+
+        def where(loc: tuple[int | str, ...]) -> str:
+            key = str(loc[0]) if loc else ""
+            if key in from_file:
+                return f"{path}: {'.'.join(str(p) for p in loc)}"
+            return f"BLIPSEARCH_{'_'.join(str(p) for p in loc).upper()}"
+
+        bad = "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid setting(s): {bad}.") from None

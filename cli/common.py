@@ -83,3 +83,11 @@ def settings_for(data_dir: Path | None, **extra: Any) -> Settings:
     if extra.get("precision") not in (None, "exact", "fast"):
         raise InvalidInputError(f"Unknown precision {extra['precision']!r}: use 'exact' or 'fast'.")
     return get_settings(data_dir=data_dir, **extra)
+
+
+def chosen_models(settings: Settings, **flags: str | None) -> dict[str, str | None]:
+    """The models a command was explicitly given (``flags``, else a BLIPSEARCH_* variable), by
+    setting name; None where it ran on the built-in default."""
+    from blipsearch.dir_config import set_in_env
+
+    return {key: flag or (str(getattr(settings, key)) if set_in_env(key) else None) for key, flag in flags.items()}

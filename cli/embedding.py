@@ -20,16 +20,19 @@ def embed(
     image: Annotated[list[Path] | None, typer.Option("--image", help="Image file to embed; repeatable.")] = None,
     collection: Annotated[str | None, typer.Option("--collection", "-c", help="Use this collection's model.")] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Hub id or local directory (default: BLIPSEARCH_MODEL).")
+        str | None,
+        typer.Option(
+            "--model", help="Hub id or local directory (default: the --collection's model, else BLIPSEARCH_MODEL)."
+        ),
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="json (default) or npy.")] = "json",
+    fmt: Annotated[str, typer.Option("--format", metavar="json|npy", help="json (default) or npy.")] = "json",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write here instead of stdout (npy: a .npy file).")
     ] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print L2-normalised float32 embeddings, in input order: JSON like POST /v1/embed, or a
-    .npy array [n, dim] ([n, 32, dim] for BLIP-2 images)."""
+    .npy array of shape (n, dim), or (n, 32, dim) for BLIP-2 images."""
     import numpy as np
 
     from search.embedding import check_count, check_texts, payload, resolve_model

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from blipsearch.errors import InvalidInputError
-from cli.common import JsonOpt, ModelOpt, emit, handle_errors, settings_for, write_output
+from cli.common import JsonOpt, emit, handle_errors, settings_for, write_output
 
 eval_app = typer.Typer(no_args_is_help=True, help="Evaluate retrieval quality on labelled data.")
 
@@ -37,11 +37,18 @@ def retrieval(
         str,
         typer.Option(
             "--precision",
+            metavar="exact|fast",
             help="exact: fp32 and full JPEG decode (the reference computation); fast: the settings' "
             "dtype and JPEG draft decoding.",
         ),
     ] = "exact",
-    model: ModelOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model to evaluate: hub id or local directory (default: BLIPSEARCH_MODEL, or the data dir's).",
+        ),
+    ] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the JSON result here.")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -8,12 +8,26 @@ from typing import Annotated, Any
 
 import typer
 
+from blipsearch import dir_config
 from blipsearch.limits import BATCH_SIZE, DECODE_WORKERS, SHARD_SIZE
 from cli.captioning import BeamsOpt, CaptionModelOpt, MaxTokensOpt, PromptOpt
-from cli.common import CollectionOpt, DataDirOpt, JsonOpt, ModelOpt, PrecisionOpt, emit, handle_errors, settings_for
+from cli.common import (
+    CollectionOpt,
+    DataDirOpt,
+    JsonOpt,
+    ModelOpt,
+    PrecisionOpt,
+    chosen_models,
+    emit,
+    handle_errors,
+    settings_for,
+)
 
 
-def _human_report(p: dict[str, Any]) -> str:
+def _human_report(p: dict[str, Any], inputs: list[str] | None = None) -> str:
+    if inputs is not None and not p.get("total"):  # nothing was even tried: say so, not "added 0"
+        size = p.get("collection_size", 0)
+        return f"{p['collection']}: no images found in {', '.join(inputs)} (collection now {size} records)"
     lines = [
         f"{p['collection']}: added {p.get('added', 0)}, duplicates {p.get('skipped_duplicates', 0)}, "
         f"failed {p.get('failed', 0)}, updated {p.get('updated', 0)} "
@@ -65,13 +79,17 @@ def index(
         ),
     ] = None,
     decode: Annotated[
-        str | None, typer.Option("--decode", help="Decode in 'process'es or 'thread's (default auto).")
+        str | None,
+        typer.Option(
+            "--decode", metavar="process|thread", help="Decode in worker processes or threads (default auto)."
+        ),
     ] = None,
     precision: PrecisionOpt = None,
     input_format: Annotated[
         str,
         typer.Option(
             "--input-format",
+            metavar="auto|files|list|manifest|webdataset|dataset|imagefolder|img2dataset",
             help="auto (by extension and content), files, list, manifest, webdataset, dataset, imagefolder "
             "or img2dataset.",
         ),
@@ -93,7 +111,9 @@ def index(
         str | None,
         typer.Option("--metadata-columns", help="Comma-separated manifest columns to keep (default: all others)."),
     ] = None,
-    runner: Annotated[str, typer.Option("--runner", help="'local' (this machine) or 'ray' (a Ray cluster).")] = "local",
+    runner: Annotated[
+        str, typer.Option("--runner", metavar="local|ray", help="local (this machine) or ray (a Ray cluster).")
+    ] = "local",
     address: Annotated[
         str | None, typer.Option("--address", help="Ray cluster address (default: start a local Ray).")
     ] = None,
@@ -118,7 +138,10 @@ def index(
         ),
     ] = False,
     ocr_engine: Annotated[
-        str | None, typer.Option("--ocr-engine", help="rapidocr (default, BLIPSEARCH_OCR_ENGINE) or tesseract.")
+        str | None,
+        typer.Option(
+            "--ocr-engine", metavar="rapidocr|tesseract", help="OCR engine (default BLIPSEARCH_OCR_ENGINE, rapidocr)."
+        ),
     ] = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -138,6 +161,7 @@ def index(
         decode_mode=decode,
         precision=precision,
     )
+    created = dir_config.is_new(settings.data_dir)
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
     options = IndexOptions.from_settings(settings, runner=runner, address=address)
     options.check(captions=captions, cache_itm_features=cache_itm_features)  # before a captioner loads
@@ -164,6 +188,8 @@ def index(
         ocr=ocr,
         ocr_engine=ocr_engine,
     )
+    if created:  # the new data dir remembers the models it was made with (blipsearch.toml)
+        dir_config.remember(settings.data_dir, chosen_models(settings, model=model, caption_model=caption_model))
     payload = {
         "collection": report.collection,
         "added": report.added,
@@ -177,7 +203,7 @@ def index(
         "collection_size": open_collection(settings, collection).manifest.count,
         "timings": report.timings,
     }
-    emit(payload, as_json, _human_report)
+    emit(payload, as_json, lambda p: _human_report(p, paths))
 
 
 @handle_errors

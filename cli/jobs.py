@@ -15,7 +15,9 @@ if TYPE_CHECKING:
     from blipsearch.config import Settings
     from storage.catalog import Catalog, JobRow
 
-jobs_app = typer.Typer(no_args_is_help=True, help="Indexing and captioning jobs (state, progress, timings).")
+jobs_app = typer.Typer(
+    no_args_is_help=True, help="Index, caption, moderation and re-embed jobs (state, progress, timings)."
+)
 JobIdArg = Annotated[str, typer.Argument(help="Job id, or a unique prefix of it (jobs list shows 8 characters).")]
 
 

@@ -12,6 +12,7 @@ import typer
 from cli import captioning, families, importing, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
 from cli.backfill import backfill_metadata
 from cli.common import PrecisionOpt
+from cli.configuring import config_app
 from cli.embedding import embed
 from cli.evaluating import eval_app
 from cli.jobs import jobs_app
@@ -19,7 +20,12 @@ from cli.keys import keys_app
 from cli.mcp import mcp
 from cli.moderating import moderate_app
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="Multimodal image search on BLIP embeddings.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain help: no type column (`<bool>` on flags), brackets kept as written
+    help="Multimodal image search on BLIP embeddings.",
+)
 
 
 @app.callback()
@@ -60,6 +66,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(moderate_app, name="moderate")
+app.add_typer(config_app, name="config")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,10 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import DataDirOpt, JsonOpt, ModelOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.render import cell, table
 
 moderate_app = typer.Typer(no_args_is_help=True, help="Policy screening, image-text consistency, blocklists.")
 PolicyOpt = Annotated[Path, typer.Option("--policy", help="Policy file (YAML or JSON).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model", help="ITC model: hub id or local directory (default: BLIPSEARCH_MODEL, or the data dir's model)."
+    ),
+]
+RunModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="ITC model: hub id or local directory (default: the collection's model)."),
+]
 
 
 def _trigger_line(t: dict[str, Any]) -> str:
@@ -96,7 +107,7 @@ def check(
 def run(
     collection: Annotated[str, typer.Option("--collection", "-c", help="Collection to moderate.")],
     policy: PolicyOpt,
-    model: ModelOpt = None,
+    model: RunModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -115,7 +126,7 @@ def run(
         as_json,
         lambda p: (
             f"{collection}: checked {p['checked']} ({p['already_done']} already done, {p['failed']} failed); "
-            f"decisions {p['decisions']}"
+            f"decisions: {cell(p['decisions'])}"
         ),
     )
 
@@ -123,11 +134,13 @@ def run(
 @moderate_app.command("results")
 @handle_errors
 def results(
-    collection: Annotated[str | None, typer.Option("--collection", "-c")] = None,
-    decision: Annotated[str | None, typer.Option("--decision", help="allow, flag, review or block.")] = None,
+    collection: Annotated[str | None, typer.Option("--collection", "-c", help="Only this collection.")] = None,
+    decision: Annotated[
+        str | None, typer.Option("--decision", metavar="allow|flag|review|block", help="Only this decision.")
+    ] = None,
     policy: Annotated[str | None, typer.Option("--policy-name", help="Only this policy.")] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
-    offset: Annotated[int, typer.Option("--offset", min=0)] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000, help="Most results shown.")] = 100,
+    offset: Annotated[int, typer.Option("--offset", min=0, help="Results skipped first.")] = 0,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -141,18 +154,18 @@ def results(
     rows = query_results(
         open_catalog(settings_for(data_dir).catalog_url()), collection, decision, policy, limit, offset
     )
-    emit(
-        {"results": rows},
-        as_json,
-        lambda p: (
-            "\n".join(
-                f"{r['collection']}/{r['id']}  {r['decision']:<6}  {r['policy']} v{r['policy_version']}  "
-                + ", ".join(t.get("category", t["check"]) for t in r["triggers"])
-                for r in p["results"]
-            )
-            or "no results"
-        ),
-    )
+
+    def human(p: dict[str, Any]) -> str:
+        if not p["results"]:
+            return "no stored moderation results" + (" for these filters" if collection or decision or policy else "")
+        body = [
+            [r["collection"], r["id"], r["decision"], f"{r['policy']} v{r['policy_version']}",
+             ", ".join(t.get("category", t["check"]) for t in r["triggers"])]
+            for r in p["results"]
+        ]  # fmt: skip
+        return table(["collection", "id", "decision", "policy", "triggered by"], body, right=(1,))
+
+    emit({"results": rows}, as_json, human)
 
 
 @moderate_app.command("calibrate")
@@ -160,7 +173,9 @@ def results(
 def calibrate(
     labels: Annotated[Path, typer.Option("--labels", help="CSV with columns path,category,label.")],
     policy: PolicyOpt,
-    target_precision: Annotated[float, typer.Option("--target-precision", min=0.0, max=1.0)] = 0.9,
+    target_precision: Annotated[
+        float, typer.Option("--target-precision", min=0.0, max=1.0, help="Precision the suggested thresholds aim at.")
+    ] = 0.9,
     model: ModelOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -227,7 +242,9 @@ def backfill_pdq(
 @handle_errors
 def hash_list(
     path: Annotated[Path, typer.Argument(help="A PDQ hash list: one hex hash a line, or ThreatExchange's CSV.")],
-    fmt: Annotated[str, typer.Option("--format", help="auto, lines or threatexchange_csv.")] = "auto",
+    fmt: Annotated[
+        str, typer.Option("--format", metavar="auto|lines|threatexchange_csv", help="The list's format.")
+    ] = "auto",
     as_json: JsonOpt = False,
 ) -> None:
     """Read a hash list as a policy would: how many hashes load, and each malformed line (exit 2 if any)."""

@@ -22,6 +22,8 @@ from search.results import QueryOptions
 
 
 def _human_results(p: dict[str, Any]) -> str:
+    from cli.render import CAPTION_WIDTH, clip, score_kind, table
+
     lines = []
     if p.get("no_confident_match"):
         lines.append("no confident match: no result reached the ITM threshold; these are only the nearest")
@@ -30,13 +32,21 @@ def _human_results(p: dict[str, Any]) -> str:
 
         lines.append(format_understood(p["understood"]))
     if not p["results"]:
-        lines.append("no results (the collection is empty)" if "explain" not in p else "no results")
+        lines.append(f"no results: {p.get('empty_reason') or 'nothing matched'}")
+    rows = []
     for r in p["results"]:
-        itm = f" itm={r['itm_score']:.3f}" if r.get("itm_score") is not None else ""
+        kind = score_kind(r, p)
+        score = f"{kind} {r['score']:.3f}"
+        if r.get("itm_score") is not None and kind != "itm":
+            score += f" (itm {r['itm_score']:.3f}, itc {r['itc_score']:.3f})"
         what = r.get("uri") or f"[{r.get('external_id')}] {r.get('text')}"
-        lines.append(f"{r['score']:+.4f}{itm}  #{r['id']:<8} {what}")
+        rows.append([score, f"#{r['id']}", what, clip(r.get("caption") or "", CAPTION_WIDTH)])
         if r.get("ocr_match"):
-            lines.append(f"           text in image: {r['ocr_match']['line']!r}")
+            rows.append(["", "", f"text in image: {r['ocr_match']['line']!r}", ""])
+    if rows:
+        with_captions = any(r[3] for r in rows)
+        headers = ["score", "id", "record", "caption"]
+        lines.append(table(headers if with_captions else headers[:3], [r if with_captions else r[:3] for r in rows]))
     lines += [f"  dropped #{d['id']}: {d['reason']}" for d in p.get("dropped", [])]
     if p.get("explain"):
         from search.plan import format_explain
@@ -133,7 +143,9 @@ def search(
     ] = None,
     text_weight: Annotated[float, typer.Option("--text-weight", help="Multiplies the text parts' weights.")] = 1.0,
     image_weight: Annotated[float, typer.Option("--image-weight", help="The --image part's weight.")] = 1.0,
-    k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Number of results.")] = DEFAULT_K,
+    k: Annotated[
+        int, typer.Option("-k", "--limit", "--k", min=1, max=MAX_K, help="How many results to return (at most).")
+    ] = DEFAULT_K,
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
     rerank_k: Annotated[
         int, typer.Option("--rerank-k", min=1, max=MAX_RERANK_K, help="ITC shortlist size to re-rank.")
@@ -161,10 +173,18 @@ def search(
     uri_prefix: Annotated[str | None, typer.Option("--uri-prefix", help="Only records whose uri starts so.")] = None,
     added_after: Annotated[str | None, typer.Option("--added-after", help="ISO date/time (inclusive).")] = None,
     added_before: Annotated[str | None, typer.Option("--added-before", help="ISO date/time (exclusive).")] = None,
-    min_width: Annotated[int | None, typer.Option("--min-width", min=0)] = None,
-    max_width: Annotated[int | None, typer.Option("--max-width", min=0)] = None,
-    min_height: Annotated[int | None, typer.Option("--min-height", min=0)] = None,
-    max_height: Annotated[int | None, typer.Option("--max-height", min=0)] = None,
+    min_width: Annotated[
+        int | None, typer.Option("--min-width", min=0, help="Only images at least this wide (px).")
+    ] = None,
+    max_width: Annotated[
+        int | None, typer.Option("--max-width", min=0, help="Only images at most this wide (px).")
+    ] = None,
+    min_height: Annotated[
+        int | None, typer.Option("--min-height", min=0, help="Only images at least this tall (px).")
+    ] = None,
+    max_height: Annotated[
+        int | None, typer.Option("--max-height", min=0, help="Only images at most this tall (px).")
+    ] = None,
     taken_after: Annotated[str | None, typer.Option("--taken-after", help="Taken at/after (ISO date/time).")] = None,
     taken_before: Annotated[str | None, typer.Option("--taken-before", help="Taken before (ISO date/time).")] = None,
     near: Annotated[str | None, typer.Option("--near", help="GPS within a radius: LAT,LON,RADIUS_KM.")] = None,
@@ -256,22 +276,32 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "fusion": f.fusion,
         "options": f.options,
     }
+    from search.why_empty import describe_empty
+
     img = None
+    plan = None
     if f.image is not None:
+        from blipsearch.errors import ImageDecodeError
         from media.decode import decode_image, read_file
 
         if f.target == "texts" and engine.kind != "texts":
             raise InvalidInputError(
                 f"--target texts searches a text collection; {collection!r} holds images: use images or captions."
             )
-        raw = read_file(f.image, settings.max_file_bytes)
-        img = decode_image(raw.data, settings.max_image_pixels).image
+        if not f.image.is_file():  # the decoder's message would not name the path
+            raise InvalidInputError(f"Query image {str(f.image)!r} does not exist or is not a file.")
+        try:
+            raw = read_file(f.image, settings.max_file_bytes)
+            img = decode_image(raw.data, settings.max_image_pixels).image
+        except ImageDecodeError as exc:
+            raise InvalidInputError(f"Query image {str(f.image)!r}: {exc}") from None
     u = None
     if img is not None and not f.composed:
         if f.target == "captions":
             result = engine.captions_for_image(img, f.k, f.options, rerank=f.rerank)
         else:
-            result = engine.execute(engine.plan_image(img, **common))
+            plan = engine.plan_image(img, **common)
+            result = engine.execute(plan)
     else:
         fields = {"images": "all", "all": "all", "ocr": "ocr", "captions": "captions"}
         if f.target not in fields or (img is not None and f.target != "images"):
@@ -294,6 +324,7 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         )
         result = engine.execute(plan)
     visual = rerank_text(u.parts) if u is not None else None
+    empty_reason = describe_empty(engine, result, plan)
     payload = {
         "collection": collection,
         "query": f.text if f.image is None else str(f.image),
@@ -306,6 +337,7 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
         "no_confident_match": result.no_confident_match,
+        "empty_reason": empty_reason,
     }
     if u is not None:
         payload["understood"] = u.to_dict()
@@ -325,11 +357,12 @@ def collections(data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
         if not p["collections"]:
             return "no collections yet: blipsearch index PATH --collection NAME"
 
+        from cli.render import table
+
         def built(c: dict[str, Any]) -> str:  # e.g. fast/bf16/openvino
             return "/".join(c[k] for k in ("precision", "embed_dtype", "embed_runtime") if c.get(k)) or "-"
 
-        return "\n".join(
-            f"{c['name']:<24} {c['kind']:<7} {c['count']:>9}  {built(c):<18} {c['model_id']}" for c in p["collections"]
-        )
+        rows = [[c["name"], c["kind"], c["count"], built(c), c["model_id"]] for c in p["collections"]]
+        return table(["name", "kind", "records", "built", "model"], rows, right=(2,))
 
     emit({"collections": rows}, as_json, human)

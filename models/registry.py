@@ -10,7 +10,7 @@ from blipsearch.errors import ModelLoadError, NoItmModelError
 from blipsearch.limits import ITM_BATCH_SIZE
 from models.base import Embedder
 from models.families import MODEL_FAMILIES, Family, family_for_model_type, load_class, supported
-from models.loading import from_pretrained
+from models.loading import RERANK_HINT, check_hub, from_pretrained, naming, resolve_source
 from models.options import EmbedderOptions
 from models.text_preprocess import check_mode
 
@@ -28,12 +28,13 @@ def _quiet_transformers() -> None:
 
 
 def model_type_of(source: str) -> str | None:
-    from transformers import AutoConfig
-
     from models.openclip_config import is_openclip_source
 
     if is_openclip_source(source):
         return None  # OpenCLIP's layout: not a transformers checkpoint
+    check_hub(resolve_source(source))  # an unreachable Hub fails now, before transformers is imported
+    from transformers import AutoConfig
+
     _quiet_transformers()
     config = from_pretrained(AutoConfig, source, "model config")
     return getattr(config, "model_type", None)
@@ -134,15 +135,16 @@ def load_itm_model(
     text_preprocess: str = "blip",
 ) -> ItmScorer:
     """A BLIP / BLIP-2 ITM scorer loaded from its own checkpoint (cross-family re-ranking)."""
-    model_type = model_type_of(source)
-    fam = family_for_model_type(model_type, "itm")
-    if fam is None:
-        raise NoItmModelError(
-            f"{source!r} (model_type {model_type!r}) is not an ITM checkpoint; re-ranking takes "
-            f"{_names(supported('itm'))} retrieval checkpoints, e.g. Salesforce/blip-itm-base-coco."
+    with naming(RERANK_HINT):
+        model_type = model_type_of(source)
+        fam = family_for_model_type(model_type, "itm")
+        if fam is None:
+            raise NoItmModelError(
+                f"{source!r} (model_type {model_type!r}) is not an ITM checkpoint; re-ranking takes "
+                f"{_names(supported('itm'))} retrieval checkpoints, e.g. Salesforce/blip-itm-base-coco."
+            )
+        options = EmbedderOptions(
+            device=device, dtype=dtype, batch_size=batch_size, precision=precision, text_preprocess=text_preprocess
         )
-    options = EmbedderOptions(
-        device=device, dtype=dtype, batch_size=batch_size, precision=precision, text_preprocess=text_preprocess
-    )
-    embedder = load_embedder(source, options)
+        embedder = load_embedder(source, options)
     return itm_for(embedder, first_token=first_token, batch_size=batch_size)

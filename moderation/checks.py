@@ -64,7 +64,7 @@ class CheckResult:
     checks: dict[str, Any] = field(default_factory=dict)  # evidence of the record-level kinds
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "categories": [c.to_dict() for c in self.categories]}
 
 
 class Moderator:

@@ -44,7 +44,7 @@ def save_results(
             "itm_model": models["itm"] or "",  # "" = ITC-only (a model without an ITM head)
             "decision": res.decision,
             # category scores, then one entry per record-level kind: {"check": kind, **its evidence}
-            "scores": [vars(c) for c in res.categories] + [{"check": k, **v} for k, v in res.checks.items()],
+            "scores": [c.to_dict() for c in res.categories] + [{"check": k, **v} for k, v in res.checks.items()],
             "triggers": res.triggers,
             "created_at": utcnow(),
         }

@@ -7,7 +7,8 @@ well under a second. ``--size base`` writes a randomly initialised *base-size* B
 retrieval model (ViT-B/16 at 384 px + BERT-base, the FLOPs of ``blip-itm-base-coco``) for
 benchmarks.
 
-    python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0]
+    python scripts/make_test_models.py OUT_DIR [--size tiny|base] [--seed 0] [--only blip-itm,blip-caption]
+                                       [--keep-existing]
 
 Writes ``OUT_DIR/blip-itm`` (BlipForImageTextRetrieval), ``OUT_DIR/blip2-itm``
 (Blip2ForImageTextRetrieval; tiny only), ``OUT_DIR/blip-caption`` (BlipForConditionalGeneration),
@@ -232,18 +233,58 @@ def make_blip2_caption(out: Path, seed: int, tokenizer) -> Path:  # type: ignore
     return out
 
 
-def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path]:
+NAMES = ("blip-itm", "blip2-itm", "blip2-caption", "blip-caption", "clip", "siglip", "align")
+
+
+def _quiet() -> None:
+    """No transformers warnings (the PIL image-processor fallback without torchvision, token ids of
+    the random configs) and no progress bars: these checkpoints are random on purpose."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def make_all(
+    out_dir: Path, size: str = "tiny", seed: int = 0, only: list[str] | None = None, keep_existing: bool = False
+) -> dict[str, Path]:
+    """Write the checkpoints (``only``: these names; ``keep_existing``: leave a folder that already
+    holds a checkpoint as it is). Each model's seed is fixed, so a subset equals the full set's models."""
     out_dir = Path(out_dir)
+    wanted = set(only or NAMES)
+    bad = wanted - set(NAMES)
+    if bad:
+        raise SystemExit(f"unknown model name(s) {', '.join(sorted(bad))}: choose from {', '.join(NAMES)}")
+    paths: dict[str, Path] = {}
+
+    def want(name: str) -> bool:
+        if name not in wanted:
+            return False
+        if keep_existing and (out_dir / name / "config.json").is_file():
+            paths[name] = out_dir / name
+            return False
+        return True
+
+    if keep_existing and all((out_dir / n / "config.json").is_file() for n in wanted):
+        return {n: out_dir / n for n in NAMES if n in wanted}  # nothing to build: no transformers import
     with tempfile.TemporaryDirectory() as tmp:
         vocab_size = 30524 if size == "base" else 512
         tokenizer = make_tokenizer(Path(tmp), vocab_size, seed)
-        paths = {"blip-itm": make_blip(out_dir / "blip-itm", size, seed, tokenizer)}
+        if want("blip-itm"):
+            paths["blip-itm"] = make_blip(out_dir / "blip-itm", size, seed, tokenizer)
         if size == "tiny":
-            paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
-            paths["blip2-caption"] = make_blip2_caption(out_dir / "blip2-caption", seed + 3, tokenizer)
-        paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
-        if size == "tiny":  # base-size dual encoders: make_dual_encoders (scripts/bench/families.py)
-            paths.update(make_dual_encoders(out_dir, size, seed + 10, tokenizer))
+            if want("blip2-itm"):
+                paths["blip2-itm"] = make_blip2(out_dir / "blip2-itm", size, seed + 1, tokenizer)
+            if want("blip2-caption"):
+                paths["blip2-caption"] = make_blip2_caption(out_dir / "blip2-caption", seed + 3, tokenizer)
+        if want("blip-caption"):
+            paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
+        duals = [n for n in ("clip", "siglip", "align") if want(n)]
+        if size == "tiny" and duals:  # base-size dual encoders: make_dual_encoders (scripts/bench/families.py)
+            paths.update(make_dual_encoders(out_dir, size, seed + 10, tokenizer, only=tuple(duals)))
     return paths
 
 
@@ -252,8 +293,16 @@ def main() -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only", default=None, help=f"Comma-separated models to write (default: all of {', '.join(NAMES)})."
+    )
+    parser.add_argument(
+        "--keep-existing", action="store_true", help="Leave models whose folder already holds a checkpoint."
+    )
     args = parser.parse_args()
-    for name, path in make_all(args.out_dir, args.size, args.seed).items():
+    _quiet()
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
+    for name, path in make_all(args.out_dir, args.size, args.seed, only, args.keep_existing).items():
         print(f"{name}: {path}")
 
 

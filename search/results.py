@@ -59,6 +59,8 @@ class SearchResult:
     explain: dict[str, Any] | None = None
     # Re-ranked queries: no result's ITM probability reached the threshold (search/query/confidence.py).
     no_confident_match: bool = False
+    # Why there are no hits, when there are none (search/why_empty.py: set by the API and the CLI).
+    empty_reason: str | None = None
 
 
 @dataclass

@@ -49,13 +49,16 @@ def load_scorer(settings: Settings, embedder: Embedder) -> ItmScorer:
     return load_itm_scorer(settings, embedder)
 
 
-def load_captioner(settings: Settings, model: str | None = None) -> Captioner:
+def load_captioner(settings: Settings, model: str | None = None, *, vqa: bool = False) -> Captioner:
     """The captioner for ``model`` (BLIP, BLIP-2, InstructBLIP or LLaVA), refused up front when
-    the machine's memory cannot hold it (``BLIPSEARCH_MODEL_MEMORY_CHECK``)."""
+    the machine's memory cannot hold it (``BLIPSEARCH_MODEL_MEMORY_CHECK``). ``vqa``: a policy's
+    ``vqa_model`` (its load errors name the policy field, not ``--caption-model``)."""
     from models.captioners import load_captioner as load
+    from models.loading import CAPTION_HINT, VQA_HINT
 
     return load(
         model or settings.caption_model,
+        hint=VQA_HINT if vqa else CAPTION_HINT,
         device=settings.device,
         dtype=settings.dtype,
         batch_size=settings.caption_batch_size,

@@ -89,7 +89,7 @@ def ocr_reader(settings: Settings) -> Callable[[Image.Image], str] | None:
 
 def load_vqa(settings: Settings, model: str) -> VisualQuestionScorer:
     """A policy's ``vqa_model`` (InstructBLIP or LLaVA), loaded as captioners are (with their memory check)."""
-    return VisualQuestionScorer(load_captioner(settings, model))
+    return VisualQuestionScorer(load_captioner(settings, model, vqa=True))
 
 
 def moderator_from_file(settings: Settings, path: Path | str, model: str | None = None) -> Moderator:

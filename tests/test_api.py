@@ -184,9 +184,10 @@ def test_filters_over_http(client):
     none = client.post("/v1/search/text", json={**body, "filters": {"uri_prefix": "/nowhere/"}})
     assert none.status_code == 200 and none.json()["results"] == []
     assert client.post("/v1/search/text", json={**body, "filters": {"bogus": 1}}).status_code == 422
-    # Image records carry free-form metadata (manifest columns), so an unknown key matches nothing.
+    assert none.json()["empty_reason"] == "no record matches uri_prefix=/nowhere/"
+    # A field that is neither a column nor a metadata key of the collection could only match nothing: refused.
     nope = client.post("/v1/search/text", json={**body, "filters": {"fields": {"nope": 1}}})
-    assert nope.status_code == 200 and nope.json()["results"] == []
+    assert nope.status_code == 422 and "'nope'" in nope.text and "format" in nope.text
     img = _jpeg(make_image(5))
     bad = client.post(
         "/v1/search/image",

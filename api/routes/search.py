@@ -37,6 +37,7 @@ from search.query.build import QueryInput, plan_for, understand
 from search.query.parser import Understood
 from search.query.parts import rerank_text
 from search.results import QueryOptions, SearchResult
+from search.why_empty import describe_empty
 from storage.text_analysis import ocr_match_fields
 
 router = APIRouter(prefix="/v1/search", tags=["search"], dependencies=[READ], responses=ERRORS)
@@ -67,7 +68,9 @@ def _run(state: AppState, engine: SearchEngine, plan: QueryPlan, cost: int) -> S
     step = plan.rerank
     reranker = state.reranker(engine, step.model) if step is not None and not step.own_model else None
     with state.rerank_budget.take(cost):  # 503 + Retry-After while too much re-ranking is in flight
-        return engine.execute(plan, reranker)
+        res = engine.execute(plan, reranker)
+        res.empty_reason = describe_empty(engine, res, plan, reranker, style="api")
+        return res
 
 
 def _response(
@@ -95,6 +98,7 @@ def _response(
         explain=res.explain if explain else None,
         understood=understood.to_dict() if understood is not None else None,
         no_confident_match=res.no_confident_match,
+        empty_reason=res.empty_reason,
     )
 
 
@@ -144,11 +148,15 @@ def search_similar(body: SimilarRequest, state: StateDep, paths: PathsDep) -> Se
     options = QueryOptions(filters=body.filters)
     if body.id is not None and not body.positive_ids and not body.negative_ids:
         plan = engine.plan_similar(body.id, body.k, options)
-        return _response(body.collection, engine.execute(plan), paths, body.explain)
+        res = engine.execute(plan)
+        res.empty_reason = describe_empty(engine, res, plan, style="api")
+        return _response(body.collection, res, paths, body.explain)
     positive = ([body.id] if body.id is not None else []) + list(body.positive_ids)
     u = understand(QueryInput(positive_ids=positive, negative_ids=body.negative_ids))
     plan = engine.plan_query(u.parts, body.k, options=options)
-    return _response(body.collection, engine.execute(plan), paths, body.explain, None, u)
+    res = engine.execute(plan)
+    res.empty_reason = describe_empty(engine, res, plan, style="api")
+    return _response(body.collection, res, paths, body.explain, None, u)
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -207,7 +215,9 @@ async def search_image(
             if image_weight != 1.0 or text_weight != 1.0:
                 raise InvalidInputError("image_weight and text_weight weigh an image against a query: add query.")
             if target == "captions":
-                return engine.captions_for_image(image, k, options, rerank=rerank), None
+                found = engine.captions_for_image(image, k, options, rerank=rerank)
+                found.empty_reason = describe_empty(engine, found, style="api")
+                return found, None
             plan = engine.plan_image(
                 image, k, rerank=rerank, rerank_k=rerank_k, options=options, rerank_model=rerank_model
             )

@@ -7,7 +7,7 @@ from typing import Any
 
 from blipsearch.errors import ModelLoadError
 from models.captioners.base import Captioner, Decoding
-from models.loading import from_pretrained
+from models.loading import CAPTION_HINT, Hint, check_hub, from_pretrained, naming, resolve_source
 
 # config.model_type -> "module:Class" of its Captioner (imported only when that family is loaded)
 CAPTIONER_CLASSES: dict[str, str] = {
@@ -42,16 +42,19 @@ def caption_families() -> list[dict[str, object]]:
     return out
 
 
-def load_captioner(source: str, **kwargs: Any) -> Captioner:
-    """The captioner for ``source``'s family; ``kwargs`` as ``Captioner.__init__`` takes them."""
-    from transformers import AutoConfig
+def load_captioner(source: str, hint: Hint = CAPTION_HINT, **kwargs: Any) -> Captioner:
+    """The captioner for ``source``'s family; ``kwargs`` as ``Captioner.__init__`` takes them.
+    Load errors name ``hint``'s way to choose another (``--caption-model`` by default)."""
+    with naming(hint):
+        check_hub(resolve_source(source))  # an unreachable Hub fails now, before transformers is imported
+        from transformers import AutoConfig
 
-    from models.registry import _quiet_transformers
+        from models.registry import _quiet_transformers
 
-    _quiet_transformers()
-    config = from_pretrained(AutoConfig, source, "caption model config")
-    cls = captioner_class(getattr(config, "model_type", None), source)
-    return cls(source, config=config, **kwargs)
+        _quiet_transformers()
+        config = from_pretrained(AutoConfig, source, "caption model config")
+        cls = captioner_class(getattr(config, "model_type", None), source)
+        return cls(source, config=config, **kwargs)
 
 
 __all__ = [

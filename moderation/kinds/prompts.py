@@ -30,6 +30,13 @@ class CategoryScore:
     vqa: float | None = None  # best question's P(yes) / (P(yes) + P(no))
     vqa_question: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As reported (CLI JSON, API, stored results): ``itc`` on the scale ``itc_threshold`` is
+        compared with, the screen score (1 + cosine) / 2; ``itc_cosine`` the raw cosine."""
+        out = dict(vars(self))
+        out["itc"], out["itc_cosine"] = float(screen_score(self.itc)), self.itc
+        return out
+
 
 class PromptScreen:
     def __init__(self, policy: Policy, embedder: Embedder | None, itm: Itm) -> None:
