@@ -131,6 +131,12 @@ class CollectionInfo(BaseModel):
     embed_runtime: str | None = Field(
         default=None, description="What ran the embedding forward: torch or openvino (BLIPSEARCH_FAST_RUNTIME)."
     )
+    random_model: bool = Field(
+        default=False,
+        description="The collection's model is a randomly initialised test checkpoint (scripts/make_test_models.py): "
+        "its scores and captions are meaningless.",
+    )
+    updated_at: str | None = Field(default=None, description="When the collection last changed (its manifest).")
 
 
 class CollectionList(BaseModel):

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from model_families import make_dual_encoders
 
+from models.test_checkpoints import mark_random
+
 # The tiny vision tower shared by the BLIP and BLIP-2 test checkpoints. BlipVisionConfig's
 # default initializer_range (1e-10) would make every image embed alike.
 TINY_VISION = {
@@ -244,6 +246,8 @@ def make_all(out_dir: Path, size: str = "tiny", seed: int = 0) -> dict[str, Path
         paths["blip-caption"] = make_blip(out_dir / "blip-caption", size, seed + 2, tokenizer, caption=True)
         if size == "tiny":  # base-size dual encoders: make_dual_encoders (scripts/bench/families.py)
             paths.update(make_dual_encoders(out_dir, size, seed + 10, tokenizer))
+    for path in paths.values():  # the page warns that a collection built on one is meaningless
+        mark_random(path)
     return paths
 
 

@@ -25,7 +25,18 @@ THUMB_SIZE = 256
 
 
 def collection_info(coll: Collection) -> CollectionInfo:
-    return CollectionInfo(**coll.manifest.summary())
+    from datetime import datetime, timezone
+
+    from models.test_checkpoints import is_random_model
+    from storage.manifest import MANIFEST_NAME
+
+    try:  # every change to a collection commits a new manifest
+        mtime = (coll.root / MANIFEST_NAME).stat().st_mtime
+        updated = datetime.fromtimestamp(mtime, timezone.utc).isoformat()
+    except OSError:
+        updated = None
+    summary = coll.manifest.summary()
+    return CollectionInfo(**summary, random_model=is_random_model(summary["model_id"]), updated_at=updated)
 
 
 def _record(settings: Settings, name: str, rid: int) -> tuple[Collection, dict]:
