@@ -14,9 +14,10 @@ from api.auth import READ
 from api.deps import PathsDep, SettingsDep
 from api.schemas import ERRORS
 from search.filters import Filters
+from search.limits import MAX_K
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"], dependencies=[READ], responses=ERRORS)
-MAX_BROWSE = 200
+MAX_BROWSE = MAX_K  # the most a search returns, so the page pages through both alike
 MAX_OFFSET = 10_000_000
 
 

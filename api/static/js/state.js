@@ -8,7 +8,7 @@ const STORED = ["format", "external_id", "caption_model"]; // string columns
 const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target"];
 
 export function defaults() {
-  return { view: "search", c: "", q: "", mode: "vector", rerank: false, rk: 64, min: 0, k: 24, from: "", to: "",
+  return { view: "search", c: "", q: "", mode: "vector", rerank: false, rk: 64, min: null, k: 24, from: "", to: "",
     minw: null, maxw: null, minh: null, maxh: null, prefix: "", fields: [], hide: false, sim: null, target: "images" };
 }
 
