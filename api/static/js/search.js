@@ -252,7 +252,9 @@ async function request(state, how, k) {
     rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: keyword ? null : min });
 }
 
+let runs = 0; // the latest query wins: an answer to an older one (a slow browse) is dropped
 async function run(state, how) {
+  const mine = ++runs;
   const k = Math.min(state.k || PAGE, MAX_K);
   setStatus({ similar: "Finding similar images…", browse: "Loading the newest…" }[how] || "Searching…");
   $("load-more").disabled = true;
@@ -260,11 +262,13 @@ async function run(state, how) {
   try {
     const body = await request(state, how, k);
     const list = await api.collections();
+    if (mine !== runs) return;
     const coll = list.find((x) => x.name === state.c);
     ctx = { state, how, k, body, results: body.results, collection: state.c, kind: coll ? coll.kind : "images" };
     render(body);
     if (!body.results.length) setStatus(body.empty_reason ? `No results: ${body.empty_reason}` : await emptyReason(state, how, coll));
   } catch (e) {
+    if (mine !== runs) return;
     setStatus(`Error: ${e.message}`);
     $("results").replaceChildren();
     showError(e);
