@@ -232,7 +232,9 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     page.wait_for_function("() => location.search.includes('mode=hybrid') && location.search.includes('rerank=1')")
     _status(page, "results in")
     page.wait_for_function("() => document.querySelector('#results .score').textContent.includes('re-ranked')")
-    assert re.match(r"fused -?\d\.\d{3} ↓ · ITM \d\.\d{3} · ITC", page.locator("#results .score").first.get_attribute("title"))
+    assert re.match(
+        r"fused -?\d\.\d{3} ↓ · ITM \d\.\d{3} · ITC", page.locator("#results .score").first.get_attribute("title")
+    )
     page.screenshot(path=str(ARTIFACTS / "search-hybrid-reranked.png"), full_page=True)
 
     # A keyword query that matches nothing says why.

@@ -20,14 +20,16 @@ import pytest
 from blipsearch.config import Settings
 from service.indexing import index_paths
 from tests.helpers import make_image, write_images
-from tests.test_browser import CHROMIUM, _free_port, _status, browser  # noqa: F401
+from tests.test_browser import CHROMIUM, _free_port, _status, browser  # noqa: F401 (a module fixture)
 
 DOCS_IMG = Path(__file__).resolve().parents[1] / "docs" / "img"
 CAPTIONS = ["a red square on the beach", "a blue circle in a park"]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium not installed (scripts/ensure_chromium.sh)"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="Debian chromium not installed (scripts/ensure_chromium.sh)"
+    ),
 ]
 
 
@@ -69,7 +71,7 @@ def server(tmp_path_factory, blip_embedder, tiny_models):
     thread.join(timeout=10)
 
 
-def _context(browser, server, **kwargs):
+def _context(browser, server, **kwargs):  # noqa: F811
     """A browser context that can reach only the server: every other request is aborted and
     recorded (the offline check)."""
     context = browser.new_context(**{"viewport": {"width": 1280, "height": 860}, **kwargs})
@@ -110,7 +112,7 @@ def _png(i: int) -> bytes:
     return buf.getvalue()
 
 
-def test_docs_work_offline(server, browser):
+def test_docs_work_offline(server, browser):  # noqa: F811
     context = _context(browser, server)
     page = context.new_page()
     problems = _watch(page)
@@ -126,7 +128,7 @@ def test_docs_work_offline(server, browser):
     context.close()
 
 
-def test_first_run_browse_banner_scores_and_chips(server, browser):
+def test_first_run_browse_banner_scores_and_chips(server, browser):  # noqa: F811
     context = _context(browser, server)
     page = context.new_page()
     problems = _watch(page)
@@ -157,6 +159,8 @@ def test_first_run_browse_banner_scores_and_chips(server, browser):
     _status(page, "8 results")
     plain = page.locator("#results .score").all_inner_texts()
     assert all(re.fullmatch(r"match \d{1,3}%", s) for s in plain), plain
+    page.wait_for_function("() => [...document.querySelectorAll('#results img')].every(i => i.complete)")
+    _shot(page, "search.jpg")
     page.get_by_label("Raw scores").check()
     raw = page.locator("#results .score").all_inner_texts()
     assert all(re.fullmatch(r"ITC -?\d\.\d{3} ↓", s) for s in raw), raw
@@ -167,7 +171,9 @@ def test_first_run_browse_banner_scores_and_chips(server, browser):
     assert re.fullmatch(r"match \d{1,3}% · re-ranked", page.locator("#results .score").first.inner_text())
     assert page.locator("#results .score").first.get_attribute("data-ordered-by") == "fused"
     page.get_by_label("Raw scores").check()
-    assert re.match(r"fused -?\d\.\d{3} ↓ · ITM \d\.\d{3} · ITC -?\d\.\d{3}", page.locator("#results .score").first.inner_text())
+    assert re.match(
+        r"fused -?\d\.\d{3} ↓ · ITM \d\.\d{3} · ITC -?\d\.\d{3}", page.locator("#results .score").first.inner_text()
+    )
     page.get_by_label("Raw scores").uncheck()
     page.get_by_label("Re-rank with ITM").uncheck()
 
@@ -216,7 +222,7 @@ def test_first_run_browse_banner_scores_and_chips(server, browser):
     context.close()
 
 
-def test_detail_view_fields_download_and_folder(server, browser):
+def test_detail_view_fields_download_and_folder(server, browser):  # noqa: F811
     context = _context(browser, server)
     page = context.new_page()
     problems = _watch(page)
@@ -249,7 +255,7 @@ def test_detail_view_fields_download_and_folder(server, browser):
     context.close()
 
 
-def test_key_check_upload_confirm_and_results(server, browser):
+def test_key_check_upload_confirm_and_results(server, browser):  # noqa: F811
     context = _context(browser, server)
     page = context.new_page()
     problems = _watch(page)
@@ -276,11 +282,18 @@ def test_key_check_upload_confirm_and_results(server, browser):
     # Dropped files wait for a confirmation naming the collection.
     page.select_option("#upload-collection", "newer")
     dup = server["images"][0].read_bytes()
-    files = [("fresh.png", _png(1), "image/png"), ("again.jpg", dup, "image/jpeg"), ("broken.jpg", b"\xff\xd8 no", "image/jpeg")]
+    files = [
+        ("fresh.png", _png(1), "image/png"),
+        ("again.jpg", dup, "image/jpeg"),
+        ("broken.jpg", b"\xff\xd8 no", "image/jpeg"),
+    ]
     payload = [{"name": n, "b64": base64.b64encode(d).decode(), "type": t} for n, d, t in files]
     transfer = page.evaluate_handle(
         """files => { const dt = new DataTransfer();
-          for (const f of files) dt.items.add(new File([Uint8Array.from(atob(f.b64), c => c.charCodeAt(0))], f.name, {type: f.type}));
+          for (const f of files) {
+            const bytes = Uint8Array.from(atob(f.b64), c => c.charCodeAt(0));
+            dt.items.add(new File([bytes], f.name, {type: f.type}));
+          }
           return dt; }""",
         payload,
     )
@@ -306,7 +319,7 @@ def test_key_check_upload_confirm_and_results(server, browser):
     context.close()
 
 
-def test_phone_folds_controls_and_speaks_touch(server, browser):
+def test_phone_folds_controls_and_speaks_touch(server, browser):  # noqa: F811
     context = _context(browser, server, viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
     page = context.new_page()
     problems = _watch(page)
