@@ -171,7 +171,9 @@ export async function show(state) {
   $("rerank-k").value = state.rk;
   $("min-score").value = state.min === null || state.min === undefined ? "" : String(state.min);
   $("k").value = [12, 24, 48, 96].includes(state.k) ? state.k : $("k").value;
-  $("target").value = state.target;
+  // A text collection is always searched for texts (the control is off there); an image
+  // collection has images and captions to find, never "texts".
+  $("target").value = ["images", "captions"].includes(state.target) ? state.target : "images";
   filters.fill(state);
   syncControls();
   const useImage = !state.q && state.sim === null && imageQuery && ctx && ctx.state.c === c;
