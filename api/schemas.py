@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from blipsearch.limits import MAX_FEEDBACK_IDS, NO_MATCH_THRESHOLD
 from search.filters import Filters
 from search.limits import (
     DEFAULT_K,
@@ -19,10 +21,39 @@ from search.limits import (
 from search.results import QueryOptions
 
 EXPLAIN_HELP = "Return the query plan and what ran (depths, re-rank, and why results are missing)."
+QUERY_HELP = (
+    'The search box (docs/queries.md): plain words, quoted phrases, -negation, weights (2*x, +2 "x"), '
+    "dates (July 2023, last summer, since March, 2019-2021), in:PLACE, camera:X, taken:DATE, key:value filters. "
+    "May be empty when positive_ids are given."
+)
+RAW_HELP = "Search the query as one visual text: no parsing (no dates, filters, weights or negation)."
+TODAY_HELP = "The day relative dates (last summer, since March, yesterday) count from; default: today (UTC)."
+POSITIVE_HELP = "Records of the collection to search more like (relevance feedback); they are not returned."
+NEGATIVE_HELP = "Records of the collection to search less like; they are not returned."
 
 
-class TextSearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=1000)
+class FeedbackIds(BaseModel):
+    """Relevance feedback: "more like these, less like those" (records of the same collection)."""
+
+    positive_ids: list[int] = Field(default_factory=list, max_length=MAX_FEEDBACK_IDS, description=POSITIVE_HELP)
+    negative_ids: list[int] = Field(default_factory=list, max_length=MAX_FEEDBACK_IDS, description=NEGATIVE_HELP)
+
+
+class TextSearchRequest(FeedbackIds):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"collection": "photos", "query": "red car -truck"},
+                {"collection": "photos", "query": '"a dog" +2 "on a beach" July 2023 in:Spain'},
+                {"collection": "photos", "query": "beach", "positive_ids": [12, 40], "negative_ids": [7]},
+                {"collection": "photos", "query": "a dog on a beach", "rerank": True},
+            ]
+        }
+    }
+
+    query: str = Field(default="", max_length=1000, description=QUERY_HELP)
+    raw: bool = Field(default=False, description=RAW_HELP)
+    today: date | None = Field(default=None, description=TODAY_HELP)
     collection: str = Field(min_length=1, max_length=64)
     k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     rerank: bool = False
@@ -55,7 +86,7 @@ class TextSearchRequest(BaseModel):
     )
     explain: bool = Field(default=False, description=EXPLAIN_HELP)
 
-    def options(self) -> QueryOptions:
+    def options(self, no_match_threshold: float = NO_MATCH_THRESHOLD) -> QueryOptions:
         return QueryOptions(
             filters=self.filters,
             min_score=self.min_score,
@@ -63,12 +94,22 @@ class TextSearchRequest(BaseModel):
             nprobe=self.nprobe,
             ef_search=self.ef_search,
             refine_k=self.refine_k,
+            no_match_threshold=no_match_threshold,
         )
 
 
-class SimilarRequest(BaseModel):
+class SimilarRequest(FeedbackIds):
+    model_config = {
+        "json_schema_extra": {
+            "examples": [
+                {"collection": "photos", "id": 12},
+                {"collection": "photos", "positive_ids": [12, 40, 41], "negative_ids": [7, 8]},
+            ]
+        }
+    }
+
     collection: str = Field(min_length=1, max_length=64)
-    id: int = Field(ge=0)
+    id: int | None = Field(default=None, ge=0, description="The record to search more like (or give positive_ids).")
     k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
     filters: Filters | None = None
     explain: bool = Field(default=False, description=EXPLAIN_HELP)
@@ -109,6 +150,16 @@ class SearchResponse(BaseModel):
     missing_shards: list[int] = Field(default_factory=list)
     # With explain: true, the query plan and what ran (search/plan.py): {"plan": ..., "ran": ...}.
     explain: dict[str, Any] | None = None
+    understood: dict[str, Any] | None = Field(
+        default=None,
+        description="How the query was read: parts [{kind, weight, text | id, source}], filters (the shape of "
+        "the request's filters), filter_sources {filter: the words it came from}.",
+    )
+    no_confident_match: bool = Field(
+        default=False,
+        description="Re-ranked queries: no result's ITM match probability reached BLIPSEARCH_NO_MATCH_THRESHOLD; "
+        "the results are the nearest, not matches. Always false without re-ranking.",
+    )
 
 
 class CollectionInfo(BaseModel):

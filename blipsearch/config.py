@@ -137,6 +137,13 @@ class Settings(BaseSettings):
         description="deduplicate: cosine at or above which a lower result is dropped.",
     )
 
+    no_match_threshold: float = Field(
+        default=limits.NO_MATCH_THRESHOLD,
+        ge=0,
+        le=1,
+        description="ITM P(match) a re-ranked result must reach, else the answer says no_confident_match.",
+    )
+
     # -- per-request bounds: body bytes (any framing), decodes at once, pixels per request --
     max_request_bytes: int = Field(
         default=256 * 1024 * 1024,

@@ -18,6 +18,10 @@ DEFAULT_REFINE_K = 100  # BLIPSEARCH_REFINE_K's default
 SHARD_TIMEOUT_S = 10.0  # a query waits this long for each index shard (BLIPSEARCH_SHARD_TIMEOUT_S)
 DEDUP_THRESHOLD = 0.94  # clip-retrieval's deduplicate cosine cut-off (clip_back uses the same)
 KNN_MAX_RESULTS = 10_000  # clip-retrieval's num_result_ids cap (BLIPSEARCH_CLIP_RETRIEVAL_MAX_RESULTS)
+MAX_QUERY_PARTS = 32  # weighted parts (texts, images, records, vectors) in one query
+MAX_FEEDBACK_IDS = 64  # positive_ids + negative_ids in one query (--like / --unlike)
+MAX_PART_WEIGHT = 100.0  # largest |weight| of one query part (0, NaN and infinities are refused)
+NO_MATCH_THRESHOLD = 0.5  # ITM P(match) a re-ranked result must reach (BLIPSEARCH_NO_MATCH_THRESHOLD)
 
 # -- index choice --
 FLAT_MAX_VECTORS = 1_000_000  # largest exact (Flat) index chosen automatically

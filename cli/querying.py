@@ -23,6 +23,12 @@ from search.results import QueryOptions
 
 def _human_results(p: dict[str, Any]) -> str:
     lines = []
+    if p.get("no_confident_match"):
+        lines.append("no confident match: no result reached the ITM threshold; these are only the nearest")
+    if p.get("understood") and (p["understood"]["filters"] or len(p["understood"]["parts"]) > 1):
+        from search.query.parser import format_understood
+
+        lines.append(format_understood(p["understood"]))
     if not p["results"]:
         lines.append("no results (the collection is empty)" if "explain" not in p else "no results")
     for r in p["results"]:
@@ -46,6 +52,11 @@ class SearchFlags:
 
     text: str | None
     image: Path | None
+    raw: bool
+    like: list[int]
+    unlike: list[int]
+    text_weight: float
+    image_weight: float
     k: int
     rerank: bool
     rerank_k: int
@@ -69,21 +80,59 @@ class SearchFlags:
             fields[key] = value.split(",") if "," in value else value
         query = {name: flags.pop(name) for name in ("min_score", "sort", "nprobe", "ef_search", "refine_k")}
         options = QueryOptions(filters=Filters.parse({**filters, "fields": fields}), **query)
-        out = cls(options=options, **flags)
-        if (out.text is None) == (out.image is None):
-            raise InvalidInputError("Give either a TEXT query or --image FILE (not both).")
+        text, text_opt = flags.pop("text"), flags.pop("text_opt")
+        if text is not None and text_opt is not None:
+            raise InvalidInputError("Give the text once: as TEXT or as --text, not both.")
+        like, unlike = (_ids(flags.pop(name), f"--{name}") for name in ("like", "unlike"))
+        out = cls(options=options, text=text if text is not None else text_opt, like=like, unlike=unlike, **flags)
+        if out.text is None and out.image is None and not out.like:
+            raise InvalidInputError("Give a TEXT query, --image FILE, or --like ID (or a mix: they are weighed).")
+        if out.image is None and out.image_weight != 1.0:
+            raise InvalidInputError("--image-weight weighs --image in a composed query: add --image.")
         if out.rerank_model is not None and not out.rerank:
             raise InvalidInputError("--rerank-model names the ITM model for --rerank; add --rerank.")
         if out.image is not None and out.target not in ("images", "texts", "captions"):
             raise InvalidInputError(f"Unknown --target {out.target!r}: use images, texts or captions.")
         return out
 
+    @property
+    def composed(self) -> bool:
+        """More than one plain text or one image: a weighted query (search/query/)."""
+        return bool(self.like or self.unlike) or (self.image is not None and self.text is not None)
+
+
+def _ids(values: list[str] | None, flag: str) -> list[int]:
+    """``--like 3,5 --like 7`` as [3, 5, 7]."""
+    out: list[int] = []
+    for v in values or []:
+        for item in v.split(","):
+            if not item.strip().isdigit():
+                raise InvalidInputError(
+                    f"{flag} takes record ids (integers, comma-separated or repeated), got {item!r}."
+                )
+            out.append(int(item))
+    return out
+
 
 @handle_errors
 def search(
     collection: CollectionOpt,
-    text: Annotated[str | None, typer.Argument(help="Text query (text→image).")] = None,
+    text: Annotated[
+        str | None, typer.Argument(help="Text query (text→image): the query language of docs/queries.md.")
+    ] = None,
     image: Annotated[Path | None, typer.Option("--image", help="Query image (image→image, or image→text).")] = None,
+    text_opt: Annotated[
+        str | None, typer.Option("--text", help='Text composed with --image ("this, but at night"), or the query.')
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Search the text as one visual text: no parsing.")] = False,
+    like: Annotated[
+        list[str] | None, typer.Option("--like", help="Record ids to search more like (repeatable or comma list).")
+    ] = None,
+    unlike: Annotated[
+        list[str] | None, typer.Option("--unlike", help="Record ids to search less like (repeatable or comma list).")
+    ] = None,
+    text_weight: Annotated[float, typer.Option("--text-weight", help="Multiplies the text parts' weights.")] = 1.0,
+    image_weight: Annotated[float, typer.Option("--image-weight", help="The --image part's weight.")] = 1.0,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=MAX_K, help="Number of results.")] = DEFAULT_K,
     rerank: Annotated[bool, typer.Option("--rerank", help="Re-rank an ITC shortlist with the ITM head.")] = False,
     rerank_k: Annotated[
@@ -159,7 +208,13 @@ def search(
         },
         where,
         text=text,
+        text_opt=text_opt,
         image=image,
+        raw=raw,
+        like=like,
+        unlike=unlike,
+        text_weight=text_weight,
+        image_weight=image_weight,
         k=k,
         rerank=rerank,
         rerank_k=rerank_k,
@@ -180,10 +235,13 @@ def search(
 
 def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None = None) -> dict[str, Any]:
     """Plan and run the query ``f`` describes; the ``search`` payload."""
+    from search.query.build import QueryInput, plan_for, understand
+    from search.query.parts import rerank_text
     from service.engines import open_engine
     from storage.text_analysis import ocr_match_fields
 
     engine = open_engine(settings, collection, model=model, rerank=f.rerank, rerank_model=f.rerank_model)
+    f.options.no_match_threshold = settings.no_match_threshold
     common: dict[str, Any] = {
         "k": f.k,
         "rerank": f.rerank,
@@ -191,21 +249,44 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "fusion": f.fusion,
         "options": f.options,
     }
+    img = None
     if f.image is not None:
         from media.decode import decode_image, read_file
 
+        if f.target == "texts" and engine.kind != "texts":
+            raise InvalidInputError(
+                f"--target texts searches a text collection; {collection!r} holds images: use images or captions."
+            )
         raw = read_file(f.image, settings.max_file_bytes)
         img = decode_image(raw.data, settings.max_image_pixels).image
+    u = None
+    if img is not None and not f.composed:
         if f.target == "captions":
-            result = engine.captions_for_image(img, f.k)
+            result = engine.captions_for_image(img, f.k, f.options, rerank=f.rerank)
         else:
             result = engine.execute(engine.plan_image(img, **common))
     else:
         fields = {"images": "all", "all": "all", "ocr": "ocr", "captions": "captions"}
-        if f.target not in fields:
+        if f.target not in fields or (img is not None and f.target != "images"):
             raise InvalidInputError(f"Unknown --target {f.target!r} for a text query: use images, ocr or captions.")
-        plan = engine.plan_text(f.text or "", mode=f.mode, rrf_k=f.rrf_k, target=fields[f.target], **common)
+        query = QueryInput(
+            text=f.text,
+            raw=f.raw,
+            text_weight=f.text_weight,
+            image=img,
+            image_weight=f.image_weight,
+            image_source=str(f.image) if f.image is not None else "image",
+            positive_ids=f.like,
+            negative_ids=f.unlike,
+        )
+        u = understand(query)
+        common["options"] = f.options
+        k = common.pop("k")
+        plan = plan_for(
+            engine, u, k, common.pop("options"), mode=f.mode, rrf_k=f.rrf_k, target=fields[f.target], **common
+        )
         result = engine.execute(plan)
+    visual = rerank_text(u.parts) if u is not None else None
     payload = {
         "collection": collection,
         "query": f.text if f.image is None else str(f.image),
@@ -214,12 +295,13 @@ def run_search(settings: Any, collection: str, f: SearchFlags, model: str | None
         "rerank_model": getattr(engine.reranker, "model_id", None) if f.rerank else None,
         "mode": f.mode if f.image is None else None,
         "target": f.target if f.image is not None or f.target != "images" else None,
-        "results": [
-            {**h.to_dict(), **(ocr_match_fields(f.text, h.record) if f.text is not None else {})} for h in result.hits
-        ],
+        "results": [{**h.to_dict(), **(ocr_match_fields(visual, h.record) if visual else {})} for h in result.hits],
         "dropped": result.dropped,
         "timing_ms": result.timing_ms,
+        "no_confident_match": result.no_confident_match,
     }
+    if u is not None:
+        payload["understood"] = u.to_dict()
     if f.explain:
         payload["explain"] = result.explain
     return payload

@@ -33,7 +33,7 @@ from rerank.fusion import check_fusion
 from search import index_store
 from search.execute import RecordReader, run
 from search.faiss_index import FaissIndex
-from search.index_base import SearchIndex
+from search.index_base import SearchIndex, without
 from search.limits import (
     DEFAULT_FUSION,
     DEFAULT_K,
@@ -45,6 +45,9 @@ from search.limits import (
     RRF_K,
 )
 from search.plan import QueryPlan, Ran, RerankStep, Selection, describe_index, explain, select
+from search.query.confidence import no_confident_match
+from search.query.parts import Part, check_parts, rerank_text
+from search.query.score import rule
 from search.results import Hit, QueryOptions, SearchResult, finish
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
@@ -215,9 +218,15 @@ class SearchEngine:
         reranker: Reranker | None = None,
         rerank_model: str | None = None,
     ) -> QueryPlan:
-        """Image → image on image collections, image → text (ITM re-rank possible) on text collections."""
+        """Image → image on image collections, image → text (ITM re-rank possible) on text collections.
+        Re-ranking an image → image query is refused: ITM scores an image against a text."""
         self._check(k, rerank_k, fusion)
         step = None
+        if rerank and self.kind == "images" and fusion != "itc":
+            raise InvalidInputError(
+                "--rerank / rerank does not apply to image → image search: ITM scores an image against a text. "
+                "Add a text to the query (search --image Q --text T --rerank) or drop rerank."
+            )
         if self.kind == "texts":
             step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "image")
         depth = step.depth if step is not None else k
@@ -231,6 +240,56 @@ class SearchEngine:
         encode = f"the stored vectors of record {int(rid)}"
         return self._plan("similar", "vector", k, min(k + 1, MAX_K), encode, options, int(rid), None, None)
 
+    def plan_query(
+        self,
+        parts: list[Part],
+        k: int = DEFAULT_K,
+        *,
+        rerank: bool = False,
+        rerank_k: int = DEFAULT_RERANK_K,
+        fusion: str = DEFAULT_FUSION,
+        options: QueryOptions | None = None,
+        reranker: Reranker | None = None,
+        rerank_model: str | None = None,
+    ) -> QueryPlan:
+        """A weighted query (search/query/parts.py, scored as search/query/score.py says):
+        texts, images, records of this collection (excluded from the results) and vectors.
+        ITM re-ranks with the positive text parts (image collections)."""
+        self._check(k, rerank_k, fusion)
+        check_parts(parts)
+        examples = [int(p.value) for p in parts if p.kind == "record"]
+        for p in parts:
+            if p.kind == "text" and self.kind != "images":
+                raise InvalidInputError(f"{self.coll.name!r} is a text collection: its queries have no text parts.")
+            if p.kind == "record" and self.coll.locate(int(p.value)) is None:
+                raise InvalidInputError(
+                    f"{p.source or 'The query'} names record {int(p.value)}, which collection {self.coll.name!r} "
+                    "does not hold (unknown, deleted, or of another collection)."
+                )
+        step = None
+        if rerank and fusion != "itc":
+            if self.kind != "images" or not rerank_text(parts):
+                raise InvalidInputError(
+                    "Re-ranking scores a text against images: this query has no positive text part to re-rank with."
+                )
+            step = self._rerank_step(rerank, fusion, max(k, rerank_k), reranker, rerank_model, "text")
+        depth = step.depth if step is not None else k
+        single = self.index.vectors_per_item == 1 and self.embedder.vectors_per_image == 1
+        encode = "; ".join(f"{p.weight:+g} x {p.kind} {p.describe().get('text', p.source)!r}" for p in parts)
+        return self._plan(
+            "parts", "vector", k, depth, encode, options, parts, step, reranker, exclude=examples, score=rule(single)
+        )
+
+    def part_vectors(self, part: Part) -> np.ndarray:
+        """A part's ITC query vector(s): [dim] or [m, dim] (BLIP-2 images and image records: 32)."""
+        if part.kind == "text":
+            return self.encode_text(str(part.value))
+        if part.kind == "image":
+            return self.embedder.embed_images([part.value])[0]
+        if part.kind == "record":
+            return self.index.vectors_of(int(part.value))
+        return np.asarray(part.value, np.float32)
+
     def _plan(
         self,
         query: str,
@@ -242,10 +301,14 @@ class SearchEngine:
         payload: Any,
         step: RerankStep | None,
         reranker: Reranker | None,
+        exclude: list[int] | None = None,
         **extra: Any,
     ) -> QueryPlan:
         extra.update(options=options, payload=payload, reranker=reranker)
         sel = select(self.coll, self.index, self.decisions, options)
+        if exclude:  # the example records of a query never come back as its results
+            sel = sel or Selection(None, None)
+            sel.allowed, sel.excluded = without(sel.allowed, sel.excluded, np.array(sorted(set(exclude)), np.int64))
         index = describe_index(self.index, sel, depth)
         name, kind = self.coll.name, self.kind
         return QueryPlan(query, name, kind, mode, k, depth, encode, index, sel, step, **extra)
@@ -301,6 +364,8 @@ class SearchEngine:
             chosen = self._own_reranker()
         ran = Ran()
         result = run(self, plan, chosen, ran)
+        if plan.rerank is not None:
+            result.no_confident_match = no_confident_match(result.hits, plan.options)
         before = len(result.hits)
         result = finish(result, plan.options)
         ran.below_min_score = before - len(result.hits)
@@ -331,13 +396,18 @@ class SearchEngine:
             raise InvalidInputError(f"The number of results must be at least 1, got {n}.")
         return self.shortlist(query, n, {}, select(self.coll, self.index, self.decisions, options))
 
-    def captions_for_image(self, image: Image.Image, k: int = DEFAULT_K) -> SearchResult:
-        """Image → text over captions: the captions of the nearest images, de-duplicated."""
+    def captions_for_image(
+        self, image: Image.Image, k: int = DEFAULT_K, options: QueryOptions | None = None, *, rerank: bool = False
+    ) -> SearchResult:
+        """Image → text over captions: the captions of the nearest images (under ``options``'
+        filters), de-duplicated. ITM re-ranking is refused (the captions are ranked by ITC)."""
         if self.kind != "images":
             raise InvalidInputError("target=captions searches an image collection's captions.")
+        if rerank:
+            raise InvalidInputError("Re-ranking does not apply to target captions: drop rerank (or --rerank).")
         self._check(k, 1, "itc")
         depth = min(MAX_K, max(5 * k, 50))
-        plan = self._plan("captions", "vector", k, depth, "the model's vision encoder", None, image, None, None)
+        plan = self._plan("captions", "vector", k, depth, "the model's vision encoder", options, image, None, None)
         return self.execute(plan)
 
     def shortlist(

@@ -19,6 +19,8 @@ from rerank.base import Candidate, Reranker, RerankOutcome
 from rerank.fusion import rrf
 from search.index_base import SearchIndex
 from search.plan import QueryPlan, Ran, Selection
+from search.query import score
+from search.query.parts import Part, rerank_text
 from search.results import Hit, SearchResult
 from storage.collection import Collection
 from storage.fulltext import KeywordIndex
@@ -32,6 +34,8 @@ class SearchEngine(Protocol):
     index: SearchIndex
     keyword: KeywordIndex | None
     encode_text: Callable[[str], np.ndarray]
+
+    def part_vectors(self, part: Part) -> np.ndarray: ...
 
     def shortlist(
         self, query: np.ndarray, n: int, timing: dict[str, float], sel: Selection | None = None
@@ -65,8 +69,36 @@ class RecordReader:
 
 
 def run(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:
-    runner = {"text": _text, "image": _image, "similar": _similar, "captions": _captions}[plan.query]
+    runner = {"text": _text, "image": _image, "similar": _similar, "captions": _captions, "parts": _parts}[plan.query]
     return runner(engine, plan, reranker, ran)
+
+
+def _parts(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:
+    """A weighted query: encode each part, rank by the documented score (search/query/score.py),
+    then ITM re-ranks with the positive text parts when the plan says so."""
+    parts = plan.payload
+    single = plan.score == score.SINGLE_RULE
+    enc = score.encode(parts, engine.index.dim, single, engine.part_vectors)
+    timing = dict(enc.timing_ms)
+    _note_selection(plan, timing, ran)
+    spent: dict[str, float] = {}
+
+    def shortlist(q: np.ndarray, n: int) -> tuple[list[Candidate], tuple[int, ...]]:
+        got = engine.shortlist(q, n, spent, plan.selection)
+        timing["search"] = round(timing.get("search", 0.0) + spent["search"], 3)
+        return got
+
+    exact_index = plan.index["type"] == "flat" and not engine.index.compressed
+    ranked = score.rank(enc, engine.index, shortlist, plan.depth, exact_index)
+    ran.shortlist, ran.itc_scored = max(ranked.shortlisted, len(ranked.cands)), ranked.shortlisted
+    ran.score_rounds, ran.score_exact = ranked.rounds, ranked.exact
+    if plan.rerank is None or reranker is None:
+        return _with_missing(engine.hits(ranked.cands, plan.k, timing, ran), ranked.missing)
+    read = RecordReader(engine.coll, ran)
+    outcome = reranker.rerank_images(rerank_text(parts), ranked.cands[: plan.rerank.depth], plan.rerank.fusion, read)
+    ran.itm_scored = len(outcome.results)
+    ran.unreadable = len(outcome.dropped)
+    return _with_missing(engine.hits(outcome, plan.k, timing, ran, read), ranked.missing)
 
 
 def _text(engine: SearchEngine, plan: QueryPlan, reranker: Reranker | None, ran: Ran) -> SearchResult:

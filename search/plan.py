@@ -55,7 +55,7 @@ class RerankStep:
 class QueryPlan:
     """What one query will do (see the module docstring). ``payload`` is the query itself."""
 
-    query: str  # text | image | similar | captions
+    query: str  # text | image | similar | captions | parts (a weighted query: search/query/)
     collection: str
     collection_kind: str  # images | texts
     mode: str  # vector | keyword | hybrid
@@ -68,6 +68,7 @@ class QueryPlan:
     keyword_depth: int | None = None
     rrf_k: int | None = None
     target: str | None = None  # keyword and hybrid: the text fields searched (all, ocr, captions)
+    score: str | None = None  # weighted queries: the score's rule (search/query/score.py)
     options: QueryOptions | None = field(default=None, repr=False)
     payload: Any = field(default=None, repr=False)
     reranker: Any = field(default=None, repr=False)
@@ -105,6 +106,11 @@ class QueryPlan:
             out["rrf_k"] = self.rrf_k
         if self.target is not None:
             out["target"] = self.target
+        if self.query == "parts":
+            out["parts"] = [p.describe() for p in self.payload]
+            out["score"] = self.score
+        elif self.query == "text":
+            out["parts"] = [{"kind": "text", "weight": 1.0, "text": self.payload}]
         return out
 
 
@@ -123,6 +129,8 @@ class Ran:
     unreadable: int = 0  # re-rank candidates whose image or text could not be read
     record_gone: int = 0  # deleted between the search and the record read
     missing_shards: list[int] = field(default_factory=list)
+    score_rounds: int = 0  # weighted queries: shortlist passes until the top was proven (search/query/score.py)
+    score_exact: bool | None = None  # weighted queries: the ranking is the brute force of the score
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -200,6 +208,13 @@ def format_explain(ex: dict[str, Any]) -> str:
     lines = [
         f"plan: {p['query']} query on {p['collection']} ({p['collection_kind']}), mode {p['mode']}, k {p['k']}",
         f"  encode: {p['encode']}",
+    ]
+    for part in p.get("parts", ()):
+        what = part.get("text", part.get("id", part.get("source", "")))
+        lines.append(f"  part: {part['weight']:+g} x {part['kind']} {what!r}")
+    if p.get("score"):
+        lines.append(f"  score: {p['score']}")
+    lines += [
         "  index: " + ", ".join(f"{key} {value}" for key, value in p["index"].items()),
         f"  shortlist depth: {p['shortlist_depth']}"
         + (f", keyword depth {p['keyword_depth']}, rrf_k {p['rrf_k']}" if "keyword_depth" in p else ""),

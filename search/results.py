@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from blipsearch.errors import InvalidInputError
+from blipsearch.limits import NO_MATCH_THRESHOLD
 from search.filters import Filters
 
 IMAGE_FIELDS = ("uri", "caption", "caption_model", "width", "height", "ocr_text")
@@ -52,6 +53,8 @@ class SearchResult:
     missing_shards: tuple[int, ...] = ()
     # The query plan and what ran (search/plan.py: ``explain``), for --explain / explain: true.
     explain: dict[str, Any] | None = None
+    # Re-ranked queries: no result's ITM probability reached the threshold (search/query/confidence.py).
+    no_confident_match: bool = False
 
 
 @dataclass
@@ -69,6 +72,7 @@ class QueryOptions:
     nprobe: int | None = None  # IVF lists probed (approximate indexes; default: the tuned value)
     ef_search: int | None = None  # HNSW search depth (default: the tuned value)
     refine_k: int | None = None  # exact re-rank depth of PQ/SQ indexes (default: the tuned value; 0/1 off)
+    no_match_threshold: float = NO_MATCH_THRESHOLD  # ITM P(match) for no_confident_match (re-ranked queries)
 
 
 def finish(result: SearchResult, options: QueryOptions | None) -> SearchResult:

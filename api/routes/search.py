@@ -16,7 +16,16 @@ from api.auth import READ, caller_scope
 from api.decoding import check_request_pixels
 from api.deps import PathsDep, StateDep
 from api.paths import PathView
-from api.schemas import ERRORS, EXPLAIN_HELP, Result, SearchResponse, SimilarRequest, TextSearchRequest
+from api.schemas import (
+    ERRORS,
+    EXPLAIN_HELP,
+    QUERY_HELP,
+    RAW_HELP,
+    Result,
+    SearchResponse,
+    SimilarRequest,
+    TextSearchRequest,
+)
 from api.state import AppState
 from api.uploads import read_limited, sniff_and_decode
 from blipsearch.errors import InvalidInputError
@@ -24,6 +33,9 @@ from search.engine import SearchEngine
 from search.filters import Filters
 from search.limits import DEFAULT_K, DEFAULT_RERANK_K, MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_REFINE_K, MAX_RERANK_K
 from search.plan import QueryPlan
+from search.query.build import QueryInput, plan_for, understand
+from search.query.parser import Understood
+from search.query.parts import rerank_text
 from search.results import QueryOptions, SearchResult
 from storage.text_analysis import ocr_match_fields
 
@@ -59,12 +71,17 @@ def _run(state: AppState, engine: SearchEngine, plan: QueryPlan, cost: int) -> S
 
 
 def _response(
-    collection: str, res: SearchResult, paths: PathView, explain: bool, query: str | None = None
+    collection: str,
+    res: SearchResult,
+    paths: PathView,
+    explain: bool,
+    query: str | None = None,
+    understood: Understood | None = None,
 ) -> SearchResponse:
     results = []
     for h in res.hits:
         d = h.to_dict()
-        if query is not None:  # the OCR lines of the image that match a text query (line, box, score)
+        if query:  # the OCR lines of the image that match a text query (line, box, score)
             d.update(ocr_match_fields(query, h.record))
         d["uri"] = paths.show(d.get("uri"))
         results.append(Result(**{k: v for k, v in d.items() if k in Result.model_fields and v is not None}))
@@ -76,33 +93,61 @@ def _response(
         partial=bool(res.missing_shards),
         missing_shards=list(res.missing_shards),
         explain=res.explain if explain else None,
+        understood=understood.to_dict() if understood is not None else None,
+        no_confident_match=res.no_confident_match,
     )
+
+
+def _visual_text(u: Understood) -> str:
+    """The positive text parts (what OCR lines are matched against)."""
+    return rerank_text(u.parts)
 
 
 @router.post("/text", response_model=SearchResponse)
 def search_text(body: TextSearchRequest, request: Request, state: StateDep, paths: PathsDep) -> SearchResponse:
+    """Text → image with the query language (docs/queries.md): parts, weights, negation, dates
+    and filters in the text (``raw: true``: none), ``positive_ids`` / ``negative_ids`` feedback;
+    ``understood`` says how the query was read."""
     engine = state.engine(body.collection)
-    plan = engine.plan_text(
-        body.query,
+    u = understand(
+        QueryInput(
+            text=body.query,
+            raw=body.raw,
+            positive_ids=body.positive_ids,
+            negative_ids=body.negative_ids,
+            today=body.today,
+        )
+    )
+    plan = plan_for(
+        engine,
+        u,
         body.k,
+        body.options(state.settings.no_match_threshold),
+        mode=body.mode,
+        target=body.target,
         rerank=body.rerank,
         rerank_k=body.rerank_k,
         fusion=body.fusion,
-        mode=body.mode,
-        options=body.options(),
         rerank_model=body.rerank_model,
-        target=body.target,
     )
     cost = _check_rerank_cost(request, state, plan, body.k, body.rerank_k)
-    return _response(body.collection, _run(state, engine, plan, cost), paths, body.explain, body.query)
+    res = _run(state, engine, plan, cost)
+    return _response(body.collection, res, paths, body.explain, _visual_text(u), u)
 
 
 @router.post("/similar", response_model=SearchResponse)
 def search_similar(body: SimilarRequest, state: StateDep, paths: PathsDep) -> SearchResponse:
-    """More like this: the nearest records to a stored record (by its own embedding)."""
+    """More like this: the nearest records to a stored record (``id``, by its own embedding), or
+    relevance feedback: more like ``positive_ids``, less like ``negative_ids``."""
     engine = state.engine(body.collection)
-    plan = engine.plan_similar(body.id, body.k, QueryOptions(filters=body.filters))
-    return _response(body.collection, engine.execute(plan), paths, body.explain)
+    options = QueryOptions(filters=body.filters)
+    if body.id is not None and not body.positive_ids and not body.negative_ids:
+        plan = engine.plan_similar(body.id, body.k, options)
+        return _response(body.collection, engine.execute(plan), paths, body.explain)
+    positive = ([body.id] if body.id is not None else []) + list(body.positive_ids)
+    u = understand(QueryInput(positive_ids=positive, negative_ids=body.negative_ids))
+    plan = engine.plan_query(u.parts, body.k, options=options)
+    return _response(body.collection, engine.execute(plan), paths, body.explain, None, u)
 
 
 @router.post("/image", response_model=SearchResponse)
@@ -112,8 +157,18 @@ async def search_image(
     paths: PathsDep,
     file: Annotated[UploadFile, File(description="Query image")],
     collection: Annotated[str, Form(min_length=1, max_length=64)],
+    query: Annotated[
+        str | None,
+        Form(max_length=1000, description='A text composed with the image ("this, but at night"): ' + QUERY_HELP),
+    ] = None,
+    raw: Annotated[bool, Form(description=RAW_HELP)] = False,
+    image_weight: Annotated[float, Form(description="The image part's weight (with query).")] = 1.0,
+    text_weight: Annotated[float, Form(description="Multiplies the query's text parts' weights.")] = 1.0,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = DEFAULT_K,
-    target: Annotated[Literal["images", "texts", "captions"], Form()] = "images",
+    target: Annotated[
+        Literal["images", "texts", "captions"],
+        Form(description="images (image collections), texts (text collections), or captions (image collections)."),
+    ] = "images",
     rerank: Annotated[bool, Form()] = False,
     rerank_k: Annotated[int, Form(ge=1, le=MAX_RERANK_K)] = DEFAULT_RERANK_K,
     rerank_model: Annotated[str | None, Form(min_length=1, max_length=1000)] = None,
@@ -125,23 +180,59 @@ async def search_image(
     explain: Annotated[bool, Form(description=EXPLAIN_HELP)] = False,
 ) -> SearchResponse:
     options = QueryOptions(
-        filters=_parse_filters(filters), min_score=min_score, nprobe=nprobe, ef_search=ef_search, refine_k=refine_k
+        filters=_parse_filters(filters),
+        min_score=min_score,
+        nprobe=nprobe,
+        ef_search=ef_search,
+        refine_k=refine_k,
+        no_match_threshold=state.settings.no_match_threshold,
     )
     s = state.settings
     data = await read_limited(file, s.max_upload_bytes)
     check_request_pixels([data], s.max_request_pixels, s.max_image_pixels)
     engine = await run_in_threadpool(state.engine, collection)  # once per request: decode and query use it
+    check_target(engine, target)
 
     def decode() -> Image.Image:  # off the event loop, reduced to the model's input side
         side = engine.embedder.input_size if s.decode_draft() else None
         return sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
 
     image = await state.decodes.run(decode)
+    composed = bool(query and query.strip())
 
-    def run() -> SearchResult:  # model inference off the event loop
+    def run() -> tuple[SearchResult, Understood | None]:  # model inference off the event loop
+        if not composed:
+            if image_weight != 1.0 or text_weight != 1.0:
+                raise InvalidInputError("image_weight and text_weight weigh an image against a query: add query.")
+            if target == "captions":
+                return engine.captions_for_image(image, k, options, rerank=rerank), None
+            plan = engine.plan_image(
+                image, k, rerank=rerank, rerank_k=rerank_k, options=options, rerank_model=rerank_model
+            )
+            return _run(state, engine, plan, _check_rerank_cost(request, state, plan, k, rerank_k)), None
         if target == "captions":
-            return engine.captions_for_image(image, k)
-        plan = engine.plan_image(image, k, rerank=rerank, rerank_k=rerank_k, options=options, rerank_model=rerank_model)
-        return _run(state, engine, plan, _check_rerank_cost(request, state, plan, k, rerank_k))
+            raise InvalidInputError("target captions takes an image alone: drop query, or search target images.")
+        u = understand(
+            QueryInput(
+                text=query,
+                raw=raw,
+                text_weight=text_weight,
+                image=image,
+                image_weight=image_weight,
+                image_source=file.filename or "file",
+            )
+        )
+        plan = plan_for(engine, u, k, options, rerank=rerank, rerank_k=rerank_k, rerank_model=rerank_model)
+        return _run(state, engine, plan, _check_rerank_cost(request, state, plan, k, rerank_k)), u
 
-    return _response(collection, await run_in_threadpool(run), paths, explain)
+    res, u = await run_in_threadpool(run)
+    return _response(collection, res, paths, explain, _visual_text(u) if u is not None else None, u)
+
+
+def check_target(engine: SearchEngine, target: str) -> None:
+    """An image query's target must fit the collection: never a silent image → image search."""
+    if target == "texts" and engine.kind != "texts":
+        raise InvalidInputError(
+            f"target texts searches a text collection; {engine.coll.name!r} holds images: "
+            "use target images (similar images) or captions (their captions)."
+        )
