@@ -337,3 +337,46 @@ def test_phone_folds_controls_and_speaks_touch(server, browser):  # noqa: F811
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     _no_script_errors(problems)
     context.close()
+
+
+def test_query_understood_feedback_and_no_match(server, browser):  # noqa: F811
+    context = _context(browser, server)
+    page = context.new_page()
+    problems = _watch(page)
+    url = server["url"]
+    # The parsed query shows as chips; removing one edits the query and searches again.
+    page.goto(url + "/?c=newer&q=" + "a+red+square+-circle+format%3AJPEG")
+    _status(page, "results in")
+    chips = page.locator("#understood .chip").all_inner_texts()
+    assert [c.rstrip("×").strip() for c in chips] == ["“a red square”", "not “circle”", "format:JPEG → fields.format"]
+    page.get_by_role("button", name="Remove not “circle”").click()
+    page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'a red square format:JPEG'")
+    _status(page, "results in")
+    assert page.locator("#understood .chip.negative").count() == 0
+    page.get_by_role("button", name="Search the words as typed").click()
+    page.wait_for_function("() => location.search.includes('raw=1')")
+    page.wait_for_function("() => document.querySelector('#understood').textContent.includes('Searched as typed')")
+    # 👍 / 👎 re-run with positive_ids / negative_ids; the liked record is not returned.
+    page.goto(url + "/?c=newer&q=a+red+square")
+    _status(page, "8 results")
+    liked = int(page.locator("#results li").first.get_attribute("data-id"))
+    page.get_by_role("button", name=f"More like #{liked}").click()
+    page.wait_for_function(f"() => location.search.includes('like={liked}')")
+    _status(page, "7 results")
+    ids = [int(x) for x in page.locator("#results li").evaluate_all("els => els.map(e => e.dataset.id)")]
+    assert liked not in ids and page.locator("#chips .chip", has_text=f"more like #{liked}").count() == 1
+    disliked = ids[-1]
+    page.get_by_role("button", name=f"Less like #{disliked}").click()
+    page.wait_for_function(f"() => location.search.includes('unlike={disliked}')")
+    _status(page, "6 results")
+    page.get_by_role("button", name=f"Remove more like #{liked}").click()
+    page.wait_for_function(f"() => !location.search.includes('&like={liked}')")
+    _status(page, "7 results")
+    # no_confident_match: the banner shows exactly when the server says so.
+    page.goto(url + "/?c=newer&q=a+red+square&rerank=1")
+    _status(page, "results in")
+    body = {"query": "a red square", "collection": "newer", "k": 24, "rerank": True, "rerank_k": 64}
+    flag = page.request.post(url + "/v1/search/text", data=body).json()["no_confident_match"]
+    assert page.locator("#nomatch-banner").is_visible() == flag
+    _no_script_errors(problems)
+    context.close()

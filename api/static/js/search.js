@@ -6,6 +6,7 @@ import * as filters from "./filters.js";
 import * as prefs from "./prefs.js";
 import { describe, itcPercent } from "./scores.js";
 import { filtersOf, hasFilters } from "./state.js";
+import * as understood from "./understood.js";
 
 // A touch screen without a mouse: no drag and drop, no Ctrl+V.
 const touchOnly = () => matchMedia("(pointer: coarse)").matches && !matchMedia("(pointer: fine)").matches;
@@ -23,7 +24,9 @@ export function init({ onNavigate, onOpen }) {
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     imageQuery = null;
-    navigate({ ...formState(), sim: null, k: Number($("k").value) });
+    const f = formState();
+    const same = shown && f.c === shown.c; // 👍/👎 ids belong to one collection
+    navigate({ ...f, sim: null, like: same ? f.like : [], unlike: same ? f.unlike : [], k: Number($("k").value) });
   });
   for (const id of ["rerank", "rerank-k", "k", "collection"]) $(id).addEventListener("change", syncControls);
   document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", syncControls));
@@ -181,7 +184,7 @@ export async function show(state) {
   showQueryChips(state, useImage);
   loadKeys(c);
   if (state.sim !== null) await run({ ...state, c }, "similar");
-  else if (state.q) await run({ ...state, c }, "text");
+  else if (state.q || state.like.length || state.unlike.length) await run({ ...state, c }, "text");
   else if (useImage) await run({ ...state, c }, "image");
   else await run({ ...state, c }, "browse"); // an empty query: everything, newest first
 }
@@ -192,6 +195,8 @@ function showQueryChips(state, useImage) {
   const extra = [];
   if (state.sim !== null) extra.push({ label: `similar to #${state.sim}`, remove: () => navigate({ ...formState(), sim: null, k: PAGE }) });
   if (useImage) extra.push({ label: `image: ${imageQuery.name || "pasted image"}`, remove: clearImage });
+  for (const id of state.like) extra.push({ label: `more like #${id}`, remove: () => navigate({ ...formState(), like: state.like.filter((x) => x !== id), k: PAGE }) });
+  for (const id of state.unlike) extra.push({ label: `less like #${id}`, remove: () => navigate({ ...formState(), unlike: state.unlike.filter((x) => x !== id), k: PAGE }) });
   filters.chips(state, (next) => navigate({ ...next, k: PAGE }), extra);
 }
 
@@ -251,7 +256,8 @@ async function request(state, how, k) {
   }
   const keyword = state.mode === "keyword";
   return api.post("/v1/search/text", { query: state.q, collection: state.c, k, mode: state.mode,
-    rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: keyword ? null : min });
+    rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: keyword ? null : min,
+    positive_ids: state.like, negative_ids: state.unlike, raw: state.raw });
 }
 
 let runs = 0; // the latest query wins: an answer to an older one (a slow browse) is dropped
@@ -268,6 +274,9 @@ async function run(state, how) {
     const coll = list.find((x) => x.name === state.c);
     ctx = { state, how, k, body, results: body.results, collection: state.c, kind: coll ? coll.kind : "images" };
     render(body);
+    if (how === "text") understood.show(body.understood, state, (patch) => navigate({ ...state, ...patch, k: PAGE }));
+    else understood.hide();
+    $("nomatch-banner").hidden = !body.no_confident_match;
     if (!body.results.length) setStatus(body.empty_reason ? `No results: ${body.empty_reason}` : await emptyReason(state, how, coll));
   } catch (e) {
     if (mine !== runs) return;
@@ -320,7 +329,7 @@ function render(body) {
     }
     return h("li", { "data-id": r.id }, h("button.card", { type: "button", "aria-label": `${label}, ${sv.plain}`,
       onclick: () => openDetail(i) },
-    h("img", { src: api.thumbUrl(collection, r.id), alt: label, loading: "lazy" }), meta));
+    h("img", { src: api.thumbUrl(collection, r.id), alt: label, loading: "lazy" }), meta), feedback(r.id));
   }));
   const dropped = body.dropped && body.dropped.length ? ` (${body.dropped.length} unreadable skipped)` : "";
   const ms = Math.round(Object.values(body.timing_ms || {}).reduce((a, b) => a + b, 0));
@@ -331,6 +340,19 @@ function render(body) {
   const more = ctx.how === "browse" ? body.next_offset !== null && ctx.k < MAX_K : n >= ctx.k && ctx.k < MAX_K;
   $("load-more").hidden = !more;
   $("load-more").disabled = false;
+}
+
+// 👍 / 👎 under an image card: search again for more like the liked, less like the disliked.
+function feedback(id) {
+  if (ctx.kind !== "images") return null;
+  const s = { like: [], unlike: [], ...ctx.state };
+  const mark = (list, other) => navigate({ ...formState(), sim: null, [list]: [...new Set([...s[list], id])],
+    [other]: s[other].filter((x) => x !== id), k: PAGE });
+  return h("div.feedback", {},
+    h("button.icon", { type: "button", text: "👍", title: "More like this one", "aria-label": `More like #${id}`,
+      "aria-pressed": String(s.like.includes(id)), onclick: () => mark("like", "unlike") }),
+    h("button.icon", { type: "button", text: "👎", title: "Less like this one", "aria-label": `Less like #${id}`,
+      "aria-pressed": String(s.unlike.includes(id)), onclick: () => mark("unlike", "like") }));
 }
 
 async function loadMore() {
