@@ -45,7 +45,13 @@ def server(tmp_path_factory, blip_embedder, tiny_models):
     from storage.collection import Collection
 
     root = tmp_path_factory.mktemp("first_run")
-    settings = Settings(data_dir=root / "data", batch_size=8, model=str(tiny_models["blip-itm"]), expose_paths=True)
+    settings = Settings(
+        data_dir=root / "data",
+        batch_size=8,
+        model=str(tiny_models["blip-itm"]),
+        expose_paths=True,
+        no_match_threshold=0.99,  # a random model's ITM probabilities stay below: no confident match
+    )
     write_images(root / "old", 3, start=50)
     index_paths(settings, [root / "old"], "aaa-old", embedder=blip_embedder, progress=False)
     time.sleep(0.05)  # the collections' change times differ
@@ -121,10 +127,14 @@ def test_docs_work_offline(server, browser):  # noqa: F811
     paths = page.locator(".opblock-summary-path").all_inner_texts()
     assert any("/v1/search/text" in p for p in paths) and any("/v1/collections/{name}/images" in p for p in paths)
     _shot(page, "docs.jpg")
+    _no_script_errors(problems)
     page.goto(server["url"] + "/redoc")
     page.wait_for_function("() => document.body.innerText.includes('/v1/search/text')", timeout=20_000)
     assert not context.outside, f"/docs or /redoc reached outside the server: {context.outside}"
-    _no_script_errors(problems)
+    # ReDoc's sidebar always tries its vendor's logo from a CDN (and hides it when that fails): the
+    # policy blocks it, which is the point. Any other block or script error fails.
+    logo = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+    _no_script_errors([p for p in problems if not (logo in p and "img-src" in p)])
     context.close()
 
 
@@ -351,32 +361,38 @@ def test_query_understood_feedback_and_no_match(server, browser):  # noqa: F811
     assert [c.rstrip("×").strip() for c in chips] == ["“a red square”", "not “circle”", "format:JPEG → fields.format"]
     page.get_by_role("button", name="Remove not “circle”").click()
     page.wait_for_function("() => new URLSearchParams(location.search).get('q') === 'a red square format:JPEG'")
-    _status(page, "results in")
-    assert page.locator("#understood .chip.negative").count() == 0
+    page.wait_for_function("() => !document.querySelector('#understood .chip.negative')")
+    assert page.locator("#understood .chip").count() == 2
     page.get_by_role("button", name="Search the words as typed").click()
     page.wait_for_function("() => location.search.includes('raw=1')")
     page.wait_for_function("() => document.querySelector('#understood').textContent.includes('Searched as typed')")
     # 👍 / 👎 re-run with positive_ids / negative_ids; the liked record is not returned.
     page.goto(url + "/?c=newer&q=a+red+square")
-    _status(page, "8 results")
+    _status(page, "results in")
+    n = page.locator("#results li").count()  # 8, or 9 after the upload test added one
     liked = int(page.locator("#results li").first.get_attribute("data-id"))
     page.get_by_role("button", name=f"More like #{liked}").click()
     page.wait_for_function(f"() => location.search.includes('like={liked}')")
-    _status(page, "7 results")
+    _status(page, f"{n - 1} results")
     ids = [int(x) for x in page.locator("#results li").evaluate_all("els => els.map(e => e.dataset.id)")]
     assert liked not in ids and page.locator("#chips .chip", has_text=f"more like #{liked}").count() == 1
     disliked = ids[-1]
     page.get_by_role("button", name=f"Less like #{disliked}").click()
     page.wait_for_function(f"() => location.search.includes('unlike={disliked}')")
-    _status(page, "6 results")
+    _status(page, f"{n - 2} results")
     page.get_by_role("button", name=f"Remove more like #{liked}").click()
     page.wait_for_function(f"() => !location.search.includes('&like={liked}')")
-    _status(page, "7 results")
+    _status(page, f"{n - 1} results")
     # no_confident_match: the banner shows exactly when the server says so.
     page.goto(url + "/?c=newer&q=a+red+square&rerank=1")
     _status(page, "results in")
     body = {"query": "a red square", "collection": "newer", "k": 24, "rerank": True, "rerank_k": 64}
-    flag = page.request.post(url + "/v1/search/text", data=body).json()["no_confident_match"]
-    assert page.locator("#nomatch-banner").is_visible() == flag
+    assert page.request.post(url + "/v1/search/text", data=body).json()["no_confident_match"] is True
+    assert page.locator("#nomatch-banner").is_visible()
+    page.get_by_label("Re-rank with ITM").uncheck()
+    page.get_by_role("button", name="Search", exact=True).click()
+    page.wait_for_function("() => !location.search.includes('rerank=1')")
+    _status(page, "results in")
+    assert page.locator("#nomatch-banner").is_hidden()
     _no_script_errors(problems)
     context.close()
