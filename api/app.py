@@ -10,10 +10,23 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api import problems, security
+from api import docs_pages, problems, security
 from api.guard import RequestGuard
 from api.metrics import Metrics
-from api.routes import clip_retrieval, collections, embed, jobs, moderation, ocr, peers, search, system, writes
+from api.routes import (
+    browse,
+    clip_retrieval,
+    collections,
+    embed,
+    info,
+    jobs,
+    moderation,
+    ocr,
+    peers,
+    search,
+    system,
+    writes,
+)
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
@@ -37,6 +50,8 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
         version=__version__,
         description="Multimodal image search on BLIP embeddings.",
         lifespan=lifespan,
+        docs_url=None,  # FastAPI's own docs load from a CDN: api/docs_pages.py serves them offline
+        redoc_url=None,
     )
     app.state.blip = state
     metrics = Metrics(state)
@@ -60,11 +75,12 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    for module in (system, search, embed, ocr, collections, writes, jobs, moderation):
+    for module in (system, info, search, embed, ocr, collections, browse, writes, jobs, moderation):
         app.include_router(module.router)
     if s.clip_retrieval_api:  # clip-retrieval's back-end protocol
         app.include_router(clip_retrieval.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    docs_pages.install(app)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:

@@ -209,6 +209,12 @@ class CollectionInfo(BaseModel):
     photo_fields: dict[str, int] | None = Field(
         default=None, description="How many records have each capture/place field (taken_at, gps_lat, city...)."
     )
+    random_model: bool = Field(
+        default=False,
+        description="The collection's model is a randomly initialised test checkpoint (scripts/make_test_models.py): "
+        "its scores and captions are meaningless.",
+    )
+    updated_at: str | None = Field(default=None, description="When the collection last changed (its manifest).")
 
 
 class CollectionList(BaseModel):

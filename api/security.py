@@ -6,7 +6,8 @@
   attachment``).
 * Every response gets ``X-Content-Type-Options: nosniff`` and a restrictive
   ``Content-Security-Policy``: the page loads only its own script, style and images (no inline
-  code, no frames, no plugins); API responses may not load anything at all.
+  code, no frames, no plugins); API responses may not load anything at all; ``/docs`` and
+  ``/redoc`` load only the server's own copies of Swagger UI and ReDoc.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ PAGE_CSP = (
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'; sandbox"
+# /docs and /redoc (api/docs_pages.py): the server's own Swagger UI and ReDoc bundles and nothing from
+# elsewhere. Their scripts are files too; ReDoc's styled components inject <style> elements and
+# its search runs in a blob: worker, hence the style and worker sources.
+DOCS_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'; object-src 'none'"
+)
+DOCS_PAGES = ("/docs", "/redoc")
 # An original opened on its own: the browser's image viewer may show it, nothing may run.
 FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'self'; sandbox"
 
@@ -52,7 +62,7 @@ def file_headers(fmt: str | None, rid: int) -> tuple[str, dict[str, str]]:
 
 
 def _is_page(path: str) -> bool:
-    return path == "/" or path.startswith("/static/")
+    return path == "/" or path.startswith(("/static/", "/static-docs/"))
 
 
 def install(app: FastAPI) -> None:
@@ -61,7 +71,8 @@ def install(app: FastAPI) -> None:
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         path = request.url.path
-        if path in ("/docs", "/redoc"):  # FastAPI's interactive docs load their own CDN assets
+        if path in DOCS_PAGES:
+            response.headers.setdefault("Content-Security-Policy", DOCS_CSP)
             return response
         response.headers.setdefault("Content-Security-Policy", PAGE_CSP if _is_page(path) else API_CSP)
         if not _is_page(path):

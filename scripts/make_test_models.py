@@ -29,6 +29,8 @@ from pathlib import Path
 
 from model_families import make_dual_encoders
 
+from models.test_checkpoints import mark_random
+
 # The tiny vision tower shared by the BLIP and BLIP-2 test checkpoints. BlipVisionConfig's
 # default initializer_range (1e-10) would make every image embed alike.
 TINY_VISION = {
@@ -285,6 +287,8 @@ def make_all(
         duals = [n for n in ("clip", "siglip", "align") if want(n)]
         if size == "tiny" and duals:  # base-size dual encoders: make_dual_encoders (scripts/bench/families.py)
             paths.update(make_dual_encoders(out_dir, size, seed + 10, tokenizer, only=tuple(duals)))
+    for path in paths.values():  # the page warns that a collection built on one is meaningless
+        mark_random(path)
     return paths
 
 

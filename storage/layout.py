@@ -51,6 +51,19 @@ def reserved_reason(name: str) -> str | None:
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def _any_case(text: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else ("\\." if c == "." else c) for c in text)
+
+
+def name_pattern() -> str:
+    """``validate_name(name, new=True)``'s rule as one regular expression that Python's ``re``
+    and an HTML ``pattern`` attribute (JavaScript, anchored, ``v`` flag) read alike: the syntax
+    of NAME_RE, no "..", and none of the reserved names and suffixes (any case)."""
+    names = "|".join(_any_case(n) for n in sorted(RESERVED_NAMES))
+    suffixes = "|".join(_any_case(x) for x in RESERVED_SUFFIXES)
+    return rf"(?!.*\.\.)(?!(?:{names})$)(?!.*(?:{suffixes})$)[A-Za-z0-9][A-Za-z0-9_\.\-]{{0,63}}"
+
+
 def validate_name(name: str, *, new: bool = True) -> str:
     """``name`` if it may name a collection. Syntax errors raise InvalidInputError; a name
     reserved for the data dir's own files (storage/layout.py) too when ``new`` (creating),

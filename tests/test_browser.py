@@ -210,7 +210,7 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     _results(page, 16)
     _images_loaded(page)
     assert "q=a+red+square" in page.url
-    assert all(s.startswith("ITC ") for s in page.locator("#results .score").all_inner_texts())
+    assert all(re.fullmatch(r"match \d{1,3}%", s) for s in page.locator("#results .score").all_inner_texts())
     captions = page.locator("#results .caption").all_inner_texts()
     assert set(captions) == set(CAPTIONS)  # the caption under each thumbnail
     page.screenshot(path=str(ARTIFACTS / "search-vector.png"), full_page=True)
@@ -222,7 +222,8 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     page.wait_for_function("() => location.search.includes('mode=keyword') && location.search.includes('q=beach')")
     _status(page, "8 results")
     assert set(page.locator("#results .caption").all_inner_texts()) == {CAPTIONS[0]}
-    assert all(s.startswith("BM25 ") for s in page.locator("#results .score").all_inner_texts())
+    assert all(s == "keyword match" for s in page.locator("#results .score").all_inner_texts())
+    assert all(t.startswith("BM25 ") for t in page.locator("#results .score").evaluate_all("e => e.map(x => x.title)"))
 
     # Hybrid with ITM re-ranking: ITC / ITM / fused scores.
     page.locator("label[for=mode-hybrid]").click()
@@ -230,8 +231,10 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     page.get_by_role("button", name="Search", exact=True).click()
     page.wait_for_function("() => location.search.includes('mode=hybrid') && location.search.includes('rerank=1')")
     _status(page, "results in")
-    page.wait_for_function("() => document.querySelector('#results .score').textContent.includes('fused')")
-    assert re.match(r"ITC -?\d\.\d{3} · ITM \d\.\d{3} · fused", page.locator("#results .score").first.inner_text())
+    page.wait_for_function("() => document.querySelector('#results .score').textContent.includes('re-ranked')")
+    assert re.match(
+        r"fused -?\d\.\d{3} ↓ · ITM \d\.\d{3} · ITC", page.locator("#results .score").first.get_attribute("title")
+    )
     page.screenshot(path=str(ARTIFACTS / "search-hybrid-reranked.png"), full_page=True)
 
     # A keyword query that matches nothing says why.
@@ -361,17 +364,19 @@ def test_upload_three_files_by_drag_and_drop(server, page):
         payload,
     )
     page.dispatch_event("#upload-drop", "drop", {"dataTransfer": transfer})
+    page.get_by_role("button", name="Upload", exact=True).click()  # the target collection confirmed
     page.wait_for_function("() => document.querySelector('#upload-summary').textContent.startsWith('Done')")
     rows = page.locator("#upload-list .file")
     assert rows.count() == 3
     results = {rows.nth(i).locator(".name").inner_text(): rows.nth(i).locator(".result").inner_text() for i in range(3)}
-    assert results["one.png"].startswith("added as #") and results["two.png"].startswith("added as #")
-    assert results["broken.jpg"].startswith("failed:") and len(results["broken.jpg"]) > len("failed: ")
+    assert results["one.png"].startswith("✓ added as #") and results["two.png"].startswith("✓ added as #")
+    assert results["broken.jpg"].startswith("✕ failed:") and len(results["broken.jpg"]) > len("✕ failed: ")
     assert [rows.nth(i).locator("progress").get_attribute("max") for i in range(3)] == ["1"] * 3
     assert "2 added, 0 duplicates, 1 failed" in page.locator("#upload-summary").inner_text()
     page.screenshot(path=str(ARTIFACTS / "upload.png"), full_page=True)
     # The same file again: a duplicate.
     page.set_input_files("#upload-files", files=[{"name": "again.png", "mimeType": "image/png", "buffer": _png(1)}])
+    page.get_by_role("button", name="Upload", exact=True).click()
     page.wait_for_function("() => document.querySelector('#upload-list .file').dataset.result === 'duplicate'")
     assert "mine (2)" in page.locator("#upload-collection option[value=mine]").inner_text()
 
@@ -459,7 +464,7 @@ def test_review_queue_approve_changes_search(server, page):
     page.locator("#results li .card").first.click()
     page.wait_for_function("() => document.querySelector('#detail-moderation').textContent.includes('allow')")
     assert "(manual)" in page.locator("#detail-moderation").inner_text()
-    assert f"\nid\n{rid}\n" in "\n" + page.locator("#detail-fields").inner_text() + "\n"
+    assert f"\nRecord\n#{rid}\n" in "\n" + page.locator("#detail-fields").inner_text() + "\n"
 
 
 def _drop_image(page, selector: str, data: bytes, name: str = "query.png", event: str = "drop") -> None:
@@ -501,7 +506,8 @@ def test_image_to_text_by_drop_and_paste(server, page):
 def test_relevance_cutoff_and_delete(server, page):
     page.goto(server["url"] + "/?c=photos&q=a+red+square&rerank=1")
     _status(page, "16 results")
-    itm = [float(re.search(r"ITM (\d\.\d+)", t).group(1)) for t in page.locator("#results .score").all_inner_texts()]
+    titles = page.locator("#results .score").evaluate_all("e => e.map(x => x.title)")  # the raw scores
+    itm = [float(re.search(r"ITM (\d\.\d+)", t).group(1)) for t in titles]
     assert len(itm) == 16 and page.locator("#min-label").inner_text() == "Min ITM probability"
     # The cut-off applies to the ITM probability when re-ranked.
     page.fill("#min-score", "0.99")

@@ -1,5 +1,5 @@
 """Defaults and limits are written once (blipsearch/limits.py): the settings, the options
-objects, the CLI's help and the README's settings table all show the same values."""
+objects, the CLI's help and the settings table of docs/reference.md all show the same values."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from indexer.options import IndexOptions
 from media.stored import ImageLimits
 from models.options import EmbedderOptions
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "reference.md"  # the settings table
 DOCUMENTED = {
     "BLIPSEARCH_BATCH_SIZE": limits.BATCH_SIZE,
     "BLIPSEARCH_SHARD_SIZE": limits.SHARD_SIZE,

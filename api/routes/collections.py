@@ -27,11 +27,23 @@ THUMB_SIZE = 256
 
 
 def collection_info(coll: Collection, paths: PathView) -> CollectionInfo:
+    from datetime import datetime, timezone
+
+    from models.test_checkpoints import is_random_model
+    from storage.manifest import MANIFEST_NAME
     from storage.photo_counts import photo_field_counts
 
+    try:  # every change to a collection commits a new manifest
+        mtime = (coll.root / MANIFEST_NAME).stat().st_mtime
+        updated = datetime.fromtimestamp(mtime, timezone.utc).isoformat()
+    except OSError:
+        updated = None
     summary = coll.manifest.summary()
     return CollectionInfo(
-        **{**summary, "model_id": paths.model(summary["model_id"])}, photo_fields=photo_field_counts(coll)
+        **{**summary, "model_id": paths.model(summary["model_id"])},
+        photo_fields=photo_field_counts(coll),
+        random_model=is_random_model(summary["model_id"]),
+        updated_at=updated,
     )
 
 

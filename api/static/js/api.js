@@ -2,12 +2,35 @@
 // JSON requests, per-file uploads with progress, and readable messages for every error.
 
 const KEY = "blipsearch.key";
+const WHO = "blipsearch.keyInfo";
 
 export function getKey() { return sessionStorage.getItem(KEY) || ""; }
-export function setKey(key) {
+// The key's name and scope as the server reported them when it was saved (or null).
+export function keyInfo() { try { return JSON.parse(sessionStorage.getItem(WHO) || "null"); } catch { return null; } }
+export function setKey(key, info = null) {
   if (key) sessionStorage.setItem(KEY, key.trim());
   else sessionStorage.removeItem(KEY);
+  if (key && info) sessionStorage.setItem(WHO, JSON.stringify({ name: info.name, scope: info.scope }));
+  else sessionStorage.removeItem(WHO);
   document.dispatchEvent(new CustomEvent("keychange"));
+}
+
+// The server's answer for ``key`` (GET /v1/keys/me: id, name, scope), or an ApiError (401).
+export async function checkKey(key) {
+  let res;
+  try { res = await fetch("/v1/keys/me", { headers: { Authorization: `Bearer ${key.trim()}` } }); } catch { throw new ApiError(0, null); }
+  const raw = await res.text();
+  let body = raw;
+  try { body = raw ? JSON.parse(raw) : null; } catch { /* keep text */ }
+  if (!res.ok) throw new ApiError(res.status, body);
+  return body;
+}
+
+// What the server offers (GET /v1/info: the collection-name rule, whether import roots exist), read once.
+let infoPromise = null;
+export function serverInfo() {
+  if (!infoPromise) infoPromise = get("/v1/info").catch((e) => { infoPromise = null; throw e; });
+  return infoPromise;
 }
 
 export class ApiError extends Error {

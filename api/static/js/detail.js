@@ -1,19 +1,31 @@
 // The detail view: the original image, caption, metadata, moderation decision and its triggers,
 // "more like this", delete (needs a write key), and ←/→ between results.
 import * as api from "./api.js";
-import { $, badge, fmtDate, fmtScore, h, notify, showError } from "./dom.js";
+import { $, badge, fmtBytes, fmtDate, fmtScore, h, notify, showError } from "./dom.js";
+import { describe } from "./scores.js";
 
 let items = () => [];
 let coll = () => "";
 let onMore = () => {};
 let onDeleted = () => {};
+let onFolder = () => {};
+let how = () => "";
+let mode = () => "vector";
 let index = -1;
 
-export function init({ results, collection, more, deleted }) {
+export function init({ results, collection, more, deleted, folder, kind, searchMode }) {
   items = results;
   coll = collection;
   onMore = more;
   onDeleted = deleted;
+  onFolder = folder;
+  how = kind;
+  mode = searchMode;
+  $("detail-folder").addEventListener("click", () => {
+    const p = $("detail-folder").dataset.prefix;
+    $("detail").close();
+    if (p) onFolder(p);
+  });
   $("more").addEventListener("click", () => { const r = items()[index]; $("detail").close(); onMore(r.id); });
   $("close").addEventListener("click", () => $("detail").close());
   $("prev").addEventListener("click", () => step(-1));
@@ -102,9 +114,17 @@ export async function open(i) {
     $("detail-img").alt = r.caption || `image ${r.id}`;
   }
   $("detail-title").textContent = r.caption || r.text || `Record ${r.id}`;
-  $("detail-score").textContent = r.itm_score !== null && r.itm_score !== undefined
-    ? `ITC ${fmtScore(r.itc_score)} · ITM ${fmtScore(r.itm_score)} · fused ${fmtScore(r.score)}`
-    : `score ${fmtScore(r.score)} · ITC ${fmtScore(r.itc_score)}`;
+  if (how() === "browse") $("detail-score").textContent = `Record ${r.id}, added ${fmtDate(r.added_at)}`;
+  else {
+    const sv = describe(r, how(), mode());
+    $("detail-score").textContent = `${sv.plain} — ${sv.raw} (ordered by ${sv.orderedBy})`;
+  }
+  $("detail-download").hidden = isText;
+  if (!isText) {
+    $("detail-download").href = api.fileUrl(c, r.id);
+    $("detail-download").setAttribute("download", "");
+  }
+  $("detail-folder").hidden = true;
   const dl = $("detail-fields");
   const meta = $("detail-meta");
   const mod = $("detail-moderation");
@@ -117,17 +137,26 @@ export async function open(i) {
       api.get(`/v1/moderation/records/${api.enc(c)}/${r.id}`).catch(() => null),
     ]);
     if (index !== i) return;
-    row(dl, "caption", rec.caption);
-    if (rec.text) row(dl, "text", rec.text);
-    if (r.ocr_match) row(dl, "matched text", r.ocr_match.line);
-    if (rec.ocr_text) row(dl, "text in image", rec.ocr_text);
+    // The title already shows the caption (or the text): only a caption beside a text gets a row.
+    if (rec.text && rec.caption) row(dl, "Caption", rec.caption);
+    if (r.ocr_match) row(dl, "Matched text", r.ocr_match.line);
+    if (rec.ocr_text) row(dl, "Text in the image", rec.ocr_text);
     drawBoxes(rec, r.ocr_matches || []);
-    row(dl, "id", rec.id);
-    row(dl, "uri", rec.uri);
-    if (rec.width) row(dl, "size", `${rec.width} × ${rec.height} px`);
-    row(dl, "format", rec.format);
-    row(dl, "bytes", rec.bytes);
-    row(dl, "added_at", fmtDate(rec.added_at));
+    row(dl, "Record", `#${rec.id}`);
+    if (rec.uri !== null && rec.uri !== undefined) {
+      row(dl, "File", rec.uri);
+      const absolute = rec.uri.startsWith("/") || rec.uri.includes("://");
+      const folder = absolute ? rec.uri.slice(0, rec.uri.lastIndexOf("/") + 1) : "";
+      $("detail-folder").hidden = !folder;
+      $("detail-folder").dataset.prefix = folder;
+      if (!absolute) {
+        dl.append(h("dd.muted.note", { text: "Shown relative to the server's import root or data dir; the server hides full paths (BLIPSEARCH_EXPOSE_PATHS)." }));
+      }
+    }
+    if (rec.width) row(dl, "Dimensions", `${rec.width} × ${rec.height} px`);
+    row(dl, "Format", rec.format);
+    if (rec.bytes !== null && rec.bytes !== undefined) row(dl, "File size", fmtBytes(rec.bytes));
+    row(dl, "Added", fmtDate(rec.added_at));
     const keys = Object.keys(rec.metadata || {});
     for (const k of keys) row(meta, k, typeof rec.metadata[k] === "object" ? JSON.stringify(rec.metadata[k]) : rec.metadata[k]);
     if (!keys.length) meta.append(h("p.muted", { text: "No metadata." }));

@@ -32,6 +32,12 @@ export function notify(text, kind = "info") {
 }
 export const showError = (e) => notify(e && e.message ? e.message : String(e), "error");
 
+export function fmtBytes(n) {
+  if (n === null || n === undefined || !isFinite(n)) return "—";
+  if (n < 1024) return `${n} bytes`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
 export function fmtScore(x) { return x === null || x === undefined ? "—" : Number(x).toFixed(3); }
 export function fmtDuration(s) {
   if (s === null || s === undefined || !isFinite(s)) return "—";

@@ -29,9 +29,12 @@ export function setKeys(keys) {
   sel.replaceChildren(...all.map((k) => h("option", { value: k, text: k })));
 }
 
-// Chips for each active filter; onRemove(newState) is called when one is removed.
-export function chips(s, onRemove) {
-  const out = [];
+// Chips for each active filter; onRemove(newState) is called when one is removed. ``extra``:
+// chips for the query itself ({label, remove}: "similar to #182", the query image).
+export function chips(s, onRemove, extra = []) {
+  const out = extra.map((x) => h("li.chip.query-chip", {},
+    h("span", { text: x.label }),
+    h("button.icon", { type: "button", "aria-label": `Remove ${x.label}`, text: "×", onclick: x.remove })));
   const chip = (label, patch) => out.push(h("li.chip", {},
     h("span", { text: label }),
     h("button.icon", { type: "button", "aria-label": `Remove filter ${label}`, text: "×",
@@ -43,8 +46,9 @@ export function chips(s, onRemove) {
   if (s.prefix) chip(`uri starts with ${s.prefix}`, { prefix: "" });
   s.fields.forEach((f, i) => chip(`${f.key} = ${f.value}`, { fields: s.fields.filter((_, j) => j !== i) }));
   if (s.hide) chip("hiding items under review", { hide: false });
-  if (s.min > 0) chip(`score ≥ ${s.min}`, { min: 0 });
+  if (s.min !== null && s.min !== undefined) chip(`score ≥ ${s.min}`, { min: null });
   $("chips").replaceChildren(...out);
   $("chips").hidden = !out.length;
-  $("filter-count").textContent = out.length ? String(out.length) : "";
+  const n = out.length - extra.length;
+  $("filter-count").textContent = n ? String(n) : "";
 }

@@ -13,7 +13,17 @@ export function init() {
   $("jobs-refresh").addEventListener("click", refresh);
 }
 
-export function show() { visible = true; refresh(); }
+export function show() { visible = true; refresh(); offerFolders(); }
+
+// "Index a server folder" only where the server has import roots (GET /v1/info says whether,
+// never which): elsewhere the form would only fail after submitting.
+async function offerFolders() {
+  try {
+    const info = await api.serverInfo();
+    $("index-panel").hidden = !info.import_roots;
+    $("index-none").hidden = info.import_roots;
+  } catch { /* leave the form: the server's answer will say why */ }
+}
 export function hide() { visible = false; clearTimeout(timer); }
 
 async function start(e) {

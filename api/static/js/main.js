@@ -39,18 +39,39 @@ async function render(scroll = true) {
 
 function keyUi() {
   const has = !!api.getKey();
+  const who = api.keyInfo();
   $("key-btn").textContent = has ? "API key ✓" : "API key";
+  $("key-btn").title = has && who ? `${who.name} (scope ${who.scope})` : "";
   $("key-btn").setAttribute("aria-label", has ? "API key (set for this session)" : "API key (not set)");
 }
 
-function initKey() {
-  $("key-btn").addEventListener("click", () => { $("key-input").value = api.getKey(); $("key-dialog").showModal(); });
-  $("key-form").addEventListener("submit", (e) => {
-    e.preventDefault();
-    api.setKey($("key-input").value);
+// Saving a key asks the server who it is (GET /v1/keys/me): a wrong key is refused in the
+// dialog, not later by the first upload.
+async function saveKey(e) {
+  e.preventDefault();
+  const key = $("key-input").value.trim();
+  $("key-error").textContent = "";
+  if (!key) { api.setKey(""); $("key-dialog").close(); notify("API key forgotten."); return; }
+  $("key-save").disabled = true;
+  try {
+    const who = await api.checkKey(key);
+    api.setKey(key, who);
     $("key-dialog").close();
-    notify(api.getKey() ? "API key kept for this browser session." : "API key forgotten.");
+    notify(`API key “${who.name}” kept for this browser session (scope ${who.scope}).`);
+  } catch (err) {
+    $("key-error").textContent = err.status === 401 || err.status === 403
+      ? `The server does not accept this key: ${err.message}` : err.message;
+    $("key-input").focus();
+  } finally { $("key-save").disabled = false; }
+}
+
+function initKey() {
+  $("key-btn").addEventListener("click", () => {
+    $("key-input").value = api.getKey();
+    $("key-error").textContent = "";
+    $("key-dialog").showModal();
   });
+  $("key-form").addEventListener("submit", saveKey);
   $("key-forget").addEventListener("click", () => { api.setKey(""); $("key-dialog").close(); notify("API key forgotten."); });
   $("key-cancel").addEventListener("click", () => $("key-dialog").close());
   document.addEventListener("keychange", () => { keyUi(); if (state.view === "upload") upload.show(); });
@@ -75,6 +96,9 @@ detail.init({
   collection: search.collection,
   more: (id) => search.moreLikeThis(id),
   deleted: async () => { await api.collections(true); search.refresh(); },
+  folder: (prefix) => search.onlyFolder(prefix),
+  kind: search.lastHow,
+  searchMode: search.lastMode,
 });
 upload.init({ changed: () => api.collections(true) });
 jobs.init();

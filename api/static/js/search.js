@@ -1,9 +1,15 @@
 // The search screen: text (vector / keyword / hybrid), image (drop, paste, choose) and "more like
 // this" queries, re-ranking, the relevance cut-off, filters, and the result grid with load more.
 import * as api from "./api.js";
-import { $, fmtScore, h, showError } from "./dom.js";
+import { $, fmtDate, h, showError } from "./dom.js";
 import * as filters from "./filters.js";
+import * as prefs from "./prefs.js";
+import { describe, itcPercent } from "./scores.js";
 import { filtersOf, hasFilters } from "./state.js";
+import * as understood from "./understood.js";
+
+// A touch screen without a mouse: no drag and drop, no Ctrl+V.
+const touchOnly = () => matchMedia("(pointer: coarse)").matches && !matchMedia("(pointer: fine)").matches;
 
 const PAGE = 24;
 const MAX_K = 1000;
@@ -18,13 +24,26 @@ export function init({ onNavigate, onOpen }) {
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     imageQuery = null;
-    navigate({ ...formState(), sim: null, k: Number($("k").value) });
+    const f = formState();
+    const same = shown && f.c === shown.c; // 👍/👎 ids belong to one collection
+    navigate({ ...f, sim: null, like: same ? f.like : [], unlike: same ? f.unlike : [], k: Number($("k").value) });
   });
   for (const id of ["rerank", "rerank-k", "k", "collection"]) $(id).addEventListener("change", syncControls);
   document.querySelectorAll("input[name=mode]").forEach((r) => r.addEventListener("change", syncControls));
   $("min-score").addEventListener("input", showMin);
+  $("min-slider").addEventListener("input", slide);
+  $("raw-scores").checked = prefs.rawScores();
+  $("raw-scores").addEventListener("change", () => { prefs.setRawScores($("raw-scores").checked); if (ctx) render(ctx.body); });
+  $("options-toggle").addEventListener("click", () => {
+    const open = $("view-search").classList.toggle("controls-open");
+    $("options-toggle").setAttribute("aria-expanded", String(open));
+  });
+  $("drop-help").textContent = touchOnly()
+    ? "Search by image: tap here to choose a photo or take one"
+    : "Search by image: drop an image here, paste one (Ctrl+V), or press Enter to choose a file";
   $("image-file").addEventListener("change", (e) => { if (e.target.files[0]) searchImage(e.target.files[0]); });
   const drop = $("drop");
+  drop.addEventListener("click", (e) => { if (touchOnly() && !e.target.closest("button")) $("image-file").click(); });
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => {
@@ -48,7 +67,7 @@ export function init({ onNavigate, onOpen }) {
   $("f-add").addEventListener("click", addField);
   $("f-value").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addField(); } });
   $("f-clear").addEventListener("click", () => navigate({ ...formState(), from: "", to: "", minw: null, maxw: null,
-    minh: null, maxh: null, prefix: "", fields: [], hide: false, min: 0, k: PAGE }));
+    minh: null, maxh: null, prefix: "", fields: [], hide: false, min: null, k: PAGE }));
   $("load-more").addEventListener("click", loadMore);
   new IntersectionObserver((entries) => {
     if (entries.some((x) => x.isIntersecting) && !$("load-more").hidden && !$("load-more").disabled) loadMore();
@@ -58,6 +77,7 @@ export function init({ onNavigate, onOpen }) {
 // The state the controls show, on top of the current one (filters come from the URL state).
 let shown = null;
 function formState() {
+  const min = $("min-score").value.trim();
   return {
     ...shown,
     c: $("collection").value,
@@ -65,25 +85,42 @@ function formState() {
     mode: document.querySelector("input[name=mode]:checked").value,
     rerank: $("rerank").checked,
     rk: Number($("rerank-k").value) || 64,
-    min: Number($("min-score").value) || 0,
+    min: min === "" || !isFinite(Number(min)) ? null : Number(min),
     k: Number($("k").value),
     target: $("target").value,
   };
 }
 
+// The cut-off's scale: ITC cosines lie in [-1, 1] (typical matches 0.2-0.5 on real models,
+// below 0 on random ones); the ITM probability of a re-ranked query in [0, 1].
+function cutoffRange() { return $("rerank").checked ? [0, 1] : [-1, 1]; }
+
 function syncControls() {
   const rr = $("rerank").checked;
   $("rerank-k").disabled = !rr;
   $("min-label").textContent = rr ? "Min ITM probability" : "Min ITC similarity";
+  const [lo, hi] = cutoffRange();
+  for (const id of ["min-slider", "min-score"]) { $(id).min = String(lo); $(id).max = String(hi); }
   const kind = selectedKind();
   $("query").disabled = kind === "texts";
   for (const id of ["target", "mode-keyword", "mode-hybrid"]) $(id).disabled = kind === "texts";
-  $("query").placeholder = kind === "texts" ? "a text collection: search it with an image" : "a dog running on the beach";
+  $("query").placeholder = kind === "texts" ? "a text collection: search it with an image"
+    : "a dog running on the beach (empty: browse everything, newest first)";
+  // BM25 scores have no fixed scale: keyword mode has no cut-off.
+  $("cutoff").hidden = document.querySelector("input[name=mode]:checked").value === "keyword" && kind !== "texts";
   showMin();
 }
 function showMin() {
-  const v = Number($("min-score").value);
-  $("min-score-out").textContent = v > 0 ? v.toFixed(2) : "off";
+  const raw = $("min-score").value.trim();
+  const v = Number(raw);
+  $("min-slider").value = raw === "" ? $("min-slider").min : String(v);
+  if (raw === "" || !isFinite(v)) $("min-score-out").textContent = "off";
+  else $("min-score-out").textContent = $("rerank").checked ? `match ≥ ${Math.round(v * 100)}%` : `match ≥ ${itcPercent(v)}`;
+}
+function slide() {
+  const v = Number($("min-slider").value);
+  $("min-score").value = v <= Number($("min-slider").min) ? "" : v.toFixed(2);
+  showMin();
 }
 function selectedKind() {
   const o = $("collection").selectedOptions[0];
@@ -102,8 +139,20 @@ export async function setCollections(list, wanted) {
   const sel = $("collection");
   sel.replaceChildren(...list.map((c) => h("option", { value: c.name, "data-kind": c.kind === "images" ? "images" : "texts",
     text: `${c.name} (${c.count}${c.kind === "images" ? "" : " texts"})` })));
-  if (wanted && list.some((c) => c.name === wanted)) sel.value = wanted;
+  const name = wanted && list.some((c) => c.name === wanted) ? wanted : prefs.pickCollection(list);
+  if (name) sel.value = name;
   return sel.value;
+}
+
+// The warning shown over the results when the collection's model is a random test checkpoint.
+function modelBanner(coll) {
+  const box = $("model-banner");
+  box.hidden = !(coll && coll.random_model);
+  if (!box.hidden) {
+    box.textContent = `“${coll.name}” was indexed with a randomly initialised test model (the demo's): `
+      + "its scores and captions mean nothing, so low or negative scores and odd captions are expected. "
+      + "Index with a real checkpoint (BLIPSEARCH_MODEL=Salesforce/blip-itm-base-coco) for real search.";
+  }
 }
 
 // Show a state in the controls and run its query (called by main.js on every navigation).
@@ -114,22 +163,48 @@ export async function show(state) {
   if (!list.length) {
     setStatus("No collections yet: create one on the Upload screen, or index with `blipsearch index`.");
     $("results").replaceChildren();
+    modelBanner(null);
     return;
   }
+  prefs.rememberCollection(c);
+  modelBanner(list.find((x) => x.name === c));
   $("query").value = state.q;
   document.querySelector(`input[name=mode][value=${state.mode}]`).checked = true;
   $("rerank").checked = state.rerank;
   $("rerank-k").value = state.rk;
-  $("min-score").value = state.min;
+  $("min-score").value = state.min === null || state.min === undefined ? "" : String(state.min);
   $("k").value = [12, 24, 48, 96].includes(state.k) ? state.k : $("k").value;
-  $("target").value = state.target;
+  // A text collection is always searched for texts (the control is off there); an image
+  // collection has images and captions to find, never "texts".
+  $("target").value = ["images", "captions"].includes(state.target) ? state.target : "images";
   filters.fill(state);
   syncControls();
-  filters.chips(state, (next) => navigate({ ...next, k: PAGE }));
+  const useImage = !state.q && state.sim === null && imageQuery && ctx && ctx.state.c === c;
+  if (!useImage) imageQuery = null;
+  showQueryChips(state, useImage);
   loadKeys(c);
   if (state.sim !== null) await run({ ...state, c }, "similar");
-  else if (state.q) await run({ ...state, c }, "text");
-  else if (imageQuery && ctx && ctx.state.c === c) await run({ ...state, c }, "image");
+  else if (state.q || state.like.length || state.unlike.length) await run({ ...state, c }, "text");
+  else if (useImage) await run({ ...state, c }, "image");
+  else await run({ ...state, c }, "browse"); // an empty query: everything, newest first
+}
+
+// Chips for the active filters and for the query itself: "similar to #182" and the query image,
+// each removable (back to browsing, with the filters kept).
+function showQueryChips(state, useImage) {
+  const extra = [];
+  if (state.sim !== null) extra.push({ label: `similar to #${state.sim}`, remove: () => navigate({ ...formState(), sim: null, k: PAGE }) });
+  if (useImage) extra.push({ label: `image: ${imageQuery.name || "pasted image"}`, remove: clearImage });
+  for (const id of state.like) extra.push({ label: `more like #${id}`, remove: () => navigate({ ...formState(), like: state.like.filter((x) => x !== id), k: PAGE }) });
+  for (const id of state.unlike) extra.push({ label: `less like #${id}`, remove: () => navigate({ ...formState(), unlike: state.unlike.filter((x) => x !== id), k: PAGE }) });
+  filters.chips(state, (next) => navigate({ ...next, k: PAGE }), extra);
+}
+
+function clearImage() {
+  imageQuery = null;
+  $("query-preview").hidden = true;
+  $("query-preview").replaceChildren();
+  navigate({ ...formState(), q: "", sim: null, k: PAGE }, { replace: true });
 }
 
 async function loadKeys(c) {
@@ -143,12 +218,15 @@ function searchImage(file) {
   imageQuery = file;
   const url = URL.createObjectURL(file);
   $("query-preview").replaceChildren(h("img", { src: url, alt: "query image" }),
-    h("span", { text: file.name || "pasted image" }));
+    h("span", { text: file.name || "pasted image" }),
+    h("button.icon", { type: "button", "aria-label": "Clear the image query", text: "×", onclick: clearImage }));
   $("query-preview").hidden = false;
   const s = { ...formState(), q: "", sim: null };
   $("query").value = "";
   history.pushState(null, "", `${location.pathname}${toQueryLocal(s)}`);
   shown = s;
+  ctx = { ...(ctx || {}), state: s };
+  showQueryChips(s, true);
   run(s, "image");
 }
 let toQueryLocal = (s) => `?c=${api.enc(s.c)}`;
@@ -156,7 +234,11 @@ export function setSerializer(fn) { toQueryLocal = fn; }
 
 async function request(state, how, k) {
   const f = filtersOf(state);
-  const min = state.min > 0 ? state.min : null;
+  const min = state.min === null || state.min === undefined ? null : state.min;
+  if (how === "browse") {
+    return api.get(`/v1/collections/${api.enc(state.c)}/images`,
+      { sort: "newest", limit: k, filters: f ? JSON.stringify(f) : null });
+  }
   if (how === "similar") {
     return api.post("/v1/search/similar", { collection: state.c, id: state.sim, k, filters: f });
   }
@@ -172,36 +254,46 @@ async function request(state, how, k) {
     if (min !== null) form.append("min_score", String(min));
     return api.postForm("/v1/search/image", form);
   }
+  const keyword = state.mode === "keyword";
   return api.post("/v1/search/text", { query: state.q, collection: state.c, k, mode: state.mode,
-    rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: min });
+    rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: keyword ? null : min,
+    positive_ids: state.like, negative_ids: state.unlike, raw: state.raw });
 }
 
+let runs = 0; // the latest query wins: an answer to an older one (a slow browse) is dropped
 async function run(state, how) {
+  const mine = ++runs;
   const k = Math.min(state.k || PAGE, MAX_K);
-  setStatus(how === "similar" ? "Finding similar images…" : "Searching…");
+  setStatus({ similar: "Finding similar images…", browse: "Loading the newest…" }[how] || "Searching…");
   $("load-more").disabled = true;
   if (how !== "image") $("query-preview").hidden = true;
   try {
     const body = await request(state, how, k);
     const list = await api.collections();
+    if (mine !== runs) return;
     const coll = list.find((x) => x.name === state.c);
-    ctx = { state, how, k, results: body.results, collection: state.c, kind: coll ? coll.kind : "images" };
+    ctx = { state, how, k, body, results: body.results, collection: state.c, kind: coll ? coll.kind : "images" };
     render(body);
-    if (!body.results.length) setStatus(await emptyReason(state, how, coll));
+    if (how === "text") understood.show(body.understood, state, (patch) => navigate({ ...state, ...patch, k: PAGE }));
+    else understood.hide();
+    $("nomatch-banner").hidden = !body.no_confident_match;
+    if (!body.results.length) setStatus(body.empty_reason ? `No results: ${body.empty_reason}` : await emptyReason(state, how, coll));
   } catch (e) {
+    if (mine !== runs) return;
     setStatus(`Error: ${e.message}`);
     $("results").replaceChildren();
     showError(e);
   }
 }
 
-// Why nothing came back: an empty collection, filters or the cut-off, or no match at all.
+// Why nothing came back, when the server does not say (no empty_reason): an empty collection,
+// filters or the cut-off, or no match at all.
 async function emptyReason(state, how, coll) {
   if (coll && coll.count === 0) return `No results: the collection “${state.c}” is empty. Upload images to it first.`;
-  if (hasFilters(state) || state.min > 0) {
+  if (hasFilters(state) || (state.min !== null && how !== "browse")) {
     try {
       const loose = await request({ ...state, fields: [], from: "", to: "", minw: null, maxw: null, minh: null,
-        maxh: null, prefix: "", hide: false, min: 0 }, how, 1);
+        maxh: null, prefix: "", hide: false, min: null }, how, 1);
       if (loose.results.length) {
         return "No results: every match is filtered out by the active filters or the score cut-off. Remove a filter to see more.";
       }
@@ -211,39 +303,56 @@ async function emptyReason(state, how, coll) {
   return "No results: nothing in this collection matches the query.";
 }
 
-function scoreLine(r, how) {
-  if (r.itm_score !== null && r.itm_score !== undefined) {
-    return `ITC ${fmtScore(r.itc_score)} · ITM ${fmtScore(r.itm_score)} · fused ${fmtScore(r.score)}`;
+function scoreView(r) {
+  if (ctx.how === "browse") {
+    const when = `added ${fmtDate(r.added_at)}`;
+    return { plain: when, raw: `#${r.id} · ${when}`, orderedBy: "newest" };
   }
-  if (how === "text" && ctx.state.mode !== "vector") {
-    return `${ctx.state.mode === "keyword" ? "BM25" : "RRF"} ${fmtScore(r.score)}`;
-  }
-  return `ITC ${fmtScore(r.itc_score)}`;
+  return describe(r, ctx.how, ctx.state.mode);
 }
 
 function render(body) {
-  const { collection, how } = ctx;
+  const { collection } = ctx;
+  const raw = $("raw-scores").checked;
   const list = $("results");
   list.replaceChildren(...body.results.map((r, i) => {
     const label = r.caption || r.text || (r.uri || "").split("/").pop() || `record ${r.id}`;
-    const meta = h("div.meta", {}, h("div.caption", { text: label }), h("div.score", { text: scoreLine(r, how) }));
+    const sv = scoreView(r);
+    const score = h("div.score", { text: raw ? sv.raw : sv.plain, title: `${sv.raw} (ordered by ${sv.orderedBy})`,
+      "data-ordered-by": sv.orderedBy });
+    const meta = h("div.meta", {}, h("div.caption", { text: label }), score);
     if (r.ocr_match) meta.append(h("div.ocr-match", { text: `“${r.ocr_match.line}”`, title: "text in the image" }));
     if (r.uri === null || r.uri === undefined) { // a text record (image → text)
-      const tmeta = h("div.meta", {}, r.external_id ? h("div.muted", { text: `id ${r.external_id}` }) : null,
-        h("div.score", { text: scoreLine(r, how) }));
-      return h("li.text-result", {}, h("button.card", { type: "button", onclick: () => openDetail(i) },
+      const tmeta = h("div.meta", {}, r.external_id ? h("div.muted", { text: `id ${r.external_id}` }) : null, score);
+      return h("li.text-result", { "data-id": r.id }, h("button.card", { type: "button", onclick: () => openDetail(i) },
         h("p.text", { text: r.text || r.caption || "" }), tmeta));
     }
-    return h("li", {}, h("button.card", { type: "button", "aria-label": `${label}, ${scoreLine(r, how)}`,
+    return h("li", { "data-id": r.id }, h("button.card", { type: "button", "aria-label": `${label}, ${sv.plain}`,
       onclick: () => openDetail(i) },
-    h("img", { src: api.thumbUrl(collection, r.id), alt: label, loading: "lazy" }), meta));
+    h("img", { src: api.thumbUrl(collection, r.id), alt: label, loading: "lazy" }), meta), feedback(r.id));
   }));
   const dropped = body.dropped && body.dropped.length ? ` (${body.dropped.length} unreadable skipped)` : "";
   const ms = Math.round(Object.values(body.timing_ms || {}).reduce((a, b) => a + b, 0));
-  if (body.results.length) setStatus(`${body.results.length} results in ${ms} ms${dropped}`);
-  const more = body.results.length >= ctx.k && ctx.k < MAX_K;
+  const n = body.results.length;
+  if (n && ctx.how === "browse") {
+    setStatus(`Newest first: ${n} of ${body.total}. Type a description above to search, or drop an image.`);
+  } else if (n) setStatus(`${n} results in ${ms} ms${dropped}`);
+  const more = ctx.how === "browse" ? body.next_offset !== null && ctx.k < MAX_K : n >= ctx.k && ctx.k < MAX_K;
   $("load-more").hidden = !more;
   $("load-more").disabled = false;
+}
+
+// 👍 / 👎 under an image card: search again for more like the liked, less like the disliked.
+function feedback(id) {
+  if (ctx.kind !== "images") return null;
+  const s = { like: [], unlike: [], ...ctx.state };
+  const mark = (list, other) => navigate({ ...formState(), sim: null, [list]: [...new Set([...s[list], id])],
+    [other]: s[other].filter((x) => x !== id), k: PAGE });
+  return h("div.feedback", {},
+    h("button.icon", { type: "button", text: "👍", title: "More like this one", "aria-label": `More like #${id}`,
+      "aria-pressed": String(s.like.includes(id)), onclick: () => mark("like", "unlike") }),
+    h("button.icon", { type: "button", text: "👎", title: "Less like this one", "aria-label": `Less like #${id}`,
+      "aria-pressed": String(s.unlike.includes(id)), onclick: () => mark("unlike", "like") }));
 }
 
 async function loadMore() {
@@ -255,8 +364,13 @@ async function loadMore() {
 
 export const results = () => (ctx ? ctx.results : []);
 export const collection = () => (ctx ? ctx.collection : "");
+export const lastHow = () => (ctx ? ctx.how : "");
+export const lastMode = () => (ctx && ctx.state ? ctx.state.mode : "vector");
 export function moreLikeThis(id) {
   imageQuery = null;
   navigate({ ...formState(), q: "", sim: id, k: PAGE });
+}
+export function onlyFolder(prefix) {
+  navigate({ ...formState(), prefix, k: PAGE });
 }
 export function refresh() { if (shown) show(shown); }

@@ -1,6 +1,7 @@
 // The whole query state lives in the URL (shareable; back and forward replay it).
 // ?view=search&c=photos&q=red&mode=hybrid&rerank=1&rk=64&min=0.5&k=24&from=2024-01-01&to=…
 //  &minw=&maxw=&minh=&maxh=&prefix=/srv&field=tag:red&field=camera:nikon&hide=1&sim=12&target=images
+//  &like=12&unlike=7 (relevance feedback: 👍 / 👎 on results) &raw=1 (the query not parsed)
 
 export const VIEWS = ["search", "upload", "jobs", "review"];
 const NUMS = ["rk", "min", "k", "minw", "maxw", "minh", "maxh", "sim"];
@@ -8,8 +9,9 @@ const STORED = ["format", "external_id", "caption_model"]; // string columns
 const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target"];
 
 export function defaults() {
-  return { view: "search", c: "", q: "", mode: "vector", rerank: false, rk: 64, min: 0, k: 24, from: "", to: "",
-    minw: null, maxw: null, minh: null, maxh: null, prefix: "", fields: [], hide: false, sim: null, target: "images" };
+  return { view: "search", c: "", q: "", mode: "vector", rerank: false, rk: 64, min: null, k: 24, from: "", to: "",
+    minw: null, maxw: null, minh: null, maxh: null, prefix: "", fields: [], hide: false, sim: null, target: "images",
+    like: [], unlike: [], raw: false };
 }
 
 export function read(search = location.search) {
@@ -21,6 +23,10 @@ export function read(search = location.search) {
   }
   s.rerank = p.get("rerank") === "1";
   s.hide = p.get("hide") === "1";
+  s.raw = p.get("raw") === "1";
+  const ids = (k) => [...new Set(p.getAll(k).map(Number).filter((n) => Number.isInteger(n) && n >= 0))];
+  s.like = ids("like");
+  s.unlike = ids("unlike");
   s.fields = p.getAll("field").map((f) => {
     const i = f.indexOf(":");
     return i > 0 ? { key: f.slice(0, i), value: f.slice(i + 1) } : null;
@@ -38,6 +44,9 @@ export function toQuery(s) {
   }
   if (s.rerank) p.set("rerank", "1");
   if (s.hide) p.set("hide", "1");
+  if (s.raw) p.set("raw", "1");
+  for (const id of s.like || []) p.append("like", String(id));
+  for (const id of s.unlike || []) p.append("unlike", String(id));
   for (const f of s.fields || []) p.append("field", `${f.key}:${f.value}`);
   return `?${p}`;
 }

@@ -5,15 +5,50 @@ import { $, h, notify, showError } from "./dom.js";
 
 const PARALLEL = 2;
 let onChanged = () => {};
+let pending = []; // files chosen or dropped, waiting for the user to confirm the target collection
+let namePattern = null; // the server's rule for new names (GET /v1/info), as the form's pattern
+
+// The server's reason, in words, for a name its rule refuses (the pattern only says no).
+function checkName() {
+  const input = $("new-name");
+  input.setCustomValidity("");
+  if (!input.value || input.validity.valid) return;
+  const v = input.value;
+  const why = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(v) && !v.includes("..")
+    ? `“${v}” is a name the server keeps for itself (its own folders and files): choose another.`
+    : "Use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit.";
+  input.setCustomValidity(why);
+}
+
+// Files wait here until the user confirms where they go: a preselected collection is not consent.
+function confirmUpload(files) {
+  if (!files.length) return;
+  if (!$("upload-collection").value) { notify("Create or choose a collection first.", "error"); return; }
+  pending = files;
+  showConfirm();
+}
+function showConfirm() {
+  const n = pending.length;
+  $("upload-confirm-text").textContent = `Upload ${n} file${n === 1 ? "" : "s"} to “${$("upload-collection").value}”?`;
+  $("upload-confirm").hidden = false;
+  $("upload-go").focus();
+}
+function hideConfirm() { pending = []; $("upload-confirm").hidden = true; }
 
 export function init({ changed }) {
   onChanged = changed;
   $("create-form").addEventListener("submit", create);
-  $("upload-files").addEventListener("change", (e) => { uploadAll([...e.target.files]); e.target.value = ""; });
+  $("new-name").addEventListener("input", checkName);
+  $("upload-files").addEventListener("change", (e) => { confirmUpload([...e.target.files]); e.target.value = ""; });
+  $("upload-go").addEventListener("click", () => { const f = pending; hideConfirm(); uploadAll(f); });
+  $("upload-cancel").addEventListener("click", () => { hideConfirm(); $("upload-summary").textContent = "Upload cancelled."; });
+  $("upload-collection").addEventListener("change", () => { if (pending.length) showConfirm(); });
   const zone = $("upload-drop");
   zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
   zone.addEventListener("dragleave", () => zone.classList.remove("over"));
-  zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); uploadAll([...e.dataTransfer.files]); });
+  zone.addEventListener("drop", (e) => { e.preventDefault(); zone.classList.remove("over"); confirmUpload([...e.dataTransfer.files]); });
+  api.serverInfo().then((info) => { namePattern = info.collection_name_pattern; $("new-name").pattern = namePattern; })
+    .catch(() => { /* keep the syntax-only pattern of the page */ });
   zone.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("upload-files").click(); }
   });
@@ -31,6 +66,8 @@ export async function show(wanted) {
 
 async function create(e) {
   e.preventDefault();
+  checkName();
+  if (!$("new-name").reportValidity()) return;
   const name = $("new-name").value.trim();
   if (!name) return;
   try {
@@ -52,10 +89,11 @@ function fileRow(file) {
   return { li, bar, result };
 }
 
+const MARKS = { added: "✓", duplicate: "=", failed: "✕", pending: "" };
 function setResult(row, kind, text) {
   row.result.className = `result ${kind}`;
-  row.result.textContent = text;
-  row.li.dataset.result = kind;
+  row.result.textContent = `${MARKS[kind] ? `${MARKS[kind]} ` : ""}${text}`;
+  row.li.dataset.result = kind; // the row's colour and bar follow it (style.css)
 }
 
 async function uploadAll(files) {
