@@ -13,7 +13,19 @@ from fastapi.staticfiles import StaticFiles
 from api import problems, security
 from api.guard import RequestGuard
 from api.metrics import Metrics
-from api.routes import clip_retrieval, collections, embed, jobs, moderation, ocr, peers, search, system, writes
+from api.routes import (
+    clip_retrieval,
+    collections,
+    duplicates,
+    embed,
+    jobs,
+    moderation,
+    ocr,
+    peers,
+    search,
+    system,
+    writes,
+)
 from api.state import AppState
 from blipsearch import __version__
 from blipsearch.config import Settings, get_settings
@@ -60,7 +72,7 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    for module in (system, search, embed, ocr, collections, writes, jobs, moderation):
+    for module in (system, search, embed, ocr, collections, writes, jobs, moderation, duplicates):
         app.include_router(module.router)
     if s.clip_retrieval_api:  # clip-retrieval's back-end protocol
         app.include_router(clip_retrieval.router)

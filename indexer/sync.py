@@ -85,9 +85,7 @@ def check_folders(paths: Sequence[str | Path]) -> list[Path]:
     for raw in paths:
         p = Path(os.path.abspath(Path(raw).expanduser()))
         if p.is_symlink():
-            raise InvalidInputError(
-                f"{str(raw)!r} is a symlink (to {os.readlink(p)!r}), not a folder: sync the folder it points to."
-            )
+            raise InvalidInputError(f"{str(raw)!r} is a symlink, not a folder: sync the folder it points to.")
         if not p.exists():
             raise InvalidInputError(
                 f"{str(raw)!r} does not exist (deleted or not mounted?); nothing was changed. "
