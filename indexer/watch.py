@@ -88,7 +88,7 @@ class FolderWatcher:
 
         watcher = self
 
-        class Handler(FileSystemEventHandler):  # type: ignore[misc]
+        class Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
                 if event.event_type not in ("opened", "closed_no_write"):
                     watcher._event(event)

@@ -92,7 +92,7 @@ class _Records:
         self.pdq = np.zeros((len(hashes), 32), np.uint8)
         for i, h in enumerate(hashes):
             if self.has_pdq[i]:
-                self.pdq[i] = np.frombuffer(bytes.fromhex(h), np.uint8)  # type: ignore[arg-type]
+                self.pdq[i] = np.frombuffer(bytes.fromhex(h), np.uint8)
 
     def pos(self, ids: np.ndarray) -> np.ndarray:
         at = np.minimum(np.searchsorted(self.sorted_ids, ids), max(len(self.ids) - 1, 0))
