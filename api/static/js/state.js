@@ -2,7 +2,7 @@
 // ?view=search&c=photos&q=red&mode=hybrid&rerank=1&rk=64&min=0.5&k=24&from=2024-01-01&to=…
 //  &minw=&maxw=&minh=&maxh=&prefix=/srv&field=tag:red&field=camera:nikon&hide=1&sim=12&target=images
 
-export const VIEWS = ["search", "upload", "jobs", "review"];
+export const VIEWS = ["search", "upload", "jobs", "review", "duplicates"];
 const NUMS = ["rk", "min", "k", "minw", "maxw", "minh", "maxh", "sim"];
 const STORED = ["format", "external_id", "caption_model"]; // string columns
 const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target"];
