@@ -221,7 +221,10 @@ def sync_folders(
                 report.copies += 1
                 continue
             todo.append(SourceItem(path, path=Path(path)))
-        report.failed += sum(1 for e in present.values() if e.failed is not None)
+        for path, e in present.items():
+            if e.failed is not None:  # failed before and unchanged since: not read again
+                report.failed += 1
+                report.failures.append({"path": path, "error": "failed earlier, unchanged since", "reason": e.failed})
         if todo:
             ix = index_run(coll, todo)
             report.added, report.updated, report.new_ids = ix.added, ix.updated, ix.new_ids

@@ -147,7 +147,8 @@ def main() -> None:
         f"| unchanged, small files | {sync['files']} | {sync['walk_s']} | {sync['first_sync_hash_all_s']} | "
         f"{sync['unchanged_sync_s']} | {sync['speedup_vs_rehash']}x faster |",
         "",
-        "| duplicates (near tier, ITC ≥ 0.95) | records | index build s | duplicates s | groups | planted pairs found |",
+        "| duplicates (near tier, ITC ≥ 0.95) | records | index build s | duplicates s | groups "
+        "| planted pairs found |",
         "|---|---|---|---|---|---|",
     ]
     for r in dups:
