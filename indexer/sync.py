@@ -111,14 +111,22 @@ def file_sha256(path: str) -> str:
 class _Scan:
     """Step 1: the files under the folders now, hashed where their stat changed."""
 
-    def __init__(self, roots: list[Path], old: dict[str, FileEntry], settle_s: float, report: SyncReport) -> None:
+    def __init__(
+        self,
+        roots: list[Path],
+        old: dict[str, FileEntry],
+        settle_s: float,
+        report: SyncReport,
+        exclude: Sequence[Path] = (),
+    ) -> None:
+        self.exclude = list(exclude)
         self.present: dict[str, FileEntry] = {}
         self.deferred: set[str] = set()
         now_ns = time.time_ns()
         for root in roots:
             for p in walk(root):
                 path = str(p)
-                if not under(path, roots):  # a symlinked file pointing out of the folders
+                if not under(path, roots) or under(path, exclude):  # out of the folders (a symlink), or data
                     continue
                 report.files += 1
                 try:
@@ -171,18 +179,20 @@ def sync_folders(
     *,
     settle_s: float = 0.0,
     policy: index_store.IndexPolicy | None = None,
+    exclude: Sequence[Path] = (),
 ) -> SyncReport:
     """Make ``coll`` equal to the folders ``paths`` (see the module). ``index_run`` indexes a list
-    of new or changed files into ``coll`` (the pipeline with update rules and path tracking)."""
+    of new or changed files into ``coll`` (the pipeline with update rules and path tracking);
+    ``exclude``: folders never indexed (the data dir, when it lies inside a synced folder)."""
     t0 = time.perf_counter()
     roots = check_folders(paths)
     report = SyncReport(coll.name, [str(r) for r in roots])
     with writer_lock(coll.root / SYNC_LOCK):
         old = sync_state.load(coll.root)
-        scan = _Scan(roots, old, settle_s, report)
+        scan = _Scan(roots, old, settle_s, report, [Path(p).resolve() for p in exclude])
         present = scan.present
         records = coll.live_uris()
-        mine = {u: r for u, r in records.items() if under(u, roots)}
+        mine = {u: r for u, r in records.items() if under(u, roots) and not under(u, scan.exclude)}
         # Step 2/3: records whose file is gone: moved (same content at a path no record has) or deleted.
         free: dict[str, list[str]] = {}
         for path, e in present.items():

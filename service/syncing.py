@@ -74,7 +74,14 @@ class Syncer:
             {"paths": [str(p) for p in self.folders], "settle_s": settle_s},
         )
         with job.recorded():
-            report = sync_folders(self.coll, self.folders, self._run, settle_s=settle_s, policy=self.policy)
+            report = sync_folders(
+                self.coll,
+                self.folders,
+                self._run,
+                settle_s=settle_s,
+                policy=self.policy,
+                exclude=[self.settings.data_dir],
+            )
         counts = {k: v for k, v in report.as_dict().items() if isinstance(v, int | float)}
         job.succeed(counts, done=report.files, failures=report.failures)
         return report

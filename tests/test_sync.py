@@ -113,3 +113,13 @@ def test_sync_bad_folders_are_one_line_errors(settings, blip_embedder, tmp_path)
     runner = CliRunner()
     res = runner.invoke(app, ["sync", str(lib), "--collection", "lib", "--data-dir", str(settings.data_dir)])
     assert res.exit_code == 2 and res.output.strip().count("\n") == 0 and "does not exist" in res.output
+
+
+def test_sync_never_indexes_its_own_data_dir(settings, blip_embedder, tmp_path):
+    lib = tmp_path / "lib"
+    write_images(lib, 2)
+    settings.data_dir = lib / "blipsearch-data"  # inside the synced folder
+    for _ in range(2):
+        out = sync_paths(settings, [lib], "lib", embedder=blip_embedder)
+        assert out["failed"] == 0 and out["deleted"] == 0
+    assert set(_by_uri(settings)) == {str(p.resolve()) for p in lib.glob("*.jpg")}
