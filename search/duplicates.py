@@ -9,8 +9,8 @@ Tiers, strongest first (a record is in at most one group of the last three):
   similarity ≥ ``reencoded_similarity``.
 * ``burst``: different shots taken within ``burst_seconds`` of each other (both have a
   ``taken_at``, not equal) with ITC similarity ≥ ``burst_similarity``. Two capture times are two
-  shots, not copies, so such pairs are never called near-duplicates. Skipped (with the reason)
-  when the records have no ``taken_at``.
+  shots, not copies, so such pairs are never called near-duplicates or re-encodings (however
+  close their PDQ hashes). Skipped (with the reason) when the records have no ``taken_at``.
 * ``near``: ITC similarity ≥ ``near_similarity``.
 
 Pairs come from a FAISS range search over the collection's own index with every record's stored
@@ -335,10 +335,10 @@ def _classify(rec: _Records, a: np.ndarray, b: np.ndarray, sims: np.ndarray, o: 
     two_shots = ~np.isnan(dt) & (dt > 0)
     tier = np.full(len(a), -1, np.int64)
     tier[sims >= o.near_similarity] = TIERS.index("near")
+    re = (rec.pdq_distance(a, b) <= o.pdq_distance) & (sims >= o.reencoded_similarity)
+    tier[re & ~two_shots] = TIERS.index("reencoded")  # two capture times are two shots, never copies
     burst = two_shots & (dt <= o.burst_seconds) & (sims >= o.burst_similarity)
     tier[burst] = TIERS.index("burst")
-    re = (rec.pdq_distance(a, b) <= o.pdq_distance) & (sims >= o.reencoded_similarity)
-    tier[re] = TIERS.index("reencoded")
     return tier
 
 

@@ -84,16 +84,23 @@ def test_tiers_from_range_search_equal_the_built_groups(tmp_path, spec):
     assert {g["group"] for g in out["groups"]} == {"reencoded-0", "near-4"}
 
 
-def test_burst_is_two_shots_within_seconds_and_never_a_near_duplicate():
+@pytest.mark.parametrize(
+    "pdq_equal,expected",
+    [
+        # 2 s apart: a burst (though similar enough to be near); same time: near; 100 s: near; no times: near
+        (False, ["burst", "near", "near", "near"]),
+        # equal PDQ hashes: copies where one shot (or no time) is known; two capture times stay two shots
+        (True, ["burst", "reencoded", "near", "reencoded"]),
+    ],
+)
+def test_burst_is_two_shots_within_seconds_never_a_copy(pdq_equal, expected):
     rec = _Records.__new__(_Records)
     rec.taken = np.array([0.0, 2.0, 2.0, 100.0, math.nan, math.nan])
-    rec.has_pdq = np.zeros(6, bool)
+    rec.has_pdq = np.full(6, pdq_equal)
     rec.pdq = np.zeros((6, 32), np.uint8)
     a, b = np.array([0, 1, 0, 4]), np.array([1, 2, 3, 5])
-    sims = np.array([0.96, 0.97, 0.97, 0.97], np.float32)
-    tiers = [TIERS[t] for t in _classify(rec, a, b, sims, DuplicateOptions())]
-    # 2 s apart: a burst (even though similar enough to be near); same time: near; 100 s: near; no times: near
-    assert tiers == ["burst", "near", "near", "near"]
+    sims = np.array([0.98, 0.98, 0.98, 0.98], np.float32)
+    assert [TIERS[t] for t in _classify(rec, a, b, sims, DuplicateOptions())] == expected
 
 
 def test_sync_exact_copies_stack_and_search_shows_the_keeper(settings, blip_embedder, tmp_path):
