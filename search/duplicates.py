@@ -303,8 +303,8 @@ def find_duplicates(
         groups += _exact_groups(coll, rec)
         if not sync_state.state_path(coll.root).is_file():
             skipped["exact"] = "no folder was synced into this collection: exact copies are known from `sync`"
-    if "burst" in tiers and not rec.has_taken:
-        skipped["burst"] = "the records have no taken_at (capture time) column"
+    if "burst" in tiers and (not rec.has_taken or bool(np.isnan(rec.taken).all())):
+        skipped["burst"] = "no record has a capture time (taken_at, read from EXIF at indexing)"
     if "reencoded" in tiers and not rec.has_pdq.any():
         skipped["reencoded"] = "no record has a PDQ hash (install pdqhash; `moderate backfill-pdq` fills them)"
     wanted = [t for t in ("reencoded", "burst", "near") if t in tiers and t not in skipped]
