@@ -17,6 +17,7 @@ from api.routes import (
     browse,
     clip_retrieval,
     collections,
+    duplicates,
     embed,
     info,
     jobs,
@@ -75,7 +76,7 @@ def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | 
             allow_headers=["Authorization", "Content-Type"],
             max_age=600,
         )
-    for module in (system, info, search, embed, ocr, collections, browse, writes, jobs, moderation):
+    for module in (system, info, search, embed, ocr, collections, browse, writes, jobs, moderation, duplicates):
         app.include_router(module.router)
     if s.clip_retrieval_api:  # clip-retrieval's back-end protocol
         app.include_router(clip_retrieval.router)

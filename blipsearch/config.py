@@ -54,6 +54,22 @@ class Settings(BaseSettings):
         description="PDQ-hash every indexed image (when pdqhash is installed); hashing needs the full decode, so "
         "JPEG draft decoding applies only with this off.",
     )
+    # `duplicates` tiers (search/duplicates.py): ITC cosine similarities, PDQ bits, seconds
+    duplicate_reencoded_similarity: float = Field(
+        default=0.97, ge=0, le=1, description="Re-encoded/resized tier: ITC similarity at least this (and PDQ close)."
+    )
+    duplicate_pdq_distance: int = Field(
+        default=31, ge=0, le=256, description="Re-encoded/resized tier: PDQ Hamming distance at most this (of 256)."
+    )
+    duplicate_near_similarity: float = Field(
+        default=0.93, ge=0, le=1, description="Near-duplicate tier: ITC similarity at least this."
+    )
+    duplicate_burst_seconds: float = Field(
+        default=10.0, ge=0, description="Burst tier: shots taken at most this many seconds apart (taken_at)."
+    )
+    duplicate_burst_similarity: float = Field(
+        default=0.85, ge=0, le=1, description="Burst tier: ITC similarity at least this."
+    )
     max_upload_bytes: int = Field(default=limits.MAX_UPLOAD_BYTES, ge=1, description="API upload size limit.")
     itm_first_token: str = Field(default="enc", pattern="^(enc|cls)$", description="BLIP ITM first token.")
     itm_batch_size: int = Field(default=limits.ITM_BATCH_SIZE, ge=1, description="Pairs per ITM forward pass.")

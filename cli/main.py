@@ -9,7 +9,20 @@ from typing import Annotated
 
 import typer
 
-from cli import captioning, families, importing, index_stats, indexing, maintenance, ocr, querying, reembedding, serving
+from cli import (
+    captioning,
+    duplicates,
+    families,
+    importing,
+    index_stats,
+    indexing,
+    maintenance,
+    ocr,
+    querying,
+    reembedding,
+    serving,
+    sync,
+)
 from cli.backfill import backfill_metadata
 from cli.common import PrecisionOpt
 from cli.configuring import config_app
@@ -62,6 +75,9 @@ app.command()(embed)
 app.command("models")(families.models)
 app.command()(mcp)
 app.command("import-embeddings")(importing.import_embeddings)
+app.command()(sync.sync)
+app.command()(sync.watch)
+app.command()(duplicates.duplicates)
 app.add_typer(eval_app, name="eval")
 app.add_typer(keys_app, name="keys")
 app.add_typer(jobs_app, name="jobs")

@@ -21,6 +21,7 @@ from search.filters import allowed_ids
 from search.index_base import SearchIndex
 from search.results import QueryOptions
 from storage.collection import Collection
+from storage.stacks import hidden_ids
 
 
 @dataclass
@@ -162,6 +163,9 @@ def select(
     if not (options is not None and options.include_blocked):
         hide.add("block")
     excluded = decisions(hide) if decisions is not None and hide else None
+    stacked = hidden_ids(coll)  # stacked duplicates (storage/stacks.py): search shows their keeper only
+    if stacked is not None:
+        excluded = stacked if excluded is None else np.union1d(excluded, stacked)
     if excluded is not None and not len(excluded):
         excluded = None
     hidden = len(excluded) if excluded is not None else 0

@@ -3,6 +3,7 @@
 import * as api from "./api.js";
 import * as detail from "./detail.js";
 import { $, notify, showError } from "./dom.js";
+import * as duplicates from "./duplicates.js";
 import * as jobs from "./jobs.js";
 import * as review from "./review.js";
 import * as search from "./search.js";
@@ -33,6 +34,7 @@ async function render(scroll = true) {
     else if (state.view === "upload") await upload.show(state.c);
     else if (state.view === "jobs") jobs.show();
     else if (state.view === "review") await review.show(state.c);
+    else if (state.view === "duplicates") await duplicates.show(state.c);
   } catch (e) { showError(e); }
   if (scroll && state.view !== "search") window.scrollTo(0, 0);
 }
@@ -103,5 +105,6 @@ detail.init({
 upload.init({ changed: () => api.collections(true) });
 jobs.init();
 review.init({ decided: () => api.collections(true) });
+duplicates.init();
 initKey();
 render();

@@ -3,7 +3,7 @@
 //  &minw=&maxw=&minh=&maxh=&prefix=/srv&field=tag:red&field=camera:nikon&hide=1&sim=12&target=images
 //  &like=12&unlike=7 (relevance feedback: 👍 / 👎 on results) &raw=1 (the query not parsed)
 
-export const VIEWS = ["search", "upload", "jobs", "review"];
+export const VIEWS = ["search", "upload", "jobs", "review", "duplicates"];
 const NUMS = ["rk", "min", "k", "minw", "maxw", "minh", "maxh", "sim"];
 const STORED = ["format", "external_id", "caption_model"]; // string columns
 const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target"];
