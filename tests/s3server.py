@@ -32,11 +32,15 @@ class S3:
     endpoint: str
     server: Any
     port: int
+    _client: Any = None
 
     def client(self) -> Any:
-        import boto3
+        """A boto3 client with the fixture's credentials (one per server: making one is slow)."""
+        if self._client is None:
+            import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+            self._client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+        return self._client
 
     def bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)

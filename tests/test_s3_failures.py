@@ -90,6 +90,7 @@ class _KillsServerAfterFirstBatch:
         return self._embedder.embed_batch(pixels, **kwargs)
 
 
+@pytest.mark.slow
 def test_a_server_killed_mid_job_fails_it_in_one_line_and_the_resume_adds_each_object_once(
     s3: S3, settings, blip_embedder, monkeypatch
 ):
