@@ -127,7 +127,9 @@ def test_a_server_killed_mid_job_fails_it_in_one_line_and_the_resume_adds_each_o
         same_size = bytearray(_jpeg(700 + keys.index(first)))
         same_size[-3] ^= 0xFF
         s3.put(bucket, first, bytes(same_size))
-        resumed = index_paths(cfg, [f"s3://{bucket}/many"], "killed", embedder=blip_embedder, progress=False, job_id=job.id)
+        resumed = index_paths(
+            cfg, [f"s3://{bucket}/many"], "killed", embedder=blip_embedder, progress=False, job_id=job.id
+        )
         assert (resumed.added, resumed.skipped_duplicates, resumed.failed) == (n - len(committed), len(committed), 0)
         uris = _uris(settings, "killed")
         assert sorted(uris) == sorted(f"s3://{bucket}/{k}" for k in keys)  # every object once
