@@ -145,7 +145,7 @@ class IndexPipeline:
     def _prepare(self, item: SourceItem, known: set[str]) -> Prepared:
         try:
             if item.error is not None:
-                return Prepared(item.uri, error=item.error, reason="source_error", extra=item.meta)
+                return Prepared(item.uri, error=item.error, reason=item.reason or "source_error", extra=item.meta)
             if item.sha256 is not None and item.sha256 in known:  # committed and unchanged: not read again
                 return Prepared(item.uri, item.sha256, duplicate=True, extra=item.meta)
             with self.timer.time("read"):

@@ -12,6 +12,7 @@ from indexer.options import IndexOptions
 from indexer.pipeline import IndexPipeline
 from indexer.runner import Executor, Progress
 from indexer.sources.base import SourceItem
+from indexer.sources.prefetch import prefetch_objects
 from indexer.stages import StageTimer
 from models.base import Embedder
 from models.captioners import Captioner, Decoding
@@ -55,7 +56,8 @@ class LocalExecutor(Executor):
             ocr=ocr,
         )
         try:
-            return pipeline.run(items)
+            # objects are fetched ahead of the decoder, a bounded number at a time
+            return pipeline.run(prefetch_objects(items, self.options.max_bytes))
         finally:
             if ocr is not None:
                 ocr.close()

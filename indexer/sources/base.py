@@ -34,6 +34,7 @@ class SourceItem:
     data: bytes | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None  # the source could not produce this item (recorded as a failure)
+    reason: str | None = None  # the failure's short code (``missing``, ``forbidden``...); default source_error
     size: int | None = None  # bytes, when a listing says so (object stores)
     sha256: str | None = None  # content already committed under this uri, unchanged: not read again
 
