@@ -59,21 +59,30 @@ def test_help_and_cli_import_load_no_heavy_package():
 
 @pytest.fixture(scope="module")
 def ov_collection(tiny_models, tmp_path_factory):
-    """A collection indexed in fast mode on OpenVINO, and the env that searches it."""
+    """A collection indexed in fast mode on OpenVINO (in this process), one text query run on
+    the full embedder (which writes the query record), and the env that searches it."""
+    from blipsearch.config import Settings
+    from service.indexing import index_paths
+    from service.models import load_model
     from tests.helpers import write_images
 
     tmp = tmp_path_factory.mktemp("cold")
     write_images(tmp / "imgs", 6)
+    model = str(tiny_models["blip-itm"])
+    s = Settings(data_dir=tmp / "data", precision="fast", fast_runtime="openvino", jpeg_draft=False, model=model)
+    full = load_model(s, model)
+    index_paths(s, [tmp / "imgs"], "c", embedder=full, progress=False)
     env = {
         "BLIPSEARCH_DATA_DIR": str(tmp / "data"),
-        "BLIPSEARCH_MODEL": str(tiny_models["blip-itm"]),
+        "BLIPSEARCH_MODEL": model,
         "BLIPSEARCH_PRECISION": "fast",
         "BLIPSEARCH_FAST_RUNTIME": "openvino",
         "BLIPSEARCH_JPEG_DRAFT": "false",
     }
-    code, _, out = _run(["index", str(tmp / "imgs"), "-c", "c", "--json"], env)
-    assert code == 0, out
-    return env, tmp
+    return env, tmp, s, full
+
+
+QUERY = "a red square on a blue field"
 
 
 def _hits(out: str) -> list[tuple[int, float]]:
@@ -81,26 +90,35 @@ def _hits(out: str) -> list[tuple[int, float]]:
 
 
 def test_text_search_runs_on_the_recorded_tower_without_torch(ov_collection):
-    env, tmp = ov_collection
-    query = ["search", "a red square on a blue field", "-c", "c", "-k", "6", "--json"]
-    code, first_modules, first = _run(query, env)  # the full model; writes the query record
-    assert code == 0, first
-    assert "torch" in first_modules
-    assert list((tmp / "data" / "cache" / "openvino-query").glob("*.json"))
-    code, modules, second = _run(query, env)
-    assert code == 0, second
+    from search.engine import SearchEngine
+    from storage.collection import Collection
+
+    env, tmp, s, full = ov_collection
+    ref = SearchEngine.open(Collection.open(s.data_dir, "c"), full).search_text(QUERY, k=6)
+    assert list((tmp / "data" / "cache" / "openvino-query").glob("*.json"))  # written by that query
+    code, modules, out = _run(["search", QUERY, "-c", "c", "-k", "6", "--json"], env)
+    assert code == 0, out
     assert not _tops(modules) & {"torch", "transformers"}, sorted(_tops(modules) & {"torch", "transformers"})
     assert "models.openvino_query" in modules
-    a, b = _hits(first), _hits(second)
-    assert [i for i, _ in a] == [i for i, _ in b] and len(a) == 6
-    assert max(abs(x - y) for (_, x), (_, y) in zip(a, b, strict=True)) < 1e-6
-    # Another text pre-processing is another key: the full model loads again.
-    code, modules, _ = _run(query, {**env, "BLIPSEARCH_TEXT_PREPROCESS": "none"})
-    assert code == 0 and "torch" in modules
+    got = _hits(out)
+    assert [i for i, _ in got] == [h.id for h in ref.hits] and len(got) == 6
+    assert max(abs(x - h.score) for (_, x), h in zip(got, ref.hits, strict=True)) < 1e-6
 
 
+def test_the_record_applies_only_to_the_same_settings(ov_collection, tiny_models):
+    from models.openvino_query import OpenVinoQueryEmbedder
+    from service.models import load_query_model
+
+    _, _, s, _ = ov_collection
+    model = str(tiny_models["blip-itm"])
+    assert isinstance(load_query_model(s, model), OpenVinoQueryEmbedder)
+    for other in ({"text_preprocess": "none"}, {"batch_size": 3}, {"fast_runtime": "torch"}, {"precision": "exact"}):
+        assert not isinstance(load_query_model(s.model_copy(update=other), model), OpenVinoQueryEmbedder), other
+
+
+@pytest.mark.slow
 def test_search_loads_no_itm_or_captioner_stack(ov_collection):
-    env, _ = ov_collection
+    env = ov_collection[0]
     code, modules, out = _run(["search", "a circle", "-c", "c", "--json"], {**env, "BLIPSEARCH_FAST_RUNTIME": "torch"})
     assert code == 0, out
     assert "torch" in modules  # this runtime has no recorded tower: the full embedder
@@ -116,10 +134,7 @@ def test_an_image_query_on_the_query_embedder_loads_the_full_model(ov_collection
     from service.models import load_query_model
     from tests.helpers import write_images
 
-    env, tmp = ov_collection
-    from blipsearch.config import Settings
-
-    s = Settings(data_dir=Path(env["BLIPSEARCH_DATA_DIR"]), precision="fast", fast_runtime="openvino")
+    _, tmp, s, _ = ov_collection
     model = str(tiny_models["blip-itm"])
     q = load_query_model(s, model)
     assert isinstance(q, OpenVinoQueryEmbedder) and q._full is None
@@ -143,10 +158,8 @@ def test_serve_warms_the_engines_before_it_answers(ov_collection):
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from blipsearch.config import Settings
 
-    env, _ = ov_collection
-    s = Settings(data_dir=Path(env["BLIPSEARCH_DATA_DIR"]), precision="fast", fast_runtime="openvino")
+    s = ov_collection[2]
     cold = create_app(s)
     with TestClient(cold):
         assert cold.state.blip.engines() == {}
