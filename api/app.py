@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,15 +36,25 @@ from blipsearch.config import Settings, get_settings
 from search.engine import IndexLoader
 
 STATIC = Path(__file__).parent / "static"
+WARM_ENV = "BLIPSEARCH_SERVE_WARM"
 
 
-def create_app(settings: Settings | None = None, *, index_loader: IndexLoader | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, index_loader: IndexLoader | None = None, warm: bool | None = None
+) -> FastAPI:
     """The API. ``index_loader``: collections' indexes come from it (sharded serving,
-    api/ray_serve.py) instead of their saved FAISS indexes."""
+    api/ray_serve.py) instead of their saved FAISS indexes. ``warm`` (default: the
+    ``BLIPSEARCH_SERVE_WARM`` variable ``blipsearch serve`` sets): load the collections' engines
+    and models at start-up (``AppState.warm``), so the server listens, and ``/readyz``
+    answers, once a first search is fast."""
     state = AppState(settings or get_settings(), index_loader)
+    if warm is None:
+        warm = os.environ.get(WARM_ENV) == "1"
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if warm:
+            await asyncio.to_thread(state.warm)
         yield
         state.close()  # cancel this process's jobs (committed shards stay), stop batchers
 

@@ -7,6 +7,7 @@ compaction), so a search sees the last committed manifest, never a half-added ba
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from models.itm import ItmScorer
     from moderation.checks import Moderator
     from rerank.itm import ItmReranker
+
+log = logging.getLogger(__name__)
+WARM_COLLECTIONS = 16  # collections whose engines `serve` loads before it answers /readyz
 
 
 class AppState:
@@ -184,6 +188,23 @@ class AppState:
         depths["rerank_candidates"] = self.rerank_budget.in_flight
         depths["decodes_running"] = self.decodes.running
         return depths
+
+    def warm(self, limit: int = WARM_COLLECTIONS) -> list[str]:
+        """Load, before the first request, what a first text search needs: the engine (model,
+        index) of each collection (at most ``limit``, by name), and one text search on it (the
+        query encoder, compiled on first use, and the record reads). A collection that does
+        not open is logged and left to its first request. Returns the collections warmed."""
+        from service.collections import list_collections
+
+        warmed = []
+        for row in sorted(list_collections(self.settings), key=lambda r: r["name"])[:limit]:
+            try:
+                self.engine(row["name"]).search_text("warm up", k=1)
+            except Exception:
+                log.warning("could not warm collection %s at start-up", row["name"], exc_info=True)
+                continue
+            warmed.append(row["name"])
+        return warmed
 
     def close(self) -> None:
         self.jobs.shutdown()

@@ -6,12 +6,14 @@ import functools
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from blipsearch.config import Settings, get_settings
 from blipsearch.errors import BlipsearchError, InvalidInputError, disk_full_error, is_disk_full
+
+if TYPE_CHECKING:
+    from blipsearch.config import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +82,8 @@ def write_output(path: Path, data: bytes | str, flag: str = "--output") -> None:
 
 
 def settings_for(data_dir: Path | None, **extra: Any) -> Settings:
+    from blipsearch.config import get_settings  # pydantic-settings: only once a command runs
+
     if extra.get("precision") not in (None, "exact", "fast"):
         raise InvalidInputError(f"Unknown precision {extra['precision']!r}: use 'exact' or 'fast'.")
     return get_settings(data_dir=data_dir, **extra)

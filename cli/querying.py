@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +18,9 @@ from search.limits import (
     MAX_RERANK_K,
     RRF_K,
 )
-from search.results import QueryOptions
+
+if TYPE_CHECKING:
+    from search.results import QueryOptions
 
 
 def _human_results(p: dict[str, Any]) -> str:
@@ -81,6 +83,7 @@ class SearchFlags:
     @classmethod
     def build(cls, filters: dict[str, Any], where: list[str] | None, **flags: Any) -> SearchFlags:
         from search.filters import Filters
+        from search.results import QueryOptions
 
         fields: dict[str, Any] = {}
         for clause in where or []:

@@ -57,8 +57,12 @@ def serve(
             address=address,
         )
         return
+    import os
+
     import uvicorn
 
+    # Load the models before listening (each worker): /readyz then means a first search is fast.
+    os.environ.setdefault("BLIPSEARCH_SERVE_WARM", "1")
     if workers == 1:
         from api.app import create_app
 
@@ -66,8 +70,6 @@ def serve(
         return
     # Several worker processes each build the app from an import string, so they read their
     # settings from the environment: hand this process's (flags included) down that way.
-    import os
-
     os.environ.update(settings_env(settings))
     uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from blipsearch.errors import ConfigError
+from models import openvino_query
 from models.openvino_runtime import INSTALL_HINT, TOWERS, OpenVinoTowers, openvino_available
 from models.precision import has_native_bf16
 
@@ -77,8 +78,11 @@ class OpenVinoStages:
     dim: int
     ov_stages: frozenset[str] = frozenset()
     _ov: OpenVinoTowers | None = None
+    _requested_runtime = "auto"
+    _query_recorded = False
 
     def _setup_fast_runtime(self, requested: str, cache_dir: str | Path | None) -> None:
+        self._requested_runtime = requested
         native = has_native_bf16()
         self.ov_stages = frozenset(
             openvino_stages(requested, self.precision, self.plan.device_type, self.fast_stages, native)
@@ -134,4 +138,60 @@ class OpenVinoStages:
         for i in range(0, len(texts), self.batch_size):
             enc = self.tokenize(texts[i : i + self.batch_size])  # type: ignore[attr-defined]
             out.append(self._ov.text(enc["input_ids"], enc["attention_mask"]))
+        if out and not self._query_recorded:
+            self._query_recorded = True
+            self._record_query_tower()
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def _record_query_tower(self) -> None:
+        """Write the query record (models/openvino_query.py) that lets a later process encode
+        texts on this compiled tower without loading torch, transformers or the checkpoint."""
+        ov = self._ov
+        if ov is None or ov.cache_dir is None:
+            return
+        tok = getattr(self.processor, "tokenizer", None)  # type: ignore[attr-defined]
+        folder = ov.cache_path("text")
+        model_dir = Path(self.model_id)
+        if tok is None or folder is None or not (model_dir / openvino_query.TOKENIZER_FILE).is_file():
+            return
+        options = {
+            "device": "cpu",
+            "dtype": "fp32",
+            "batch_size": self.batch_size,
+            "text_preprocess": self.text_preprocess,  # type: ignore[attr-defined]
+            "text_max_words": self.prepare_text.max_words,  # type: ignore[attr-defined]
+            "precision": self.precision,
+            "fast_runtime": self._requested_runtime,
+        }
+        key = openvino_query.record_key(str(model_dir), options)
+        if key is None or not (folder / "model.xml").is_file():
+            return
+        record = {
+            "model_id": self.model_id,
+            "fingerprint": self.fingerprint,
+            "family": self.family,  # type: ignore[attr-defined]
+            "dim": self.dim,
+            "vectors_per_image": self.vectors_per_image,  # type: ignore[attr-defined]
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+            "has_itm": self.has_itm,  # type: ignore[attr-defined]
+            "multilingual": self.multilingual,  # type: ignore[attr-defined]
+            "text_preprocess": self.text_preprocess,  # type: ignore[attr-defined]
+            "text_max_words": self.prepare_text.max_words,  # type: ignore[attr-defined]
+            "max_text_tokens": self.max_text_tokens,  # type: ignore[attr-defined]
+            "padding": {
+                "side": tok.padding_side,
+                "truncation_side": tok.truncation_side,
+                "id": tok.pad_token_id,
+                "type_id": tok.pad_token_type_id,
+                "token": tok.pad_token,
+            },
+            "hint": ov.hint,
+            "threads": ov.threads,
+            "cache_dir": str(ov.cache_dir),
+            "ir": str(folder / "model.xml"),
+            "stage_dtypes": self.stage_dtypes(),
+            "stage_runtimes": self.stage_runtimes(),
+            "input_size": self.input_size,  # type: ignore[attr-defined]
+        }
+        openvino_query.write_record(ov.cache_dir, key, record)

@@ -35,21 +35,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.openvino_query import INSTALL_HINT, compile_config, import_openvino
+
+__all__ = ["INSTALL_HINT", "TOWERS", "OpenVinoTowers", "compile_config", "import_openvino", "openvino_available"]
 log = logging.getLogger(__name__)
 
 TOWERS = ("image", "text")
-INSTALL_HINT = "pip install -e .[openvino]"
 EXPORT_VERSION = 1  # bump when the exported graphs change: old cache entries are then ignored
 CHECKSUMS = "checksums.json"
 # How many times this process converted a tower (tests check that a cached IR is reused).
 CONVERSIONS: Counter[str] = Counter()
-
-
-def import_openvino() -> Any:
-    """The ``openvino`` module; ImportError when the extra is not installed."""
-    import openvino
-
-    return openvino
 
 
 def openvino_available() -> bool:
@@ -147,12 +142,10 @@ class OpenVinoTowers:
         with self._lock:
             if tower not in self._compiled:
                 ov = import_openvino()
-                config = {
-                    "INFERENCE_PRECISION_HINT": self.hint,
-                    "INFERENCE_NUM_THREADS": self.threads,
-                    "PERFORMANCE_HINT": "LATENCY",
-                }
-                self._compiled[tower] = ov.Core().compile_model(self._ir(ov, tower), "CPU", config)
+                ir = self._ir(ov, tower)
+                # the blob cache only beside a stored IR (a writable cache folder)
+                config = compile_config(self.hint, self.threads, self.cache_dir if isinstance(ir, str) else None)
+                self._compiled[tower] = ov.Core().compile_model(ir, "CPU", config)
             return self._compiled[tower]
 
     # -- conversion and the IR cache -----------------------------------------------------
@@ -180,6 +173,8 @@ class OpenVinoTowers:
         return (_ImageTower if tower == "image" else _TextTower)(self.model).eval()
 
     def _ir(self, ov: Any, tower: str) -> Any:
+        """The tower to compile: the cached IR's path (so OpenVINO's compiled-blob cache can
+        answer for it), else the model converted now."""
         folder = self.cache_path(tower)
         if folder is not None and folder.is_dir():
             model = self._read_cached(ov, folder)
@@ -192,13 +187,15 @@ class OpenVinoTowers:
             return self._read_cached(ov, folder) or model
         return model
 
-    def _read_cached(self, ov: Any, folder: Path) -> Any | None:
+    def _read_cached(self, ov: Any, folder: Path) -> str | None:
+        """``folder``'s model.xml when its files match their checksums; None (and the folder
+        removed) otherwise."""
         try:
             sums = json.loads((folder / CHECKSUMS).read_text(encoding="utf-8"))
             for name, digest in sums.items():
                 if _file_sha(folder / name) != digest:
                     raise ValueError(f"{name} does not match its checksum")
-            return ov.Core().read_model(str(folder / "model.xml"))
+            return str(folder / "model.xml")
         except Exception as exc:  # noqa: BLE001 - any damage means: rebuild it
             log.warning("OpenVINO IR cache %s is unreadable (%s); converting again", folder, exc)
             shutil.rmtree(folder, ignore_errors=True)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select
 
-from moderation.checks import CheckResult
 from moderation.policy import SEVERITY, Policy
 from storage.catalog import Catalog, ModerationRow, utcnow
+
+if TYPE_CHECKING:  # moderation.checks loads the model stack (torch); search only reads decisions
+    from moderation.checks import CheckResult
 
 DECISIONS = tuple(SEVERITY)
 MANUAL = "_manual"  # policy name of manual decisions (policy names cannot start with "_")

@@ -11,7 +11,7 @@ import numpy as np
 from blipsearch.config import Settings
 from models.base import Embedder
 from search.engine import SearchEngine
-from service.models import load_itm_scorer, load_model
+from service.models import load_itm_scorer, load_model, load_query_model
 from storage.collection import Collection
 
 if TYPE_CHECKING:
@@ -63,8 +63,9 @@ def open_engine(
     from storage.fulltext import KeywordIndex
 
     coll = Collection.open(settings.data_dir, collection)
-    if embedder is None:
-        embedder = load_model(settings, model or coll.manifest.model_id)
+    if embedder is None:  # a query-only embedder unless the ITM head is needed now
+        load = load_model if rerank or itm_scorer is not None else load_query_model
+        embedder = load(settings, model or coll.manifest.model_id)
     reranker = None
     if rerank or itm_scorer is not None:
         scorer = itm_scorer or load_itm_scorer(settings, embedder, rerank_model)

@@ -22,6 +22,18 @@ def load_model(settings: Settings, source: str) -> Embedder:
     return load_embedder(source, EmbedderOptions.from_settings(settings))
 
 
+def load_query_model(settings: Settings, source: str) -> Embedder:
+    """An embedder for queries: where a text query already ran on the OpenVINO text tower of
+    ``source`` (same options), one that encodes texts on that compiled tower without loading
+    torch or the checkpoint, and loads the full model only if asked for more
+    (models/openvino_query.py); else ``load_model``."""
+    from models.openvino_query import open_query_embedder
+    from models.options import EmbedderOptions
+
+    found = open_query_embedder(source, EmbedderOptions.from_settings(settings), lambda: load_model(settings, source))
+    return found if found is not None else load_model(settings, source)
+
+
 def model_loader(settings: Settings) -> Callable[..., Embedder]:
     """A picklable ``(source, device=...) -> Embedder`` (for Ray model actors)."""
     from models import load_embedder
