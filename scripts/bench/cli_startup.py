@@ -15,6 +15,7 @@ uses: OpenVINO's IR and compiled-blob caches, the query record). Median and min 
 
     nice -n 5 python scripts/bench/cli_startup.py [--runs 3] [--model base|tiny|DIR]
         [--runtime auto|torch|openvino] [--prev DIR | --prev-commit SHA] [--no-serve]
+        [--data-dir DIR --collection NAME]   (an existing collection instead of a new one)
 
 ``--runtime openvino`` runs the OpenVINO fast path on a CPU where ``auto`` keeps torch (no
 native bf16): the path ``auto`` takes on native-bf16 CPUs.
@@ -67,7 +68,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(tree: Path, env: dict[str, str]) -> dict[str, float]:
+def _serve(tree: Path, env: dict[str, str], collection: str) -> dict[str, float]:
     """Seconds from launch to /readyz, and of the first text search after it."""
     import httpx
 
@@ -94,7 +95,7 @@ def _serve(tree: Path, env: dict[str, str]) -> dict[str, float]:
             time.sleep(0.1)
         ready = time.perf_counter() - t0
         t1 = time.perf_counter()
-        r = httpx.post(f"{url}/v1/search/text", json={"query": QUERY, "collection": "bench"}, timeout=600)
+        r = httpx.post(f"{url}/v1/search/text", json={"query": QUERY, "collection": collection}, timeout=600)
         first = time.perf_counter() - t1
         r.raise_for_status()
         return {"readyz_s": ready, "first_query_s": first}
@@ -128,6 +129,8 @@ def main() -> None:
     ap.add_argument("--prev-commit", default=PREV_COMMIT)
     ap.add_argument("--no-serve", action="store_true")
     ap.add_argument("--name", default="cli_startup")
+    ap.add_argument("--data-dir", help="an existing data dir (its --collection is searched; nothing is indexed)")
+    ap.add_argument("--collection", default="bench")
     args = ap.parse_args()
 
     from blipsearch.synthetic import write_images
@@ -145,12 +148,13 @@ def main() -> None:
         tmp = Path(tmp_s)
         prev = _prev_tree(args, tmp)
         try:
-            data_dir = tmp / "data"
-            write_images(tmp / "imgs", args.images)
+            data_dir = Path(args.data_dir).resolve() if args.data_dir else tmp / "data"
             trees = {"this": ROOT, "prev": prev}
             envs = {k: _env(t, data_dir, args.runtime) for k, t in trees.items()}
-            _cli(ROOT, envs["this"], "index", str(tmp / "imgs"), "-c", "bench", "--model", str(model))
-            search = ("search", QUERY, "-c", "bench", "--json")
+            if not args.data_dir:
+                write_images(tmp / "imgs", args.images)
+                _cli(ROOT, envs["this"], "index", str(tmp / "imgs"), "-c", args.collection, "--model", str(model))
+            search = ("search", QUERY, "-c", args.collection, "--json")
             for name, tree in trees.items():  # untimed: fill the caches each tree uses
                 _cli(tree, envs[name], *search)
             times: dict[str, dict[str, list[float]]] = {k: {"help": [], "search": []} for k in trees}
@@ -162,7 +166,7 @@ def main() -> None:
             if not args.no_serve:
                 for _ in range(max(1, args.runs - 1)):
                     for name, tree in trees.items():
-                        for key, value in _serve(tree, envs[name]).items():
+                        for key, value in _serve(tree, envs[name], args.collection).items():
                             serve[name][key].append(value)
         finally:
             if not args.prev:
@@ -182,7 +186,9 @@ def main() -> None:
             "model": str(model),
             "runtime": args.runtime,
             "precision": "fast",
-            "images": args.images,
+            "images": None if args.data_dir else args.images,
+            "data_dir": args.data_dir,
+            "collection": args.collection,
             "prev_commit": args.prev_commit if not args.prev else str(prev),
             "query": QUERY,
         },
@@ -206,11 +212,12 @@ def main() -> None:
             continue
         p, t = results["prev"][key], results["this"][key]
         lines.append(f"| {label} | {p['median_s']:.2f} ({p['min_s']:.2f}) | {t['median_s']:.2f} ({t['min_s']:.2f}) |")
+    what = f"collection `{args.collection}` of an existing data dir" if args.data_dir else f"{args.images} images"
     body = f"""## Cold start ({args.name})
 
 Whole processes (`scripts/bench/cli_startup.py --runs {args.runs} --model {args.model} --runtime {args.runtime}`),
 this tree against the previous landing (`{payload["settings"]["prev_commit"]}`) in the same run, same venv and
-data dir, alternating; {args.images} images, `fast` precision, fast runtime `{args.runtime}`, model `{model.name}`
+data dir, alternating; {what}, `fast` precision, fast runtime `{args.runtime}`, model `{model.name}`
 ({args.model}). Machine: {machine_line(m)}. **Shared machine**: other jobs were running; load average
 {", ".join(f"{x:.1f}" for x in load)} (1/5/15 min) at the end, under `nice -n 5`. Result: `{path.relative_to(ROOT)}`.
 
