@@ -242,7 +242,7 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     page.get_by_label("Re-rank with ITM").uncheck()
     page.get_by_label("Describe what you are looking for").fill("zebra")
     page.keyboard.press("Enter")
-    _status(page, "no caption, metadata or text in an image contains “zebra”")
+    _status(page, "No results: no record's text contains the query's words (mode keyword)")
     assert page.locator("#results li").count() == 0
 
     # Vector again; apply a metadata filter from the collection's keys (tag = t1): a removable chip.
@@ -262,7 +262,7 @@ def test_search_modes_filters_url_state_and_detail(server, page):
     # A width bound too: everything filtered out, and the page says so.
     page.fill("#f-minw", "100000")
     page.get_by_role("button", name="Apply filters").click()
-    _status(page, "every match is filtered out")
+    _status(page, "No results: no record matches")
     assert page.locator("#chips .chip").count() == 2
     page.screenshot(path=str(ARTIFACTS / "search-filters.png"), full_page=True)
     # Back restores the previous URL state (8 results, one chip); remove the chip: 16 again.
@@ -440,7 +440,7 @@ def test_review_queue_approve_changes_search(server, page):
     url = server["url"]
     hidden = url + "/?c=mod&q=a+blue+circle&hide=1"
     page.goto(hidden)
-    _status(page, "every match is filtered out")  # all four are under review
+    _status(page, "hidden by moderation")  # all four are under review
     page.goto(url + "/?view=review&c=mod")
     page.wait_for_function("() => document.querySelectorAll('#review-list .review-card').length === 4")
     first = page.locator("#review-list .review-card").first
@@ -512,7 +512,7 @@ def test_relevance_cutoff_and_delete(server, page):
     # The cut-off applies to the ITM probability when re-ranked.
     page.fill("#min-score", "0.99")
     page.get_by_role("button", name="Search", exact=True).click()
-    _status(page, "every match is filtered out")
+    _status(page, "No results: no result clears")
     assert "min=0.99" in page.url and page.locator("#chips .chip", has_text="score ≥ 0.99").count() == 1
     page.get_by_role("button", name="Remove filter score ≥ 0.99").click()
     _status(page, "16 results")

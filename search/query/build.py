@@ -133,6 +133,9 @@ def plan_for(
     if is_single_text(u.parts):
         extra: dict[str, Any] = {"rrf_k": rrf_k} if rrf_k is not None else {}
         text = str(u.parts[0].value)
+        source = u.parts[0].source.strip()
+        if mode != "vector" and source.startswith('"') and source.endswith('"') and len(source) > 1:
+            text = source  # the keyword index reads a quoted phrase as a phrase (words in that order)
         return engine.plan_text(text, k, mode=mode, target=target, options=options, **extra, **rerank)
     if mode != "vector":
         raise InvalidInputError(
