@@ -123,3 +123,40 @@ def test_sync_never_indexes_its_own_data_dir(settings, blip_embedder, tmp_path):
         out = sync_paths(settings, [lib], "lib", embedder=blip_embedder)
         assert out["failed"] == 0 and out["deleted"] == 0
     assert set(_by_uri(settings)) == {str(p.resolve()) for p in lib.glob("*.jpg")}
+
+
+def test_scan_keeps_the_symlink_and_hidden_guards_without_resolving_each_file(tmp_path, monkeypatch):
+    """The stat-based scan: regular files by their path (no realpath per file), a symlinked file
+    only when its target is inside the folder (under the target's path), symlinked folders and
+    hidden names never entered, the data dir excluded; an unchanged file is not read."""
+    from indexer.sync import SyncReport, _Scan
+
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    (lib / "a" / "b").mkdir(parents=True)
+    outside.mkdir()
+    (lib / "one.jpg").write_bytes(b"1")
+    (lib / "a" / "b" / "two.jpg").write_bytes(b"2")
+    (lib / ".hidden.jpg").write_bytes(b"h")
+    (lib / ".cache").mkdir()
+    (lib / ".cache" / "three.jpg").write_bytes(b"3")
+    (lib / "data").mkdir()
+    (lib / "data" / "shard.jpg").write_bytes(b"d")
+    (outside / "secret.jpg").write_bytes(b"s")
+    os.symlink(outside / "secret.jpg", lib / "leak.jpg")  # points out of the folder: never read
+    os.symlink(outside, lib / "linked-dir")  # a symlinked folder: not followed
+    os.symlink(lib / "a" / "b" / "two.jpg", lib / "alias.jpg")  # inside: the target, once
+    os.symlink(lib / "nowhere.jpg", lib / "dangling.jpg")
+    os.symlink(lib / "loop.jpg", lib / "loop.jpg")
+    _age(lib)
+    real = lib.resolve()
+    resolved: list[str] = []
+    orig = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, **k: resolved.append(str(p)) or orig(p, **k))
+    report = SyncReport("lib", [str(real)])
+    scan = _Scan([real], {}, 0.0, report, [real / "data"])
+    assert sorted(scan.present) == [str(real / "a" / "b" / "two.jpg"), str(real / "one.jpg")]
+    assert report.files == 2 and report.hashed == 2 and report.failed == 0
+    assert {Path(p).name for p in resolved} == {"leak.jpg", "alias.jpg", "dangling.jpg", "loop.jpg", "linked-dir"}
+    again = SyncReport("lib", [str(real)])
+    scan2 = _Scan([real], scan.present, 0.0, again, [real / "data"])
+    assert again.unchanged == 2 and again.hashed == 0 and scan2.present == scan.present
