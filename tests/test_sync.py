@@ -160,3 +160,30 @@ def test_scan_keeps_the_symlink_and_hidden_guards_without_resolving_each_file(tm
     again = SyncReport("lib", [str(real)])
     scan2 = _Scan([real], scan.present, 0.0, again, [real / "data"])
     assert again.unchanged == 2 and again.hashed == 0 and scan2.present == scan.present
+
+
+def test_reembed_carries_stacks_and_the_sync_state(settings, blip_embedder, blip2_embedder, tmp_path):
+    """A re-embed rebuilds the collection in a new version folder: its stacks (by id, which the
+    re-embed keeps) and what sync saw (so an unchanged folder is still not re-read) come along."""
+    from indexer.reembed import reembed
+    from storage import stacks
+
+    lib = tmp_path / "lib"
+    write_images(lib, 4)
+    _age(lib)
+    sync_paths(settings, [lib], "lib", embedder=blip_embedder)
+    coll = Collection.open(settings.data_dir, "lib")
+    ids = sorted(r for r, _ in coll.live_uris().values())
+    stacks.stack(coll, ids[0], ids[1:3], group="g1", tier="near")
+    state0, stacks0, root0 = sync_state.load(coll.root), stacks.load(coll.root), coll.root.resolve()
+    assert len(state0) == 4 and list(stacks0) == [ids[0]]
+
+    reembed(settings, "lib", "blip2", embedder=blip2_embedder, progress=False)
+    new = Collection.open(settings.data_dir, "lib")
+    assert new.root.resolve() != root0 and new.manifest.model_fingerprint == blip2_embedder.fingerprint
+    assert stacks.load(new.root) == stacks0
+    assert sorted(stacks.hidden_ids(new).tolist()) == ids[1:3]  # search still hides the members
+    assert sync_state.load(new.root) == state0
+    out = sync_paths(settings, [lib], "lib", embedder=blip2_embedder)
+    assert out["hashed"] == 0 and out["unchanged"] == 4
+    assert out["added"] == out["deleted"] == out["moved"] == 0
