@@ -67,7 +67,9 @@ class Reembedder:
         self.dropped: list[dict[str, Any]] = []
         self.copied = 0
         self.decoder = DecodeStage(
-            DecodeConfig(embedder.preprocessor(), None, limits.max_pixels, limits.draft),
+            DecodeConfig(
+                embedder.preprocessor(), None, limits.max_pixels, limits.draft, timeout_s=settings.decode_timeout_s
+            ),
             mode=resolve_mode(settings.decode_mode, live.manifest.count),
             processes=settings.decode_workers,
         )
