@@ -208,7 +208,7 @@ def test_keeper_detail_lists_its_stack_and_unstacks(page, site):
         page.wait_for_selector("#detail-stack:not([hidden]) .stack-member")
         listed = page.locator("#detail-stack .stack-member").evaluate_all("els => els.map(e => Number(e.dataset.id))")
         assert listed == members
-        text = page.locator("#detail-stack").inner_text()
+        text = page.locator("#detail-stack").text_content() or ""
         uris = {r["id"]: r["uri"] for r in site["rows"]}
         assert "2 more copies" in text and all(Path(uris[m]).name in text for m in members)
         page.wait_for_function(
