@@ -191,3 +191,9 @@ def test_a_decode_past_its_time_limit_is_a_per_file_failure(mode):
         stage.close()
     roomy = DecodeStage(DecodeConfig(_no_preprocess, None, 10**8, None, timeout_s=60.0), mode="thread")
     assert roomy(slow).meta["width"] == 8000  # the same file within a larger limit: the limit was the cause
+    if mode == "thread":  # the stored originals' decode (thumbnails, /file) has the same limit
+        from media.stored import ImageLimits, StoredImages
+
+        with pytest.raises(ImageDecodeError, match="time limit"):
+            StoredImages({}, ImageLimits(timeout_s=0.1)).decode(slow)
+        assert StoredImages({}, ImageLimits()).decode(slow).width == 8000
