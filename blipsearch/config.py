@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = Field(default=limits.MAX_IMAGE_PIXELS, ge=1, description="Decompression-bomb guard.")
     max_file_bytes: int = Field(default=limits.MAX_FILE_BYTES, ge=1, description="Larger files are skipped.")
+    decode_timeout_s: float = Field(
+        default=limits.DECODE_TIMEOUT_S,
+        gt=0,
+        le=3600,
+        description="Time limit of one file's decode.",
+    )
     jpeg_draft: bool = Field(
         default=True, description="Decode large JPEGs at reduced scale (DCT), never below the model's input size."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 MAX_IMAGE_PIXELS = 100_000_000  # decompression-bomb guard (BLIPSEARCH_MAX_IMAGE_PIXELS)
 MAX_FILE_BYTES = 256 * 1024 * 1024  # larger files are skipped (BLIPSEARCH_MAX_FILE_BYTES)
+DECODE_TIMEOUT_S = 60.0  # one file's decode, beside the pixel budget (BLIPSEARCH_DECODE_TIMEOUT_S)
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # one uploaded file (BLIPSEARCH_MAX_UPLOAD_BYTES)
 BATCH_SIZE = 32  # images per forward pass (BLIPSEARCH_BATCH_SIZE)
 SHARD_SIZE = 4096  # records per committed Parquet shard (BLIPSEARCH_SHARD_SIZE)

@@ -10,6 +10,10 @@ cheaper to start; it serves small inputs (uploads) and machines with few cores.
 Both produce the same arrays (the same function runs in both). A worker process that dies
 (a decoder crash on a hostile file) is replaced, the item is retried once on the fresh pool,
 and a second crash is recorded as that item's failure (reason ``decoder_crashed``).
+
+Each decode has a time limit (``DecodeConfig.timeout_s``, media/deadline.py): a worker process
+is ended by the kernel at the deadline (the file fails with ``decode_timeout``, not retried, and
+the pool is replaced); in thread mode the caller stops waiting at the deadline.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError
+from media import deadline
 from media.decode import decode_image
 from media.exif import capture_columns
 
@@ -52,6 +57,7 @@ class DecodeConfig:
     draft: int | None
     pdq: bool = False  # PDQ-hash the fully decoded image (media/pdq.py); no JPEG draft then
     ocr_pixels: int | None = None  # keep the decoded image for OCR, downscaled to this many pixels
+    timeout_s: float | None = None  # time limit of one decode (media/deadline.py); None: none
 
 
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
@@ -105,10 +111,13 @@ def _init_worker(cfg: DecodeConfig) -> None:
 
 def _work(data: bytes) -> Decoded | tuple[str, str]:
     assert _CFG is not None
+    deadline.arm_process_alarm(_CFG.timeout_s)  # past it (CPU seconds), the kernel ends this process
     try:
         return decode_one(_CFG, data)
     except ImageDecodeError as exc:  # sent back as plain values: exceptions with extra args do not pickle
         return (str(exc), exc.reason)
+    finally:
+        deadline.disarm_process_alarm()
 
 
 def resolve_mode(mode: str, items: int | None) -> str:
@@ -150,14 +159,19 @@ class DecodeStage:
 
     def __call__(self, data: bytes) -> Decoded:
         """Decode one image. Raises ImageDecodeError with a reason code."""
+        timeout = self.cfg.timeout_s
         if self.mode == "thread":
-            return decode_one(self.cfg, data)
+            return deadline.run_with_deadline(lambda: decode_one(self.cfg, data), timeout)
         for attempt in range(2):
             pool = self._get_pool()
+            t0 = time.monotonic()
             try:
                 out = pool.submit(_work, data).result()
             except BrokenProcessPool:
                 self._replace_pool(pool)
+                # ended by its time limit (CPU time <= the wall time waited): not retried
+                if timeout and time.monotonic() - t0 >= timeout:
+                    raise deadline.timeout_error(timeout) from None
                 if attempt == 1:
                     raise ImageDecodeError("the decoder process crashed on this file", "decoder_crashed") from None
                 continue

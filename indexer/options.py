@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from blipsearch.errors import InvalidInputError
-from blipsearch.limits import BATCH_SIZE, DECODE_WORKERS, MAX_FILE_BYTES, MAX_IMAGE_PIXELS, SHARD_SIZE
+from blipsearch.limits import (
+    BATCH_SIZE,
+    DECODE_TIMEOUT_S,
+    DECODE_WORKERS,
+    MAX_FILE_BYTES,
+    MAX_IMAGE_PIXELS,
+    SHARD_SIZE,
+)
 
 if TYPE_CHECKING:
     from blipsearch.config import Settings
@@ -27,6 +34,7 @@ class IndexOptions:
     workers: int = DECODE_WORKERS
     max_pixels: int = MAX_IMAGE_PIXELS
     max_bytes: int = MAX_FILE_BYTES
+    decode_timeout_s: float = DECODE_TIMEOUT_S
     jpeg_draft: bool = True
     pdq: bool = True  # PDQ-hash the decoded images (when pdqhash is installed; needs the full decode)
     decode_mode: str = "auto"  # auto, process or thread (indexer/decode_pool.py:resolve_mode)
@@ -43,6 +51,7 @@ class IndexOptions:
             "workers": settings.decode_workers,
             "max_pixels": settings.max_image_pixels,
             "max_bytes": settings.max_file_bytes,
+            "decode_timeout_s": settings.decode_timeout_s,
             "jpeg_draft": settings.decode_draft(),
             "pdq": settings.pdq_hashes,
             "decode_mode": settings.decode_mode,

@@ -134,6 +134,7 @@ class IndexPipeline:
                 self.draft,
                 pdq=options.pdq and pdq_available(),  # hashes need the full decode: no JPEG draft then
                 ocr_pixels=ocr.options.limits.max_pixels if ocr is not None else None,
+                timeout_s=options.decode_timeout_s,
             ),
             mode=decode_mode,
             processes=options.workers,

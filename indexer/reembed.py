@@ -38,7 +38,8 @@ from indexer.stages import StageTimer
 from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.base import Embedder
 from search import index_store
-from storage import versions
+from storage import sync_state, versions
+from storage.atomic import atomic_write_bytes
 from storage.catalog import open_catalog
 from storage.collection import Collection
 from storage.copying import commit_copied_shard
@@ -46,6 +47,7 @@ from storage.job_run import JobRun
 from storage.lock import exclusive_or_refuse, reembed_lock_path, writer_lock
 from storage.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from storage.reading import live_mask, shard_meta
+from storage.stacks import STACKS_LOCK, STACKS_NAME
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,9 @@ class Reembedder:
         self.dropped: list[dict[str, Any]] = []
         self.copied = 0
         self.decoder = DecodeStage(
-            DecodeConfig(embedder.preprocessor(), None, limits.max_pixels, limits.draft),
+            DecodeConfig(
+                embedder.preprocessor(), None, limits.max_pixels, limits.draft, timeout_s=settings.decode_timeout_s
+            ),
             mode=resolve_mode(settings.decode_mode, live.manifest.count),
             processes=settings.decode_workers,
         )
@@ -178,6 +182,24 @@ def _link_uploads(live: Collection, target: Collection) -> None:
                 os.link(f, dst / f.name)
             except OSError:
                 shutil.copy2(f, dst / f.name)
+
+
+CARRIED_FILES = (STACKS_NAME, sync_state.STATE_NAME)  # per-collection files keyed by record id or path
+
+
+def _carry_files(live: Collection, target: Collection) -> None:
+    """Copy the collection's own files that are not records (stacks.json: ids, which a re-embed
+    keeps; sync-state.json: what ``sync`` saw in its folders) into the new version. Run under the
+    writer lock just before the swap, holding the stacks lock so no stack made meanwhile is lost;
+    a sync running meanwhile cannot commit to the old version after the swap, and its state is a
+    cache (a lost one costs a re-hash)."""
+    with writer_lock(live.root / STACKS_LOCK):
+        for name in CARRIED_FILES:
+            try:
+                body = (live.root / name).read_bytes()
+            except FileNotFoundError:
+                continue
+            atomic_write_bytes(target.root / name, body)
 
 
 def _find_or_start(settings: Settings, live: Collection, live_version: str, embedder: Embedder) -> Collection:
@@ -319,6 +341,7 @@ def _reembed(
                     work.copy_shard(shard)
                 work.sync_tombstones()
                 _link_uploads(live, target)
+                _carry_files(live, target)
                 with work.timer.time("index"):
                     info = index_store.refresh(target, policy=policy)  # adds only what the final round brought
                 m = target.reload()

@@ -2,12 +2,13 @@
 
 For the folders given (each a real folder, not a symlink), in this order:
 
-1. **Scan**: every file the folder walk finds (indexer/sources/files.py: hidden names skipped,
-   symlinked folders not followed) is stat'ed; a file whose size, mtime and inode equal what the
-   last sync recorded (storage/sync_state.py) keeps its recorded sha256 without being read. Other
-   files are hashed, then stat'ed again: a file that changed meanwhile (still being written) is
-   *deferred*: left as it is this run, and its record (if any) kept. With ``settle_s`` a file
-   modified less than that long ago is deferred too (``watch`` uses it).
+1. **Scan**: every file one ``scandir`` walk finds (hidden names skipped, symlinked folders not
+   followed, symlinked files kept only when they point inside the folders) is stat'ed once; a
+   file whose size, mtime and inode equal what the last sync recorded (storage/sync_state.py)
+   keeps its recorded sha256 without being read. Other files are hashed, then stat'ed again: a
+   file that changed meanwhile (still being written) is *deferred*: left as it is this run, and
+   its record (if any) kept. With ``settle_s`` a file modified less than that long ago is
+   deferred too (``watch`` uses it).
 2. **Moves**: a record whose file is gone while its sha256 is now at a path no record has gets that
    path as its new uri (``update_columns``: same id, same embedding, no re-embed).
 3. **Deletes**: a record under the folders whose file is gone (``stat`` says it does not exist) is
@@ -29,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import stat
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,7 +40,6 @@ from typing import Any
 from blipsearch.errors import InvalidInputError
 from indexer.commit import IndexReport
 from indexer.sources.base import SourceItem
-from indexer.sources.files import walk
 from search import index_store
 from storage import sync_state
 from storage.collection import Collection
@@ -109,7 +110,14 @@ def file_sha256(path: str) -> str:
 
 
 class _Scan:
-    """Step 1: the files under the folders now, hashed where their stat changed."""
+    """Step 1: the files under the folders now, hashed where their stat changed.
+
+    One ``os.scandir`` walk per folder (sorted, hidden names skipped, symlinked folders not
+    followed, as indexer/sources/files.py ``walk``). The folders are resolved once
+    (``check_folders``) and no symlinked folder is entered, so a regular file's path is already
+    its real path: it costs one ``lstat`` (the DirEntry's) and no ``realpath``. Only a symlinked
+    file is resolved, and kept only when its target is a regular file inside the folders (and
+    not in ``exclude``), under the target's path, as the walk yields it."""
 
     def __init__(
         self,
@@ -119,41 +127,85 @@ class _Scan:
         report: SyncReport,
         exclude: Sequence[Path] = (),
     ) -> None:
+        self.roots = roots
         self.exclude = list(exclude)
+        self._excluded = {str(p) for p in self.exclude}
         self.present: dict[str, FileEntry] = {}
         self.deferred: set[str] = set()
-        now_ns = time.time_ns()
+        self._old, self._settle_s, self._report = old, settle_s, report
+        self._now_ns = time.time_ns()
         for root in roots:
-            for p in walk(root):
-                path = str(p)
-                if not under(path, roots) or under(path, exclude):  # out of the folders (a symlink), or data
-                    continue
-                report.files += 1
-                try:
-                    self._one(path, old.get(path), now_ns, settle_s, report)
-                except FileNotFoundError:  # gone since the walk listed it
-                    report.files -= 1
-                except OSError as exc:
-                    report.failed += 1
-                    report.failures.append(
-                        {"path": path, "error": f"unreadable: {exc.strerror or exc}", "reason": "io"}
-                    )
-                    self.deferred.add(path)  # its record (if any) is kept
+            if str(root) in self._excluded or under(str(root), self.exclude):
+                continue
+            self._walk(str(root))
 
-    def _one(self, path: str, entry: FileEntry | None, now_ns: int, settle_s: float, report: SyncReport) -> None:
-        st = os.stat(path)
+    def _walk(self, folder: str) -> None:
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+        except OSError:  # unreadable (or gone): its records are kept and reported as unreached
+            return
+        subdirs: list[str] = []
+        for e in entries:
+            try:
+                if e.is_symlink():
+                    self._link(e.path)
+                elif e.is_dir(follow_symlinks=False):
+                    if e.path not in self._excluded:
+                        subdirs.append(e.path)
+                elif e.is_file(follow_symlinks=False):
+                    self._file(e.path, e.stat(follow_symlinks=False))
+            except FileNotFoundError:  # gone since the folder was listed
+                continue
+            except OSError as exc:
+                self._unreadable(e.path, exc)
+        for d in subdirs:
+            self._walk(d)
+
+    def _link(self, path: str) -> None:
+        """A symlinked file: its target, when that is a regular file inside the folders."""
+        real = os.path.realpath(path)
+        if not under(real, self.roots) or under(real, self.exclude):
+            return
+        try:
+            st = os.stat(real)
+        except OSError:  # dangling, or a loop: not a file (the folder walk skips it too)
+            return
+        if stat.S_ISREG(st.st_mode):
+            self._file(real, st)
+
+    def _unreadable(self, path: str, exc: OSError) -> None:
+        self._report.files += 1
+        self._report.failed += 1
+        self._report.failures.append({"path": path, "error": f"unreadable: {exc.strerror or exc}", "reason": "io"})
+        self.deferred.add(path)  # its record (if any) is kept
+
+    def _file(self, path: str, st: os.stat_result) -> None:
+        if path in self.present or path in self.deferred:  # reached twice (a symlink to it)
+            return
+        report = self._report
+        report.files += 1
         key = (st.st_size, st.st_mtime_ns, st.st_ino)
+        entry = self._old.get(path)
         if entry is not None and entry.same_stat(*key):
             report.unchanged += 1
             self.present[path] = entry
             return
-        if settle_s > 0 and now_ns - st.st_mtime_ns < settle_s * 1e9:
+        if self._settle_s > 0 and self._now_ns - st.st_mtime_ns < self._settle_s * 1e9:
             report.deferred += 1
             self.deferred.add(path)
             return
-        sha = file_sha256(path)
+        try:
+            sha = file_sha256(path)
+            after = os.stat(path)
+        except FileNotFoundError:  # deleted while read
+            report.files -= 1
+            return
+        except OSError as exc:
+            report.files -= 1
+            self._unreadable(path, exc)
+            return
         report.hashed += 1
-        after = os.stat(path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) != key:  # written to while read
             report.deferred += 1
             self.deferred.add(path)
@@ -261,7 +313,9 @@ def sync_folders(
             index_store.refresh(coll, policy=policy)
         # Step 5: the state of these folders is what was seen now; other folders' entries stay.
         kept = {p: e for p, e in old.items() if not under(p, roots)}
-        sync_state.save(coll.root, {**kept, **present})
+        state = {**kept, **present}
+        if state != old:  # an unchanged folder costs no rewrite of the state
+            sync_state.save(coll.root, state)
     report.seconds = round(time.perf_counter() - t0, 3)
     return report
 

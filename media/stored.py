@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from blipsearch.limits import MAX_FILE_BYTES, MAX_IMAGE_PIXELS
+from blipsearch.limits import DECODE_TIMEOUT_S, MAX_FILE_BYTES, MAX_IMAGE_PIXELS
+from media.deadline import run_with_deadline
 from media.decode import DecodedImage, decode_image
 from media.safe_read import READ_ERRORS, read_verified
 
@@ -29,18 +30,24 @@ __all__ = ["READ_ERRORS", "ImageLimits", "StoredImages"]
 
 @dataclass(frozen=True)
 class ImageLimits:
-    """How far one read and decode may go: ``max_bytes`` read, ``max_pixels`` decoded;
-    ``draft``/``reduce`` as ``decode_image`` takes them (None/False: a full decode)."""
+    """How far one read and decode may go: ``max_bytes`` read, ``max_pixels`` decoded, within
+    ``timeout_s`` (media/deadline.py; None: no limit); ``draft``/``reduce`` as ``decode_image``
+    takes them (None/False: a full decode)."""
 
     max_pixels: int = MAX_IMAGE_PIXELS
     max_bytes: int = MAX_FILE_BYTES
+    timeout_s: float | None = DECODE_TIMEOUT_S
     draft: int | None = None
     reduce: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> ImageLimits:
         """``BLIPSEARCH_MAX_IMAGE_PIXELS`` and ``BLIPSEARCH_MAX_FILE_BYTES``, with ``overrides``."""
-        fields: dict[str, Any] = {"max_pixels": settings.max_image_pixels, "max_bytes": settings.max_file_bytes}
+        fields: dict[str, Any] = {
+            "max_pixels": settings.max_image_pixels,
+            "max_bytes": settings.max_file_bytes,
+            "timeout_s": settings.decode_timeout_s,
+        }
         return cls(**{**fields, **overrides})
 
 
@@ -58,7 +65,9 @@ class StoredImages:
 
     def decode(self, data: bytes) -> DecodedImage:
         lim = self.limits
-        return decode_image(data, lim.max_pixels, draft=lim.draft, reduce=lim.reduce)
+        return run_with_deadline(
+            lambda: decode_image(data, lim.max_pixels, draft=lim.draft, reduce=lim.reduce), lim.timeout_s
+        )
 
     def image(self, uri: str | None, sha256: str | None) -> Image.Image:
         """The original, verified and decoded (RGB, upright)."""

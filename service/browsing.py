@@ -15,6 +15,7 @@ import numpy as np
 from blipsearch.config import Settings
 from search.filters import Filters, allowed_ids
 from storage.collection import Collection
+from storage.stacks import hidden_ids
 
 Order = Literal["newest", "oldest"]
 
@@ -28,7 +29,7 @@ class BrowsePage:
 def browse(settings: Settings, name: str, filters: Filters | None, order: Order, offset: int, limit: int) -> BrowsePage:
     """One page of ``name``'s visible records: ids descending (``newest``; ids grow as records
     are added) or ascending (``oldest``). ``block`` decisions are always hidden, plus the
-    ``exclude_decisions`` of ``filters``."""
+    ``exclude_decisions`` of ``filters``, and the members of stacks (storage/stacks.py)."""
     from moderation.store import DecisionCache
     from storage.catalog import open_catalog
 
@@ -36,6 +37,9 @@ def browse(settings: Settings, name: str, filters: Filters | None, order: Order,
     f = filters or Filters()
     ids = allowed_ids(coll, f)
     hidden = DecisionCache(open_catalog(settings.catalog_url()), coll.name).ids({"block", *f.exclude_decisions})
+    stacked = hidden_ids(coll)  # stacked duplicates: browsing, like search, shows their keeper only
+    if stacked is not None:
+        hidden = np.union1d(hidden, stacked) if len(hidden) else stacked
     if len(hidden):
         ids = np.setdiff1d(ids, hidden, assume_unique=True)
     ordered = ids[::-1] if order == "newest" else ids

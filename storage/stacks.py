@@ -22,6 +22,7 @@ from storage.lock import writer_lock
 from storage.reading import CollectionReads
 
 STACKS_NAME = "stacks.json"
+STACKS_LOCK = ".stacks.lock"
 MAX_STACK = 10_000
 _hidden_cache: dict[str, tuple[tuple[int, int], np.ndarray]] = {}
 
@@ -60,7 +61,7 @@ def stack(
     missing = [i for i in [keeper, *others] if i not in found]
     if missing:
         raise NotFoundError(f"No record with id {missing[0]} in this collection.")
-    with writer_lock(coll.root / ".stacks.lock"):
+    with writer_lock(coll.root / STACKS_LOCK):
         stacks = load(coll.root)
         merged = set(others)
         for k in [*others, keeper]:  # a member that keeps a stack brings its members along
@@ -84,7 +85,7 @@ def stack(
 
 def unstack(coll: CollectionReads, keeper: int) -> dict[str, Any]:
     """Undo the stack of ``keeper`` (its records show in search again)."""
-    with writer_lock(coll.root / ".stacks.lock"):
+    with writer_lock(coll.root / STACKS_LOCK):
         stacks = load(coll.root)
         if keeper not in stacks:
             raise NotFoundError(f"Record {keeper} keeps no stack.")

@@ -20,7 +20,7 @@ from media.decode import decode_image
 from media.exif import read_capture
 from service.indexing import index_paths
 from storage.collection import Collection
-from tests.photo_library import Shot, dng_with_preview, photo_bytes
+from tests.photo_library import Shot, dng_bytes, dng_with_preview, photo_bytes
 
 
 def _frames(fmt: str) -> bytes:
@@ -165,3 +165,35 @@ def test_heic_and_dng_uploads_are_indexed(served):
     assert [f["filename"] for f in out["failures"]] == ["lie.jpg"]
     rid = out["added"][0]["id"]
     assert client.get(f"/v1/collections/up/images/{rid}", headers=h).json()["format"] == "HEIF"
+
+
+def _no_preprocess(images):  # module level: the decode worker processes unpickle it
+    return np.zeros((len(images), 1), np.float32)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_a_decode_past_its_time_limit_is_a_per_file_failure(mode):
+    """A RAW that needs a full demosaic (a thin 8000x1000 DNG: half size would not cover the
+    model's side) takes ~0.5 s; with a 0.1 s limit it fails with ``decode_timeout`` and the
+    stage goes on decoding other files (a worker process is ended and replaced)."""
+    from indexer.decode_pool import DecodeConfig, DecodeStage
+
+    slow = dng_bytes(Shot("slow", fmt="DNG", seed=3), 8000, 1000)
+    small = photo_bytes(Shot("small", seed=4))
+    stage = DecodeStage(DecodeConfig(_no_preprocess, None, 10**8, None, timeout_s=0.1), mode=mode, processes=1)
+    try:
+        with pytest.raises(ImageDecodeError, match="time limit") as exc:
+            stage(slow)
+        assert exc.value.reason == "decode_timeout"
+        assert stage(small).meta["format"] == "JPEG"  # the next file decodes
+    finally:
+        stage.close()
+    roomy = DecodeStage(DecodeConfig(_no_preprocess, None, 10**8, None, timeout_s=60.0), mode="thread")
+    assert roomy(slow).meta["width"] == 8000  # the same file within a larger limit: the limit was the cause
+    if mode == "thread":  # the stored originals' decode (thumbnails, /file) has the same limit
+        from media.stored import ImageLimits, StoredImages
+
+        with pytest.raises(ImageDecodeError, match="time limit"):
+            StoredImages({}, ImageLimits(timeout_s=0.1)).decode(slow)
+        assert StoredImages({}, ImageLimits()).decode(slow).width == 8000

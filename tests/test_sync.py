@@ -123,3 +123,67 @@ def test_sync_never_indexes_its_own_data_dir(settings, blip_embedder, tmp_path):
         out = sync_paths(settings, [lib], "lib", embedder=blip_embedder)
         assert out["failed"] == 0 and out["deleted"] == 0
     assert set(_by_uri(settings)) == {str(p.resolve()) for p in lib.glob("*.jpg")}
+
+
+def test_scan_keeps_the_symlink_and_hidden_guards_without_resolving_each_file(tmp_path, monkeypatch):
+    """The stat-based scan: regular files by their path (no realpath per file), a symlinked file
+    only when its target is inside the folder (under the target's path), symlinked folders and
+    hidden names never entered, the data dir excluded; an unchanged file is not read."""
+    from indexer.sync import SyncReport, _Scan
+
+    lib, outside = tmp_path / "lib", tmp_path / "outside"
+    (lib / "a" / "b").mkdir(parents=True)
+    outside.mkdir()
+    (lib / "one.jpg").write_bytes(b"1")
+    (lib / "a" / "b" / "two.jpg").write_bytes(b"2")
+    (lib / ".hidden.jpg").write_bytes(b"h")
+    (lib / ".cache").mkdir()
+    (lib / ".cache" / "three.jpg").write_bytes(b"3")
+    (lib / "data").mkdir()
+    (lib / "data" / "shard.jpg").write_bytes(b"d")
+    (outside / "secret.jpg").write_bytes(b"s")
+    os.symlink(outside / "secret.jpg", lib / "leak.jpg")  # points out of the folder: never read
+    os.symlink(outside, lib / "linked-dir")  # a symlinked folder: not followed
+    os.symlink(lib / "a" / "b" / "two.jpg", lib / "alias.jpg")  # inside: the target, once
+    os.symlink(lib / "nowhere.jpg", lib / "dangling.jpg")
+    os.symlink(lib / "loop.jpg", lib / "loop.jpg")
+    _age(lib)
+    real = lib.resolve()
+    resolved: list[str] = []
+    orig = os.path.realpath
+    monkeypatch.setattr(os.path, "realpath", lambda p, **k: resolved.append(str(p)) or orig(p, **k))
+    report = SyncReport("lib", [str(real)])
+    scan = _Scan([real], {}, 0.0, report, [real / "data"])
+    assert sorted(scan.present) == [str(real / "a" / "b" / "two.jpg"), str(real / "one.jpg")]
+    assert report.files == 2 and report.hashed == 2 and report.failed == 0
+    assert {Path(p).name for p in resolved} == {"leak.jpg", "alias.jpg", "dangling.jpg", "loop.jpg", "linked-dir"}
+    again = SyncReport("lib", [str(real)])
+    scan2 = _Scan([real], scan.present, 0.0, again, [real / "data"])
+    assert again.unchanged == 2 and again.hashed == 0 and scan2.present == scan.present
+
+
+def test_reembed_carries_stacks_and_the_sync_state(settings, blip_embedder, blip2_embedder, tmp_path):
+    """A re-embed rebuilds the collection in a new version folder: its stacks (by id, which the
+    re-embed keeps) and what sync saw (so an unchanged folder is still not re-read) come along."""
+    from indexer.reembed import reembed
+    from storage import stacks
+
+    lib = tmp_path / "lib"
+    write_images(lib, 4)
+    _age(lib)
+    sync_paths(settings, [lib], "lib", embedder=blip_embedder)
+    coll = Collection.open(settings.data_dir, "lib")
+    ids = sorted(r for r, _ in coll.live_uris().values())
+    stacks.stack(coll, ids[0], ids[1:3], group="g1", tier="near")
+    state0, stacks0, root0 = sync_state.load(coll.root), stacks.load(coll.root), coll.root.resolve()
+    assert len(state0) == 4 and list(stacks0) == [ids[0]]
+
+    reembed(settings, "lib", "blip2", embedder=blip2_embedder, progress=False)
+    new = Collection.open(settings.data_dir, "lib")
+    assert new.root.resolve() != root0 and new.manifest.model_fingerprint == blip2_embedder.fingerprint
+    assert stacks.load(new.root) == stacks0
+    assert sorted(stacks.hidden_ids(new).tolist()) == ids[1:3]  # search still hides the members
+    assert sync_state.load(new.root) == state0
+    out = sync_paths(settings, [lib], "lib", embedder=blip2_embedder)
+    assert out["hashed"] == 0 and out["unchanged"] == 4
+    assert out["added"] == out["deleted"] == out["moved"] == 0

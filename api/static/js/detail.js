@@ -1,5 +1,6 @@
 // The detail view: the original image, caption, metadata, moderation decision and its triggers,
-// "more like this", delete (needs a write key), and ←/→ between results.
+// the stack it keeps (duplicates folded under it: each one findable, unstack), "more like
+// this", delete (needs a write key), and ←/→ between results.
 import * as api from "./api.js";
 import { $, badge, fmtBytes, fmtDate, fmtScore, h, notify, showError } from "./dom.js";
 import { describe } from "./scores.js";
@@ -9,12 +10,14 @@ let coll = () => "";
 let onMore = () => {};
 let onDeleted = () => {};
 let onFolder = () => {};
+let onUnstacked = () => {};
 let how = () => "";
 let mode = () => "vector";
 let index = -1;
 
-export function init({ results, collection, more, deleted, folder, kind, searchMode }) {
+export function init({ results, collection, more, deleted, folder, kind, searchMode, unstacked }) {
   items = results;
+  onUnstacked = unstacked || deleted;
   coll = collection;
   onMore = more;
   onDeleted = deleted;
@@ -128,13 +131,20 @@ export async function open(i) {
   const dl = $("detail-fields");
   const meta = $("detail-meta");
   const mod = $("detail-moderation");
+  const stackBox = stackSection();
+  stackBox.hidden = true;
+  stackBox.replaceChildren();
   dl.replaceChildren();
   meta.replaceChildren();
   mod.replaceChildren(h("p.muted", { text: "Loading…" }));
   try {
-    const [rec, m] = await Promise.all([
+    const [rec, m, st] = await Promise.all([
       api.get(`/v1/collections/${api.enc(c)}/images/${r.id}`),
       api.get(`/v1/moderation/records/${api.enc(c)}/${r.id}`).catch(() => null),
+      isText ? null : api.get(`/v1/collections/${api.enc(c)}/stacks/${r.id}`).catch((e) => {
+        if (e.status !== 404) showError(e); // 404: in no stack
+        return null;
+      }),
     ]);
     if (index !== i) return;
     // The title already shows the caption (or the text): only a caption beside a text gets a row.
@@ -161,10 +171,60 @@ export async function open(i) {
     for (const k of keys) row(meta, k, typeof rec.metadata[k] === "object" ? JSON.stringify(rec.metadata[k]) : rec.metadata[k]);
     if (!keys.length) meta.append(h("p.muted", { text: "No metadata." }));
     renderModeration(mod, m);
+    if (st) renderStack(stackBox, st, r.id, c);
   } catch (e) {
     showError(e);
     mod.replaceChildren(h("p.error", { text: e.message }));
   }
+}
+
+// The stack section (made once, after the metadata): the page's index.html stays as it is.
+function stackSection() {
+  let box = $("detail-stack");
+  if (!box) {
+    box = h("section", { id: "detail-stack", "aria-label": "Stack" });
+    $("detail-meta").after(box);
+  }
+  return box;
+}
+
+// A keeper lists the records folded under it (search shows only the keeper): each with its
+// thumbnail, file and size, its original, and "more like this"; Unstack shows them in search
+// again. A member says which record keeps it.
+function renderStack(box, st, rid, c) {
+  const byId = new Map((st.records || []).map((x) => [x.id, x]));
+  const out = [];
+  if (st.keeper !== rid) {
+    out.push(h("h3", { text: "Stack" }),
+      h("p.stack-of", { text: `Stacked under record #${st.keeper}${st.tier ? ` (${st.tier} duplicates)` : ""}.` }));
+  } else {
+    out.push(h("h3", { text: `Stack: ${st.members.length} more ${st.members.length === 1 ? "copy" : "copies"}` }),
+      h("p.muted", { text: `Search shows this record only${st.tier ? ` (${st.tier} duplicates)` : ""}; the others stay stored.` }),
+      h("ul.stack-members", {}, st.members.map((id) => {
+        const x = byId.get(id) || { id };
+        const size = x.width ? `${x.width} × ${x.height} px` : "";
+        return h("li.stack-member", { "data-id": String(id) },
+          h("img", { src: api.thumbUrl(c, id), alt: `stacked record ${id}`, loading: "lazy", width: 64, height: 64 }),
+          h("span", { text: `#${id} ${x.uri || ""}` }),
+          h("span.muted", { text: [x.format, size, x.bytes ? fmtBytes(x.bytes) : ""].filter(Boolean).join(" · ") }),
+          h("a", { href: api.fileUrl(c, id), target: "_blank", rel: "noopener", text: "Original" }),
+          h("button", { type: "button", text: `More like #${id}`, onclick: () => { $("detail").close(); onMore(id); } }));
+      })),
+      h("button", { id: "unstack", type: "button", text: "Unstack", onclick: () => unstack(c, st.keeper) }));
+  }
+  box.replaceChildren(...out);
+  box.hidden = false;
+}
+
+async function unstack(c, keeper) {
+  if (!api.getKey()) { notify("Unstacking needs an API key with scope write: use the “API key” button.", "error"); return; }
+  try {
+    const out = await api.del(`/v1/collections/${api.enc(c)}/stacks?keeper=${keeper}`);
+    notify(`Unstacked: ${out.members.length} records show in search again.`);
+    $("detail-stack").hidden = true;
+    $("detail").close();
+    onUnstacked();
+  } catch (e) { showError(e); }
 }
 
 function renderModeration(box, m) {

@@ -1,7 +1,7 @@
 // The search screen: text (vector / keyword / hybrid), image (drop, paste, choose) and "more like
 // this" queries, re-ranking, the relevance cut-off, filters, and the result grid with load more.
 import * as api from "./api.js";
-import { $, fmtDate, h, showError } from "./dom.js";
+import { $, fmtDate, h, notify, showError } from "./dom.js";
 import * as filters from "./filters.js";
 import * as prefs from "./prefs.js";
 import { describe, itcPercent } from "./scores.js";
@@ -62,12 +62,14 @@ export function init({ onNavigate, onOpen }) {
   });
   $("filters-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    navigate({ ...filters.collect(formState()), k: PAGE });
+    const next = filters.collect(formState());
+    const bad = filters.problem(next);
+    if (bad) { notify(bad, "error"); return; }
+    navigate({ ...next, k: PAGE });
   });
   $("f-add").addEventListener("click", addField);
   $("f-value").addEventListener("keydown", (e) => { if (e.key === "Enter") { e.preventDefault(); addField(); } });
-  $("f-clear").addEventListener("click", () => navigate({ ...formState(), from: "", to: "", minw: null, maxw: null,
-    minh: null, maxh: null, prefix: "", fields: [], hide: false, min: null, k: PAGE }));
+  $("f-clear").addEventListener("click", () => navigate({ ...formState(), ...filters.CLEARED, sort: "", k: PAGE }));
   $("load-more").addEventListener("click", loadMore);
   new IntersectionObserver((entries) => {
     if (entries.some((x) => x.isIntersecting) && !$("load-more").hidden && !$("load-more").disabled) loadMore();
@@ -178,6 +180,7 @@ export async function show(state) {
   // collection has images and captions to find, never "texts".
   $("target").value = ["images", "captions"].includes(state.target) ? state.target : "images";
   filters.fill(state);
+  filters.setSortable(!!(state.q || state.like.length || state.unlike.length) && state.sim === null);
   syncControls();
   const useImage = !state.q && state.sim === null && imageQuery && ctx && ctx.state.c === c;
   if (!useImage) imageQuery = null;
@@ -208,7 +211,10 @@ function clearImage() {
 }
 
 async function loadKeys(c) {
-  try { filters.setKeys((await api.get(`/v1/collections/${api.enc(c)}`)).metadata_keys); }
+  try {
+    const info = await api.get(`/v1/collections/${api.enc(c)}`);
+    filters.setKeys(info.metadata_keys, info.photo_fields);
+  }
   catch (e) { showError(e); }
 }
 
@@ -257,7 +263,8 @@ async function request(state, how, k) {
   const keyword = state.mode === "keyword";
   return api.post("/v1/search/text", { query: state.q, collection: state.c, k, mode: state.mode,
     rerank: state.rerank, rerank_k: Math.max(state.rk, k), filters: f, min_score: keyword ? null : min,
-    positive_ids: state.like, negative_ids: state.unlike, raw: state.raw });
+    positive_ids: state.like, negative_ids: state.unlike, raw: state.raw,
+    sort: state.sort === "taken_at" ? "taken_at" : "relevance" });
 }
 
 let runs = 0; // the latest query wins: an answer to an older one (a slow browse) is dropped
@@ -292,8 +299,7 @@ async function emptyReason(state, how, coll) {
   if (coll && coll.count === 0) return `No results: the collection “${state.c}” is empty. Upload images to it first.`;
   if (hasFilters(state) || (state.min !== null && how !== "browse")) {
     try {
-      const loose = await request({ ...state, fields: [], from: "", to: "", minw: null, maxw: null, minh: null,
-        maxh: null, prefix: "", hide: false, min: null }, how, 1);
+      const loose = await request({ ...state, ...filters.CLEARED }, how, 1);
       if (loose.results.length) {
         return "No results: every match is filtered out by the active filters or the score cut-off. Remove a filter to see more.";
       }

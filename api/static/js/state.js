@@ -2,16 +2,19 @@
 // ?view=search&c=photos&q=red&mode=hybrid&rerank=1&rk=64&min=0.5&k=24&from=2024-01-01&to=…
 //  &minw=&maxw=&minh=&maxh=&prefix=/srv&field=tag:red&field=camera:nikon&hide=1&sim=12&target=images
 //  &like=12&unlike=7 (relevance feedback: 👍 / 👎 on results) &raw=1 (the query not parsed)
+//  &tafter=2024-05-01&tbefore=…&nlat=38.7&nlon=-9.1&nrad=25&place=lisboa&camera=canon&sort=taken_at (photos)
+import { photoFilters } from "./filters.js";
 
 export const VIEWS = ["search", "upload", "jobs", "review", "duplicates"];
-const NUMS = ["rk", "min", "k", "minw", "maxw", "minh", "maxh", "sim"];
+const NUMS = ["rk", "min", "k", "minw", "maxw", "minh", "maxh", "sim", "nlat", "nlon", "nrad"];
 const STORED = ["format", "external_id", "caption_model"]; // string columns
-const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target"];
+const STRS = ["view", "c", "q", "mode", "from", "to", "prefix", "target", "tafter", "tbefore", "place", "camera", "sort"];
 
 export function defaults() {
   return { view: "search", c: "", q: "", mode: "vector", rerank: false, rk: 64, min: null, k: 24, from: "", to: "",
     minw: null, maxw: null, minh: null, maxh: null, prefix: "", fields: [], hide: false, sim: null, target: "images",
-    like: [], unlike: [], raw: false };
+    like: [], unlike: [], raw: false, tafter: "", tbefore: "", nlat: null, nlon: null, nrad: null, place: "", camera: "",
+    sort: "" };
 }
 
 export function read(search = location.search) {
@@ -33,6 +36,7 @@ export function read(search = location.search) {
   }).filter(Boolean);
   if (!VIEWS.includes(s.view)) s.view = "search";
   if (!["vector", "keyword", "hybrid"].includes(s.mode)) s.mode = "vector";
+  if (s.sort !== "taken_at") s.sort = "";
   return s;
 }
 
@@ -73,6 +77,7 @@ export function filtersOf(s) {
     }
   }
   if (s.hide) f.exclude_decisions = ["flag", "review"];
+  Object.assign(f, photoFilters(s));
   return Object.keys(f).length ? f : null;
 }
 
