@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import statistics
@@ -164,7 +165,7 @@ def in_process(args: argparse.Namespace, path: Path, res: dict[str, Any]) -> Non
     exact_emb = load_embedder(str(path), device="cpu", batch_size=8, precision="exact")
     fast_emb = load_embedder(str(path), device="cpu", batch_size=8, precision="fast", fast_runtime="torch")
     exact, fast = load_itm(exact_emb), load_itm(fast_emb)
-    res["fast_plan_itm"] = fast_emb.plan.describe()["itm"]
+    res["fast_plan_itm"] = fast_emb.plan.describe()["itm"]  # type: ignore[attr-defined]
     res["itm_batch_size"] = fast.batch_size
     ref = BlipForImageTextRetrieval.from_pretrained(str(path)).eval()
     kmax = max([*ks, i2t_k])
@@ -208,10 +209,10 @@ def in_process(args: argparse.Namespace, path: Path, res: dict[str, Any]) -> Non
     cases: dict[str, dict[str, Callable[[], Any]]] = {}
     for k in ks:
         cases[f"text→image k={k}"] = {
-            "naive": lambda k=k: naive_t2i(k),
-            "exact": lambda k=k: exact.score_text_vs_images(QUERY, tokens16[:k]),
-            "previous fast": lambda k=k: fast.score_text_vs_images(QUERY, tokens16[:k]),
-            "fast": lambda k=k: fast.score_text_vs_images(QUERY, tokens16[:k]),
+            "naive": functools.partial(naive_t2i, k),
+            "exact": functools.partial(exact.score_text_vs_images, QUERY, tokens16[:k]),
+            "previous fast": functools.partial(fast.score_text_vs_images, QUERY, tokens16[:k]),
+            "fast": functools.partial(fast.score_text_vs_images, QUERY, tokens16[:k]),
         }
     cases[f"image→text k={i2t_k}"] = {
         "naive": naive_i2t,
