@@ -24,6 +24,7 @@ class Blip2ItmScorer(ItmScorer):
         self.embedder = embedder
         self.model: Any = embedder.model
         self.batch_size = batch_size
+        self._use_fast_attention(self.model.qformer)
 
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
         return self.embedder.vision_tokens(pixel_values, stage="itm")

@@ -39,6 +39,7 @@ class BlipItmScorer(ItmScorer):
         if first_token == "enc" and enc_id is not None and enc_id != tok.unk_token_id:
             self.first_token_id = int(enc_id)
         self.first_token = "enc" if self.first_token_id is not None else "cls"
+        self._use_fast_attention(self.model.text_encoder)
 
     def vision_tokens(self, pixel_values: np.ndarray) -> torch.Tensor:
         return self.embedder.vision_tokens(pixel_values, stage="itm")
@@ -51,7 +52,7 @@ class BlipItmScorer(ItmScorer):
         return ids, enc["attention_mask"]
 
     def _logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        image_tokens = image_tokens.to(self.model.device, self.embedder.torch_dtype)
+        image_tokens = image_tokens.to(self.model.device, self._token_dtype())
         hidden = self.model.text_encoder(
             input_ids=input_ids, attention_mask=mask, encoder_hidden_states=image_tokens
         ).last_hidden_state

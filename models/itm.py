@@ -40,6 +40,21 @@ class ItmScorer(ABC):
         collection's ITM feature cache and one shared ViT forward can be used."""
         return embedder is self.embedder or embedder.fingerprint == self.embedder.fingerprint
 
+    def _token_dtype(self) -> torch.dtype:
+        """The dtype image tokens are fed in: the ``itm`` stage's compute dtype (bf16 under fast
+        autocast, so the fp16 cache converts once, not once per layer; fp32 in ``exact``)."""
+        plan = getattr(self.embedder, "plan", None)
+        return plan.stage_dtype("itm") if plan is not None else self.embedder.torch_dtype
+
+    def _use_fast_attention(self, model: Any) -> None:
+        """In ``fast`` mode, patch ``model``'s cross-attention with the factored form
+        (models/fast_itm.py: same function, ~head_dim / text length fewer FLOPs per image)."""
+        plan = getattr(self.embedder, "plan", None)
+        if plan is not None and plan.mode == "fast":
+            from models.fast_itm import factor_cross_attention
+
+            factor_cross_attention(model)
+
     def _itm_precision(self) -> contextlib.AbstractContextManager[None]:
         """The ``itm`` stage's precision (autocast in ``fast`` mode where it holds the bound)."""
         plan = getattr(self.embedder, "plan", None)

@@ -31,7 +31,7 @@ isa_pass() {  # NAME ATEN MKL ONEDNN TEST_FILE...
     .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider "$@"
 }
 if [[ "${BLIPSEARCH_TEST_ISA_PASSES:-1}" != "0" ]]; then
-  isa_pass avx2 avx2 AVX2 AVX2 tests/test_moderation.py tests/test_embeddings.py tests/test_itm.py \
+  isa_pass avx2 avx2 AVX2 AVX2 tests/test_moderation.py tests/test_embeddings.py tests/test_itm.py tests/test_fast_itm.py \
     tests/test_search_exact.py tests/test_eval_retrieval.py tests/test_eval_formats.py tests/test_rerank.py \
     tests/test_topk.py tests/test_filters.py tests/test_delete.py tests/test_captions.py tests/test_decode_draft.py
   # Scalar kernels are slow: the core tests only.
