@@ -40,7 +40,7 @@ def caption(
     as_json: JsonOpt = False,
 ) -> None:
     """Caption image files, or every record of a collection lacking a caption from this model
-    (a resumable job: see ``jobs list``)."""
+    (a resumable job: see `blipsearch jobs list`)."""
     from models.captioners import Decoding
     from service.models import load_captioner
 
