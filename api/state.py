@@ -23,7 +23,7 @@ from search.budget import CostBudget
 from search.engine import IndexLoader, SearchEngine
 from service.engines import make_reranker, open_engine
 from service.model_cache import Key, ModelCache
-from service.models import load_captioner, load_itm_scorer, load_model
+from service.models import full_embedder, load_captioner, load_itm_scorer, load_query_model
 from storage.collection import Collection
 
 if TYPE_CHECKING:
@@ -58,8 +58,17 @@ class AppState:
     def _embedder_key(self, model_id: str) -> Key:
         return ("embedder", model_id, *self._opts)
 
+    def query_embedder(self, model_id: str) -> Embedder:
+        """The model as searches use it: where a text query already ran on the model's OpenVINO
+        text tower (same options), the recorded tower without torch or the checkpoint, which
+        loads the full model on first use of anything else (models/openvino_query.py); else
+        the full embedder. Kept under the model's one cache key."""
+        return self.models.get(self._embedder_key(model_id), lambda: load_query_model(self.settings, model_id))
+
     def embedder(self, model_id: str) -> Embedder:
-        return self.models.get(self._embedder_key(model_id), lambda: load_model(self.settings, model_id))
+        """The full embedder (torch checkpoint, processor, tokenizer): for uploads, indexing
+        jobs, ITM heads and moderation. The same loaded model as ``query_embedder``'s."""
+        return full_embedder(self.query_embedder(model_id))
 
     def engine(self, name: str) -> SearchEngine:
         """The collection's engine, synced with its latest commit (uploads, deletes)."""
@@ -78,17 +87,20 @@ class AppState:
                 pass
         coll = Collection.open(self.settings.data_dir, name)
         model = coll.manifest.model_id
-        embedder = self.embedder(model)
+        embedder = self.query_embedder(model)
 
         def load() -> SearchEngine:
             # CLIP / SigLIP / ALIGN have no ITM head: their engines re-rank only with a named
             # rerank_model (AppState.reranker); asking for --rerank without one is a 422.
+            # The own head loads with the first re-ranked query (lazy_rerank), so opening an
+            # engine for text search needs no torch checkpoint when a query record exists.
             encode = self.text_batcher(embedder).submit if self.settings.microbatch else None
             return open_engine(
                 self.settings,
                 name,
                 embedder=embedder,
                 rerank=embedder.has_itm,
+                lazy_rerank=True,
                 encode_text=encode,
                 index_loader=self.index_loader,
             )
@@ -194,16 +206,21 @@ class AppState:
         index) of each collection (at most ``limit``, by name), and one text search on it (the
         query encoder, compiled on first use, and the record reads). A collection that does
         not open is logged and left to its first request. Returns the collections warmed."""
-        from service.collections import list_collections
+        from storage.catalog import open_catalog
 
+        names = sorted(
+            row.name
+            for row in open_catalog(self.settings.catalog_url()).list_collections()
+            if Collection.exists(self.settings.data_dir, row.name)
+        )  # names only: the full listing reads every shard (photo field counts)
         warmed = []
-        for row in sorted(list_collections(self.settings), key=lambda r: r["name"])[:limit]:
+        for name in names[:limit]:
             try:
-                self.engine(row["name"]).search_text("warm up", k=1)
+                self.engine(name).search_text("warm up", k=1)
             except Exception:
-                log.warning("could not warm collection %s at start-up", row["name"], exc_info=True)
+                log.warning("could not warm collection %s at start-up", name, exc_info=True)
                 continue
-            warmed.append(row["name"])
+            warmed.append(name)
         return warmed
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from blipsearch.errors import InvalidInputError
-from cli.common import DataDirOpt, JsonOpt, emit, handle_errors, settings_for
+from cli.common import DataDirOpt, JsonOpt, check_hub_models, emit, handle_errors, settings_for
 
 CaptionModelOpt = Annotated[
     str | None, typer.Option("--caption-model", help="Hub id or local dir (BLIPSEARCH_CAPTION_MODEL).")
@@ -40,13 +40,14 @@ def caption(
     as_json: JsonOpt = False,
 ) -> None:
     """Caption image files, or every record of a collection lacking a caption from this model
-    (a resumable job: see ``jobs list``)."""
-    from models.captioners import Decoding
-    from service.models import load_captioner
-
+    (a resumable job: see `blipsearch jobs list`)."""
     if bool(files) == bool(collection):
         raise InvalidInputError("Give image FILEs or --collection NAME (one of the two).")
     settings = settings_for(data_dir)
+    check_hub_models((caption_model or settings.caption_model, "caption"))  # offline: fail before torch loads
+    from models.captioners import Decoding
+    from service.models import load_captioner
+
     captioner = load_captioner(settings, caption_model)
     decoding = Decoding(max_new_tokens=max_new_tokens, num_beams=num_beams, prompt=prompt)
     captioner.check_decoding(decoding)

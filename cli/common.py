@@ -95,3 +95,17 @@ def chosen_models(settings: Settings, **flags: str | None) -> dict[str, str | No
     from blipsearch.dir_config import set_in_env
 
     return {key: flag or (str(getattr(settings, key)) if set_in_env(key) else None) for key, flag in flags.items()}
+
+
+def check_hub_models(*models: tuple[str | None, str]) -> None:
+    """Before a command imports torch and transformers (seconds): refuse each ``(source, role)``
+    model that cannot load, a hub id that is not cached while the Hub is offline or unreachable,
+    with the loader's own one-line ModelLoadError (exit 5) naming the role's flag and variable.
+    ``role``: ``"model"`` or ``"caption"``. Local directories pass at once."""
+    from models.loading import CAPTION_HINT, MODEL_HINT, check_hub, naming, resolve_source
+
+    hints = {"model": MODEL_HINT, "caption": CAPTION_HINT}
+    for source, role in models:
+        if source:
+            with naming(hints[role]):
+                check_hub(resolve_source(source))

@@ -17,11 +17,21 @@ from cli.common import (
     JsonOpt,
     ModelOpt,
     PrecisionOpt,
+    check_hub_models,
     chosen_models,
     emit,
     handle_errors,
     settings_for,
 )
+
+
+def _existing_model(settings: Any, collection: str) -> str | None:
+    """The model an existing collection was built with (it is indexed with that one), else None."""
+    from storage.collection import Collection
+
+    if not Collection.exists(settings.data_dir, collection):
+        return None
+    return Collection.open(settings.data_dir, collection).manifest.model_id
 
 
 def _human_report(p: dict[str, Any], inputs: list[str] | None = None) -> str:
@@ -147,12 +157,6 @@ def index(
     as_json: JsonOpt = False,
 ) -> None:
     """Index images into a collection (created on first use). Re-runs add only new images."""
-    from indexer.options import IndexOptions
-    from models.captioners import Decoding
-    from service.collections import open_collection
-    from service.indexing import index_paths
-    from service.models import load_captioner
-
     settings = settings_for(
         data_dir,
         batch_size=batch_size,
@@ -162,6 +166,16 @@ def index(
         precision=precision,
     )
     created = dir_config.is_new(settings.data_dir)
+    check_hub_models(  # offline: fail before torch loads (an existing collection keeps its own model)
+        (model or _existing_model(settings, collection) or settings.model, "model"),
+        (caption_model or settings.caption_model if captions else None, "caption"),
+    )
+    from indexer.options import IndexOptions
+    from models.captioners import Decoding
+    from service.collections import open_collection
+    from service.indexing import index_paths
+    from service.models import load_captioner
+
     meta_cols = [c.strip() for c in metadata_columns.split(",") if c.strip()] if metadata_columns else None
     options = IndexOptions.from_settings(settings, runner=runner, address=address)
     options.check(captions=captions, cache_itm_features=cache_itm_features)  # before a captioner loads

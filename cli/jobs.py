@@ -51,7 +51,15 @@ _NOT_COUNTS = {"progress", "failed_by_reason", "files", "total", "decisions"}
 _LABELS = {"skipped_duplicates": "duplicates", "already_done": "already done", "removed_stale": "removed stale"}
 
 
+def _found_nothing(job: dict[str, Any]) -> bool:
+    """An index job that finished without finding any image (an empty folder, a glob that matched nothing)."""
+    progress = (job["counts"] or {}).get("progress") or {}
+    return job["kind"] == "index" and job["state"] == "succeeded" and progress.get("total") == 0
+
+
 def _headline(job: dict[str, Any]) -> str:
+    if _found_nothing(job):
+        return "no images found"
     key = HEADLINE.get(job["kind"], "added")
     return f"{key} {(job['counts'] or {}).get(key, 0)}"
 
@@ -96,27 +104,37 @@ def _counts_line(p: dict[str, Any]) -> str:
         parts.append(text)
     if c.get("decisions"):
         parts.append("decisions: " + ", ".join(f"{d} {n}" for d, n in sorted(c["decisions"].items())))
+    if _found_nothing(p):
+        parts.append("no images found")  # as `index` said when it ran
     return ", ".join(parts)
 
 
+MIN_RATE_BUSY_S = 0.01  # a stage busy for less has no meaningful items/s (shown as '-')
+
+
+def _rate(v: dict[str, Any]) -> str:
+    rate, busy = v.get("items_per_s"), v.get("busy_s", 0)
+    if not isinstance(rate, int | float) or not isinstance(busy, int | float) or busy < MIN_RATE_BUSY_S:
+        return "-"
+    return f"{rate:.1f}"
+
+
 def _stage_table(timings: dict[str, Any]) -> list[str]:
-    """Per-stage busy seconds and rates, then queue depths, as aligned columns."""
+    """Per-stage busy seconds and rates, then queue depths, as aligned columns (the name column
+    as wide as the longest stage or queue name)."""
     stages = timings.get("stages", timings)
     rows = [(n, v) for n, v in stages.items() if isinstance(v, dict) and n != "queues" and "busy_s" in v]
+    queues = timings.get("queues") or stages.get("queues") or {}
+    w = max([16, *(len(str(n)) for n, _ in rows), *(len(str(n)) for n in queues)])
     lines = []
     if rows:
-        lines.append(f"    {'stage':<16} {'busy s':>10} {'items':>10} {'items/s':>10}")
+        lines.append(f"    {'stage':<{w}} {'busy s':>10} {'items':>10} {'items/s':>10}")
         for name, v in rows:
-            rate = v.get("items_per_s")
-            lines.append(
-                f"    {name:<16} {v.get('busy_s', 0):>10.2f} {v.get('items', 0):>10} "
-                f"{(f'{rate:.1f}' if isinstance(rate, int | float) else '-'):>10}"
-            )
-    queues = timings.get("queues") or stages.get("queues") or {}
+            lines.append(f"    {name:<{w}} {v.get('busy_s', 0):>10.2f} {v.get('items', 0):>10} {_rate(v):>10}")
     if queues:
-        lines.append(f"    {'queue':<16} {'mean':>10} {'max':>10} {'capacity':>10}")
+        lines.append(f"    {'queue':<{w}} {'mean':>10} {'max':>10} {'capacity':>10}")
         for name, q in queues.items():
-            lines.append(f"    {name:<16} {q.get('mean', 0):>10} {q.get('max', 0):>10} {q.get('capacity', 0):>10}")
+            lines.append(f"    {name:<{w}} {q.get('mean', 0):>10} {q.get('max', 0):>10} {q.get('capacity', 0):>10}")
     return lines
 
 

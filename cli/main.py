@@ -13,6 +13,7 @@ from cli import (
     captioning,
     duplicates,
     families,
+    help_types,
     importing,
     index_stats,
     indexing,
@@ -32,6 +33,8 @@ from cli.jobs import jobs_app
 from cli.keys import keys_app
 from cli.mcp import mcp
 from cli.moderating import moderate_app
+
+help_types.install()  # `--collection TEXT`, not `--collection <str>`
 
 app = typer.Typer(
     no_args_is_help=True,

@@ -47,6 +47,20 @@ def _trigger_line(t: dict[str, Any]) -> str:
     return f"  {check}: score {t['score']:.3f} (threshold {t['threshold']}) -> {act}"
 
 
+def _category_line(c: dict[str, Any]) -> str:
+    """One category's scores: the ITC screen ((1+cos)/2, the best prompt), then what confirmed
+    or not (ITM match probability, or the visual question), and whether it was hit."""
+    parts = [f"screen {c['itc']:.3f} ({c['itc_prompt']})" if c.get("itc_prompt") else f"screen {c['itc']:.3f}"]
+    if not c.get("screened"):
+        parts.append("below the screen threshold")
+    if c.get("itm") is not None:
+        parts.append(f"itm {c['itm']:.3f} ({c['itm_prompt']})" if c.get("itm_prompt") else f"itm {c['itm']:.3f}")
+    if c.get("vqa") is not None:
+        parts.append(f"vqa {c['vqa']:.3f} ({c['vqa_question']})" if c.get("vqa_question") else f"vqa {c['vqa']:.3f}")
+    parts.append(f"hit -> {c['action']}" if c.get("hit") else "not hit")
+    return f"  {c['name']}: " + ", ".join(parts)
+
+
 def _human_check(p: dict[str, Any]) -> str:
     lines = []
     for r in p["results"]:
@@ -54,6 +68,7 @@ def _human_check(p: dict[str, Any]) -> str:
             lines.append(f"{r['path']}: error: {r['error']}")
             continue
         lines.append(f"{r['path']}: {r['decision'].upper()}")
+        lines += [_category_line(c) for c in r.get("categories") or []]
         lines += [_trigger_line(t) for t in r["triggers"]]
     return "\n".join(lines)
 

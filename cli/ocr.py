@@ -36,7 +36,7 @@ def ocr(
 ) -> None:
     """Read the text in image files, or OCR every record of a collection that has none from this engine.
 
-    A collection backfill is a job (``jobs list``): resumable (a re-run continues where a killed
+    A collection backfill is a job (`blipsearch jobs list`): resumable (a re-run continues where a killed
     one stopped) and idempotent (a re-run with nothing left does nothing)."""
     from indexer.ocr import OcrOptions, OcrStage, image_array
 

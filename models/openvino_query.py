@@ -19,9 +19,11 @@ environment, and the OpenVINO version. Anything else is a miss, and the full emb
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
 import json
 import logging
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install -e .[openvino]"
 COMPILED_SUFFIX = "-compiled"  # OpenVINO's compiled-blob cache: a folder beside the IR cache's
+TELEMETRY = "openvino_telemetry"  # OpenVINO's optional usage-telemetry package (import_openvino)
 QUERY_SUFFIX = "-query"  # query records: a folder beside the IR cache's
 RECORD_VERSION = 1
 TOKENIZER_FILE = "tokenizer.json"
@@ -52,10 +55,32 @@ _ENV_PREFIXES = ("OMP_", "MKL_", "ONEDNN_", "DNNL_", "ATEN_", "OV_", "KMP_")
 _KEY_SKIP = ("runtime_cache_dir",)
 
 
-def import_openvino() -> Any:
-    """The ``openvino`` module; ImportError when the extra is not installed."""
-    import openvino
+class _NoTelemetry(importlib.abc.MetaPathFinder):
+    """Refuses ``openvino_telemetry`` while ``openvino`` is imported (``import_openvino``)."""
 
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == TELEMETRY or name.startswith(TELEMETRY + "."):
+            raise ModuleNotFoundError(f"{name} is not loaded by blipsearch", name=name)
+        return None
+
+
+def import_openvino() -> Any:
+    """The ``openvino`` module; ImportError when the extra is not installed.
+
+    Imported without OpenVINO's usage telemetry: ``import openvino`` imports its model
+    converter (openvino.tools.ovc), which sends an "import" event to an analytics server from a
+    forked process unless the user opted out in ``~/intel``. A search engine must not contact
+    anyone unasked, and the fork costs each start about 0.1-0.2 s. The converter falls back to
+    its own no-op stub when the optional ``openvino_telemetry`` package cannot be imported, so
+    that import is refused while ``openvino`` loads; ``convert_model`` works as before."""
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    finder = _NoTelemetry()
+    sys.meta_path.insert(0, finder)
+    try:
+        import openvino
+    finally:
+        sys.meta_path.remove(finder)
     return openvino
 
 

@@ -11,11 +11,12 @@ import numpy as np
 from blipsearch.config import Settings
 from models.base import Embedder
 from search.engine import SearchEngine
-from service.models import load_itm_scorer, load_model, load_query_model
+from service.models import full_embedder, load_itm_scorer, load_model, load_query_model
 from storage.collection import Collection
 
 if TYPE_CHECKING:
     from models.itm import ItmScorer
+    from rerank.base import Reranker
     from rerank.itm import ItmReranker
     from search.engine import IndexLoader
 
@@ -50,11 +51,15 @@ def open_engine(
     rerank_model: str | None = None,
     itm_scorer: ItmScorer | None = None,
     index_loader: IndexLoader | None = None,
+    lazy_rerank: bool = False,
 ) -> SearchEngine:
     """The collection's engine; the model defaults to the one the collection was built with.
 
     ``rerank``: load an ITM re-ranker, the collection model's own head unless ``rerank_model``
     (or an already loaded ``itm_scorer``) names a BLIP / BLIP-2 ITM checkpoint.
+    ``lazy_rerank`` (with ``rerank``, the model's own head): the re-ranker, and the full model
+    behind it, load on the first query that re-ranks (``rerank.lazy.LazyReranker``), so a
+    query embedder (``load_query_model``) serves text searches without the torch checkpoint.
     ``index_loader``: the collection's index comes from it instead of the saved FAISS index
     (a sharded server's fan-out index, api/ray_serve.py).
     """
@@ -63,11 +68,23 @@ def open_engine(
     from storage.fulltext import KeywordIndex
 
     coll = Collection.open(settings.data_dir, collection)
+    lazy = lazy_rerank and rerank and itm_scorer is None and rerank_model is None
     if embedder is None:  # a query-only embedder unless the ITM head is needed now
-        load = load_model if rerank or itm_scorer is not None else load_query_model
+        eager = (rerank and not lazy) or itm_scorer is not None
+        load = load_model if eager else load_query_model
         embedder = load(settings, model or coll.manifest.model_id)
-    reranker = None
-    if rerank or itm_scorer is not None:
+    reranker: Reranker | None = None
+    if lazy:
+        from rerank.lazy import LazyReranker
+
+        query_embedder = embedder
+
+        def load_own() -> Reranker:
+            full = full_embedder(query_embedder)
+            return make_reranker(settings, coll, full, load_itm_scorer(settings, full))
+
+        reranker = LazyReranker(embedder.model_id, f"{embedder.family}-itm", load_own)
+    elif rerank or itm_scorer is not None:
         scorer = itm_scorer or load_itm_scorer(settings, embedder, rerank_model)
         reranker = make_reranker(settings, coll, embedder, scorer)
     catalog = open_catalog(settings.catalog_url())

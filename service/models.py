@@ -34,6 +34,15 @@ def load_query_model(settings: Settings, source: str) -> Embedder:
     return found if found is not None else load_model(settings, source)
 
 
+def full_embedder(embedder: Embedder) -> Embedder:
+    """``embedder`` with its whole model loaded: what an ITM head or an indexer needs (the torch
+    checkpoint, its processor and tokenizer). A query embedder (``load_query_model``) loads its
+    full model now; any other embedder is returned as it is."""
+    from models.openvino_query import OpenVinoQueryEmbedder
+
+    return embedder.full() if isinstance(embedder, OpenVinoQueryEmbedder) else embedder
+
+
 def model_loader(settings: Settings) -> Callable[..., Embedder]:
     """A picklable ``(source, device=...) -> Embedder`` (for Ray model actors)."""
     from models import load_embedder

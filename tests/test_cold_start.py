@@ -100,6 +100,9 @@ def test_text_search_runs_on_the_recorded_tower_without_torch(ov_collection):
     assert code == 0, out
     assert not _tops(modules) & {"torch", "transformers"}, sorted(_tops(modules) & {"torch", "transformers"})
     assert "models.openvino_query" in modules
+    # shard records are read without pyarrow.dataset (storage/reading.py), and OpenVINO loads
+    # without its usage telemetry (models/openvino_query.import_openvino)
+    assert "pyarrow.dataset" not in modules and "openvino_telemetry" not in _tops(modules)
     got = _hits(out)
     assert [i for i, _ in got] == [h.id for h in ref.hits] and len(got) == 6
     assert max(abs(x - h.score) for (_, x), h in zip(got, ref.hits, strict=True)) < 1e-6
@@ -168,3 +171,108 @@ def test_serve_warms_the_engines_before_it_answers(ov_collection):
         assert sorted(warm.state.blip.engines()) == ["c"]
         ready = client.get("/readyz").json()
         assert ready["detail"]["collections"] == ["c"]
+
+
+APP_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import api.app
+print("@@" + json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_api_module_imports_no_model_stack():
+    """``serve`` imports the app before it loads anything: torch, transformers, OpenVINO and
+    FAISS load only with what needs them (the routes import the indexing and moderation stacks
+    inside their handlers)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", APP_PROBE, str(ROOT)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    modules = set(json.loads(proc.stdout.rpartition("@@")[2]))
+    heavy = _tops(modules) & {"torch", "transformers", "openvino", "faiss", "ray"}
+    assert not heavy, sorted(heavy)
+
+
+def test_openvino_is_imported_without_its_telemetry():
+    """``import openvino`` would send an analytics event from a forked process; blipsearch's
+    import refuses the optional telemetry package, and the converter still works."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from models.openvino_query import import_openvino\n"
+        "ov = import_openvino()\n"
+        "import openvino.tools.ovc.telemetry_utils as t\n"
+        "print(callable(ov.convert_model), 'openvino_telemetry' in sys.modules, t.tm.__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "False", "openvino.tools.ovc.telemetry_stub"]
+
+
+SERVE_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from fastapi.testclient import TestClient
+from api.app import create_app
+from blipsearch.config import Settings
+app = create_app(Settings(), warm=True)
+with TestClient(app) as client:
+    warmed = sorted(sys.modules)
+    r = client.post("/v1/search/text", json={"query": sys.argv[2], "collection": "c", "k": 6})
+    after = sorted(sys.modules)
+print("@@" + json.dumps({"status": r.status_code, "body": r.json(), "warmed": warmed, "after": after}))
+"""
+
+
+def test_a_warmed_server_answers_text_from_the_recorded_tower(ov_collection):
+    """``serve`` warms each collection on its query embedder: with a query record, neither the
+    warm-up nor a first text search loads torch or the checkpoint (so /readyz comes quickly and
+    the first query is fast), and the results equal the full model's."""
+    from search.engine import SearchEngine
+    from storage.collection import Collection
+
+    env, _, s, full = ov_collection
+    proc = subprocess.run(
+        [sys.executable, "-c", SERVE_PROBE, str(ROOT), QUERY], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads(proc.stdout.rpartition("@@")[2])
+    assert info["status"] == 200, info["body"]
+    for phase in ("warmed", "after"):
+        loaded = _tops(set(info[phase])) & {"torch", "transformers"}
+        assert not loaded, (phase, sorted(loaded))
+    ref = SearchEngine.open(Collection.open(s.data_dir, "c"), full).search_text(QUERY, k=6)
+    got = [(r["id"], r["score"]) for r in info["body"]["results"]]
+    assert [i for i, _ in got] == [h.id for h in ref.hits]
+    assert max(abs(x - h.score) for (_, x), h in zip(got, ref.hits, strict=True)) < 1e-6
+
+
+def test_a_served_engine_loads_its_itm_head_on_the_first_reranked_query(ov_collection):
+    """The served engine's own re-ranker is lazy: not loaded by the warm-up or a plain search,
+    loaded by the first re-ranked one, whose ITM scores equal an eagerly built engine's."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from models.openvino_query import OpenVinoQueryEmbedder
+    from rerank.lazy import LazyReranker
+    from service.engines import open_engine
+
+    _, _, s, _ = ov_collection
+    app = create_app(s, warm=True)
+    with TestClient(app) as client:
+        engine = app.state.blip.engines()["c"]
+        assert isinstance(engine.embedder, OpenVinoQueryEmbedder) and engine.embedder._full is None
+        assert isinstance(engine.reranker, LazyReranker) and not engine.reranker.is_loaded
+        body = {"query": QUERY, "collection": "c", "k": 4}
+        assert client.post("/v1/search/text", json=body).status_code == 200
+        assert not engine.reranker.is_loaded
+        r = client.post("/v1/search/text", json={**body, "rerank": True, "rerank_k": 6})
+        assert r.status_code == 200, r.text
+        assert engine.reranker.is_loaded and engine.embedder._full is not None
+        got = {h["id"]: h["itm_score"] for h in r.json()["results"]}
+    eager = open_engine(s, "c", rerank=True)
+    ref = eager.search_text(QUERY, k=4, rerank=True, rerank_k=6)
+    assert list(got) == [h.id for h in ref.hits]
+    assert max(abs(got[h.id] - h.itm_score) for h in ref.hits) < 1e-4

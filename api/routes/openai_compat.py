@@ -45,7 +45,6 @@ from api.protocols import (
     token_counts,
 )
 from blipsearch.errors import NotFoundError
-from moderation.checks import screen_score
 
 router = APIRouter(
     tags=["openai"], dependencies=[READ], route_class=protocol_route(OPENAI), responses=OPENAI.responses()
@@ -275,6 +274,8 @@ def _openai_result(
     moderator: Any, res: Any, has_image: bool, with_text: bool, paths: PathView | None = None
 ) -> dict[str, Any]:
     """One OpenAI moderation result from a policy's ``CheckResult`` (mapping: docs/protocols.md)."""
+    from moderation.checks import screen_score  # here, not at import: it loads torch (api.app must not)
+
     categories: dict[str, bool] = {}
     scores: dict[str, float] = {}
     applied: dict[str, list[str]] = {}

@@ -24,8 +24,6 @@ from api.schemas import (
 )
 from api.uploads import read_limited, sniff, sniff_and_decode
 from blipsearch.errors import ConflictError, ForbiddenError, InvalidInputError, RecordNotFoundError
-from indexer.uploads import Blob, index_blobs
-from service.indexing import new_image_collection
 from storage.collection import Collection
 from storage.layout import validate_name
 
@@ -43,6 +41,8 @@ def create_collection(body: CreateCollectionRequest, state: StateDep, paths: Pat
         )
     if Collection.exists(settings.data_dir, body.name):
         raise ConflictError(f"Collection {body.name!r} already exists.")
+    from service.indexing import new_image_collection  # the indexing stack loads torch: not at import
+
     coll = new_image_collection(settings, body.name, state.embedder(model), body.cache_itm_features)
     return collection_info(coll, paths)
 
@@ -67,6 +67,8 @@ async def upload_images(
     files: Annotated[list[UploadFile], File(description="One or more images")],
 ) -> UploadResponse:
     """Upload and index images now. Bad files are reported in ``failures``; the rest are added."""
+    from indexer.uploads import Blob, index_blobs  # the indexing stack (torch) loads with the first upload
+
     settings = state.settings
     if len(files) > settings.max_upload_files:
         raise InvalidInputError(f"At most {settings.max_upload_files} files per request, got {len(files)}.")

@@ -144,6 +144,7 @@ def main() -> None:
             model = make_all(ROOT / "bench-results" / "models" / "tiny", size="tiny", seed=0)["blip-itm"]
     else:
         model = Path(args.model).resolve()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="cli-startup-") as tmp_s:
         tmp = Path(tmp_s)
         prev = _prev_tree(args, tmp)
@@ -192,7 +193,9 @@ def main() -> None:
             "prev_commit": args.prev_commit if not args.prev else str(prev),
             "query": QUERY,
         },
+        "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load],
+        "niceness": os.nice(0),
         "results": results,
     }
     path = write_result(args.name, payload)
@@ -218,8 +221,9 @@ def main() -> None:
 Whole processes (`scripts/bench/cli_startup.py --runs {args.runs} --model {args.model} --runtime {args.runtime}`),
 this tree against the previous landing (`{payload["settings"]["prev_commit"]}`) in the same run, same venv and
 data dir, alternating; {what}, `fast` precision, fast runtime `{args.runtime}`, model `{model.name}`
-({args.model}). Machine: {machine_line(m)}. **Shared machine**: other jobs were running; load average
-{", ".join(f"{x:.1f}" for x in load)} (1/5/15 min) at the end, under `nice -n 5`. Result: `{path.relative_to(ROOT)}`.
+({args.model}). Machine: {machine_line(m)}. Load average (1/5/15 min)
+{", ".join(f"{x:.1f}" for x in load_before)} before and {", ".join(f"{x:.1f}" for x in load)} after
+(a shared machine: other jobs may have run), niceness {os.nice(0)}. Result: `{path.relative_to(ROOT)}`.
 
 {chr(10).join(lines)}
 """
