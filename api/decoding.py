@@ -114,4 +114,7 @@ async def decode_uploads(
     ``side`` where the format allows (``draft_side``)."""
     check_request_pixels([data for data, _, _ in items], settings.max_request_pixels, settings.max_image_pixels)
     limit = settings.max_image_pixels
-    return [await gate.run(functools.partial(sniff_and_decode, d, n, c, limit, side)) for d, n, c in items]
+    return [
+        await gate.run(functools.partial(sniff_and_decode, d, n, c, limit, side, settings.decode_timeout_s))
+        for d, n, c in items
+    ]

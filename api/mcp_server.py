@@ -160,7 +160,12 @@ class Tools:
         check_request_pixels(
             [data], self.settings.max_request_pixels, self.settings.max_image_pixels
         )  # what is not an image is refused here
-        fmt = sniff_and_decode(data, filename, None, self.settings.max_image_pixels).format or ""
+        fmt = (
+            sniff_and_decode(
+                data, filename, None, self.settings.max_image_pixels, None, self.settings.decode_timeout_s
+            ).format
+            or ""
+        )
         out = index_blobs(self.settings, coll, self.state.embedder(coll.manifest.model_id), [Blob(filename, data, fmt)])
         return {
             "collection": collection,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import UploadFile
 
 from blipsearch.errors import ImageDecodeError, PayloadTooLargeError, UnsupportedMediaTypeError
+from media.deadline import run_with_deadline
 from media.decode import DecodedImage, allow_pixels, decode_image, probe_format
 from media.formats import ORIGINAL_TYPES
 
@@ -39,11 +40,14 @@ def sniff_and_decode(
     content_type: str | None,
     max_pixels: int,
     draft: int | None = None,
+    timeout_s: float | None = None,
 ) -> DecodedImage:
     """Decode by content; refuse a declared type or extension that contradicts the content.
-    ``draft``: the model's input side, to decode large images reduced (indexer/decode.py)."""
+    ``draft``: the model's input side, to decode large images reduced (indexer/decode.py).
+    ``timeout_s``: the decode's time limit (``BLIPSEARCH_DECODE_TIMEOUT_S``, media/deadline.py);
+    past it the upload is refused as undecodable."""
     sniff(data, filename, content_type, max_pixels)
-    return decode_image(data, max_pixels, draft, reduce=draft is not None)
+    return run_with_deadline(lambda: decode_image(data, max_pixels, draft, reduce=draft is not None), timeout_s)
 
 
 def sniff(data: bytes, filename: str | None, content_type: str | None, max_pixels: int) -> str:

@@ -197,3 +197,25 @@ def test_a_decode_past_its_time_limit_is_a_per_file_failure(mode):
         with pytest.raises(ImageDecodeError, match="time limit"):
             StoredImages({}, ImageLimits(timeout_s=0.1)).decode(slow)
         assert StoredImages({}, ImageLimits()).decode(slow).width == 8000
+
+
+@pytest.mark.slow
+def test_an_upload_past_the_decode_time_limit_is_refused_not_hung(served, tmp_path):
+    """Uploads decode under the same limit as indexing: a search-by-image with a DNG that needs
+    a full demosaic (~0.5 s) against a 0.1 s limit answers a 4xx naming the limit; the same
+    request under the default limit answers 200."""
+    from api.uploads import sniff_and_decode
+
+    slow = dng_bytes(Shot("slow", fmt="DNG", seed=3), 8000, 1000)
+    with pytest.raises(ImageDecodeError, match="time limit"):
+        sniff_and_decode(slow, "slow.dng", "image/x-adobe-dng", 10**8, None, 0.1)
+    client, _, _, _ = served
+    base = client.app.state.blip.settings
+    tight = base.model_copy(update={"decode_timeout_s": 0.1})
+    files = {"file": ("slow.dng", slow, "image/x-adobe-dng")}
+    with TestClient(create_app(tight), raise_server_exceptions=False) as c:
+        r = c.post("/v1/search/image", data={"collection": "c", "k": "2"}, files=files)
+        assert 400 <= r.status_code < 500, r.text
+        assert "time limit" in r.text
+    ok = client.post("/v1/search/image", data={"collection": "c", "k": "2"}, files=files)
+    assert ok.status_code == 200, ok.text

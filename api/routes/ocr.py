@@ -58,7 +58,7 @@ async def ocr(
     options = OcrOptions.from_settings(s, engine)
 
     def run() -> dict[str, Any]:
-        decoded = sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, None)
+        decoded = sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, None, s.decode_timeout_s)
         with _SLOTS:
             stage = OcrStage(options)
             try:

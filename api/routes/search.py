@@ -205,7 +205,9 @@ async def search_image(
 
     def decode() -> Image.Image:  # off the event loop, reduced to the model's input side
         side = engine.embedder.input_size if s.decode_draft() else None
-        return sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
+        return sniff_and_decode(
+            data, file.filename, file.content_type, s.max_image_pixels, side, s.decode_timeout_s
+        ).image
 
     image = await state.decodes.run(decode)
     composed = bool(query and query.strip())

@@ -61,7 +61,9 @@ async def caption(
     await run_in_threadpool(captioner.check_decoding, decoding)
     side = captioner.input_size if s.decode_draft() else None
     image = await state.decodes.run(
-        lambda: sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side).image
+        lambda: (
+            sniff_and_decode(data, file.filename, file.content_type, s.max_image_pixels, side, s.decode_timeout_s).image
+        )
     )
     text = (await run_in_threadpool(captioner.caption, [image], decoding))[0]
     return CaptionResponse(caption_model=paths.model(captioner.model_id) or "", caption=text)
