@@ -101,6 +101,12 @@ def _reader_rate(source: str, threads: int, max_bytes: int) -> float:
     return len(done) / (time.perf_counter() - t0)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _moto_process(port: int) -> subprocess.Popen[bytes]:
     """moto's S3 server in its own process (a store does not share the indexer's CPU time slice
     or interpreter lock), ready when its port answers."""
@@ -177,14 +183,29 @@ def main() -> None:
                 s3_endpoint_url=endpoint,
             )
             runs = 0
+            runs_detail: list[dict] = result.setdefault("runs", [])
 
             def index_rate(source: str) -> float:
                 nonlocal runs
                 runs += 1
+                cpu0, store0 = time.process_time(), _cpu_s(server.pid)
                 t0 = time.perf_counter()
                 report = index_paths(settings, [source], f"c{runs}", embedder=emb, progress=False)
-                rate = report.added / (time.perf_counter() - t0)
+                wall = time.perf_counter() - t0
+                rate = report.added / wall
                 assert report.added == args.n, (source, report.failures)
+                timings = report.timings or {}
+                runs_detail.append(
+                    {
+                        "source": source.replace(str(tmp), "$TMP"),
+                        "wall_s": wall,
+                        "indexer_cpu_s": time.process_time() - cpu0,  # all its threads
+                        "store_cpu_s": _cpu_s(server.pid) - store0,  # the S3 server process
+                        "model_busy_s": (timings.get("model") or {}).get("busy_s"),
+                        "load_avg_1m": os.getloadavg()[0],
+                    }
+                )
+                print(runs_detail[-1], flush=True)
                 return rate
 
             readers = {name: _reader_rate(src, args.workers, settings.max_file_bytes) for name, src in layouts.items()}
