@@ -214,6 +214,7 @@ def main() -> None:
                 load_before = os.getloadavg()[0]
                 order = [("local", local), ("s3", s3)] if r % 2 == 0 else [("s3", s3), ("local", local)]
                 rates = {key: index_rate(src) for key, src in order}
+                cpu = {key: runs_detail[i - len(order)] for i, (key, _) in enumerate(order)}
                 result["rounds"].append(
                     {
                         "order": [k for k, _ in order],
@@ -221,6 +222,8 @@ def main() -> None:
                         "s3_img_s": rates["s3"],
                         "ratio": rates["s3"] / rates["local"],
                         "load_avg_1m": [load_before, os.getloadavg()[0]],
+                        "indexer_cpu_s": {k: v["indexer_cpu_s"] for k, v in cpu.items()},
+                        "store_cpu_s_during_s3": cpu["s3"]["store_cpu_s"],
                     }
                 )
                 print(result["rounds"][-1], flush=True)
@@ -272,12 +275,15 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         f"Local files vs S3 objects, interleaved ({len(rounds)} rounds): median ratio S3/local "
         f"**{statistics.median(ratios):.2f}** (goal ≥ 0.95).",
         "",
-        "| round | order | local img/s | S3 img/s | S3/local | load avg (before, after) |",
-        "|---|---|---|---|---|---|",
+        "| round | order | local img/s | S3 img/s | S3/local | indexer CPU s (local, S3) | S3 server CPU s "
+        "| load avg (before, after) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for i, x in enumerate(rounds):
+        cpu = x.get("indexer_cpu_s") or {}
         lines.append(
             f"| {i + 1} | {' → '.join(x['order'])} | {x['local_img_s']:.2f} | {x['s3_img_s']:.2f} | {x['ratio']:.2f} "
+            f"| {cpu.get('local', 0):.1f}, {cpu.get('s3', 0):.1f} | {x.get('store_cpu_s_during_s3', 0):.1f} "
             f"| {x['load_avg_1m'][0]:.1f}, {x['load_avg_1m'][1]:.1f} |"
         )
     if result["rows"]:
