@@ -45,7 +45,9 @@ def _peak_listing(tree: Tree, base: str) -> tuple[dict[str, int], int]:
     tracemalloc.start()
     try:
         files = tree.files(base)
-        return files, tracemalloc.get_traced_memory()[1]
+        peak = tracemalloc.get_traced_memory()[1]
+        print(f"listing {base}: peak {peak / 2**20:.1f} MiB")
+        return files, peak
     finally:
         tracemalloc.stop()
 
@@ -59,15 +61,17 @@ def test_empty_folders_are_listed_in_bounded_memory_and_entries(s3: S3, settings
     _seed_markers(bucket, "few/empty/", 1_000)
     _seed_markers(bucket, "many/empty/", 8_000)
     tree = Tree.open(f"s3://{bucket}", ObjectOptions.from_env())
-    tree.files(f"{bucket}/few")  # warm: the client's first call allocates what every later one reuses
+    for warm in ("many", "few"):  # the client's and the server's first calls allocate what later ones reuse
+        tree.files(f"{bucket}/{warm}")
 
     few, few_peak = _peak_listing(tree, f"{bucket}/few")
     many, many_peak = _peak_listing(tree, f"{bucket}/many")
     assert sorted(few) == [f"{bucket}/few/img{i}.jpg" for i in range(3)]
     assert sorted(many) == [f"{bucket}/many/img{i}.jpg" for i in range(3)]
-    # 8x the markers, about the same memory: a page at a time. (s3fs's find, which keeps every
-    # entry and implied folder, grows with them: ~2.5 MiB at 1,000 and ~12 MiB at 8,000 here.)
-    assert many_peak < 2 * few_peak + (2 << 20), (few_peak, many_peak)
+    # 8x the markers, the same peak: a page at a time (~10 MiB at both counts here; tracemalloc
+    # also sees the in-process server's allocations). s3fs's find, which keeps every entry and
+    # implied folder, grows with the markers: ~2 MiB at 1,000, ~12 MiB at 8,000.
+    assert many_peak < 2 * (few_peak + (2 << 20)), (few_peak, many_peak)
 
     # Past the entry limit the listing stops after that many entries, in one line, no secret.
     monkeypatch.setattr(tree_mod, "MAX_LISTED", 2_500)
