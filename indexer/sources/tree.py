@@ -30,6 +30,9 @@ from media.objects import (
 )
 
 MAX_META_BYTES = 256 << 20  # a metadata file, file list or manifest read whole
+# Entries (objects and zero-byte "folder" markers) one prefix listing reads at most: a prefix over
+# this is refused in one line (list a narrower prefix) instead of listing without end.
+MAX_LISTED = 10_000_000
 
 
 def unsafe_key(key: str) -> str | None:
@@ -75,6 +78,8 @@ class Tree:
         name = scrub(self.uri(args[0]) if args else self.uri(self.root))
         try:
             return with_retries(lambda: fn(*args, **kwargs), self.options)
+        except InvalidInputError:
+            raise
         except FileNotFoundError:
             raise InvalidInputError(f"{what} {name!r}: not found.") from None
         except PermissionError:
@@ -89,16 +94,49 @@ class Tree:
     def files(self, path: str | None = None) -> dict[str, int]:
         """path → size of every file under ``path`` (default: the root), sorted by path."""
         base = path or self.root
-        found = self.call("Listing", self.fs.find, base, detail=True)
+        if self.scheme == "s3" and hasattr(self.fs, "_iterdir"):
+            found = self.call("Listing", self._s3_files, base)
+        else:
+            found = {
+                name: int(meta.get("size") or 0)
+                for name, meta in self.call("Listing", self.fs.find, base, detail=True).items()
+                if not _marker(name, meta)
+            }
         out: dict[str, int] = {}
-        for name, meta in sorted(found.items()):
-            if meta.get("type") == "directory" or (name.endswith("/") and not meta.get("size")):
-                continue  # "folder" markers
+        for name, size in sorted(found.items()):
             rel = name[len(base) :].lstrip("/") if name.startswith(base) else name
             if any(p.startswith(".") for p in rel.split("/") if p):
                 continue
-            out[name] = int(meta.get("size") or 0)
+            out[name] = size
         return out
+
+    def _s3_files(self, base: str, limit: int | None = None) -> dict[str, int]:
+        """The files under an S3 prefix, page by page (1,000 keys a request): "folder" markers
+        are dropped as their page arrives, so memory holds the files and one page, never the
+        markers (s3fs's ``find`` keeps every entry and every implied folder); at most
+        ``MAX_LISTED`` entries are read, then the listing is refused in one line."""
+        from fsspec.asyn import sync
+
+        limit = MAX_LISTED if limit is None else limit
+        bucket, key, _ = self.fs.split_path(base)
+        prefix = key.rstrip("/") + "/" if key else ""
+
+        async def collect() -> dict[str, int]:
+            out: dict[str, int] = {}
+            seen = 0
+            async for entry in self.fs._iterdir(bucket, delimiter="", prefix=prefix):
+                seen += 1
+                if seen > limit:
+                    raise InvalidInputError(
+                        f"The prefix {scrub(self.uri(base))!r} holds over {limit:,} entries (objects and "
+                        "folder markers); list a narrower prefix."
+                    )
+                if not _marker(entry["name"], entry):
+                    out[entry["name"]] = int(entry.get("size") or 0)
+            return out
+
+        files: dict[str, int] = sync(self.fs.loop, collect)
+        return files
 
     def glob(self, pattern: str) -> dict[str, int]:
         found = self.call("Listing", self.fs.glob, pattern, detail=True)
@@ -125,6 +163,11 @@ class Tree:
         if why:
             return SourceItem(self.uri(path), meta=meta, error=f"not read: {why}")
         return SourceItem(self.uri(path), size=size, meta=meta)
+
+
+def _marker(name: str, meta: dict[str, Any]) -> bool:
+    """A directory entry or a zero-byte "folder" marker (``photos/empty/``): not a file."""
+    return meta.get("type") == "directory" or (name.endswith("/") and not meta.get("size"))
 
 
 def is_input_url(raw: str) -> bool:

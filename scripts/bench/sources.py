@@ -101,6 +101,12 @@ def _reader_rate(source: str, threads: int, max_bytes: int) -> float:
     return len(done) / (time.perf_counter() - t0)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _moto_process(port: int) -> subprocess.Popen[bytes]:
     """moto's S3 server in its own process (a store does not share the indexer's CPU time slice
     or interpreter lock), ready when its port answers."""
@@ -177,14 +183,29 @@ def main() -> None:
                 s3_endpoint_url=endpoint,
             )
             runs = 0
+            runs_detail: list[dict] = result.setdefault("runs", [])
 
             def index_rate(source: str) -> float:
                 nonlocal runs
                 runs += 1
+                cpu0, store0 = time.process_time(), _cpu_s(server.pid)
                 t0 = time.perf_counter()
                 report = index_paths(settings, [source], f"c{runs}", embedder=emb, progress=False)
-                rate = report.added / (time.perf_counter() - t0)
+                wall = time.perf_counter() - t0
+                rate = report.added / wall
                 assert report.added == args.n, (source, report.failures)
+                timings = report.timings or {}
+                runs_detail.append(
+                    {
+                        "source": source.replace(str(tmp), "$TMP"),
+                        "wall_s": wall,
+                        "indexer_cpu_s": time.process_time() - cpu0,  # all its threads
+                        "store_cpu_s": _cpu_s(server.pid) - store0,  # the S3 server process
+                        "model_busy_s": (timings.get("model") or {}).get("busy_s"),
+                        "load_avg_1m": os.getloadavg()[0],
+                    }
+                )
+                print(runs_detail[-1], flush=True)
                 return rate
 
             readers = {name: _reader_rate(src, args.workers, settings.max_file_bytes) for name, src in layouts.items()}
@@ -193,6 +214,7 @@ def main() -> None:
                 load_before = os.getloadavg()[0]
                 order = [("local", local), ("s3", s3)] if r % 2 == 0 else [("s3", s3), ("local", local)]
                 rates = {key: index_rate(src) for key, src in order}
+                cpu = {key: runs_detail[i - len(order)] for i, (key, _) in enumerate(order)}
                 result["rounds"].append(
                     {
                         "order": [k for k, _ in order],
@@ -200,6 +222,8 @@ def main() -> None:
                         "s3_img_s": rates["s3"],
                         "ratio": rates["s3"] / rates["local"],
                         "load_avg_1m": [load_before, os.getloadavg()[0]],
+                        "indexer_cpu_s": {k: v["indexer_cpu_s"] for k, v in cpu.items()},
+                        "store_cpu_s_during_s3": cpu["s3"]["store_cpu_s"],
                     }
                 )
                 print(result["rounds"][-1], flush=True)
@@ -251,12 +275,15 @@ def _report(args: argparse.Namespace, result: dict) -> None:
         f"Local files vs S3 objects, interleaved ({len(rounds)} rounds): median ratio S3/local "
         f"**{statistics.median(ratios):.2f}** (goal ≥ 0.95).",
         "",
-        "| round | order | local img/s | S3 img/s | S3/local | load avg (before, after) |",
-        "|---|---|---|---|---|---|",
+        "| round | order | local img/s | S3 img/s | S3/local | indexer CPU s (local, S3) | S3 server CPU s "
+        "| load avg (before, after) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for i, x in enumerate(rounds):
+        cpu = x.get("indexer_cpu_s") or {}
         lines.append(
             f"| {i + 1} | {' → '.join(x['order'])} | {x['local_img_s']:.2f} | {x['s3_img_s']:.2f} | {x['ratio']:.2f} "
+            f"| {cpu.get('local', 0):.1f}, {cpu.get('s3', 0):.1f} | {x.get('store_cpu_s_during_s3', 0):.1f} "
             f"| {x['load_avg_1m'][0]:.1f}, {x['load_avg_1m'][1]:.1f} |"
         )
     if result["rows"]:
