@@ -347,7 +347,10 @@ def get_settings(**overrides: object) -> Settings:
     """Settings from explicit (non-None) overrides of the caller (flags), else the environment,
     else the data dir's own file (``DATA_DIR/blipsearch.toml``: blipsearch/dir_config.py), else
     the built-in defaults."""
+    import re
+
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     from blipsearch import dir_config
     from blipsearch.errors import ConfigError
@@ -372,3 +375,10 @@ def get_settings(**overrides: object) -> Settings:
 
         bad = "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"Invalid setting(s): {bad}.") from None
+    except SettingsError as exc:  # a list or mapping setting that is not valid JSON
+        field = re.search(r'field "([^"]+)"', str(exc))
+        name = f"BLIPSEARCH_{field.group(1).upper()}" if field else "a BLIPSEARCH_* list setting"
+        raise ConfigError(
+            f"Invalid setting(s): {name}: not valid JSON; write a list as JSON, "
+            f'e.g. {name}=\'["/srv/photos", "s3://bucket/prefix"]\'.'
+        ) from None

@@ -105,6 +105,19 @@ def test_settings_precedence_flag_env_file_default(tmp_path, monkeypatch, models
     assert bad.exit_code == 2 and "batch_size" in bad.stderr
 
 
+def test_a_list_setting_that_is_not_json_is_a_one_line_error(tmp_path, monkeypatch):
+    """``BLIPSEARCH_IMPORT_ROOTS=/srv/photos`` (not a JSON list) names the variable and the JSON
+    form, exit 2, instead of pydantic-settings' traceback."""
+    from blipsearch.config import get_settings
+
+    monkeypatch.setenv("BLIPSEARCH_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("BLIPSEARCH_IMPORT_ROOTS", "/srv/photos")
+    with pytest.raises(ConfigError, match=r"BLIPSEARCH_IMPORT_ROOTS: not valid JSON.*\["):
+        get_settings()
+    res = CliRunner().invoke(app, ["collections"])
+    assert res.exit_code == 2 and "BLIPSEARCH_IMPORT_ROOTS" in res.stderr and "Traceback" not in res.output
+
+
 def test_new_data_dir_remembers_its_models(cli, tmp_path, monkeypatch, models):
     write_images(tmp_path / "imgs", 3)
     cap = str(models["blip-caption"])
