@@ -56,6 +56,7 @@ def import_embeddings(
         shard_size=settings.shard_size,
         max_bytes=settings.max_file_bytes,
         max_pixels=settings.max_image_pixels,
+        decode_timeout_s=settings.decode_timeout_s,
     )
     out = import_precomputed(settings, collection, embeddings, metadata, model, options)
     check = out["check"]

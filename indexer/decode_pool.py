@@ -60,6 +60,12 @@ class DecodeConfig:
     timeout_s: float | None = None  # time limit of one decode (media/deadline.py); None: none
 
 
+def decode_bounded(cfg: DecodeConfig, data: bytes) -> Decoded:
+    """``decode_one`` under the config's time limit, in a thread (media/deadline.py): the one way
+    a caller outside ``DecodeStage`` (Ray actors, import checks) decodes."""
+    return deadline.run_with_deadline(lambda: decode_one(cfg, data), cfg.timeout_s)
+
+
 def decode_one(cfg: DecodeConfig, data: bytes) -> Decoded:
     # PDQ is defined on the full decode: a draft-scale JPEG would hash differently.
     img = decode_image(data, cfg.max_pixels, None if cfg.pdq else cfg.draft, with_exif=True)
@@ -161,7 +167,7 @@ class DecodeStage:
         """Decode one image. Raises ImageDecodeError with a reason code."""
         timeout = self.cfg.timeout_s
         if self.mode == "thread":
-            return deadline.run_with_deadline(lambda: decode_one(self.cfg, data), timeout)
+            return decode_bounded(self.cfg, data)
         for attempt in range(2):
             pool = self._get_pool()
             t0 = time.monotonic()

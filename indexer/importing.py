@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 
 from blipsearch.errors import ImageDecodeError, InvalidInputError
-from blipsearch.limits import MAX_IMAGE_PIXELS
-from indexer.decode_pool import DecodeConfig, decode_one
+from blipsearch.limits import DECODE_TIMEOUT_S, MAX_IMAGE_PIXELS
+from indexer.decode_pool import DecodeConfig, decode_bounded
 from indexer.sources.manifest import _jsonable
 from media.decode import read_source
 from media.objects import is_object_url
@@ -55,6 +55,7 @@ class ImportOptions:
     shard_size: int = 4096
     max_bytes: int = 256 * 1024 * 1024
     max_pixels: int = MAX_IMAGE_PIXELS
+    decode_timeout_s: float = DECODE_TIMEOUT_S
     hash_workers: int = 8
 
 
@@ -175,7 +176,7 @@ def _read(uri: str, max_bytes: int) -> bytes | None:
 
 def check_sample(embedder: Embedder, parts: Sequence[Part], opts: ImportOptions) -> dict[str, Any]:
     """Re-embed up to ``opts.sample`` resolvable rows, spread over the files; the cosines."""
-    cfg = DecodeConfig(embedder.preprocessor(), None, opts.max_pixels, None)
+    cfg = DecodeConfig(embedder.preprocessor(), None, opts.max_pixels, None, timeout_s=opts.decode_timeout_s)
     picked: list[tuple[np.ndarray, bytes]] = []
     per_part = max(1, -(-opts.sample // max(1, len(parts))))
     for part in parts:
@@ -194,7 +195,7 @@ def check_sample(embedder: Embedder, parts: Sequence[Part], opts: ImportOptions)
     stored = []
     for vec, data in picked:
         try:
-            pixels.append(decode_one(cfg, data).pixels)
+            pixels.append(decode_bounded(cfg, data).pixels)
             stored.append(vec)
         except ImageDecodeError:
             continue

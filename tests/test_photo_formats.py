@@ -209,6 +209,10 @@ def test_an_upload_past_the_decode_time_limit_is_refused_not_hung(served, tmp_pa
     slow = dng_bytes(Shot("slow", fmt="DNG", seed=3), 8000, 1000)
     with pytest.raises(ImageDecodeError, match="time limit"):
         sniff_and_decode(slow, "slow.dng", "image/x-adobe-dng", 10**8, None, 0.1)
+    from indexer.decode_pool import DecodeConfig, decode_bounded  # Ray actors' and import checks' decode
+
+    with pytest.raises(ImageDecodeError, match="time limit"):
+        decode_bounded(DecodeConfig(_no_preprocess, None, 10**8, None, timeout_s=0.1), slow)
     client, _, _, _ = served
     base = client.app.state.blip.settings
     tight = base.model_copy(update={"decode_timeout_s": 0.1})

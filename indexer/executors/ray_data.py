@@ -25,7 +25,7 @@ import numpy as np
 
 from blipsearch.errors import ImageDecodeError, MissingDependencyError
 from indexer.commit import IndexReport, ShardCommitter
-from indexer.decode_pool import DecodeConfig, decode_one
+from indexer.decode_pool import DecodeConfig, decode_bounded
 from indexer.options import IndexOptions
 from indexer.runner import Executor, Progress
 from indexer.sources.base import SourceItem
@@ -71,7 +71,7 @@ class ReadDecode:
             if raw.sha256 in self.known:
                 out["duplicate"] = True
             else:
-                dec = decode_one(self.cfg, raw.data)
+                dec = decode_bounded(self.cfg, raw.data)
                 pixels = dec.pixels
                 out.update({k: dec.meta[k] or "" for k in META_COLUMNS})
         except ImageDecodeError as exc:
@@ -155,7 +155,9 @@ class RayExecutor(Executor):
         ctx.enable_progress_bars = False
         gpus = int(ray.cluster_resources().get("GPU", 0))
         side = embedder.input_size or 384
-        cfg = DecodeConfig(embedder.preprocessor(), None, o.max_pixels, side if o.jpeg_draft else None)
+        cfg = DecodeConfig(
+            embedder.preprocessor(), None, o.max_pixels, side if o.jpeg_draft else None, timeout_s=o.decode_timeout_s
+        )
         bs = o.batch_size
         if not rows:
             return report
