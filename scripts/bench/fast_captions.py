@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+"""Captions on the ``fast`` runtime vs ``exact`` and a naive transformers loop, in one run.
+
+Base-size random BLIP (ITM model blip-itm-base-coco's shape, captioner
+blip-image-captioning-base's: ViT-B/16 at 384 px + BERT-base decoder), this CPU:
+
+* captions/s at batch 8 (generated 640×480 images, exactly ``--tokens`` new tokens each, so every
+  run does the same decoding work): the naive loop (``BlipProcessor`` + fp32
+  ``BlipForConditionalGeneration.generate`` per batch), blipsearch ``exact`` and blipsearch ``fast``
+  as shipped (vision encoder on OpenVINO bf16, decoder with its KV cache under torch bf16 autocast,
+  on a CPU with native bf16), plus ``fast`` with ``--beams`` beams against ``exact`` with them;
+* the fidelity bound (scripts/bench/caption_fidelity.py's ``compare``) of that ``fast`` captioner
+  on the same images, beside the speed;
+* whole processes: ``blipsearch index DIR --collection C --captions`` with ``--precision exact`` and
+  ``--precision fast`` on ``--n`` large generated JPEGs (fresh data directories; both share one
+  OpenVINO cache, filled by an untimed ``fast`` warm-up run on two images whose wall time, the
+  one-off conversion, is reported).
+
+    python scripts/bench/fast_captions.py [--n 16] [--tokens 20] [--beams 3] [--base-dir DIR]
+
+``run(args) -> dict`` and ``markdown(result) -> str`` are importable (scripts/bench/fast_path.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from caption_fidelity import BOUND_TEXT, compare, table
+from common import ROOT, base_model, machine, machine_line, update_markdown, write_result
+
+
+def _rate(fn: Any, n: int, reps: int) -> float:
+    """Items per second: the best of ``reps`` timed runs (after the caller's warm-up)."""
+    best = float("inf")
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+def captions_per_s(cap_path: Path, tokens: int, beams: int, reps: int, cache: Path) -> dict[str, Any]:
+    import torch
+    from transformers import BlipForConditionalGeneration, BlipProcessor
+
+    from blipsearch.synthetic import make_image
+    from models.captioners import Decoding, load_captioner
+
+    images = [make_image(i, (640, 480)) for i in range(8)]
+    dec = Decoding(max_new_tokens=tokens, min_new_tokens=tokens)
+    out: dict[str, Any] = {"rates": {}}
+    ref = BlipForConditionalGeneration.from_pretrained(str(cap_path)).eval()
+    proc = BlipProcessor.from_pretrained(str(cap_path))
+
+    def naive() -> None:
+        inputs = proc(images=images, return_tensors="pt")
+        with torch.no_grad():
+            ref.generate(**inputs, **dec.generate_kwargs())
+
+    naive()  # warm-up
+    out["rates"]["naive transformers fp32"] = _rate(naive, 8, reps)
+    print(out["rates"], flush=True)
+    caps = {
+        p: load_captioner(str(cap_path), device="cpu", batch_size=8, precision=p, runtime_cache_dir=cache)
+        for p in ("exact", "fast")
+    }
+    out["fast_runtimes"] = caps["fast"].stage_runtimes()
+    out["fast_plan"] = caps["fast"].plan.describe()
+    pixels = caps["exact"].preprocess(images)
+    for p, c in caps.items():
+        c.caption_pixels(pixels[:2], dec)  # warm-up (and the OpenVINO compile)
+        out["rates"][f"blipsearch {p}"] = _rate(lambda c=c: c.caption_pixels(pixels, dec), 8, reps)
+        print(out["rates"], flush=True)
+    if beams > 1:
+        bdec = Decoding(max_new_tokens=tokens, min_new_tokens=tokens, num_beams=beams)
+        for p, c in caps.items():
+            out["rates"][f"blipsearch {p}, {beams} beams"] = _rate(lambda c=c: c.caption_pixels(pixels, bdec), 8, 1)
+            print(out["rates"], flush=True)
+    out["fidelity"] = {"model": "BLIP base (random)", **compare(caps["exact"], caps["fast"], pixels, tokens)}
+    print(out["fidelity"], flush=True)
+    return out
+
+
+def index_processes(itm: Path, cap: Path, n: int, cache: Path) -> dict[str, Any]:
+    """Wall seconds of ``blipsearch index --captions`` per precision, as whole processes."""
+    from blipsearch.synthetic import make_image
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BLIPSEARCH_RUNTIME_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
+    exe = str(ROOT / ".venv" / "bin" / "blipsearch")
+    out: dict[str, Any] = {"images": n, "sizes": "1600×1200, 2048×1536, 1280×960", "wall_s": {}}
+    with tempfile.TemporaryDirectory(prefix="fast-captions-") as tmp_s:
+        tmp = Path(tmp_s)
+        folder, warm = tmp / "jpegs", tmp / "warm"
+        folder.mkdir()
+        warm.mkdir()
+        sizes = [(1600, 1200), (2048, 1536), (1280, 960)]
+        for i in range(n):
+            make_image(i, sizes[i % 3]).save(folder / f"{i:04d}.jpg", "JPEG", quality=90)
+            if i < 2:
+                make_image(i, sizes[i % 3]).save(warm / f"{i:04d}.jpg", "JPEG", quality=90)
+
+        def index(src: Path, precision: str, data: str) -> float:
+            cmd = [exe, "index", str(src), "--collection", "bench", "--captions", "--caption-model", str(cap)]
+            cmd += ["--model", str(itm), "--precision", precision, "--data-dir", str(tmp / data)]
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            return time.perf_counter() - t0
+
+        out["fast_warmup_2_images_s"] = index(warm, "fast", "warm")  # converts both towers into the cache
+        print(out, flush=True)
+        for p in ("exact", "fast"):
+            out["wall_s"][p] = index(folder, p, p)
+            print(out, flush=True)
+    out["fast_vs_exact"] = out["wall_s"]["exact"] / out["wall_s"]["fast"]
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from models.precision import NATIVE_BF16_FLAGS, cpu_flags, has_native_bf16
+
+    before = os.getloadavg()[0]
+    cap = base_model(args.base_dir, which="blip-caption")
+    itm = base_model(args.base_dir, which="blip-itm")
+    res: dict[str, Any] = {
+        "cpu_flags": sorted(cpu_flags() & (NATIVE_BF16_FLAGS | {"avx2", "avx512f"})),
+        "native_bf16": has_native_bf16(),
+        "settings": {"tokens": args.tokens, "beams": args.beams, "reps": args.reps, "n": args.n, "batch": 8},
+    }
+    with tempfile.TemporaryDirectory(prefix="fast-captions-ov-") as cache:
+        res["captions"] = captions_per_s(cap, args.tokens, args.beams, args.reps, Path(cache))
+        res["loadavg_mid"] = os.getloadavg()[0]
+        if not args.no_index:
+            res["index"] = index_processes(itm, cap, args.n, Path(cache))
+    r = res["captions"]["rates"]
+    res["fast_vs_exact_captions"] = r["blipsearch fast"] / r["blipsearch exact"]
+    res["fast_vs_naive_captions"] = r["blipsearch fast"] / r["naive transformers fp32"]
+    res["loadavg"] = [before, os.getloadavg()[0]]
+    res["machine"] = machine()
+    return res
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m, c, s = result["machine"], result["captions"], result["settings"]
+    load = result["loadavg"]
+    rates = c["rates"]
+    lines = [
+        "## Captions on the fast runtime (`scripts/bench/fast_captions.py`)",
+        "",
+        f"Machine: {machine_line(m)}; CPU flags: {', '.join(result['cpu_flags'])}; native bf16: "
+        f"{result['native_bf16']}. Base-size random BLIP (ITM + captioner). Load average (1 min) "
+        f"{load[0]:.2f} before, {result.get('loadavg_mid', float('nan')):.2f} after the captions/s part, "
+        f"{load[1]:.2f} at the end (2 cores: above 2 means other work shared the machine; read ratios). "
+        f"`fast` runtimes: vision {c['fast_runtimes']['vision']}, decoder {c['fast_runtimes']['decoder']}.",
+        "",
+        f"| captions, batch 8, exactly {s['tokens']} new tokens | captions/s | vs exact | vs naive |",
+        "|---|---|---|---|",
+    ]
+    naive, exact = rates["naive transformers fp32"], rates["blipsearch exact"]
+    for name, v in rates.items():
+        base = rates.get(f"blipsearch exact, {s['beams']} beams", exact) if "beams" in name else exact
+        lines.append(f"| {name} | {v:.2f} | {v / base:.2f}× | {v / naive:.2f}× |")
+    idx = result.get("index")
+    if idx:
+        w = idx["wall_s"]
+        lines += [
+            "",
+            f"Whole processes, `blipsearch index DIR --collection C --captions` (max 30 new tokens, greedy: the "
+            f"defaults) on {idx['images']} generated JPEGs ({idx['sizes']}), each precision in a fresh data "
+            f"directory: **exact {w['exact']:.1f} s, fast {w['fast']:.1f} s: {idx['fast_vs_exact']:.2f}×** "
+            f"(goal ≥ 3×). The first `fast` run on a machine converts the ITC and caption vision towers to "
+            f"OpenVINO once (cached): the untimed warm-up on 2 images that did it took "
+            f"{idx['fast_warmup_2_images_s']:.1f} s.",
+        ]
+    lines += ["", f"Fidelity of that `fast` captioner on the same 8 images. {BOUND_TEXT}", ""]
+    lines += table([c["fidelity"]])
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=16, help="JPEGs for the whole-process index runs")
+    ap.add_argument("--tokens", type=int, default=20, help="new tokens per caption in the captions/s part")
+    ap.add_argument("--beams", type=int, default=3, help="also time beam search with this many beams (1: no)")
+    ap.add_argument("--reps", type=int, default=2, help="timed batches per captions/s row (best is kept)")
+    ap.add_argument("--no-index", action="store_true", help="skip the whole-process index runs")
+    ap.add_argument("--base-dir", type=Path, default=None, help="where the base-size models are (made if missing)")
+    args = ap.parse_args()
+    result = run(args)
+    write_result("fast_captions", {k: v for k, v in result.items() if k != "machine"})
+    update_markdown("fast_captions", markdown(result))
+
+
+if __name__ == "__main__":
+    main()
