@@ -89,10 +89,6 @@ class CaptionVisionTower(OpenVinoTowers):
             )
 
 
-class _HiddenStates(tuple):  # type: ignore[type-arg]
-    """``hidden_states`` with only the layer that was computed (LLaVA reads one index)."""
-
-
 _LOCAL = threading.local()
 
 
@@ -126,7 +122,8 @@ class OpenVinoVision(torch.nn.Module):
         if self.tower.layer is None:
             return BaseModelOutputWithPooling(last_hidden_state=feats)
         index = self.tower.layer % self.layers
-        hidden = _HiddenStates(feats if i == index else None for i in range(self.layers))
+        # only the layer that was computed is filled in (LLaVA reads that one index)
+        hidden: tuple[Any, ...] = tuple(feats if i == index else None for i in range(self.layers))
         return BaseModelOutputWithPooling(hidden_states=hidden)
 
 
