@@ -16,7 +16,8 @@ blip-image-captioning-base's: ViT-B/16 at 384 px + BERT-base decoder), this CPU:
   OpenVINO cache, filled by an untimed ``fast`` warm-up run on two images whose wall time, the
   one-off conversion, is reported).
 
-    python scripts/bench/fast_captions.py [--n 16] [--tokens 20] [--beams 3] [--base-dir DIR]
+    python scripts/bench/fast_captions.py [--n 16] [--tokens 20] [--beams 3] [--caption-reps 1]
+        [--no-index] [--base-dir DIR]
 
 ``run(args) -> dict`` and ``markdown(result) -> str`` are importable (scripts/bench/fast_path.py).
 """
@@ -125,21 +126,25 @@ def index_processes(itm: Path, cap: Path, n: int, cache: Path) -> dict[str, Any]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole benchmark. ``args`` may be another script's namespace: missing attributes take
+    this script's defaults (n 16, tokens 20, beams 3, caption_reps 1, no_index False, base_dir None)."""
     from models.precision import NATIVE_BF16_FLAGS, cpu_flags, has_native_bf16
 
+    n, tokens, beams = getattr(args, "n", 16), getattr(args, "tokens", 20), getattr(args, "beams", 3)
+    reps, base_dir = getattr(args, "caption_reps", 1), getattr(args, "base_dir", None)
     before = os.getloadavg()[0]
-    cap = base_model(args.base_dir, which="blip-caption")
-    itm = base_model(args.base_dir, which="blip-itm")
+    cap = base_model(base_dir, which="blip-caption")
+    itm = base_model(base_dir, which="blip-itm")
     res: dict[str, Any] = {
         "cpu_flags": sorted(cpu_flags() & (NATIVE_BF16_FLAGS | {"avx2", "avx512f"})),
         "native_bf16": has_native_bf16(),
-        "settings": {"tokens": args.tokens, "beams": args.beams, "reps": args.reps, "n": args.n, "batch": 8},
+        "settings": {"tokens": tokens, "beams": beams, "reps": reps, "n": n, "batch": 8},
     }
     with tempfile.TemporaryDirectory(prefix="fast-captions-ov-") as cache:
-        res["captions"] = captions_per_s(cap, args.tokens, args.beams, args.reps, Path(cache))
+        res["captions"] = captions_per_s(cap, tokens, beams, reps, Path(cache))
         res["loadavg_mid"] = os.getloadavg()[0]
-        if not args.no_index:
-            res["index"] = index_processes(itm, cap, args.n, Path(cache))
+        if not getattr(args, "no_index", False):
+            res["index"] = index_processes(itm, cap, n, Path(cache))
     r = res["captions"]["rates"]
     res["fast_vs_exact_captions"] = r["blipsearch fast"] / r["blipsearch exact"]
     res["fast_vs_naive_captions"] = r["blipsearch fast"] / r["naive transformers fp32"]
@@ -190,7 +195,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="JPEGs for the whole-process index runs")
     ap.add_argument("--tokens", type=int, default=20, help="new tokens per caption in the captions/s part")
     ap.add_argument("--beams", type=int, default=3, help="also time beam search with this many beams (1: no)")
-    ap.add_argument("--reps", type=int, default=2, help="timed batches per captions/s row (best is kept)")
+    ap.add_argument("--caption-reps", type=int, default=1, help="timed batches per captions/s row (best is kept)")
     ap.add_argument("--no-index", action="store_true", help="skip the whole-process index runs")
     ap.add_argument("--base-dir", type=Path, default=None, help="where the base-size models are (made if missing)")
     args = ap.parse_args()
