@@ -30,8 +30,7 @@ from blipsearch.errors import ConfigError
 MODES = ("exact", "fast")
 STAGES = ("image", "text", "itm", "caption")
 # Stages that held the fidelity bound in scripts/bench/fidelity.py (see BENCHMARKS.md): for BLIP
-# image, text and ITM, and captions under the generation bound (scripts/bench/caption_fidelity.py;
-# per captioner family, Captioner.fast_parts says which parts run fast); for BLIP-2, measured on the tiny model only (ViT-g is
+# image, text, ITM, captions (caption_fidelity.py); for BLIP-2, measured on the tiny model only (ViT-g is
 # too large to benchmark here), image and ITM missed it, so only text runs bf16.
 DEFAULT_FAST_STAGES: frozenset[str] = frozenset({"image", "text", "itm", "caption"})
 BLIP2_FAST_STAGES: frozenset[str] = frozenset({"text"})
