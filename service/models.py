@@ -85,4 +85,6 @@ def load_captioner(settings: Settings, model: str | None = None, *, vqa: bool = 
         batch_size=settings.caption_batch_size,
         memory_headroom=settings.model_memory_headroom if settings.model_memory_check else None,
         precision=settings.precision,
+        fast_runtime=settings.fast_runtime,
+        runtime_cache_dir=settings.openvino_cache_dir(),
     )

@@ -198,3 +198,39 @@ def test_caption_collection_is_a_resumable_job(settings, blip_embedder, captione
     assert json.loads(again.stdout)["captioned"] == 0
     kinds = [j["kind"] for j in json.loads(cli.invoke(app, ["jobs", "list", *base]).stdout)["jobs"]]
     assert kinds.count("caption") == 2
+
+
+def _load_via_settings(path, tmp_path, precision):  # type: ignore[no-untyped-def]
+    """Through the product's path: Settings -> service.models.load_captioner."""
+    from blipsearch.config import Settings
+    from service.models import load_captioner as load
+
+    return load(Settings(data_dir=tmp_path / "data", precision=precision, caption_model=str(path), device="cpu"))
+
+
+@pytest.mark.parametrize("name", ["blip-caption", "blip2-caption"])
+def test_fast_captioner_holds_the_generation_bound(tiny_models, tmp_path, name):
+    """``fast``: vision encoder on OpenVINO bf16, decoder under bf16 autocast where the CPU has
+    bf16 units; within the generation bound (evaluation/fidelity.py). Elsewhere (scripts/test.sh's
+    AVX2 pass) ``fast`` is the fp32 forward."""
+    from evaluation.fidelity import generation_fidelity
+    from models.fast_runtime import openvino_available
+    from models.precision import has_native_bf16
+
+    native = has_native_bf16()
+    vision = ("openvino bf16" if openvino_available() else "torch bf16") if native else "torch fp32"
+    exact, fast = (_load_via_settings(tiny_models[name], tmp_path, p) for p in ("exact", "fast"))
+    assert exact.stage_runtimes() == {"vision": "torch fp32", "decoder": "torch fp32"}
+    assert fast.stage_runtimes() == {"vision": vision, "decoder": "torch bf16" if native else "torch fp32"}
+    assert fast.describe()["runtimes"] == fast.stage_runtimes() and fast.describe()["precision"] == "fast"
+    pixels = exact.preprocess([make_image(i, (64, 48)) for i in range(6)])
+    tokens, logits = exact.greedy_logits(pixels, Decoding(max_new_tokens=10))
+    forced = fast.forced_logits(pixels, tokens)
+    f = generation_fidelity(tokens.numpy(), logits.numpy(), forced.numpy(), exact.eos_token_ids)
+    assert f.positions > 0 and f.holds(), f.as_dict()
+    if native:
+        assert f.mean_abs_dlogp > 0.0  # bf16 ran: not the fp32 forward again
+    else:
+        torch.testing.assert_close(forced, logits, rtol=1e-5, atol=1e-5)  # fast is exact here
+    # captions come out of the same path, batched, with beams too
+    assert len(fast.caption_pixels(pixels, Decoding(max_new_tokens=6, num_beams=3))) == len(pixels)

@@ -10,9 +10,11 @@ token's logits (``first_token_logits``, used by models/vqa.py).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -49,6 +51,11 @@ class Captioner(ABC):
     architecture: ClassVar[str]  # the transformers class name (for messages and the memory check)
     supports_vqa: ClassVar[bool] = False
     default_prompt: ClassVar[str | None] = None  # used when --prompt is not given
+    # In ``fast`` with a bf16 caption stage, the parts that run fast: "vision" (the vision encoder,
+    # on OpenVINO bf16 where available, else in the decoder's autocast) and "decoder" (everything
+    # after it: Q-Former, projector, decoder / language model with its KV cache, under torch bf16
+    # autocast). scripts/bench/caption_fidelity.py measured which parts hold the bound per family.
+    fast_parts: ClassVar[frozenset[str]] = frozenset({"vision", "decoder"})
 
     def __init__(
         self,
@@ -60,6 +67,8 @@ class Captioner(ABC):
         config: Any = None,
         memory_headroom: float | None = 1.2,
         precision: str = "exact",
+        fast_runtime: str = "auto",
+        runtime_cache_dir: str | Path | None = None,
     ) -> None:
         import transformers
         from transformers import AutoConfig, AutoProcessor
@@ -71,8 +80,9 @@ class Captioner(ABC):
             config = from_pretrained(AutoConfig, source, "caption model config")
         cls = getattr(transformers, self.architecture)
         dev = pick_device(device)
-        # models/precision.py: "exact" is fp32; "fast" keeps captions fp32 on CPU (they missed the
-        # fidelity bound) and uses bf16 weights (fp16 where bf16 is unsupported) on CUDA.
+        # models/precision.py: "exact" is fp32; "fast" runs the caption stage under bf16 autocast
+        # on a CPU with native bf16 where it holds the bound (DEFAULT_FAST_STAGES), fp32 on other
+        # CPUs, and bf16 weights (fp16 where bf16 is unsupported) on CUDA.
         self.plan = plan_precision(precision, dev, None if dtype == "auto" else pick_dtype(dtype, dev))
         self.precision = precision
         self.torch_dtype = self.plan.weights
@@ -84,6 +94,47 @@ class Captioner(ABC):
         self.model: Any = from_pretrained(cls, source, "caption model", dtype=self.torch_dtype).to(dev).eval()
         self.processor: Any = from_pretrained(AutoProcessor, source, "caption processor")
         self.batch_size = batch_size
+        self.vision_runtime: str | None = None  # "openvino bf16" once the vision module is swapped
+        self._setup_fast_vision(fast_runtime, runtime_cache_dir)
+
+    def _setup_fast_vision(self, requested: str, cache_dir: str | Path | None) -> None:
+        """In ``fast`` on a CPU whose plan runs captions in bf16: the vision encoder on OpenVINO
+        (models/openvino_caption.py) where ``openvino_stages`` puts BLIP's image tower there
+        (``BLIPSEARCH_FAST_RUNTIME``); the rest of ``generate`` stays on torch bf16 autocast."""
+        from models.fast_runtime import log_choice, openvino_stages
+        from models.precision import has_native_bf16
+
+        if "caption" not in self.plan.autocast or "vision" not in self.fast_parts:
+            return  # exact, CUDA, a CPU without bf16 units, or a family kept fp32: transformers as is
+        native = has_native_bf16()
+        if openvino_stages(requested, self.precision, self.plan.device_type, {"image"}, native):
+            from models.openvino_caption import install
+
+            threads = torch.get_num_threads()
+            folder = Path(cache_dir) if cache_dir is not None else None
+            if install(
+                self.model, fingerprint=f"caption:{self.model_id}", cache_dir=folder, threads=threads, bf16=native
+            ):
+                self.vision_runtime = f"openvino {'bf16' if native else 'f32'}"
+        log_choice(self.model_id, self.stage_runtimes())
+
+    def _torch_vision(self) -> contextlib.AbstractContextManager[None]:
+        if self.vision_runtime is None:
+            return contextlib.nullcontext()
+        from models.openvino_caption import torch_vision
+
+        return torch_vision()
+
+    def stage_runtimes(self) -> dict[str, str]:
+        """What runs each part of captioning: {"vision": "openvino bf16", "decoder": "torch bf16"}
+        ("decoder": the Q-Former / projector too, and the language model)."""
+        decoder = f"torch {self.plan.describe()['caption']}" if "decoder" in self.fast_parts else "torch fp32"
+        return {"vision": self.vision_runtime or decoder, "decoder": decoder}
+
+    def _decode_context(self) -> contextlib.AbstractContextManager[None]:
+        """What ``generate`` runs in: the caption stage's autocast, unless this family keeps
+        everything after the vision encoder fp32."""
+        return self.plan.run("caption") if "decoder" in self.fast_parts else contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:
@@ -156,7 +207,7 @@ class Captioner(ABC):
     def caption_pixels(self, pixel_values: np.ndarray, decoding: Decoding = Decoding()) -> list[str]:
         inputs = self.model_inputs(pixel_values, decoding.prompt)
         self.check_length(inputs, decoding)
-        with torch.inference_mode(), self.plan.run("caption"):
+        with torch.inference_mode(), self._decode_context():
             out = self.model.generate(**inputs, **decoding.generate_kwargs())
         texts = self.processor.batch_decode(self.new_tokens(out, inputs), skip_special_tokens=True)
         return [t.strip() for t in texts]
@@ -164,7 +215,8 @@ class Captioner(ABC):
     def first_token_logits(self, pixel_values: np.ndarray, prompt: str) -> torch.Tensor:
         """[n, vocab] float32 logits of the first generated token (greedy ``generate``'s raw logits)."""
         inputs = self.model_inputs(pixel_values, prompt)
-        with torch.inference_mode():
+        # fp32 in both modes (VQA's fidelity in bf16 is not measured): the transformers vision too
+        with torch.inference_mode(), self._torch_vision():
             out = self.model.generate(
                 **inputs, max_new_tokens=1, do_sample=False, num_beams=1, output_logits=True,
                 return_dict_in_generate=True,
@@ -177,7 +229,7 @@ class Captioner(ABC):
         """Greedy decoding's new tokens [n, T] and the raw logits [n, T, vocab] (float32) that chose them."""
         inputs = self.model_inputs(pixel_values, decoding.prompt)
         self.check_length(inputs, decoding)
-        with torch.inference_mode(), self.plan.run("caption"):
+        with torch.inference_mode(), self._decode_context():
             out = self.model.generate(
                 **inputs, max_new_tokens=decoding.max_new_tokens, do_sample=False, num_beams=1,
                 output_logits=True, return_dict_in_generate=True,
@@ -194,7 +246,7 @@ class Captioner(ABC):
         inputs = self.model_inputs(pixel_values, prompt)
         forced = tokens.to(self.device)
         force = _ForceTokens(forced)
-        with torch.inference_mode(), self.plan.run("caption"):
+        with torch.inference_mode(), self._decode_context():
             out = self.model.generate(
                 **inputs, max_new_tokens=int(forced.shape[1]), do_sample=False, num_beams=1,
                 logits_processor=LogitsProcessorList([force]), output_logits=True, return_dict_in_generate=True,
@@ -215,7 +267,13 @@ class Captioner(ABC):
         return out
 
     def describe(self) -> dict[str, object]:
-        return {"model_id": self.model_id, "family": self.family, "vqa": self.supports_vqa}
+        return {
+            "model_id": self.model_id,
+            "family": self.family,
+            "vqa": self.supports_vqa,
+            "precision": self.precision,
+            "runtimes": self.stage_runtimes(),
+        }
 
 
 class _ForceTokens:
