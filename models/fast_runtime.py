@@ -3,7 +3,8 @@
 ``BLIPSEARCH_FAST_RUNTIME`` = ``auto`` | ``torch`` | ``openvino``. ``auto`` (the default) runs the
 BLIP image and text stages on OpenVINO (models/openvino_runtime.py, bf16 hint) on a CPU with
 native bf16 when ``openvino`` is installed, and on torch bf16 autocast otherwise. ``exact``
-never uses OpenVINO. ITM re-ranking and captions stay on torch.
+never uses OpenVINO. ITM re-ranking stays on torch (models/fast_itm.py); the captioners' vision
+encoders use the same towers through models/openvino_caption.py.
 
 ``OpenVinoStages`` is the embedder mix-in that routes those stages to the compiled towers.
 """
