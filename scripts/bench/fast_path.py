@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """``exact`` vs ``fast`` on every model stage, with the machine's GEMM rate as the ceiling.
 
-One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
+One run, same CPU, base-size random models; ``core`` (BLIP ViT-B/16 at 384 px + BERT-base):
 
 * GEMM micro-benchmark: 2048³ ``torch.mm`` in fp32 and bf16 (GFLOP/s) - the practical ceiling;
 * indexing throughput (img/s) of large JPEGs: the naive fp32 transformers loop (PIL full
@@ -12,17 +12,25 @@ One run, same CPU, base-size random BLIP (ViT-B/16 at 384 px + BERT-base):
   the GEMM ceiling (ViT FLOPs per image × img/s ÷ GEMM FLOP/s; fp32 rate for naive/exact, the
   fast plan's); plus the one-off OpenVINO conversion and the cached load's compile time;
 * text-query encode latency p50 / p95 at batch 1 and 8;
-* ITM re-rank latency for one text against k = 16 / 64 images, vision tokens recomputed from
-  pixels or taken from the (fp16) feature cache (decoding the candidates is not included);
-* captions/s at batch 8 (greedy, 20 new tokens), exact and with the caption stage in bf16.
+* ``itm``: ITM re-rank latency, text→image (k = 16 / 64, cached tokens) and image→text, naive /
+  exact / previous fast / fast, with |ΔP|, and whole-process re-ranked searches
+  (scripts/bench/fast_itm.py);
+* ``captions``: captions/s at batch 8 and whole-process ``index --captions``, naive / exact /
+  fast, with the teacher-forced fidelity numbers (scripts/bench/fast_captions.py);
+* ``blip2``: base-size (ViT-g) BLIP-2 image embeddings and whole-process ``index``, naive /
+  exact / fast, with the cosine bound (scripts/bench/fast_blip2.py).
 
-    python scripts/bench/fast_path.py [--quick] [--n 24] [--base-dir DIR]
+Each of those modules also runs on its own and writes its own section; here they run in the same
+process as the core stage, one after another, and land in one result.
+
+    python scripts/bench/fast_path.py [--quick] [--n 24] [--base-dir DIR] [--stages core itm captions blip2]
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import importlib
 import os
 import shutil
 import statistics
@@ -35,6 +43,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import base_model, machine, machine_line, update_markdown, write_result
+
+STAGES = ("core", "itm", "captions", "blip2")  # core: GEMM ceiling, indexing, text queries
+MODULES = {"itm": "itm", "captions": "captions", "blip2": "blip2"}  # scripts/bench/fast_<name>.py
 
 
 def gemm(dtype: Any, n: int = 2048, reps: int = 5) -> float:
@@ -82,9 +93,27 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (1 on an oversubscribed machine)")
     ap.add_argument("--device", default="cpu", help="accepted for run_all.py; a CPU benchmark")
     ap.add_argument("--base-dir", type=Path, default=None)
+    ap.add_argument(
+        "--stages",
+        nargs="+",
+        choices=STAGES,
+        default=list(STAGES),
+        help="what to measure: core (GEMM ceiling, indexing, text queries) here; itm, captions, blip2 by "
+        "their own modules (scripts/bench/fast_itm.py, fast_captions.py, fast_blip2.py), whose options follow",
+    )
+    ap.add_argument("--i2t-k", type=int, default=16, help="itm: image→text candidate texts")
+    ap.add_argument("--slow-reps", type=int, default=2, help="itm: timed runs of naive and exact")
+    ap.add_argument("--cli-runs", type=int, default=2, help="itm: whole-process re-ranked searches per mode")
+    ap.add_argument("--cli-images", type=int, default=16, help="itm: images of those searches' collection")
+    ap.add_argument("--tokens", type=int, default=20, help="captions: new tokens per caption (captions/s)")
+    ap.add_argument("--beams", type=int, default=3, help="captions: also time this many beams (1: no)")
+    ap.add_argument("--caption-reps", type=int, default=2, help="captions: timed batches per row")
     args = ap.parse_args()
     if args.quick:
-        args.n, args.ks, args.reps, args.no_captions = 8, [16], 3, True
+        args.n, args.ks, args.reps, args.slow_reps, args.cli_runs = 8, [16], 3, 1, 1
+        args.caption_reps, args.beams = 1, 1
+    if args.no_captions:
+        args.stages = [s for s in args.stages if s != "captions"]
 
     import faiss
     import torch
@@ -94,141 +123,111 @@ def main() -> None:
 
     from blipsearch.config import Settings
     from blipsearch.synthetic import make_image
-    from models import load_embedder, load_itm
+    from models import load_embedder
     from models.precision import cpu_flags
     from service.indexing import index_paths
 
     flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8"})
     if args.threads:
         torch.set_num_threads(args.threads)
-    path = base_model(args.base_dir)
     res: dict[str, Any] = {"cpu_flags": flags, "n": args.n, "loadavg_start": os.getloadavg()[0]}
-    res["gemm_gflops"] = {"fp32": gemm(torch.float32), "bf16": gemm(torch.bfloat16)}
-    print(res, flush=True)
-    ov_cache = Path(tempfile.mkdtemp(prefix="ov-cache-"))
-    atexit.register(shutil.rmtree, ov_cache, True)
-    embs = {
-        "exact": load_embedder(str(path), device="cpu", batch_size=8, precision="exact"),
-        "fast torch": load_embedder(str(path), device="cpu", batch_size=8, precision="fast", fast_runtime="torch"),
-        "fast": load_embedder(str(path), device="cpu", batch_size=8, precision="fast", runtime_cache_dir=str(ov_cache)),
-    }
-    res["fast_plan"] = embs["fast"].plan.describe()  # type: ignore[attr-defined]
-    res["fast_runtimes"] = {s: embs["fast"].stage_runtime(s) for s in ("image", "text")}  # type: ignore[attr-defined]
-    # The product's fast path converts its towers on first use (once per model, then cached):
-    # time that, and a second load's first use (read the IR + compile), before anything is timed.
-    warm_px = embs["exact"].preprocess([make_image(i, (640, 480)) for i in range(2)])
-    res["openvino_setup_s"] = {}
-    for label, emb in (("first load (convert + save + compile)", embs["fast"]), ("cached load (read + compile)", None)):
-        if emb is None:
-            emb = load_embedder(
+    if "core" in args.stages:
+        path = base_model(args.base_dir)
+        res["gemm_gflops"] = {"fp32": gemm(torch.float32), "bf16": gemm(torch.bfloat16)}
+        print(res, flush=True)
+        ov_cache = Path(tempfile.mkdtemp(prefix="ov-cache-"))
+        atexit.register(shutil.rmtree, ov_cache, True)
+        embs = {
+            "exact": load_embedder(str(path), device="cpu", batch_size=8, precision="exact"),
+            "fast torch": load_embedder(str(path), device="cpu", batch_size=8, precision="fast", fast_runtime="torch"),
+            "fast": load_embedder(
                 str(path), device="cpu", batch_size=8, precision="fast", runtime_cache_dir=str(ov_cache)
-            )
-        t0 = time.perf_counter()
-        emb.embed_pixels(warm_px)
-        emb.embed_texts(["warm up"])
-        res["openvino_setup_s"][label] = time.perf_counter() - t0
-    print(res, flush=True)
-    ref = BlipForImageTextRetrieval.from_pretrained(str(path)).eval()
-    proc = BlipProcessor.from_pretrained(str(path))
-    gf = vit_gflop(ref.config.vision_config)
-    res["vit_gflop_per_image"] = gf
-    fast_ceiling = res["gemm_gflops"]["bf16" if res["fast_plan"]["image"] == "bf16" else "fp32"]
-
-    # -- indexing ----------------------------------------------------------------------------
-    idx: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "jpegs"
-        folder.mkdir()
-        sizes = [(1600, 1200), (2048, 1536), (1280, 960)]
-        files = []
-        for i in range(args.n):
-            files.append(folder / f"{i:04d}.jpg")
-            make_image(i, sizes[i % 3]).save(files[-1], "JPEG", quality=90)
-        index = faiss.IndexFlatIP(256)
-        t0 = time.perf_counter()
-        for s in range(0, args.n, 8):
-            imgs = [Image.open(p).convert("RGB") for p in files[s : s + 8]]
-            with torch.no_grad():
-                px = proc(images=imgs, return_tensors="pt")["pixel_values"]
-                cls = ref.vision_model(pixel_values=px).last_hidden_state[:, 0, :]
-                index.add(F.normalize(ref.vision_proj(cls), dim=-1).numpy())
-        idx["naive_fp32"] = args.n / (time.perf_counter() - t0)
-        print("naive", idx["naive_fp32"], flush=True)
-        for p in ("exact", "fast torch", "fast"):
-            settings = Settings(
-                data_dir=Path(tmp) / p.replace(" ", "-"),
-                batch_size=8,
-                decode_workers=2,
-                decode_mode="thread",
-                precision=p.split()[0],
-            )
+            ),
+        }
+        res["fast_plan"] = embs["fast"].plan.describe()  # type: ignore[attr-defined]
+        res["fast_runtimes"] = {s: embs["fast"].stage_runtime(s) for s in ("image", "text")}  # type: ignore[attr-defined]
+        # The product's fast path converts its towers on first use (once per model, then cached):
+        # time that, and a second load's first use (read the IR + compile), before anything is timed.
+        warm_px = embs["exact"].preprocess([make_image(i, (640, 480)) for i in range(2)])
+        res["openvino_setup_s"] = {}
+        for label, emb in (
+            ("first load (convert + save + compile)", embs["fast"]),
+            ("cached load (read + compile)", None),
+        ):
+            if emb is None:
+                emb = load_embedder(
+                    str(path), device="cpu", batch_size=8, precision="fast", runtime_cache_dir=str(ov_cache)
+                )
             t0 = time.perf_counter()
-            report = index_paths(settings, [folder], "bench", embedder=embs[p], progress=False)
-            assert report.added == args.n, report.failures
-            idx[p] = args.n / (time.perf_counter() - t0)
-            print(p, idx[p], flush=True)
-    res["indexing_img_s"] = idx
-    res["indexing_fraction_of_gemm"] = {
-        "naive_fp32": idx["naive_fp32"] * gf / res["gemm_gflops"]["fp32"],
-        "exact": idx["exact"] * gf / res["gemm_gflops"]["fp32"],
-        "fast torch": idx["fast torch"] * gf / fast_ceiling,
-        "fast": idx["fast"] * gf / fast_ceiling,
-    }
+            emb.embed_pixels(warm_px)
+            emb.embed_texts(["warm up"])
+            res["openvino_setup_s"][label] = time.perf_counter() - t0
+        print(res, flush=True)
+        ref = BlipForImageTextRetrieval.from_pretrained(str(path)).eval()
+        proc = BlipProcessor.from_pretrained(str(path))
+        gf = vit_gflop(ref.config.vision_config)
+        res["vit_gflop_per_image"] = gf
+        fast_ceiling = res["gemm_gflops"]["bf16" if res["fast_plan"]["image"] == "bf16" else "fp32"]
 
-    # -- text queries -----------------------------------------------------------------------
-    words = "red blue green yellow circle square stripes dots large small".split()
-    qs = [f"a photo of a {words[i % 10]} {words[(i * 3) % 10]} number {i}" for i in range(64)]
-    res["text_latency"] = {
-        f"{p} b{b}": latencies(lambda e=embs[p], b=b: e.embed_texts(qs[:b]), args.reps)
-        for p in ("exact", "fast torch", "fast")
-        for b in (1, 8)
-    }
-    print(res["text_latency"], flush=True)
-    res["loadavg_end"] = os.getloadavg()[0]
-    write_result("fast_path", res)  # partial results survive an interrupted run
-
-    # -- ITM re-rank ------------------------------------------------------------------------
-    kmax = max(args.ks)
-    pixels = embs["exact"].preprocess([make_image(i, (640, 480)) for i in range(kmax)])
-    itm: dict[str, Any] = {}
-    for p in ("exact", "fast"):
-        scorer = load_itm(embs[p])
-        cached = torch.from_numpy(scorer.vision_tokens(pixels).to(torch.float16).numpy())
-        for k in args.ks:
-
-            def recompute(s: Any = scorer, k: int = k) -> Any:
-                tokens = torch.cat([s.vision_tokens(pixels[i : i + 8]) for i in range(0, k, 8)])
-                return s.score_text_vs_images(qs[0], tokens)
-
-            # the model is warm by now: the recomputed path (k ViT forwards) is timed without a warm-up
-            itm[f"{p} k={k} recomputed"] = latencies(recompute, max(1, args.reps // 4), warmup=0)
-            itm[f"{p} k={k} cached"] = latencies(
-                lambda s=scorer, k=k: s.score_text_vs_images(qs[0], cached[:k]), args.reps
-            )
-            print(p, k, itm[f"{p} k={k} recomputed"], itm[f"{p} k={k} cached"], flush=True)
-    res["itm_latency"] = itm
-    res["loadavg_end"] = os.getloadavg()[0]
-    write_result("fast_path", res)
-
-    # -- captions ---------------------------------------------------------------------------
-    if not args.no_captions:
-        from models.captioners import Decoding, load_captioner
-        from models.precision import STAGES, plan_precision
-
-        cap_path = base_model(args.base_dir, which="blip-caption")
-        cpx = embs["exact"].preprocess([make_image(i, (640, 480)) for i in range(8)])
-        dec = Decoding(max_new_tokens=20, min_new_tokens=20)
-        caps: dict[str, float] = {}
-        for name in ("exact", "fast (caption bf16)"):
-            c = load_captioner(str(cap_path), device="cpu", batch_size=8, precision=name.split()[0])
-            if name != "exact":
-                c.plan = plan_precision("fast", torch.device("cpu"), fast_stages=STAGES)
-            c.caption_pixels(cpx[:2], dec)
+        # -- indexing ----------------------------------------------------------------------------
+        idx: dict[str, float] = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "jpegs"
+            folder.mkdir()
+            sizes = [(1600, 1200), (2048, 1536), (1280, 960)]
+            files = []
+            for i in range(args.n):
+                files.append(folder / f"{i:04d}.jpg")
+                make_image(i, sizes[i % 3]).save(files[-1], "JPEG", quality=90)
+            index = faiss.IndexFlatIP(256)
             t0 = time.perf_counter()
-            c.caption_pixels(cpx, dec)
-            caps[name] = 8 / (time.perf_counter() - t0)
-            print(name, caps[name], flush=True)
-        res["captions_per_s_b8"] = caps
+            for s in range(0, args.n, 8):
+                imgs = [Image.open(p).convert("RGB") for p in files[s : s + 8]]
+                with torch.no_grad():
+                    px = proc(images=imgs, return_tensors="pt")["pixel_values"]
+                    cls = ref.vision_model(pixel_values=px).last_hidden_state[:, 0, :]
+                    index.add(F.normalize(ref.vision_proj(cls), dim=-1).numpy())
+            idx["naive_fp32"] = args.n / (time.perf_counter() - t0)
+            print("naive", idx["naive_fp32"], flush=True)
+            for p in ("exact", "fast torch", "fast"):
+                settings = Settings(
+                    data_dir=Path(tmp) / p.replace(" ", "-"),
+                    batch_size=8,
+                    decode_workers=2,
+                    decode_mode="thread",
+                    precision=p.split()[0],
+                )
+                t0 = time.perf_counter()
+                report = index_paths(settings, [folder], "bench", embedder=embs[p], progress=False)
+                assert report.added == args.n, report.failures
+                idx[p] = args.n / (time.perf_counter() - t0)
+                print(p, idx[p], flush=True)
+        res["indexing_img_s"] = idx
+        res["indexing_fraction_of_gemm"] = {
+            "naive_fp32": idx["naive_fp32"] * gf / res["gemm_gflops"]["fp32"],
+            "exact": idx["exact"] * gf / res["gemm_gflops"]["fp32"],
+            "fast torch": idx["fast torch"] * gf / fast_ceiling,
+            "fast": idx["fast"] * gf / fast_ceiling,
+        }
+
+        # -- text queries -----------------------------------------------------------------------
+        words = "red blue green yellow circle square stripes dots large small".split()
+        qs = [f"a photo of a {words[i % 10]} {words[(i * 3) % 10]} number {i}" for i in range(64)]
+        res["text_latency"] = {
+            f"{p} b{b}": latencies(lambda e=embs[p], b=b: e.embed_texts(qs[:b]), args.reps)
+            for p in ("exact", "fast torch", "fast")
+            for b in (1, 8)
+        }
+        print(res["text_latency"], flush=True)
+        res["loadavg_end"] = os.getloadavg()[0]
+        write_result("fast_path", res)  # partial results survive an interrupted run
+
+    # -- ITM, captions, BLIP-2: each stage's own module, in this run ---------------------------
+    for stage in ("itm", "captions", "blip2"):
+        if stage in args.stages:
+            res[stage] = importlib.import_module(f"fast_{MODULES[stage]}").run(args)
+            res["loadavg_end"] = os.getloadavg()[0]
+            write_result("fast_path", res)
 
     m = machine()
     res["loadavg_end"] = os.getloadavg()[0]
@@ -237,14 +236,28 @@ def main() -> None:
 
 
 def markdown(r: dict[str, Any], m: dict[str, Any], args: argparse.Namespace) -> str:
-    g, idx, frac = r["gemm_gflops"], r["indexing_img_s"], r["indexing_fraction_of_gemm"]
     lines = [
         "### `exact` vs `fast`, every stage (scripts/bench/fast_path.py)",
         "",
-        f"Machine: {machine_line(m)}; CPU flags: {', '.join(r['cpu_flags'])}. Base-size random BLIP. "
+        f"Machine: {machine_line(m)}; CPU flags: {', '.join(r['cpu_flags'])}. Base-size random models. "
         f"Load average (1 min) before the run: {r.get('loadavg_start', float('nan')):.2f}, after it: "
         f"{r.get('loadavg_end', float('nan')):.2f} (the run's own threads count; well above the core count means "
-        f"other work shared the machine and absolute numbers are low). Fast plan: {r['fast_plan']}; "
+        f"other work shared the machine and absolute numbers are low). Stages: {', '.join(args.stages)}.",
+    ]
+    if "indexing_img_s" in r:
+        lines += ["", *core_markdown(r)]
+    for stage in ("itm", "captions", "blip2"):
+        if stage in r:
+            lines += ["", importlib.import_module(f"fast_{MODULES[stage]}").markdown(r[stage])]
+    lines += ["", f"Reproduce: `python scripts/bench/fast_path.py {' '.join(sys.argv[1:])}`."]
+    return "\n".join(lines)
+
+
+def core_markdown(r: dict[str, Any]) -> list[str]:
+    """The GEMM ceiling, indexing and text-query tables."""
+    g, idx, frac = r["gemm_gflops"], r["indexing_img_s"], r["indexing_fraction_of_gemm"]
+    lines = [
+        f"Base-size random BLIP. Fast plan: {r['fast_plan']}; "
         f"runtimes of the default `fast`: {r.get('fast_runtimes')}.",
         "",
         f"GEMM ceiling (2048³ torch.mm): fp32 {g['fp32']:.0f} GFLOP/s, bf16 {g['bf16']:.0f} GFLOP/s "
@@ -275,14 +288,7 @@ def markdown(r: dict[str, Any], m: dict[str, Any], args: argparse.Namespace) -> 
     ]
     for k, v in r["text_latency"].items():
         lines.append(f"| {k} | {v['p50_ms']:.1f} | {v['p95_ms']:.1f} |")
-    lines += ["", "| ITM re-rank, one text vs k images | p50 ms | p95 ms |", "|---|---|---|"]
-    for k, v in r["itm_latency"].items():
-        lines.append(f"| {k} | {v['p50_ms']:.0f} | {v['p95_ms']:.0f} |")
-    if "captions_per_s_b8" in r:
-        lines += ["", "| captions, batch 8, 20 tokens greedy | captions/s |", "|---|---|"]
-        lines += [f"| {k} | {v:.2f} |" for k, v in r["captions_per_s_b8"].items()]
-    lines += ["", f"Reproduce: `python scripts/bench/fast_path.py {' '.join(sys.argv[1:])}`."]
-    return "\n".join(lines)
+    return lines
 
 
 if __name__ == "__main__":
