@@ -11,18 +11,15 @@ progress; ``jobs cancel`` stops it after the current commit).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from blipsearch.errors import InvalidInputError
 from blipsearch.limits import CAPTION_COMMIT_EVERY
+from indexer.column_job import run_column_job
 from media.stored import READ_ERRORS, ImageLimits, StoredImages
 from models.captioners import Captioner, Decoding
 from storage.catalog import Catalog
@@ -30,7 +27,6 @@ from storage.collection import Collection
 from storage.job_run import JobRun
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 def _pending(coll: Collection, model_id: str) -> list[tuple[str, list[tuple[int, str, str]]]]:
@@ -85,7 +81,7 @@ def caption_collection(
         report["job_id"] = job.job_id
     reader = StoredImages(coll.uri_aliases(), limits)
 
-    def load(item: tuple[int, str, str]) -> tuple[int, Any]:
+    def load(item: tuple[int, str, str]) -> tuple[int, np.ndarray | Exception]:
         rid, uri, sha = item
         try:
             return rid, captioner.preprocess([reader.image(uri, sha)])[0]
@@ -95,37 +91,27 @@ def caption_collection(
     def counts() -> dict[str, Any]:
         return {"captioned": report["captioned"], "failed": report["failed"]}
 
-    with (
-        tqdm(total=total, unit="img", desc=f"caption {coll.name}", disable=not progress or None) as bar,
-        ThreadPoolExecutor(workers) as pool,
-        job.recorded(lambda: {"failures": report["failures"]}) if job else nullcontext(),
-    ):
-        for shard_file, chunk in _chunks(work, commit_every):
-            loaded = list(pool.map(load, chunk))
-            ok = [(rid, px) for rid, px in loaded if not isinstance(px, Exception)]
-            for rid, err in loaded:
-                if isinstance(err, Exception):
-                    report["failed"] += 1
-                    report["failures"].append({"id": rid, "error": str(err)})
-            updates: dict[int, dict[str, Any]] = {}
-            for b in range(0, len(ok), captioner.batch_size):
-                part = ok[b : b + captioner.batch_size]
-                texts = captioner.caption_pixels(np.stack([px for _, px in part]), decoding)
-                for (rid, _), text in zip(part, texts, strict=True):
-                    updates[rid] = {"caption": text, "caption_model": captioner.model_id}
-            coll.update_columns(shard_file, updates)
-            report["captioned"] += len(updates)
-            bar.update(len(loaded))
-            if job:
-                job.progress(counts(), bar.n, failures=report["failures"])
-    if job:
-        job.succeed(counts(), done=total, failures=report["failures"])
+    def apply(ok: list[tuple[int, np.ndarray]]) -> dict[int, dict[str, Any]]:
+        updates: dict[int, dict[str, Any]] = {}
+        for b in range(0, len(ok), captioner.batch_size):
+            part = ok[b : b + captioner.batch_size]
+            texts = captioner.caption_pixels(np.stack([px for _, px in part]), decoding)
+            for (rid, _), text in zip(part, texts, strict=True):
+                updates[rid] = {"caption": text, "caption_model": captioner.model_id}
+        report["captioned"] += len(updates)
+        return updates
+
+    run_column_job(
+        coll,
+        work,
+        load,
+        apply,
+        report=report,
+        counts=counts,
+        desc=f"caption {coll.name}",
+        commit_every=commit_every,
+        workers=workers,
+        progress=progress,
+        job=job,
+    )
     return report
-
-
-def _chunks(work: list[tuple[str, list[T]]], size: int) -> Iterator[tuple[str, list[T]]]:
-    """Each shard's pending records, ``size`` at a time (one commit each; also the metadata
-    backfill's, indexer/metadata_backfill.py)."""
-    for shard_file, todo in work:
-        for start in range(0, len(todo), size):
-            yield shard_file, todo[start : start + size]

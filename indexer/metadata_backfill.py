@@ -1,5 +1,5 @@
 """Capture metadata and places for the records of an existing image collection: a resumable,
-idempotent catalog job of kind ``metadata`` (the caption job's pattern, indexer/captions.py).
+idempotent catalog job of kind ``metadata`` (the column job loop of indexer/column_job.py, as captions).
 
 A record is pending while its metadata was never read (``capture_notes`` null: indexed before
 these columns existed), or while it has a GPS position but no place (the ``places`` extra was
@@ -12,15 +12,12 @@ nothing. Unreadable originals are failures, retried by the next run.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from typing import Any
 
 import pyarrow.parquet as pq
-from tqdm import tqdm
 
 from blipsearch.errors import InvalidInputError
-from indexer.captions import _chunks as chunks
+from indexer.column_job import run_column_job
 from media.exif import read_capture
 from media.places import available as places_available
 from media.places import place_columns
@@ -88,35 +85,33 @@ def backfill_metadata(
     def counts() -> dict[str, Any]:
         return {k: report[k] for k in ("updated", "with_date", "with_gps", "with_place", "failed")}
 
-    with (
-        tqdm(total=total, unit="img", desc=f"metadata {coll.name}", disable=not progress or None) as bar,
-        ThreadPoolExecutor(workers) as pool,
-        job.recorded(lambda: {"failures": report["failures"]}) if job else nullcontext(),
-    ):
-        for shard_file, chunk in chunks(work, commit_every):
-            loaded = list(pool.map(load, chunk))
-            ok = [(rid, v) for rid, v in loaded if not isinstance(v, Exception)]
-            for rid, err in loaded:
-                if isinstance(err, Exception):
-                    report["failed"] += 1
-                    report["failures"].append({"id": rid, "error": str(err)})
-            found = place_columns([v.get("gps_lat") for _, v in ok], [v.get("gps_lon") for _, v in ok])
-            updates: dict[int, dict[str, Any]] = {}
-            for i, (rid, values) in enumerate(ok):
-                place = {k: found[k][i] for k in found}
-                if "capture_notes" not in values and place["country_code"] is None:
-                    continue  # a position with still no place: nothing to write
-                updates[rid] = {**values, **place}
-                report["with_date"] += values.get("taken_at") is not None
-                report["with_gps"] += values.get("gps_lat") is not None
-                report["with_place"] += place["country_code"] is not None
-            coll.update_columns(shard_file, updates)
-            report["updated"] += len(updates)
-            bar.update(len(loaded))
-            if job:
-                job.progress(counts(), bar.n)
-    if job:
-        job.succeed(counts(), done=total, failures=report["failures"])
+    def apply(ok: list[tuple[int, dict[str, Any]]]) -> dict[int, dict[str, Any]]:
+        found = place_columns([v.get("gps_lat") for _, v in ok], [v.get("gps_lon") for _, v in ok])
+        updates: dict[int, dict[str, Any]] = {}
+        for i, (rid, values) in enumerate(ok):
+            place = {k: found[k][i] for k in found}
+            if "capture_notes" not in values and place["country_code"] is None:
+                continue  # a position with still no place: nothing to write
+            updates[rid] = {**values, **place}
+            report["with_date"] += values.get("taken_at") is not None
+            report["with_gps"] += values.get("gps_lat") is not None
+            report["with_place"] += place["country_code"] is not None
+        report["updated"] += len(updates)
+        return updates
+
+    run_column_job(
+        coll,
+        work,
+        load,
+        apply,
+        report=report,
+        counts=counts,
+        desc=f"metadata {coll.name}",
+        commit_every=commit_every,
+        workers=workers,
+        progress=progress,
+        job=job,
+    )
     return report
 
 
