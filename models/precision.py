@@ -33,7 +33,7 @@ STAGES = ("image", "text", "itm", "caption")
 # image, text and ITM (captions missed it); for BLIP-2, measured on the tiny model only (ViT-g is
 # too large to benchmark here), image and ITM missed it, so only text runs bf16.
 DEFAULT_FAST_STAGES: frozenset[str] = frozenset({"image", "text", "itm"})
-BLIP2_FAST_STAGES: frozenset[str] = frozenset({"text"})
+BLIP2_FAST_STAGES: frozenset[str] = frozenset({"image", "text"})
 # x86 flags (as /proc/cpuinfo spells them) of CPUs with bf16 dot-product instructions.
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
