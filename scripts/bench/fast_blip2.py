@@ -53,6 +53,9 @@ def base_blip2(cache: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         tok = make_tokenizer(Path(tmp), 30524, 0)  # BERT-base vocabulary size, as the hub tokenizer
         cfg = Blip2Config(
+            # transformers' ViT-g default initializer_range is 1e-10 (trained weights replace it): the
+            # tower would output a constant, and every fidelity number would be trivially perfect.
+            vision_config={"initializer_range": 0.02},
             qformer_config={"vocab_size": len(tok), "pad_token_id": tok.pad_token_id, "use_qformer_text_input": True},
             num_query_tokens=32,
             image_text_hidden_size=256,
@@ -213,7 +216,7 @@ def whole_process(folder: Path, model: Path, precision: str, tmp: Path) -> dict[
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return {"wall_s": wall, "cmd": " ".join(["blipsearch", *cmd[1:]])}
+    return {"wall_s": wall, "cmd": " ".join(["blipsearch", *cmd[1:]]), "output_tail": proc.stdout[-600:]}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -445,7 +448,7 @@ def fidelity_rows(table: dict[str, dict[str, Any]]) -> list[str]:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=8, help="JPEGs for the whole-process index runs")
-    ap.add_argument("--n-fid", type=int, default=16, help="JPEGs for the naive loop and the fidelity numbers")
+    ap.add_argument("--n-fid", type=int, default=12, help="JPEGs for the naive loop and the fidelity numbers")
     ap.add_argument("--n-inproc", type=int, default=4, help="JPEGs for the in-process index timings")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None)
