@@ -129,7 +129,7 @@ register(
         pre_caption=True,
         examples={"Salesforce/blip2-itm-vit-g": 256},
         fast_runtimes={
-            "cpu": "text on torch bf16 autocast on CPUs with native bf16; image and itm fp32",
+            "cpu": "image (ViT; Q-Former fp32) and text on torch bf16 autocast on CPUs with native bf16; itm fp32",
             "cuda": "bf16 weights (fp16 where bf16 is unsupported)",
         },
         notes="32 vectors per image (one per Q-Former query); an image's score is the max over them.",
