@@ -225,7 +225,12 @@ def main() -> None:
     # -- ITM, captions, BLIP-2: each stage's own module, in this run ---------------------------
     for stage in ("itm", "captions", "blip2"):
         if stage in args.stages:
-            res[stage] = importlib.import_module(f"fast_{MODULES[stage]}").run(args)
+            mod = importlib.import_module(f"fast_{MODULES[stage]}")
+            if stage == "blip2":  # ViT-g sizes: its own defaults (fast_blip2.py --help), this run's threads
+                stage_args = mod.parse([*(["--threads", str(args.threads)] if args.threads else []), "--no-openvino"])
+            else:
+                stage_args = args
+            res[stage] = mod.run(stage_args)
             res["loadavg_end"] = os.getloadavg()[0]
             write_result("fast_path", res)
 
