@@ -68,9 +68,10 @@ def test_uploads_decode_through_the_gate_reduced(served, send, monkeypatch):
     sides: list[int | None] = []
     real = api.decoding.sniff_and_decode
 
-    def spy(data, name, ctype, max_pixels, draft=None):
-        out = real(data, name, ctype, max_pixels, draft)
+    def spy(data, name, ctype, max_pixels, draft=None, timeout_s=None):
+        out = real(data, name, ctype, max_pixels, draft, timeout_s)
         sides.append(draft)
+        assert timeout_s == state.settings.decode_timeout_s  # under the decode time limit
         assert out.image.size[0] < 900  # box-reduced right after decoding, never handed on at full size
         return out
 
