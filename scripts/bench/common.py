@@ -64,6 +64,18 @@ def timeit(fn: Callable[[], Any], repeat: int = 3, warmup: int = 1) -> dict[str,
     return {"median_s": statistics.median(times), "min_s": min(times), "runs": repeat}
 
 
+def gemm(dtype: Any, n: int = 2048, reps: int = 5) -> float:
+    """GFLOP/s of an n³ ``torch.mm`` in ``dtype`` on the CPU: the practical matrix ceiling."""
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
 def base_model(cache: Path | None = None, which: str = "blip-itm") -> Path:
     """A randomly initialised base-size BLIP checkpoint (the FLOPs of the hub base models):
     ``blip-itm`` (retrieval, as blip-itm-base-coco) or ``blip-caption`` (blip-image-captioning-base)."""

@@ -33,7 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, machine_line, update_markdown, write_result
+from common import RESULTS, gemm, machine, machine_line, update_markdown, write_result
 
 BOUND_COS = 0.999
 SIZES = [(2048, 1536), (1600, 1200), (1280, 960)]
@@ -81,17 +81,6 @@ def vit_gflop(cfg: Any) -> float:
     d, m = cfg.hidden_size, cfg.intermediate_size
     per_layer = 2 * n * (4 * d * d + 2 * d * m) + 4 * n * n * d
     return (cfg.num_hidden_layers * per_layer + 2 * (n - 1) * 3 * cfg.patch_size**2 * d) / 1e9
-
-
-def gemm(dtype: Any, n: int = 2048, reps: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def rss_gb() -> float:

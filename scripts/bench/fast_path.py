@@ -42,21 +42,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import base_model, machine, machine_line, update_markdown, write_result
+from common import base_model, gemm, machine, machine_line, update_markdown, write_result
 
 STAGES = ("core", "itm", "captions", "blip2")  # core: GEMM ceiling, indexing, text queries
 MODULES = {"itm": "itm", "captions": "captions", "blip2": "blip2"}  # scripts/bench/fast_<name>.py
-
-
-def gemm(dtype: Any, n: int = 2048, reps: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.mm(a, b)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
 
 
 def vit_gflop(cfg: Any) -> float:
