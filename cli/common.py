@@ -103,9 +103,10 @@ def check_hub_models(*models: tuple[str | None, str]) -> None:
     with the loader's own one-line ModelLoadError (exit 5) naming the role's flag and variable.
     ``role``: ``"model"`` or ``"caption"``. Local directories pass at once."""
     from models.loading import CAPTION_HINT, MODEL_HINT, check_hub, naming, resolve_source
+    from models.openclip_config import is_openclip_source
 
     hints = {"model": MODEL_HINT, "caption": CAPTION_HINT}
     for source, role in models:
-        if source:
+        if source and not (role == "model" and is_openclip_source(source)):  # OpenCLIP: its own loader checks
             with naming(hints[role]):
                 check_hub(resolve_source(source))
