@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -121,3 +124,32 @@ def synthetic_rows(start: int, stop: int) -> dict[str, list]:
         "height": [1] * n,
         "bytes": [1] * n,
     }
+
+
+_CLI_PROBE = """
+import json, runpy, sys
+sys.argv = ["blipsearch", *json.loads(sys.argv[1])]
+try:
+    runpy.run_module("cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("\\n@@" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def probe_cli(args: Sequence[str], env: dict[str, str], timeout: float = 600) -> tuple[int, set[str], str, str]:
+    """Run the CLI with ``args`` in a fresh interpreter with exactly ``env``: (exit code, every
+    module it imported, stdout before the probe's line, stderr)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _CLI_PROBE, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+    out, _, tail = proc.stdout.rpartition("\n@@")
+    assert tail, proc.stderr
+    info = json.loads(tail)
+    return int(info["code"] or 0), set(info["modules"]), out, proc.stderr

@@ -4,40 +4,21 @@ whether the client is offline (HF_HUB_OFFLINE) or the Hub does not answer."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_images
+from tests.helpers import probe_cli, write_images
 
 ROOT = Path(__file__).resolve().parents[1]
-PROBE = """
-import json, runpy, sys
-sys.argv = ["blipsearch", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("\\n@@" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
-"""
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[int, set[str], str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("BLIPSEARCH_", "HF_"))}
     full.update({"PYTHONPATH": str(ROOT), "HF_HOME": env.pop("HF_HOME"), **env})
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, env=full, timeout=300
-    )
-    tail = proc.stdout.rpartition("\n@@")[2]
-    assert tail, proc.stderr
-    info = json.loads(tail)
-    return int(info["code"] or 0), {m.split(".")[0] for m in info["modules"]}, proc.stderr
+    code, modules, _, err = probe_cli(args, full, timeout=300)
+    return code, {m.split(".")[0] for m in modules}, err
 
 
 @pytest.mark.parametrize(

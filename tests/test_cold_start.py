@@ -16,31 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import probe_cli
+
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "faiss", "ray", "openvino", "pyarrow", "fastapi", "sqlalchemy")
-PROBE = """
-import json, runpy, sys
-sys.argv = ["blipsearch", *json.loads(sys.argv[1])]
-try:
-    runpy.run_module("cli", run_name="__main__")
-except SystemExit as exc:
-    code = exc.code
-else:
-    code = 0
-print("\\n@@" + json.dumps({"code": code, "modules": sorted(sys.modules)}))
-"""
 
 
 def _run(args: list[str], env: dict[str, str]) -> tuple[int, set[str], str]:
     """Run the CLI with ``args`` in a fresh interpreter; (exit code, imported modules, stdout)."""
     full = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **env}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(args)], capture_output=True, text=True, env=full, timeout=600
-    )
-    out, _, tail = proc.stdout.rpartition("\n@@")
-    assert tail, proc.stderr
-    info = json.loads(tail)
-    return int(info["code"] or 0), set(info["modules"]), out
+    code, modules, out, _ = probe_cli(args, full)
+    return code, modules, out
 
 
 def _tops(modules: set[str]) -> set[str]:
